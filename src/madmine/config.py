@@ -1,0 +1,357 @@
+"""Typed configuration (madmine.toml), validated up front.
+
+Every problem is reported before any work starts, with the key that is wrong and what to
+write instead: a scoring job that fails after an hour because of a typo is the worst kind
+of failure for a batch tool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madmine.errors import MadmineError
+
+SEGMENTATION_ARCHS = (
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet101",
+    "deeplabv3_resnet50",
+    "fcn_resnet101",
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3_large",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ROLES = ("target", "competitor")
+
+
+class ConfigError(MadmineError):
+    """A configuration value is missing, unknown or invalid."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model: exactly one of arch, factory or maps."""
+
+    name: str
+    role: str
+    arch: str | None = None
+    factory: str | None = None
+    maps: str | None = None
+    weights: str | None = None
+    input_size: int = 513
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    classes: int | None = None
+    version: str | None = None
+    seed: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "arch" if self.arch else "factory" if self.factory else "maps"
+
+    @property
+    def is_network(self) -> bool:
+        return self.kind != "maps"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How `madmine score` runs: pool size, devices, batches, layout, error budget."""
+
+    batch_size: int = 4
+    actors: int = 1
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    torch_threads: int = 0  # 0: every core of the node
+    device: str = "auto"  # auto | cpu | cuda
+    channels_last: bool = True
+    bf16: bool = False
+    shard_size: int = 256
+    decode_batch_size: int = 8
+    max_error_fraction: float = 0.05
+    cache_maps: bool = True
+    max_pixels: int = 64_000_000
+    min_side: int = 8
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Selection budgets (ARCHITECTURE §1 steps 2 and 4)."""
+
+    n3: int = 25
+    n4: int = 100
+    quantiles: tuple[float, float] = (0.25, 0.75)
+    phash_distance: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    workspace_uri: str
+    storage_options: dict = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    scoring: ScoringConfig = ScoringConfig()
+    selection: SelectionConfig = SelectionConfig()
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def target(self) -> ModelSpec:
+        return next(m for m in self.models if m.role == "target")
+
+    @property
+    def competitors(self) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.role == "competitor")
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(f"no model named {name!r}; models are {[m.name for m in self.models]}")
+
+    def fingerprint(self) -> str:
+        """A short hash of what determines scores (classes and models), for run ids."""
+        payload = {"classes": self.classes, "models": [dataclasses.asdict(m) for m in self.models]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage"}
+_WORKSPACE_KEYS = {"uri"}
+_CLASSES_KEYS = {"names", "colors"}
+_MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
+_STORAGE_KEYS = {"endpoint_url", "key", "secret", "anon", "region"}
+
+
+def _unknown(keys, allowed, where: str) -> None:
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _resolve(base: Path, value: str) -> str:
+    """Relative local paths in the file are relative to the file, not the shell."""
+    if _is_remote(value) or os.path.isabs(value):
+        return value
+    return str((base / value).resolve()) + ("/" if value.endswith("/") else "")
+
+
+def _typed_section(cls, data: dict, where: str):
+    _unknown(data, {f.name for f in dataclasses.fields(cls)}, where)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = getattr(cls(), f.name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{f.name} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}.{f.name} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ConfigError(f"{where}.{f.name} must be a whole number, got {value!r}")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _check_scoring(s: ScoringConfig) -> None:
+    positive = ("batch_size", "actors", "shard_size", "decode_batch_size", "max_pixels", "min_side")
+    for key in positive:
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"[scoring] {key} must be > 0, got {getattr(s, key)}")
+    if s.num_gpus_per_actor < 0 or s.num_cpus_per_actor < 0 or s.torch_threads < 0:
+        raise ConfigError("[scoring] num_gpus_per_actor, num_cpus_per_actor and torch_threads must be >= 0")
+    if s.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"[scoring] device must be 'auto', 'cpu' or 'cuda', got {s.device!r}")
+    if not 0.0 <= s.max_error_fraction <= 1.0:
+        raise ConfigError(f"[scoring] max_error_fraction must be within [0, 1], got {s.max_error_fraction}")
+
+
+def _check_selection(s: SelectionConfig) -> None:
+    if s.n3 <= 0:
+        raise ConfigError(f"[selection] n3 must be > 0, got {s.n3}")
+    if s.n4 <= 0:
+        raise ConfigError(f"[selection] n4 must be > 0, got {s.n4}")
+    if len(s.quantiles) != 2 or not (0.0 <= s.quantiles[0] <= s.quantiles[1] <= 1.0):
+        raise ConfigError(f"[selection] quantiles must be two numbers 0 <= p <= q <= 1, got {list(s.quantiles)}")
+    if s.phash_distance < 0:
+        raise ConfigError(f"[selection] phash_distance must be >= 0, got {s.phash_distance}")
+
+
+def _parse_model(i: int, data: dict, base: Path, num_classes: int) -> ModelSpec:
+    where = f"[[models]] #{i + 1}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table with name, role and arch/factory/maps")
+    _unknown(data, _MODEL_KEYS, where)
+    name = data.get("name")
+    if not name or not isinstance(name, str):
+        raise ConfigError(f"{where}: set name = \"...\" (a short unique model name)")
+    where = f"[[models]] {name!r}"
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{where}: name may hold only letters, digits, '-' and '_'")
+    role = data.get("role")
+    if role not in ROLES:
+        raise ConfigError(f"{where}: role must be 'target' or 'competitor', got {role!r}")
+    sources = [k for k in ("arch", "factory", "maps") if data.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{where}: set exactly one of arch = \"deeplabv3_resnet50\", factory = \"pkg.mod:fn\" "
+            f"or maps = \"dir/\" (found {sources or 'none'})"
+        )
+    arch = data.get("arch")
+    if arch and arch not in SEGMENTATION_ARCHS:
+        close = difflib.get_close_matches(arch, SEGMENTATION_ARCHS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where}: unknown arch {arch!r}{hint}; torchvision segmentation builders are "
+            f"{', '.join(SEGMENTATION_ARCHS)}; for your own network use factory = \"pkg.mod:fn\""
+        )
+    factory = data.get("factory")
+    if factory and (factory.count(":") != 1 or not all(factory.split(":"))):
+        raise ConfigError(f"{where}: factory must look like \"package.module:function\", got {factory!r}")
+    weights = data.get("weights")
+    if weights is not None and "maps" in sources:
+        raise ConfigError(f"{where}: a maps model takes no weights (remove weights = ...)")
+    if weights:
+        if weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or "/" in weights or _is_remote(weights):
+            weights = _resolve(base, weights)
+            if not _is_remote(weights) and not os.path.exists(weights):
+                raise ConfigError(
+                    f"{where}: weights file {weights!r} does not exist; fix the path, or remove "
+                    "weights = ... to start from random initialisation"
+                )
+    maps = data.get("maps")
+    if maps:
+        maps = _resolve(base, maps)
+        if not _is_remote(maps) and not os.path.isdir(maps):
+            raise ConfigError(f"{where}: maps folder {maps!r} does not exist")
+    input_size = data.get("input_size", 513)
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or not 8 <= input_size <= 4096:
+        raise ConfigError(f"{where}: input_size must be a whole number in [8, 4096], got {input_size!r}")
+    for key in ("mean", "std"):
+        value = data.get(key)
+        if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+            raise ConfigError(f"{where}: {key} must be three numbers (R, G, B), got {value!r}")
+    if data.get("std") and any(v <= 0 for v in data["std"]):
+        raise ConfigError(f"{where}: std values must be > 0")
+    classes = data.get("classes")
+    if classes is not None and classes != num_classes:
+        raise ConfigError(
+            f"{where}: the model predicts {classes} classes but [classes] names lists {num_classes}; "
+            "all models of a run must share the class list"
+        )
+    return ModelSpec(
+        name=name,
+        role=role,
+        arch=arch,
+        factory=factory,
+        maps=maps,
+        weights=weights,
+        input_size=input_size,
+        mean=tuple(data.get("mean", IMAGENET_MEAN)),
+        std=tuple(data.get("std", IMAGENET_STD)),
+        classes=classes,
+        version=data.get("version"),
+        seed=int(data.get("seed", 0)),
+    )
+
+
+def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative paths are taken from `base`."""
+    _unknown(raw, _TOP_KEYS, "madmine.toml")
+    ws = raw.get("workspace") or {}
+    _unknown(ws, _WORKSPACE_KEYS, "[workspace]")
+    uri = ws.get("uri")
+    if not uri or not isinstance(uri, str):
+        raise ConfigError('[workspace] uri is missing: set uri = "work/" or "s3://bucket/prefix"')
+    uri = _resolve(base, uri)
+
+    storage = raw.get("storage") or {}
+    _unknown(storage, _STORAGE_KEYS, "[storage]")
+    storage_options: dict[str, Any] = {}
+    if storage.get("endpoint_url"):
+        storage_options["client_kwargs"] = {"endpoint_url": storage["endpoint_url"]}
+        if storage.get("region"):
+            storage_options["client_kwargs"]["region_name"] = storage["region"]
+    for key in ("key", "secret", "anon"):
+        if key in storage:
+            storage_options[key] = storage[key]
+
+    cls = raw.get("classes") or {}
+    _unknown(cls, _CLASSES_KEYS, "[classes]")
+    names = cls.get("names")
+    if not names or not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError('[classes] names must list the class names, background first: names = ["background", ...]')
+    if len(names) < 2:
+        raise ConfigError("[classes] names needs background and at least one object class")
+    if len(names) > 255:
+        raise ConfigError(f"[classes] names lists {len(names)} classes; at most 255 (255 means ignore)")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"[classes] names repeats {dup}; class names must be unique")
+
+    models_raw = raw.get("models")
+    if not models_raw or not isinstance(models_raw, list):
+        raise ConfigError("no [[models]] entries: add one target and at least one competitor")
+    models = tuple(_parse_model(i, m, base, len(names)) for i, m in enumerate(models_raw))
+    seen = set()
+    for m in models:
+        if m.name in seen:
+            raise ConfigError(f"[[models]]: two models are named {m.name!r}; names must be unique")
+        seen.add(m.name)
+    targets = [m.name for m in models if m.role == "target"]
+    if len(targets) != 1:
+        raise ConfigError(
+            f"[[models]]: exactly one model must have role = \"target\", found {len(targets)} {targets}"
+        )
+    if not any(m.role == "competitor" for m in models):
+        raise ConfigError('[[models]]: add at least one model with role = "competitor"')
+
+    scoring = _typed_section(ScoringConfig, raw.get("scoring") or {}, "[scoring]")
+    _check_scoring(scoring)
+    selection = _typed_section(SelectionConfig, raw.get("selection") or {}, "[selection]")
+    _check_selection(selection)
+    return Config(
+        path=path,
+        workspace_uri=uri,
+        storage_options=storage_options,
+        classes=tuple(names),
+        models=models,
+        scoring=scoring,
+        selection=selection,
+        raw=raw,
+    )
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate madmine.toml."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} not found; pass --config PATH or create madmine.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(raw, path.resolve().parent, path)
