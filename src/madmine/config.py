@@ -94,6 +94,20 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class RatingConfig:
+    """Weak labelling (ARCHITECTURE §1 steps 3-4): who must rate, what a human second costs, where the app listens."""
+
+    min_raters: int = 1
+    seconds_per_rating: float = 7.0
+    seconds_per_mask: float = 135.0
+    idle_gap_s: float = 120.0
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_url: str = ""
+    display_max_side: int = 1024
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     workspace_uri: str
@@ -103,6 +117,8 @@ class Config:
     scoring: ScoringConfig = ScoringConfig()
     selection: SelectionConfig = SelectionConfig()
     raw: dict = field(default_factory=dict)
+    rating: RatingConfig = RatingConfig()
+    colors: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -128,7 +144,7 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage"}
+_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating"}
 _WORKSPACE_KEYS = {"uri"}
 _CLASSES_KEYS = {"names", "colors"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -198,6 +214,60 @@ def _check_selection(s: SelectionConfig) -> None:
         raise ConfigError(f"[selection] quantiles must be two numbers 0 <= p <= q <= 1, got {list(s.quantiles)}")
     if s.phash_distance < 0:
         raise ConfigError(f"[selection] phash_distance must be >= 0, got {s.phash_distance}")
+
+
+def _check_rating(r: RatingConfig) -> None:
+    if r.min_raters < 1:
+        raise ConfigError(f"[rating] min_raters must be >= 1, got {r.min_raters}")
+    for key in ("seconds_per_rating", "seconds_per_mask", "idle_gap_s"):
+        if getattr(r, key) <= 0:
+            raise ConfigError(f"[rating] {key} must be > 0 seconds, got {getattr(r, key)}")
+    if not isinstance(r.host, str) or not r.host:
+        raise ConfigError(f'[rating] host must be an address such as "127.0.0.1", got {r.host!r}')
+    if not 0 <= r.port <= 65535:
+        raise ConfigError(f"[rating] port must be within [0, 65535], got {r.port}")
+    if not isinstance(r.public_url, str):
+        raise ConfigError(f'[rating] public_url must be a URL such as "https://rate.example.org", got {r.public_url!r}')
+    if not 64 <= r.display_max_side <= 8192:
+        raise ConfigError(f"[rating] display_max_side must be within [64, 8192], got {r.display_max_side}")
+
+
+def default_colors(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """The PASCAL VOC palette (bit-interleaved class ids), so VOC users see familiar colours."""
+    colors = []
+    for k in range(num_classes):
+        r = g = b = 0
+        c = k
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colors.append((r, g, b))
+    return tuple(colors)
+
+
+def _parse_colors(value, num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """[classes] colors: one "#rrggbb" or [r, g, b] per class name, used by overlays and exports."""
+    if value is None:
+        return default_colors(num_classes)
+    if not isinstance(value, list) or len(value) != num_classes:
+        raise ConfigError(f"[classes] colors must list one colour per class name ({num_classes}), got {value!r}")
+    colors = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and len(item) == 7 and item.startswith("#"):
+            try:
+                colors.append(tuple(int(item[j : j + 2], 16) for j in (1, 3, 5)))
+                continue
+            except ValueError:
+                pass
+        elif isinstance(item, list) and len(item) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in item):
+            colors.append(tuple(item))
+            continue
+        raise ConfigError(f'[classes] colors[{i}] must be "#rrggbb" or [r, g, b] with 0..255, got {item!r}')
+    if len(set(colors)) != len(colors):
+        raise ConfigError("[classes] colors repeats a colour; each class needs its own (exports map colours back to classes)")
+    return tuple(colors)
 
 
 def _parse_model(i: int, data: dict, base: Path, num_classes: int) -> ModelSpec:
@@ -333,6 +403,9 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
     _check_scoring(scoring)
     selection = _typed_section(SelectionConfig, raw.get("selection") or {}, "[selection]")
     _check_selection(selection)
+    rating = _typed_section(RatingConfig, raw.get("rating") or {}, "[rating]")
+    _check_rating(rating)
+    colors = _parse_colors(cls.get("colors"), len(names))
     return Config(
         path=path,
         workspace_uri=uri,
@@ -342,6 +415,8 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         scoring=scoring,
         selection=selection,
         raw=raw,
+        rating=rating,
+        colors=colors,
     )
 
 
