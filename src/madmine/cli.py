@@ -1,0 +1,148 @@
+"""`madmine ...`: a thin command line over the package (typer + rich)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from madmine import cli_state
+from madmine.errors import MadmineError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    help=(
+        "madmine finds the images a segmentation model fails on, by maximum discrepancy "
+        "against competitor models, and fixes the model with them.\n\n"
+        "Typical round: ingest -> score -> bounds -> select -> rate -> annotate -> finetune."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global(
+    config: Path = typer.Option(
+        Path("madmine.toml"), "--config", "-c", help="Config file (TOML): workspace, classes, models.", show_default=True
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
+) -> None:
+    cli_state.set_config_path(config)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+
+
+@app.command()
+def validate() -> None:
+    """Check the config and build every model once (weights, class counts), then print the models."""
+    from madmine.models import check_models
+
+    config = cli_state.get_config()
+    versions = check_models(config)
+    table = Table(title=f"{cli_state.config_path()}: OK")
+    for col in ("model", "role", "source", "input", "version"):
+        table.add_column(col)
+    for m in config.models:
+        source = m.arch or m.factory or m.maps
+        table.add_row(m.name, m.role, source, str(m.input_size) if m.is_network else "own size", versions[m.name])
+    Console().print(table)
+
+
+@app.command()
+def ingest(
+    sources: list[str] = typer.Argument(
+        ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
+    ),
+    workers: int = typer.Option(8, help="Parallel readers."),
+) -> None:
+    """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images)."""
+    from madmine.corpus import ingest as run_ingest
+    from madmine.workspace import Workspace
+
+    config = cli_state.get_config()
+    result = run_ingest(
+        Workspace.from_config(config),
+        sources,
+        storage_options=config.storage_options,
+        max_pixels=config.scoring.max_pixels,
+        min_side=config.scoring.min_side,
+        workers=workers,
+    )
+    console.print(
+        f"ingest: [bold green]{result.added}[/] new images, {result.duplicates} duplicates, "
+        f"{result.already_known} already known, {len(result.errors)} errors"
+        + (f", {result.skipped_non_images} non-image files skipped" if result.skipped_non_images else "")
+    )
+    for err in result.errors[:10]:
+        console.print(f"  [yellow]{err['error']}[/]: {err['uri']} ({err['detail']})")
+    if len(result.errors) > 10:
+        console.print(f"  ... {len(result.errors) - 10} more in the errors table (run_id = 'ingest')")
+
+
+@app.command()
+def score(
+    resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run (committed shards are skipped)."),
+    run_id: str = typer.Option(None, "--run-id", help="Name the run (default: derived from the model versions)."),
+    executor: str = typer.Option("ray", help="'ray' (Ray Data, local or cluster) or 'local' (in-process)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+    max_error_fraction: float = typer.Option(
+        None, "--max-error-fraction", help="Fail (after saving everything) when more images than this fraction fail."
+    ),
+) -> None:
+    """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
+    from madmine.score import score as run_score
+
+    config = cli_state.get_config()
+    result = run_score(
+        config,
+        run_id=run_id,
+        resume=resume,
+        executor=executor,
+        ray_address=ray_address,
+        max_error_fraction=max_error_fraction,
+    )
+    if result.shards_scored == 0:
+        console.print(f"score: run [bold]{result.run_id}[/] is complete ({result.shards_total} shards); nothing to do")
+        return
+    console.print(
+        f"score: run [bold]{result.run_id}[/]: {result.images_scored} images in {result.shards_scored} shards "
+        f"({result.shards_skipped} already committed), {result.errors} errors, "
+        f"{result.seconds:.1f} s ({result.images_scored / max(result.seconds, 1e-9):.2f} images/s)"
+    )
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo-work"), help="Where the demo writes its corpus, config and workspace."),
+    images: int = typer.Option(64, help="Images in the generated corpus."),
+) -> None:
+    """Generate a small corpus and run ingest + score on the embedded local Ray; print the top discrepancies."""
+    from madmine.demo import run_demo
+
+    run_demo(workdir, images)
+
+
+def main() -> None:
+    try:
+        app()
+    except MadmineError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: committed work is kept; re-run the same command to continue")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Ingest: files, folders, globs, s3:// prefixes or URI lists -> the `manifest` table.
+
+image_id is a hash of the bytes, so exact duplicates collapse wherever they come from, and
+re-running an ingest adds only what is new. Every unreadable source becomes a row of the
+`errors` table; none stops the ingest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import posixpath
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import imagehash
+import pyarrow as pa
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from madmine import schemas
+from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
+from madmine.workspace import Workspace, filesystem, split_uri
+
+URI_LIST_SUFFIXES = (".txt", ".lst", ".uris")
+
+
+def image_id_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _full_uri(protocol: str, path: str) -> str:
+    return path if protocol == "file" else f"{protocol}://{path}"
+
+
+@dataclass
+class SourceListing:
+    uris: list[str] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    skipped: int = 0  # files that are not images by extension
+
+
+def expand_sources(sources: list[str], storage_options: dict | None = None) -> SourceListing:
+    """Turn SOURCE arguments into image URIs (sorted, unique)."""
+    out = SourceListing()
+    seen: set[str] = set()
+
+    def add(uri: str) -> None:
+        if uri not in seen:
+            seen.add(uri)
+            out.uris.append(uri)
+
+    for source in sources:
+        protocol, path = split_uri(source)
+        fs = filesystem(source, storage_options)
+        try:
+            if path.endswith(URI_LIST_SUFFIXES) and fs.isfile(path):
+                text = fs.cat_file(path).decode("utf-8", errors="replace")
+                for line in text.splitlines():
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        add(line if "://" in line else _full_uri("file", split_uri(line)[1]))
+            elif any(ch in path for ch in "*?["):
+                for p in sorted(fs.glob(path)):
+                    if p.lower().endswith(IMAGE_EXTENSIONS):
+                        add(_full_uri(protocol, p))
+                    else:
+                        out.skipped += 1
+            elif fs.isdir(path):
+                for p in sorted(fs.find(path)):
+                    if p.lower().endswith(IMAGE_EXTENSIONS):
+                        add(_full_uri(protocol, p))
+                    else:
+                        out.skipped += 1
+            elif fs.exists(path):
+                add(_full_uri(protocol, path))
+            else:
+                out.errors.append(_error(source, None, "source not found", f"{source} does not exist"))
+        except (OSError, ValueError) as exc:
+            out.errors.append(_error(source, None, "source unreadable", f"{type(exc).__name__}: {exc}"))
+    out.uris.sort()
+    return out
+
+
+def _error(uri: str, image_id: str | None, reason: str, detail: str) -> dict:
+    return {"run_id": "ingest", "uri": uri, "image_id": image_id, "stage": "ingest", "error": reason, "detail": detail}
+
+
+def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
+    return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
+
+
+def _ingest_one(uri: str, storage_options: dict, max_pixels: int, min_side: int) -> dict:
+    try:
+        data = read_uri(uri, storage_options)
+    except FileNotFoundError:
+        return {"error": _error(uri, None, "file not found", f"{uri} does not exist")}
+    except OSError as exc:
+        return {"error": _error(uri, None, "unreadable", f"{type(exc).__name__}: {exc}")}
+    image_id = image_id_of(data)
+    try:
+        small, width, height = probe(data, max_pixels=max_pixels, min_side=min_side)
+    except ImageError as exc:
+        return {"error": _error(uri, image_id, exc.reason, exc.detail)}
+    phash = int(str(imagehash.phash(small)), 16)
+    return {"row": {"image_id": image_id, "uri": uri, "bytes": len(data), "width": width, "height": height, "phash": phash}}
+
+
+@dataclass
+class IngestResult:
+    added: int
+    duplicates: int
+    already_known: int
+    errors: list[dict]
+    skipped_non_images: int
+    part: str | None
+
+
+def ingest(
+    workspace: Workspace,
+    sources: list[str],
+    *,
+    storage_options: dict | None = None,
+    max_pixels: int = 64_000_000,
+    min_side: int = 8,
+    workers: int = 8,
+    show_progress: bool = True,
+) -> IngestResult:
+    """Add the new images of `sources` to the manifest as one immutable part file."""
+    storage_options = storage_options or {}
+    listing = expand_sources(sources, storage_options)
+    existing = workspace.read_table("manifest")
+    known_ids: set[str] = set(existing.column("image_id").to_pylist()) if existing is not None else set()
+    known_uris: set[str] = set(existing.column("uri").to_pylist()) if existing is not None else set()
+    todo = [u for u in listing.uris if u not in known_uris]
+
+    rows: list[dict] = []
+    errors = list(listing.errors)
+    duplicates = 0
+    with Progress(
+        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress
+    ) as progress:
+        task = progress.add_task("ingest", total=len(todo))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(lambda u: _ingest_one(u, storage_options, max_pixels, min_side), todo):
+                progress.advance(task)
+                if "error" in result:
+                    errors.append(result["error"])
+                    continue
+                row = result["row"]
+                if row["image_id"] in known_ids:
+                    duplicates += 1
+                    continue
+                known_ids.add(row["image_id"])
+                rows.append(row)
+
+    stamp = dt.datetime.now(dt.timezone.utc)
+    part = f"part-{stamp.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    if errors:
+        table = pa.Table.from_pylist(errors, schema=schemas.ERRORS)
+        workspace.write_parquet(workspace.path("tables", "errors", "ingest", f"{part}.parquet"), table)
+    if rows:
+        for row in rows:
+            row["ingested_at"] = stamp
+        rows.sort(key=lambda r: r["image_id"])
+        table = pa.Table.from_pylist(rows, schema=schemas.MANIFEST)
+        workspace.write_parquet(posixpath.join(workspace.table_dir("manifest"), f"{part}.parquet"), table)
+    return IngestResult(
+        added=len(rows),
+        duplicates=duplicates,
+        already_known=len(listing.uris) - len(todo),
+        errors=errors,
+        skipped_non_images=listing.skipped,
+        part=part if rows else None,
+    )

@@ -1,0 +1,1 @@
+"""Executors: the only places that know how stages run (in-process, or on Ray Data)."""

@@ -1,0 +1,136 @@
+"""Safe image decoding and preprocessing.
+
+Web corpora hold every kind of broken or odd file. Decoding must turn each valid one into
+the RGB image a person would see (EXIF orientation applied, CMYK / 16-bit / palette /
+alpha converted) and refuse the rest with a short reason, without ever decoding a
+decompression bomb.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used: `reason` is short (a table column), `detail` is free text."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageError("empty file", "0 bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("decompression bomb", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image", f"{len(data)} bytes that no decoder recognises") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("corrupt header", str(exc)) from exc
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError("decompression bomb", f"declared size {w}x{h} exceeds max_pixels={max_pixels}")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any mode to 8-bit RGB as displayed."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray((scaled * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def decode(data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8, draft: int | None = None) -> Image.Image:
+    """Bytes -> RGB PIL image as displayed, or ImageError with a short reason.
+
+    `draft` lets the JPEG decoder scale down by DCT while decoding (never below that size),
+    which makes large photos several times cheaper when models want ~513 px inputs.
+    """
+    img = _open(data, max_pixels)
+    w, h = img.size
+    if min(w, h) < min_side:
+        raise ImageError("image too small", f"{w}x{h}, smaller than min_side={min_side} pixels")
+    try:
+        if draft and img.format == "JPEG" and img.mode in ("RGB", "L"):
+            img.draft(img.mode, (draft, draft))
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("truncated or corrupt image data", str(exc)) from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        pass  # a broken EXIF block is not a reason to drop the pixels
+    return _to_rgb(img)
+
+
+def probe(data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8) -> tuple[Image.Image, int, int]:
+    """Full validation at ingest: (small RGB copy for hashing, displayed width, displayed height)."""
+    img = _open(data, max_pixels)
+    w, h = img.size
+    if min(w, h) < min_side:
+        raise ImageError("image too small", f"{w}x{h}, smaller than min_side={min_side} pixels")
+    orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    rgb = decode(data, max_pixels=max_pixels, min_side=min_side, draft=64)
+    return rgb, w, h
+
+
+def resize_uint8(img: Image.Image, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: the default preprocessing resizes to a square model input."""
+    return np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def encode_map_png(label_map: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """A class-index map as a compressed 8-bit PNG, with optional text metadata."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(label_map, dtype=np.uint8), "L").save(buf, "PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+def decode_map_png(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
+    """A class-index PNG -> (uint8 map, text metadata). Palette PNGs keep their indices."""
+    img = Image.open(io.BytesIO(data))
+    if img.mode not in ("L", "P", "I", "I;16"):
+        raise ImageError("not a class-index map", f"PNG mode {img.mode}; expected a single-channel map")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        if arr.max() > 255:
+            raise ImageError("not a class-index map", f"values up to {int(arr.max())}")
+        arr = arr.astype(np.uint8)
+    return arr, dict(getattr(img, "text", {}) or {})

@@ -1,0 +1,132 @@
+"""The images of a round that raters see, and the prediction maps shown with them.
+
+Everything is looked up by image_id among the round's candidates: a request names an id,
+never a path, so nothing a browser sends can reach another file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from madmine.config import Config
+from madmine.errors import MadmineError
+from madmine.images import decode_map_png
+from madmine.workspace import Workspace, filesystem, split_uri
+
+COMPLETE = "complete"
+_ROUND_FILE = re.compile(r"^round-(\d+)-([A-Za-z0-9_]+)\.parquet$")
+
+
+class RoundError(MadmineError):
+    """The round's candidates, run record or maps cannot be found."""
+
+
+@dataclass(frozen=True)
+class RoundSet:
+    """The candidate images M of one round, and the model versions that predicted them."""
+
+    round: int
+    strategy: str
+    image_ids: tuple[str, ...]
+    uris: dict[str, str]
+    target: str
+    versions: dict[str, str]
+    competitors: tuple[str, ...]
+    run_id: str
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self.uris
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def candidates_path(ws: Workspace, round_: int, strategy: str = "mad") -> str:
+    return ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
+
+
+def latest_round(ws: Workspace, strategy: str = "mad") -> int:
+    """The highest round that has candidates: the default for every `rate` command."""
+    rounds = []
+    for path in ws.glob(ws.path("tables", "candidates", "round-*.parquet")):
+        match = _ROUND_FILE.match(path.rsplit("/", 1)[-1])
+        if match and match.group(2) == strategy:
+            rounds.append(int(match.group(1)))
+    if not rounds:
+        raise RoundError(
+            f"no candidates in {ws.path('tables', 'candidates')} for strategy {strategy!r}; "
+            "run `madmine select --round R` first, or pass --round"
+        )
+    return max(rounds)
+
+
+def _scoring_run(ws: Workspace, run_ids: list[str]) -> dict:
+    """The run whose versions the round shows: the candidates' own run, else the newest complete one."""
+    if run_ids:
+        paths = [ws.path("runs", run_id, "run.json") for run_id in run_ids]
+        named = sorted((ws.get_json(p) for p in paths if ws.exists(p)), key=lambda r: r.get("created_at", ""))
+        if not named:
+            raise RoundError(f"the candidates name scoring run(s) {run_ids} but no runs/<run_id>/run.json exists")
+        return named[-1]
+    records = ws.runs()
+    complete = [r for r in records if r.get("status") == COMPLETE]
+    if not complete:
+        raise RoundError(
+            f"no complete scoring run under {ws.path('runs')} (run.json with status {COMPLETE!r}); "
+            "run `madmine score` first"
+        )
+    return complete[-1]
+
+
+def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -> RoundSet:
+    path = candidates_path(ws, round_, strategy)
+    if not ws.exists(path):
+        raise RoundError(f"no candidates for round {round_} ({path}); run `madmine select --round {round_}` first")
+    table = ws.read_parquet([path])
+    missing = {"image_id", "uri"} - set(table.column_names)
+    if missing:
+        raise RoundError(f"{path} lacks column(s) {sorted(missing)}; it is not a candidates table")
+    rows = table.to_pylist()
+    if "round" in table.column_names:
+        rows = [r for r in rows if r["round"] is None or int(r["round"]) == round_]
+    uris: dict[str, str] = {}
+    for row in rows:
+        uris.setdefault(row["image_id"], row["uri"])
+    run_ids = sorted({r["run_id"] for r in rows if r.get("run_id")}) if "run_id" in table.column_names else []
+    run = _scoring_run(ws, run_ids)
+    versions = {m["name"]: m["version"] for m in run.get("models", []) if m.get("version")}
+    target = cfg.target.name
+    if target not in versions:
+        raise RoundError(f"scoring run {run.get('run_id')!r} has no version of the target {target!r}")
+    competitors = tuple(m.name for m in cfg.competitors if m.name in versions)
+    return RoundSet(
+        round=round_,
+        strategy=strategy,
+        image_ids=tuple(sorted(uris)),
+        uris=uris,
+        target=target,
+        versions=versions,
+        competitors=competitors,
+        run_id=str(run.get("run_id", "")),
+    )
+
+
+def load_map(ws: Workspace, model: str, version: str, image_id: str) -> np.ndarray:
+    """A cached prediction map (uint8 class ids, 255 ignore)."""
+    path = ws.map_path(model, version, image_id)
+    try:
+        data = ws.get_bytes(path)
+    except FileNotFoundError as exc:
+        raise RoundError(f"no cached map of {model} version {version} for image {image_id} ({path})") from exc
+    return decode_map_png(data)[0]
+
+
+def read_image(uri: str, storage_options: dict | None = None) -> bytes:
+    """The original bytes of an image from the manifest (local path or object store URI)."""
+    try:
+        return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
+    except FileNotFoundError as exc:
+        raise RoundError(f"image {uri} is gone from where it was ingested") from exc

@@ -1,0 +1,1 @@
+"""Pure batch functions (dicts of numpy arrays in and out). They never import ray."""
