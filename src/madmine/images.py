@@ -38,7 +38,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ImageError("not an image", f"{len(data)} bytes that no decoder recognises") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("corrupt header", str(exc)) from exc
+        reason = "truncated or corrupt image data" if "truncat" in str(exc).lower() else "corrupt header"
+        raise ImageError(reason, str(exc)) from exc
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError("decompression bomb", f"declared size {w}x{h} exceeds max_pixels={max_pixels}")

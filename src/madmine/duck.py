@@ -1,0 +1,124 @@
+"""DuckDB over the workspace: one connection, the workspace filesystem, views of its tables.
+
+DuckDB cannot download its httpfs extension here, so s3:// is read through the same fsspec
+filesystem the workspace uses, registered on the connection. Every statement comes from
+sql/*.sql; values reach SQL only as bound parameters (`SET VARIABLE name = $value`) that
+the files read with getvariable(), which also keeps the files runnable in the duckdb CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from madmine.errors import MadmineError
+from madmine.workspace import Workspace
+
+# Every table a workspace may hold, and the command that writes it (for "missing table").
+CREATED_BY = {
+    "manifest": "madmine ingest SOURCE...",
+    "predictions": "madmine score",
+    "pairs": "madmine score",
+    "errors": "madmine ingest / madmine score",
+    "bounds": "madmine bounds LABELS_DIR",
+    "candidates": "madmine select --round R",
+    "ratings": "madmine rate (the weak-labelling app)",
+    "labels": "madmine annotate (import of pixel labels)",
+    "testsets": "madmine evaluate (the test-set builder)",
+    "models": "madmine score / madmine finetune",
+}
+RUN_TABLES = ("predictions", "pairs", "errors")
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_VIEW_NAME = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+(\w+)", re.IGNORECASE)
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist", re.IGNORECASE)
+
+
+def sql_dir() -> Path:
+    """The sql/ folder of the project (MADMINE_SQL_DIR overrides, for installed copies)."""
+    override = os.environ.get("MADMINE_SQL_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "sql"
+
+
+@cache
+def sql_text(name: str) -> str:
+    path = sql_dir() / f"{name}.sql"
+    if not path.exists():
+        raise MadmineError(f"SQL file {path} is missing: madmine needs its sql/ folder (set MADMINE_SQL_DIR)")
+    return path.read_text()
+
+
+def statements(name: str) -> list[str]:
+    """The statements of sql/<name>.sql, split by DuckDB's own parser."""
+    return [s.query for s in duckdb.extract_statements(sql_text(name))]
+
+
+def set_variables(con: duckdb.DuckDBPyConnection, **values) -> None:
+    """Bind values as DuckDB variables; names are fixed identifiers, values are parameters."""
+    for name, value in values.items():
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"not a variable name: {name!r}")
+        con.execute(f"SET VARIABLE {name} = $value", {"value": value})
+
+
+def run_file(con: duckdb.DuckDBPyConnection, name: str):
+    """Execute every statement of sql/<name>.sql; return the relation of the last one."""
+    result = None
+    for statement in statements(name):
+        result = con.execute(statement)
+    return result
+
+
+def connect(ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads the workspace (and writes nothing to it)."""
+    con = duckdb.connect(config={"preserve_insertion_order": False})
+    if threads:
+        con.execute("SET threads = $n", {"n": int(threads)})
+    if memory_limit:
+        con.execute("SET memory_limit = $m", {"m": memory_limit})
+    if not ws.is_local:
+        con.register_filesystem(ws.fs)
+    set_variables(con, workspace=ws.url(ws.root))
+    return con
+
+
+def table_exists(ws: Workspace, table: str) -> bool:
+    """Whether a table has at least one readable file (committed shards for run tables)."""
+    return bool(ws.table_files(table))
+
+
+def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> list[str]:
+    """Run sql/views.sql, skipping the views of tables that do not exist yet."""
+    present = []
+    for statement in statements("views"):
+        match = _VIEW_NAME.search(statement)
+        table = match.group(1) if match else None
+        if table in CREATED_BY and not table_exists(ws, table):
+            continue
+        con.execute(statement)
+        if table in CREATED_BY:
+            present.append(table)
+    return present
+
+
+def register_empty(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema) -> None:
+    """Stand in for a table that does not exist yet with an empty one of its schema."""
+    con.register(name, schema.empty_table())
+
+
+def missing_table_error(exc: Exception, ws: Workspace) -> MadmineError | None:
+    """A clear error for a query naming a table the workspace does not hold yet."""
+    match = _MISSING_TABLE.search(str(exc))
+    if not match:
+        return None
+    table = match.group(1).lower()
+    if table in CREATED_BY:
+        return MadmineError(
+            f"table {table!r} does not exist yet in workspace {ws.uri}: it is written by `{CREATED_BY[table]}`"
+        )
+    return MadmineError(f"no table named {table!r}; workspace tables are {', '.join(CREATED_BY)}")

@@ -1,0 +1,88 @@
+"""Shared fixtures: one real Ray cluster per test session, on loopback, and small corpora."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory) -> str:
+    """A real `ray start --head` cluster bound to 127.0.0.1 (auth disabled for the test).
+
+    Started in its own process group and stopped by killing that group, so it never
+    touches another Ray on the machine. Its workers import the tests' own model factories
+    (tests/ on PYTHONPATH), as a user's cluster imports theirs.
+    """
+    import ray
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+    )
+    temp_dir = Path("/tmp") / f"ray-mm-{port}"
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=3",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ray start failed; see {log.name}")
+            time.sleep(0.5)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address=address, log_to_driver=False)
+    yield address
+    ray.shutdown()
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture()
+def cli_env(ray_address) -> dict:
+    """Environment for `madmine` subprocesses: they drive the session's cluster."""
+    env = dict(os.environ)
+    env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled", PYTHONPATH=str(TESTS))
+    return env

@@ -1,0 +1,114 @@
+"""Config validation: every mistake is refused up front with the key and the fix."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from madmine.config import ConfigError, load_config, parse_config
+
+MINIMAL = """
+[workspace]
+uri = "work/"
+
+[classes]
+names = ["background", "aeroplane", "bicycle"]
+
+[[models]]
+name = "target"
+role = "target"
+arch = "deeplabv3_resnet50"
+input_size = 513
+
+[[models]]
+name = "fcn"
+role = "competitor"
+maps = "preds/fcn/"
+
+[selection]
+n3 = 25
+n4 = 100
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "preds" / "fcn").mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "madmine.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_the_minimal_file_of_the_architecture_works_as_written(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.target.arch == "deeplabv3_resnet50" and cfg.target.input_size == 513
+    assert cfg.competitors[0].maps == str(tmp_path / "preds" / "fcn") + "/"
+    assert cfg.workspace_uri == str(tmp_path / "work") + "/"
+    assert cfg.selection.n3 == 25 and cfg.num_classes == 3
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('arch = "deeplabv3_resnet50"', 'arch = "deeplabv3_resnet5"'), "did you mean 'deeplabv3_resnet50'"),
+        (('role = "competitor"', 'role = "target"'), "exactly one model must have role"),
+        (('input_size = 513', 'input_size = 513\nweights = "weights/missing.pt"'), "does not exist"),
+        (('n3 = 25', 'n3 = 0'), "n3 must be > 0"),
+        (('maps = "preds/fcn/"', 'maps = "preds/fcn/"\nclasses = 21'), "predicts 21 classes but [classes] names lists 3"),
+        (('[selection]', '[selection]\nn_3 = 4'), "unknown key 'n_3'"),
+        (('uri = "work/"', ''), "[workspace] uri is missing"),
+        (('maps = "preds/fcn/"', 'maps = "preds/nowhere/"'), "does not exist"),
+        (('arch = "deeplabv3_resnet50"', 'arch = "deeplabv3_resnet50"\nfactory = "a.b:c"'), "exactly one of"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_fix(tmp_path, change, message):
+    old, new = change
+    assert old in MINIMAL
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL.replace(old, new, 1)))
+    assert message in str(info.value)
+
+
+def test_missing_file_and_bad_toml_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[workspace\nuri=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_duplicate_class_names_and_model_names_are_refused(tmp_path):
+    raw = {
+        "workspace": {"uri": "w"},
+        "classes": {"names": ["background", "a", "a"]},
+        "models": [{"name": "t", "role": "target", "arch": "fcn_resnet50"}],
+    }
+    with pytest.raises(ConfigError, match="repeats"):
+        parse_config(raw, tmp_path)
+    raw["classes"]["names"] = ["background", "a"]
+    raw["models"].append({"name": "t", "role": "competitor", "arch": "fcn_resnet50"})
+    with pytest.raises(ConfigError, match="two models are named 't'"):
+        parse_config(raw, tmp_path)
+
+
+def test_weights_with_another_class_count_fail_before_any_work(tmp_path):
+    import torch
+
+    from madmine.models import check_models
+    from madmine.models.tiny import tiny_segnet
+
+    torch.save(tiny_segnet(21).state_dict(), tmp_path / "w21.pt")
+    raw = {
+        "workspace": {"uri": "w"},
+        "classes": {"names": ["background", "a", "b"]},
+        "models": [
+            {"name": "t", "role": "target", "factory": "madmine.models.tiny:tiny_segnet", "weights": "w21.pt"},
+            {"name": "c", "role": "competitor", "factory": "madmine.models.tiny:tiny_segnet"},
+        ],
+    }
+    cfg = parse_config(raw, tmp_path)
+    with pytest.raises(ConfigError, match="class-count mismatch"):
+        check_models(cfg)
+    torch.save(tiny_segnet(3).state_dict(), tmp_path / "w21.pt")
+    versions = check_models(cfg)
+    assert versions["t"].startswith("madmine.models.tiny.tiny_segnet-") and "init" in versions["c"]

@@ -1,0 +1,102 @@
+"""metrics against an independent, loop-by-loop numpy computation of ARCHITECTURE §1 step 1."""
+
+import numpy as np
+import pytest
+
+from madmine import metrics
+
+
+def reference_d(a: np.ndarray, b: np.ndarray, c: int):
+    valid = (a != 255) & (b != 255)
+    ratios = []
+    for k in range(c):
+        inter = np.sum((a == k) & (b == k) & valid)
+        union = np.sum(((a == k) | (b == k)) & valid)
+        if union > 0:
+            ratios.append(inter / union)
+    return None if not ratios else 1.0 - float(np.mean(ratios))
+
+
+def random_map(rng, shape, c, ignore_fraction=0.1):
+    m = rng.integers(0, c, size=shape).astype(np.uint8)
+    m[rng.random(shape) < ignore_fraction] = 255
+    return m
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_discrepancy_matches_reference_on_random_maps(seed):
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 8))
+    shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    a, b = random_map(rng, shape, c), random_map(rng, shape, c)
+    inter, union, d = metrics.pair_summary(a, b, c)
+    ref = reference_d(a, b, c)
+    assert (d is None) == (ref is None)
+    if ref is not None:
+        assert d == pytest.approx(ref, abs=1e-12)
+    valid = (a != 255) & (b != 255)
+    for k in range(c):
+        assert inter[k] == np.sum((a == k) & (b == k) & valid)
+        assert union[k] == np.sum(((a == k) | (b == k)) & valid)
+
+
+def test_identical_maps_have_zero_discrepancy():
+    rng = np.random.default_rng(1)
+    a = random_map(rng, (30, 30), 5)
+    assert metrics.pair_summary(a, a.copy(), 5)[2] == 0.0
+
+
+def test_disjoint_maps_have_discrepancy_one():
+    a = np.zeros((10, 10), np.uint8)
+    b = np.ones((10, 10), np.uint8)
+    assert metrics.pair_summary(a, b, 3)[2] == 1.0
+
+
+def test_discrepancy_is_symmetric():
+    rng = np.random.default_rng(2)
+    a, b = random_map(rng, (25, 17), 6), random_map(rng, (25, 17), 6)
+    assert metrics.pair_summary(a, b, 6)[2] == pytest.approx(metrics.pair_summary(b, a, 6)[2], abs=1e-15)
+
+
+def test_pixels_that_are_255_in_either_map_are_ignored():
+    a = np.array([[0, 1, 255, 2]], np.uint8)
+    b = np.array([[0, 1, 2, 255]], np.uint8)
+    inter, union, d = metrics.pair_summary(a, b, 3)
+    assert union.tolist() == [1, 1, 0]
+    assert d == 0.0
+
+
+def test_classes_absent_from_both_maps_are_excluded_from_the_mean():
+    a = np.array([[0, 0, 1, 1]], np.uint8)
+    b = np.array([[0, 1, 1, 1]], np.uint8)
+    # class 0: I=1 U=2; class 1: I=2 U=3; classes 2..9 absent -> mean over two classes only
+    assert metrics.pair_summary(a, b, 10)[2] == pytest.approx(1 - (0.5 + 2 / 3) / 2)
+
+
+def test_image_with_no_valid_pixel_gets_no_d():
+    a = np.full((4, 4), 255, np.uint8)
+    assert metrics.pair_summary(a, np.zeros((4, 4), np.uint8), 3)[2] is None
+
+
+def test_class_pixels_ignores_255():
+    m = np.array([[0, 2, 2, 255]], np.uint8)
+    assert metrics.class_pixels(m, 4).tolist() == [1, 0, 2, 0]
+
+
+def test_dataset_miou_is_nanmean_over_occurring_classes():
+    pred = np.array([0, 0, 1, 1, 255], np.uint8)
+    label = np.array([0, 1, 1, 1, 1], np.uint8)
+    conf = metrics.confusion(pred, label, 4)
+    ious = [1 / 2, 2 / 3]  # classes 2, 3 never occur
+    assert metrics.dataset_miou(conf) == pytest.approx(np.mean(ious))
+
+
+def test_entropy_and_msp_match_numpy():
+    import torch
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 4, 5, 6))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ent, msp = metrics.mean_entropy_and_msp(torch.from_numpy(probs))
+    np.testing.assert_allclose(ent, (-(probs * np.log(probs)).sum(axis=1)).mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(msp, probs.max(axis=1).mean(axis=(1, 2)), rtol=1e-5)
