@@ -46,6 +46,28 @@ def _image(k: int, width: int, height: int) -> Image.Image:
     return Image.fromarray(base, "RGB")
 
 
+def _scene(k: int, width: int, height: int, shift: int = 0) -> tuple[Image.Image, np.ndarray]:
+    """A readable picture for screenshots: sky, ground, a plane and a bird, and a map of them."""
+    from PIL import ImageDraw
+
+    sky = np.linspace([90, 150, 230], [200, 225, 250], height).astype(np.uint8)
+    pixels = np.repeat(sky[:, None, :], width, axis=1)
+    pixels[int(height * 0.72) :] = (95, 140, 70)
+    img = Image.fromarray(pixels, "RGB")
+    labels = Image.new("L", (width, height), 0)
+    cx, cy = width * (0.35 + 0.04 * k), height * 0.38
+    plane = [(cx - 110, cy), (cx + 100, cy - 14), (cx + 125, cy), (cx + 100, cy + 14)]
+    wing = [(cx - 10, cy), (cx + 30, cy - 70), (cx + 50, cy - 70), (cx + 35, cy), (cx + 50, cy + 70), (cx + 30, cy + 70)]
+    bird = (width * 0.75, height * 0.6, width * 0.75 + 60, height * 0.6 + 34)
+    draw, paint = ImageDraw.Draw(img), ImageDraw.Draw(labels)
+    for shape in (plane, wing):
+        draw.polygon(shape, fill=(235, 235, 240), outline=(60, 60, 70))
+        paint.polygon([(x + shift, y + shift / 2) for x, y in shape], fill=1 if shift < 20 else 2)
+    draw.ellipse(bird, fill=(120, 80, 40))
+    paint.ellipse(tuple(v + shift for v in bird), fill=3)
+    return img, np.asarray(labels, dtype=np.uint8)
+
+
 def _map(k: int, height: int, width: int, shift: int) -> np.ndarray:
     m = np.zeros((height, width), dtype=np.uint8)
     y0, x0 = height // 4, width // 5 + k + shift
@@ -55,8 +77,11 @@ def _map(k: int, height: int, width: int, shift: int) -> np.ndarray:
     return m
 
 
-def build(root: Path, n_images: int = 6, rotated: bool = True, extra_toml: str = "") -> World:
-    """n_images images (the last an EXIF-rotated JPEG when `rotated`), all in round 0's candidates."""
+def build(root: Path, n_images: int = 6, rotated: bool = True, extra_toml: str = "", large: bool = False) -> World:
+    """n_images images (the last an EXIF-rotated JPEG when `rotated`), all in round 0's candidates.
+
+    `large` draws 480-pixel scenes (for screenshots) instead of small test patterns.
+    """
     root.mkdir(parents=True, exist_ok=True)
     corpus = root / "corpus"
     corpus.mkdir()
@@ -91,8 +116,8 @@ n4 = 3
     ids, sizes, maps, manifest, candidates = [], {}, {}, [], []
     now = datetime.now(UTC)
     for k in range(n_images):
-        width, height = 64 + 8 * k, 48 + 4 * k
-        img = _image(k, width, height)
+        width, height = (480, 360) if large else (64 + 8 * k, 48 + 4 * k)
+        img = _scene(k, width, height)[0] if large else _image(k, width, height)
         buf = io.BytesIO()
         if rotated and k == n_images - 1:
             exif = Image.Exif()
@@ -105,9 +130,10 @@ n4 = 3
         image_id = f"{k:02x}" + "ab" * 15
         path = corpus / f"img{k}.{'jpg' if rotated and k == n_images - 1 else 'png'}"
         path.write_bytes(data)
-        target_map = _map(k, height, width, 0)
+        target_map = _scene(k, width, height, 8)[1] if large else _map(k, height, width, 0)
+        competitor_map = _scene(k, width, height, 24)[1] if large else _map(k, height, width, 3)
         ws.put_bytes(ws.map_path(TARGET, TARGET_VERSION, image_id), encode_map_png(target_map))
-        ws.put_bytes(ws.map_path(COMPETITOR, COMPETITOR_VERSION, image_id), encode_map_png(_map(k, height, width, 3)))
+        ws.put_bytes(ws.map_path(COMPETITOR, COMPETITOR_VERSION, image_id), encode_map_png(competitor_map))
         ids.append(image_id)
         sizes[image_id] = (height, width)
         maps[image_id] = target_map

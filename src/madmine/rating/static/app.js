@@ -140,9 +140,11 @@ function toggleCompetitor() {
 
 function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
-  const tag = event.target.tagName;
-  if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
   const key = event.key;
+  const tag = event.target.tagName;
+  const slider = tag === "INPUT" && event.target.type === "range";
+  if ((tag === "INPUT" && !slider) || tag === "SELECT" || tag === "TEXTAREA") return;
+  if (slider && key.startsWith("Arrow")) return;
   if (key >= "1" && key <= "5") vote(Number(key));
   else if (key === "o" || key === "O") vote(null);
   else if (key === "ArrowLeft" || key === "Backspace" || key === "b") back();
@@ -177,8 +179,9 @@ async function start() {
   $("back").addEventListener("click", back);
   $("done-back").addEventListener("click", back);
   $("competitor-toggle").addEventListener("click", toggleCompetitor);
-  select.addEventListener("change", () => go(st.k));
+  select.addEventListener("change", () => { select.blur(); go(st.k); });
   $("opacity").addEventListener("input", setOpacity);
+  $("opacity").addEventListener("change", () => $("opacity").blur());
   document.addEventListener("keydown", onKey);
   setOpacity();
   await go(st.session.resume);
