@@ -8,6 +8,7 @@ fine; it accepts RLE (compressed or not) and polygons, painted in order (later w
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,9 @@ def decode(segmentation, height: int, width: int) -> np.ndarray:
         rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
     if list(rle["size"]) != [height, width]:
         raise ValueError(f"mask is {rle['size'][1]}x{rle['size'][0]}, image entry says {width}x{height} (wrong size)")
-    return mask_util.decode(rle).astype(bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' __array__ predates NumPy 2
+        return mask_util.decode(rle).astype(bool)
 
 
 def read(path: Path, collector: Collector) -> int:
