@@ -24,6 +24,8 @@ from madmine.images import decode_map_png
 from madmine.metrics import IGNORE
 from madmine.rating import selection, store
 
+# pycocotools calls np.array(copy=False) on its own objects; harmless under NumPy 2
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 CLASSES = rating_world.CLASSES
 IGNORE_NAME = ignore_name(tuple(CLASSES))
 
