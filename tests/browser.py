@@ -74,7 +74,8 @@ def screenshot(out: Path) -> None:
             page.keyboard.press("c")
             page.wait_for_selector("#competitor-panel:not([hidden])")
             wait_ready(page)
-            page.screenshot(path=str(out), full_page=True)
+            page.set_viewport_size({"width": 1280, "height": 540})
+            page.screenshot(path=str(out))
 
 
 if __name__ == "__main__":

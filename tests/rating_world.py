@@ -77,7 +77,8 @@ def _map(k: int, height: int, width: int, shift: int) -> np.ndarray:
     return m
 
 
-def build(root: Path, n_images: int = 6, rotated: bool = True, extra_toml: str = "", large: bool = False) -> World:
+def build(root: Path, n_images: int = 6, rotated: bool = True, extra_toml: str = "", large: bool = False,
+          workspace_uri: str = "work/") -> World:
     """n_images images (the last an EXIF-rotated JPEG when `rotated`), all in round 0's candidates.
 
     `large` draws 480-pixel scenes (for screenshots) instead of small test patterns.
@@ -91,7 +92,7 @@ def build(root: Path, n_images: int = 6, rotated: bool = True, extra_toml: str =
     config_path.write_text(
         f"""
 [workspace]
-uri = "work/"
+uri = "{workspace_uri}"
 
 [classes]
 names = {json.dumps(CLASSES)}

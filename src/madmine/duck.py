@@ -67,16 +67,19 @@ def set_variables(con: duckdb.DuckDBPyConnection, **values) -> None:
 
 
 def run_file(con: duckdb.DuckDBPyConnection, name: str):
-    """Execute every statement of sql/<name>.sql; return the relation of the last one."""
-    result = None
-    for statement in statements(name):
-        result = con.execute(statement)
-    return result
+    """Execute every statement of sql/<name>.sql; a query's relation when the last is one."""
+    *setup, last = statements(name)
+    for statement in setup:
+        con.execute(statement)
+    return con.sql(last)
 
 
 def connect(ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that reads the workspace (and writes nothing to it)."""
+    # DuckDB's own progress bar writes to stdout, where query results go: commands show
+    # their progress with rich instead.
     con = duckdb.connect(config={"preserve_insertion_order": False})
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute("SET threads = $n", {"n": int(threads)})
     if memory_limit:
@@ -92,13 +95,13 @@ def table_exists(ws: Workspace, table: str) -> bool:
     return bool(ws.table_files(table))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> list[str]:
-    """Run sql/views.sql, skipping the views of tables that do not exist yet."""
+def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, tables=tuple(CREATED_BY)) -> list[str]:
+    """Run sql/views.sql for `tables`, skipping the views of tables that do not exist yet."""
     present = []
     for statement in statements("views"):
         match = _VIEW_NAME.search(statement)
         table = match.group(1) if match else None
-        if table in CREATED_BY and not table_exists(ws, table):
+        if table in CREATED_BY and (table not in tables or not table_exists(ws, table)):
             continue
         con.execute(statement)
         if table in CREATED_BY:
@@ -122,3 +125,25 @@ def missing_table_error(exc: Exception, ws: Workspace) -> MadmineError | None:
             f"table {table!r} does not exist yet in workspace {ws.uri}: it is written by `{CREATED_BY[table]}`"
         )
     return MadmineError(f"no table named {table!r}; workspace tables are {', '.join(CREATED_BY)}")
+
+
+class Session:
+    """`madmine sql`: a connection whose views follow the workspace as tables appear."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.con = connect(ws)
+        self.tables: list[str] = []
+
+    def refresh(self) -> list[str]:
+        self.tables = create_views(self.con, self.ws)
+        return self.tables
+
+    def query(self, text: str) -> pa.Table:
+        """Run one user query; missing tables and SQL mistakes become clear errors."""
+        self.refresh()
+        try:
+            relation = self.con.sql(text)
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+        except duckdb.Error as exc:
+            raise missing_table_error(exc, self.ws) or MadmineError(f"query failed: {exc}") from exc

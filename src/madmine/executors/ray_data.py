@@ -17,7 +17,11 @@ from madmine.executors.local import decode_kwargs
 from madmine.stages.decode import decode_batch
 from madmine.stages.predict import ScoreContext, Scorer
 
-ROWS_PER_BLOCK = 32
+
+
+def decode_memory_bytes(ctx: ScoreContext) -> int:
+    per_image = sum(size * size * 3 for size in ctx.input_sizes) + 4 * 2**20
+    return 192 * 2**20 + 3 * ctx.scoring.decode_batch_size * per_image
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -53,8 +57,11 @@ def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> It
     data_ctx = DataContext.get_current()
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
-    blocks = [rows.slice(i, ROWS_PER_BLOCK) for i in range(0, rows.num_rows, ROWS_PER_BLOCK)]
     s = ctx.scoring
+    # Small input blocks: results reach the driver (and shards commit) a batch at a time,
+    # instead of once per large block.
+    step = s.decode_batch_size
+    blocks = [rows.slice(i, step) for i in range(0, rows.num_rows, step)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
         decode_batch,
@@ -62,7 +69,10 @@ def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> It
         batch_size=s.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
-        max_retries=3,
+        # A memory request (what a decode batch needs) also makes the decode tasks' remote
+        # arguments differ from the actors', so Ray Data never fuses decoding into the
+        # scoring actors: decoding overlaps with inference instead of stalling it.
+        memory=decode_memory_bytes(ctx),
     )
     ds = ds.map_batches(
         _ScorerActor,
@@ -72,7 +82,5 @@ def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> It
         batch_format="numpy",
         num_cpus=s.num_cpus_per_actor,
         num_gpus=s.num_gpus_per_actor,
-        max_restarts=-1,
-        max_task_retries=-1,
-    )
+    )  # Ray Data restarts dead pool actors and retries their batches (max_restarts=-1 by default)
     yield from ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)

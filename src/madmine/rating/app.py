@@ -168,10 +168,12 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
         if not 0 <= k < len(s.order):
             raise HTTPException(404, f"no item {k}; items are 0..{len(s.order) - 1}")
         image_id = s.order[k]
-        try:
-            present = render.classes_present(label_map(rs.target, image_id), cfg.num_classes)
-        except RoundError:
-            present = []
+        present = {}
+        for model in models:
+            try:
+                present[model] = render.classes_present(label_map(model, image_id), cfg.num_classes)
+            except RoundError:
+                present[model] = []
         return {
             "k": k,
             "n": len(s.order),
@@ -179,7 +181,8 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
             "image_id": image_id,
             "rated": image_id in s.scores,
             "score": s.scores.get(image_id),
-            "classes_present": present,
+            "classes_present": present[rs.target],
+            "competitor_classes": {m: present[m] for m in rs.competitors},
         }
 
     @app.get("/api/images/{image_id}")

@@ -84,9 +84,9 @@ async function show(k) {
   ]);
   $("rating").hidden = false;
   $("done").hidden = true;
-  for (const li of $("legend").children) {
-    li.classList.toggle("present", item.classes_present.includes(Number(li.dataset.classId)));
-  }
+  const present = new Set(item.classes_present);
+  if (st.competitor) for (const c of item.competitor_classes[$("competitor-select").value] || []) present.add(c);
+  for (const li of $("legend").children) li.classList.toggle("present", present.has(Number(li.dataset.classId)));
   for (const b of document.querySelectorAll("[data-score]")) {
     b.classList.toggle("chosen", item.rated && item.score === Number(b.dataset.score));
   }

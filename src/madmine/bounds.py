@@ -1,0 +1,137 @@
+"""`madmine bounds LABELS_DIR`: per-class size bounds [p_k, q_k] from labelled images.
+
+The bounds keep selection away from regions too small or too large to be typical of a
+class (ARCHITECTURE §1 step 2). Pixels are counted with metrics.class_pixels; the
+quantiles are taken by DuckDB (sql/bounds.sql) so that the numbers are the ones a user
+gets from the same SQL in the duckdb CLI.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from madmine import duck, metrics
+from madmine.config import Config
+from madmine.errors import MadmineError
+from madmine.workspace import Workspace, filesystem, split_uri
+
+log = logging.getLogger(__name__)
+
+BOUNDS_FILE = "bounds.parquet"
+_SINGLE_CHANNEL = ("P", "L", "I", "I;16", "I;16L", "I;16B", "1")
+
+
+@dataclass
+class BoundsResult:
+    table: pa.Table
+    path: str
+    labels: int
+    missing: list[str]  # object classes no labelled image contains: they form no group
+
+
+def list_label_files(labels_uri: str, storage_options: dict | None = None) -> tuple[object, list[str]]:
+    """(filesystem, sorted PNG paths) under a local folder or an s3:// prefix."""
+    protocol, root = split_uri(labels_uri)
+    fs = filesystem(labels_uri, storage_options)
+    if not fs.exists(root) or not fs.isdir(root):
+        raise MadmineError(f"labels folder {labels_uri!r} does not exist: pass the folder of PNG label maps")
+    files = sorted(p for p in fs.find(root) if p.lower().endswith(".png"))
+    if not files:
+        raise MadmineError(
+            f"no PNG label maps under {labels_uri!r}: bounds need labelled images "
+            "(PNG of class indices per pixel, 255 = ignore)"
+        )
+    return fs, files
+
+
+def decode_label(data: bytes, name: str, num_classes: int) -> np.ndarray:
+    """A label map of class indices; refuses RGB masks and out-of-range classes by name."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MadmineError(f"label map {name}: not a readable PNG ({exc})") from exc
+    if img.mode not in _SINGLE_CHANNEL:
+        raise MadmineError(
+            f"label map {name} is a {img.mode} image: labels must be single-channel PNGs of class "
+            "indices (palette or grayscale), 255 = ignore"
+        )
+    label = np.asarray(img).astype(np.int64)
+    bad = np.unique(label[(label >= num_classes) & (label != metrics.IGNORE)])
+    if bad.size:
+        raise MadmineError(
+            f"label map {name} holds class ids {bad[:5].tolist()} but [classes] names lists {num_classes} "
+            f"classes (ids 0..{num_classes - 1}, 255 = ignore): fix the labels or the class list"
+        )
+    return label
+
+
+def count_labels(fs, files: list[str], num_classes: int, workers: int = 4) -> pa.Table:
+    """label_counts (image_id, height, width, class_pixels) of every label map, with progress."""
+
+    def one(path: str) -> tuple[str, int, int, list[int]]:
+        label = decode_label(fs.cat_file(path), path, num_classes)
+        height, width = label.shape[:2]
+        stem = posixpath.splitext(posixpath.basename(path))[0]
+        return stem, height, width, metrics.class_pixels(label, num_classes).tolist()
+
+    rows = []
+    columns = (TextColumn("bounds: reading labels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = progress.add_task("labels", total=len(files))
+        for row in pool.map(one, files):
+            rows.append(row)
+            progress.advance(task)
+    image_id, height, width, pixels = zip(*rows)
+    return pa.table(
+        {
+            "image_id": list(image_id),
+            "height": pa.array(height, pa.int32()),
+            "width": pa.array(width, pa.int32()),
+            "class_pixels": pa.array(pixels, pa.list_(pa.int64())),
+        }
+    )
+
+
+def compute_bounds(label_counts: pa.Table, classes: tuple[str, ...], quantiles: tuple[float, float], labels_uri: str) -> pa.Table:
+    """Run sql/bounds.sql over label counts; one row per class, NULL bounds where unseen."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("label_counts", label_counts)
+    duck.set_variables(
+        con,
+        p_quantile=float(quantiles[0]),
+        q_quantile=float(quantiles[1]),
+        class_names=list(classes),
+        labels_uri=labels_uri,
+    )
+    return duck.run_file(con, "bounds").to_arrow_table()
+
+
+def run_bounds(config: Config, labels_uri: str, workers: int = 4) -> BoundsResult:
+    """Compute and write tables/bounds/bounds.parquet; warn about classes never labelled."""
+    fs, files = list_label_files(labels_uri, config.storage_options)
+    counts = count_labels(fs, files, config.num_classes, workers)
+    table = compute_bounds(counts, config.classes, config.selection.quantiles, labels_uri)
+    ws = Workspace.from_config(config)
+    path = ws.path("tables", "bounds", BOUNDS_FILE)
+    ws.write_parquet(path, table)
+    rows = table.to_pylist()
+    missing = [r["class_name"] for r in rows if r["class_id"] >= 1 and r["n_images"] == 0]
+    if missing:
+        log.warning(
+            "no labelled image contains %s: these classes get no size bounds and form no group in "
+            "selection; add labelled examples of them and re-run `madmine bounds`",
+            ", ".join(missing),
+        )
+    return BoundsResult(table=table, path=ws.url(path), labels=len(files), missing=missing)
