@@ -233,4 +233,8 @@ def test_sigkill_mid_session_loses_no_committed_rating(world, tokens):
             assert client.get("/api/session").json()["done"] == len(acknowledged)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

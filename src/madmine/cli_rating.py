@@ -57,7 +57,8 @@ def serve(
     config, ws, rs = _context(round_, strategy)
     sock = bind(host or config.rating.host, config.rating.port if port is None else port)
     url = base_url(sock)
-    out.print(f"rating round {rs.round} ({len(rs)} images, target {rs.target}@{rs.versions[rs.target]}) at {url}/", highlight=False)
+    target = f"{rs.target}@{rs.versions[rs.target]}"
+    out.print(f"rating round {rs.round} ({len(rs)} images, target {target}) at {url}/", highlight=False)
     out.print("give each rater their link: madmine rate add-rater NAME --url " + url, highlight=False)
     run(create_app(ws, config, rs), sock)
 
@@ -113,7 +114,8 @@ def status(
         out.print(pairs)
     out.print(f"Krippendorff's alpha (ordinal): {_fmt(data['krippendorff_alpha_ordinal'], 3)}")
     short = data["short_of_raters"]
-    out.print(f"images short of {data['min_raters']} rater(s): {len(short)}" + (f" (e.g. {', '.join(short[:5])})" if short else ""))
+    examples = f" (e.g. {', '.join(short[:5])})" if short else ""
+    out.print(f"images short of {data['min_raters']} rater(s): {len(short)}{examples}")
     out.print(f"images out of domain: {len(data['out_of_domain'])}")
     led = data["ledger"]
     ledger = Table(title="cost ledger")
