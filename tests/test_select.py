@@ -479,7 +479,8 @@ def test_cli_select_writes_table_and_prints_summary(world, tmp_path):
     assert selected(pq.read_table(out)) == expected
     images = len({r["image_id"] for r in expected})
     assert f"|M| = {images} images" in text
-    assert "per class" in text and "dog" in text and "per competitor" in text and "both competitors" in text
+    assert "per class" in text and "dog" in text and "per competitor" in text and "overlap" in text
+    assert "selected in both directions" in text
     assert "excluded before ranking" in text and "near_duplicate" in text
     assert (world.ws.path("tables", "candidates", "round-1-mad.parquet"))
 

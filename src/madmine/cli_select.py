@@ -116,15 +116,16 @@ def print_summary(result) -> None:
     console.print(per_class)
     if not summary.per_competitor:
         return
-    per_comp = Table(title=f"per competitor (images); {summary.both_directions} images selected in both directions")
+    per_comp = Table(title="per competitor (images)")
     for col in ("competitor", "images", "by target map", "by competitor map", "both directions"):
         per_comp.add_column(col, justify="left" if col == "competitor" else "right")
     for row in summary.per_competitor:
         per_comp.add_row(*(str(v) for v in row))
     console.print(per_comp)
+    console.print(f"{summary.both_directions} images were selected in both directions (by a target map and a competitor map)")
     if summary.competitor_overlap:
         names = [row[0] for row in summary.per_competitor]
-        overlap = Table(title="images selected by both competitors")
+        overlap = Table(title="overlap (images)")
         overlap.add_column("")
         for name in names:
             overlap.add_column(name, justify="right")
