@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import signal
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 import rating_world
+from PIL import Image
 
 from madmine.images import encode_map_png
 from madmine.rating import store
@@ -133,6 +136,12 @@ def test_images_outside_the_round_are_404(server, world, tokens):
         ok = client.get(f"/api/images/{world.image_ids[0]}")
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
         assert client.get(f"/api/maps/fcn/{world.image_ids[0]}").headers["content-type"] == "image/png"
+        rotated = world.image_ids[-1]  # a JPEG whose EXIF says "rotate 90 degrees": shown upright
+        height, width = world.sizes[rotated]
+        assert Image.open(io.BytesIO(client.get(f"/api/images/{rotated}").content)).size == (width, height)
+        overlay = Image.open(io.BytesIO(client.get(f"/api/maps/target/{rotated}").content))
+        assert overlay.size == (width, height) and overlay.mode == "P"
+        np.testing.assert_array_equal(np.asarray(overlay), world.target_maps[rotated])
     assert store.load_events(world.ws, 0) == []
 
 
