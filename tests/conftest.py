@@ -86,3 +86,32 @@ def cli_env(ray_address) -> dict:
     env = dict(os.environ)
     env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled", PYTHONPATH=str(TESTS))
     return env
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint (moto's server) on 127.0.0.1, stopped at the end of the session."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket per test; returns (bucket name, s3fs storage options)."""
+    import re
+
+    import s3fs
+
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir(name)
+    fs.invalidate_cache()
+    return name, options
