@@ -83,7 +83,7 @@ def test_missing_images_fail_and_import_nothing(world, tmp_path):
     export(world.ws, world.config, "cvat", out, 0)
     stranger = "ee" * 16
     shutil.copy(out / "SegmentationClass" / f"{world.image_ids[0]}.png", out / "SegmentationClass" / f"{stranger}.png")
-    with pytest.raises(AnnotationError, match=f"image '.*{stranger}.png' is not in the workspace"):
+    with pytest.raises(AnnotationError, match=f"image '.*{stranger}.png' is not in the export's madmine-export.json"):
         import_(world.ws, world.config, "cvat", out)
     assert nothing_written(world)
 
@@ -94,6 +94,29 @@ def test_missing_images_fail_and_import_nothing(world, tmp_path):
     assert nothing_written(world)
     table, _ = import_(world.ws, world.config, "cvat", out)
     assert table.num_rows == len(world.image_ids) - 1
+
+
+def test_without_the_export_record_images_are_matched_in_the_manifest(world, tmp_path):
+    out = tmp_path / "coco"
+    export(world.ws, world.config, "coco", out, 0)
+    (out / "madmine-export.json").unlink()
+    doc = json.loads((out / "annotations.json").read_text())
+    doc["images"][0]["file_name"] = "uploads/1a2b3c4d-" + doc["images"][0]["file_name"]
+    doc["images"][1]["file_name"] = "nobody.png"
+    for image in doc["images"]:
+        image.pop("image_id")
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match="'nobody.png' is not in the workspace manifest"):
+        import_(world.ws, world.config, "coco", out)
+    assert nothing_written(world)
+    dropped = doc["images"].pop(1)["id"]
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=f"refer to image id {dropped}, which is not in 'images'"):
+        import_(world.ws, world.config, "coco", out)
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != dropped]
+    (out / "annotations.json").write_text(json.dumps(doc))
+    table, _ = import_(world.ws, world.config, "coco", out, round_=0)
+    assert table.num_rows == len(world.image_ids) - 1 and world.image_ids[0] in table.column("image_id").to_pylist()
 
 
 def test_unknown_colour_or_label_in_cvat_fails(world, tmp_path):

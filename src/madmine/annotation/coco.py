@@ -101,6 +101,8 @@ def read(path: Path, collector: Collector) -> int:
     by_image: dict = {}
     for ann in doc["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
+    for orphan in sorted(set(by_image) - {image["id"] for image in doc["images"]}, key=str):
+        collector.problem(f"{file.name}: annotations refer to image id {orphan!r}, which is not in 'images' (missing image)")
     unfinished = 0
     for image in track(doc["images"], description="decode masks"):
         where = f"{file.name} image {image.get('file_name', image['id'])}"

@@ -16,10 +16,12 @@ MAX_SHOWN = 30
 
 
 class Collector:
-    def __init__(self, classes: tuple[str, ...], sizes: dict[str, tuple[int, int]]):
+    def __init__(self, classes: tuple[str, ...], sizes: dict[str, tuple[int, int]], scope: str = "the workspace"):
         self.classes = classes
+        self.scope = scope
         self.ignore = ignore_name(classes)
         self.sizes = sizes
+        self._id_lengths = sorted({len(k) for k in sizes})
         self.masks: dict[str, np.ndarray] = {}
         self.problems: list[str] = []
 
@@ -39,10 +41,11 @@ class Collector:
         stem = posixpath.splitext(posixpath.basename(str(ref).replace("\\", "/").split("?d=")[-1]))[0]
         if stem in self.sizes:
             return stem
-        for known in self.sizes:
-            if stem.endswith("-" + known) or stem.endswith("_" + known):
-                return known
-        self.problem(f"{where}: image {ref!r} is not in the workspace (not ingested, or renamed)")
+        for length in self._id_lengths:
+            tail = stem[-length:]
+            if len(stem) > length and stem[-length - 1] in "-_" and tail in self.sizes:
+                return tail
+        self.problem(f"{where}: image {ref!r} is not in {self.scope} (missing image: not exported, not ingested, or renamed)")
         return None
 
     def size(self, image_id: str) -> tuple[int, int]:

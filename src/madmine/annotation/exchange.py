@@ -50,7 +50,8 @@ def import_(ws: Workspace, cfg: Config, fmt: str, path: Path, round_: int | None
     if not path.exists():
         raise AnnotationError(f"{path} does not exist")
     meta = read_manifest(path)
-    collector = Collector(cfg.classes, known_sizes(ws, meta))
+    scope = "the export's madmine-export.json" if meta else "the workspace manifest"
+    collector = Collector(cfg.classes, known_sizes(ws, meta), scope)
     if meta and tuple(meta.get("classes", cfg.classes)) != cfg.classes:
         collector.problem(f"the export was made for classes {meta['classes']}, the config has {list(cfg.classes)}")
     unfinished = READERS[fmt](path, collector)

@@ -34,15 +34,14 @@ def label_path(ws: Workspace, image_id: str) -> str:
 
 
 def known_sizes(ws: Workspace, meta: dict | None) -> dict[str, tuple[int, int]]:
-    """(height, width) per image: the export's own record first, then the manifest."""
-    sizes: dict[str, tuple[int, int]] = {}
+    """(height, width) per image: the export's own record when there is one, else the manifest."""
+    if meta and meta.get("images"):
+        return {i["image_id"]: (int(i["height"]), int(i["width"])) for i in meta["images"]}
     manifest = ws.read_table("manifest")
-    if manifest is not None:
-        for row in manifest.select(["image_id", "width", "height"]).to_pylist():
-            sizes[row["image_id"]] = (int(row["height"]), int(row["width"]))
-    for image in (meta or {}).get("images", []):
-        sizes[image["image_id"]] = (int(image["height"]), int(image["width"]))
-    return sizes
+    if manifest is None:
+        return {}
+    columns = manifest.select(["image_id", "width", "height"]).to_pydict()
+    return {i: (int(h), int(w)) for i, w, h in zip(columns["image_id"], columns["width"], columns["height"])}
 
 
 def commit(ws: Workspace, collector: Collector, source: str, round_: int | None) -> pa.Table:
