@@ -70,6 +70,17 @@ def test_exported_images_are_as_displayed(world, tmp_path):
             assert (image["height"], image["width"]) == world.sizes[image["image_id"]]
 
 
+def test_test_sets_export_only_their_round(world, tmp_path):
+    import pyarrow as pa
+
+    ids = world.image_ids
+    rows = [{"round": 0, "image_id": ids[1]}, {"round": 0, "image_id": ids[3]}, {"round": 1, "image_id": ids[2]}]
+    world.ws.write_parquet(world.ws.path("tables", "testsets", "part-0.parquet"), pa.Table.from_pylist(rows))
+    count, _ = export(world.ws, world.config, "coco", tmp_path / "t0", 0, which="test")
+    meta = json.loads((tmp_path / "t0" / "madmine-export.json").read_text())
+    assert count == 2 and meta["set"] == "test" and [i["image_id"] for i in meta["images"]] == [ids[1], ids[3]]
+
+
 def test_labelstudio_brush_decodes_with_the_sdk_and_imports_edits(world, tmp_path):
     out = tmp_path / "ls"
     count, _ = export(world.ws, world.config, "labelstudio", out, 0)

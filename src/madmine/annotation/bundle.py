@@ -3,7 +3,7 @@ target's prediction at the image's size, plus madmine-export.json so an import k
 round, the sizes and the class list that the files were made for.
 
 Sets: `s` = tables/selected/round-<R>.parquet (written by `madmine rate select`),
-`test` = tables/testsets/round-<R>.parquet (an image_id column; written by the evaluation step).
+`test` = the rows of round R in tables/testsets/*.parquet (round, image_id; written by the evaluation step).
 """
 
 from __future__ import annotations
@@ -43,16 +43,21 @@ class ExportItem:
 
 
 def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
+    """The image ids of S (tables/selected/round-<R>.parquet) or of the round's test set
+    (rows of tables/testsets/*.parquet whose round is R)."""
     if which not in SET_TABLES:
         raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
-    path = ws.path("tables", SET_TABLES[which], f"round-{round_}.parquet")
-    if not ws.exists(path):
+    name = SET_TABLES[which]
+    pattern = f"round-{round_}.parquet" if which == "s" else "*.parquet"
+    table = ws.read_parquet(ws.glob(ws.path("tables", name, pattern)))
+    if table is not None and "image_id" not in table.column_names:
+        raise AnnotationError(f"{ws.path('tables', name)} has no image_id column")
+    rows = [] if table is None else table.to_pylist()
+    ids = [r["image_id"] for r in rows if r.get("round") is None or int(r["round"]) == round_]
+    if not ids:
         hint = "run `madmine rate select` first" if which == "s" else "build the test set first"
-        raise AnnotationError(f"no {which!r} set for round {round_} ({path}); {hint}")
-    table = ws.read_parquet([path])
-    if "image_id" not in table.column_names:
-        raise AnnotationError(f"{path} has no image_id column")
-    return list(dict.fromkeys(table.column("image_id").to_pylist()))
+        raise AnnotationError(f"no {which!r} set for round {round_} in {ws.path('tables', name)}; {hint}")
+    return list(dict.fromkeys(ids))
 
 
 def _displayed(data: bytes, max_pixels: int) -> tuple[bytes, str, Image.Image]:
