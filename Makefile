@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the CPU wheel from the local find-links; an unpinned resolve pulls CUDA.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# Debian's chromium for the browser tests and page screenshots (no-op when present).
+	sh scripts/install-browser.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,8 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q tests
 
+# Benchmarks run as modules so that bench/select.py never shadows the stdlib `select`.
 bench: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python bench/score.py
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.score
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.select
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache

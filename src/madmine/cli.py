@@ -133,6 +133,15 @@ def demo(
     run_demo(workdir, images)
 
 
+def _register_command_modules() -> None:
+    from madmine.cli_rating import register as register_rating
+
+    register_rating(app)
+
+
+_register_command_modules()
+
+
 def main() -> None:
     try:
         app()

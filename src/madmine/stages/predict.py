@@ -104,7 +104,12 @@ class Scorer:
         return self._networks[spec.name]
 
     def forward(self, spec: ModelSpec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (N, S, S, 3) -> maps uint8 (N, S, S), mean entropy (N,), mean max-softmax (N,)."""
+        """uint8 (N, S, S, 3) -> maps uint8 (N, S, S), mean entropy (N,), mean max-softmax (N,).
+
+        Entropy and max-softmax feed the uncertainty baselines, which rank by the target's
+        values only, so competitors skip the softmax (NaN): it costs a sizeable fraction of
+        a small model's forward pass on a CPU.
+        """
         import torch
 
         from madmine.models.registry import forward_logits
@@ -120,9 +125,12 @@ class Scorer:
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.ctx.scoring.bf16):
             logits = forward_logits(net, x)
         with torch.inference_mode():
-            probs = torch.softmax(logits.float(), dim=1)
-            maps = probs.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            entropy, msp = metrics.mean_entropy_and_msp(probs)
+            logits = logits.float()
+            maps = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            if spec.role == "target":
+                entropy, msp = metrics.mean_entropy_and_msp(torch.softmax(logits, dim=1))
+            else:
+                entropy = msp = np.full(len(pixels), np.nan)
         return maps, entropy, msp
 
     # ---- cache -------------------------------------------------------------------------
