@@ -498,3 +498,83 @@ def test_cli_select_bad_input_exits_with_message(world, args, message):
     assert result.exit_code != 0
     assert message in " ".join(text.split())
     assert "Traceback" not in text
+
+
+def test_rating_events_exclude_even_before_their_table_exists(tmp_path):
+    from madmine.rating import store
+
+    w = build_world(tmp_path, extras=False)
+    first = run_select(w.config, 1, n3=3)
+    top = first.table.column("image_id")[0].as_py()
+    store.record(w.ws, 0, top, "ann", None)  # out-of-domain vote in round 0, never materialised
+    second = run_select(w.config, 1, n3=3)
+    assert top not in second.table.column("image_id").to_pylist()
+    assert second.excluded["rated"] == 1
+    assert run_select(w.config, 0, n3=3).excluded["rated"] == 0  # same-round votes do not exclude
+
+
+# ---- end to end: ingest + score (maps models on Ray) + bounds + select -------------------
+
+
+def test_end_to_end_through_ingest_and_score_on_ray(tmp_path, ray_address):
+    """Maps models make every prediction exact: the reference reads the PNGs directly."""
+    from PIL import Image
+    from worlds import write_corpus
+
+    from madmine.cli import app as main_app
+    from test_bounds import write_labels
+
+    rng = np.random.default_rng(11)
+    c = len(CLASSES)
+    paths = write_corpus(tmp_path / "corpus", 24, seed=5)
+    names = ("target", "fcn", "psp")
+    maps: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
+    for p in paths:
+        shape = (int(rng.integers(3, 7)), int(rng.integers(3, 7)))
+        target = random_map(rng, shape, c)
+        for n in names:
+            m = target if n == "target" else perturb(rng, target, c)
+            (tmp_path / "maps" / n).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(m, "L").save(tmp_path / "maps" / n / f"{p.stem}.png")
+            maps[n][p.stem] = m
+    models = "".join(
+        f'[[models]]\nname = "{n}"\nrole = "{"target" if n == "target" else "competitor"}"\nmaps = "maps/{n}/"\n\n'
+        for n in names
+    )
+    config_path = tmp_path / "madmine.toml"
+    config_path.write_text(
+        f'[workspace]\nuri = "work/"\n\n[classes]\nnames = {json.dumps(CLASSES)}\n\n{models}'
+        "[scoring]\nshard_size = 10\n\n[selection]\nn3 = 2\n"
+    )
+    runner = CliRunner()
+    for args in (["ingest", str(tmp_path / "corpus")], ["score", "--ray-address", ray_address]):
+        result = runner.invoke(main_app, ["--config", str(config_path), *args], env={"RAY_AUTH_MODE": "disabled"})
+        assert result.exit_code == 0, result.output
+    write_labels(tmp_path / "labels")
+    out = tmp_path / "m.parquet"
+    for args in (["bounds", str(tmp_path / "labels")], ["select", "--round", "0", "--out", str(out)]):
+        result, text = invoke(["--config", str(config_path), *args])
+        assert result.exit_code == 0, text
+
+    config = load_config(config_path)
+    ws = Workspace.from_config(config)
+    manifest = ws.read_table("manifest").to_pylist()
+    stem_of = {r["image_id"]: Path(r["uri"]).stem for r in manifest}
+    preds, pairs = [], []
+    for image_id, stem in stem_of.items():
+        target = maps["target"][stem]
+        for n in names:
+            m = maps[n][stem]
+            preds.append(dict(image_id=image_id, model=n, role="target" if n == "target" else "competitor",
+                              height=m.shape[0], width=m.shape[1], class_pixels=class_pixels_numpy(m, c)))
+            if n != "target":
+                inter, union, d = pair_numpy(target, m, c)
+                pairs.append(dict(image_id=image_id, competitor=n, d=d))
+    bounds_rows = pq.read_table(ws.path("tables", "bounds", "bounds.parquet")).to_pylist()
+    bounds = {r["class_id"]: None if r["p"] is None else (r["p"], r["q"]) for r in bounds_rows if r["class_id"] >= 1}
+    uris = {r["image_id"]: r["uri"] for r in manifest}
+    phash = {r["image_id"]: r["phash"] for r in manifest}
+    excluded = set().union(*ref.excluded_images(set(uris), phash, [], set(), set(), 0, 0).values())
+    expected = ref.mad_candidates(preds, pairs, bounds, uris, excluded, 2, 0, list(range(1, c)), CLASSES)
+    assert len(expected) >= 10
+    assert selected(pq.read_table(out)) == expected

@@ -97,6 +97,17 @@ def pick_run(ws: Workspace, run_id: str | None) -> dict:
     return complete[-1]
 
 
+def refresh_ratings(ws: Workspace, round_: int) -> None:
+    """Rebuild earlier rounds' ratings tables from their events, which are the truth: a
+    rating server that died before its shutdown still excludes every vote it accepted."""
+    from madmine.rating import store
+
+    for name in ws.listdir(ws.path("rating", "events")):
+        number = name.removeprefix("round-")
+        if name.startswith("round-") and number.isdigit() and int(number) < round_:
+            store.materialise(ws, int(number))
+
+
 def class_ids_of(names: list[str] | None, classes: tuple[str, ...]) -> list[int]:
     """Object class ids (k >= 1) of the names given; all object classes when none."""
     if not names:
@@ -215,6 +226,7 @@ def run_select(
             f"{list(config.classes)}: select from a run of this class list (--run-id) or re-score"
         )
     step(f"reading run {run['run_id']}")
+    refresh_ratings(ws, round_)
     con, scored = _open(ws, config, run)
     duck.set_variables(
         con,
