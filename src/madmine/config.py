@@ -108,6 +108,19 @@ class RatingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Measuring progress (ARCHITECTURE §1 step 6): test-set rules, competition and quality budgets."""
+
+    testset_size: int = 30
+    per_class: int = 4
+    seed: int = 0
+    compete_n: int = 30
+    tau: float = 0.5
+    top_n: int = 10
+    gallery: int = 12
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     workspace_uri: str
@@ -119,6 +132,7 @@ class Config:
     raw: dict = field(default_factory=dict)
     rating: RatingConfig = RatingConfig()
     colors: tuple[tuple[int, int, int], ...] = ()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +158,7 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating"}
+_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating", "evaluate"}
 _WORKSPACE_KEYS = {"uri"}
 _CLASSES_KEYS = {"names", "colors"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -230,6 +244,14 @@ def _check_rating(r: RatingConfig) -> None:
         raise ConfigError(f'[rating] public_url must be a URL such as "https://rate.example.org", got {r.public_url!r}')
     if not 64 <= r.display_max_side <= 8192:
         raise ConfigError(f"[rating] display_max_side must be within [64, 8192], got {r.display_max_side}")
+
+
+def _check_evaluate(e: EvaluateConfig) -> None:
+    for key in ("testset_size", "per_class", "compete_n", "top_n", "gallery"):
+        if getattr(e, key) <= 0:
+            raise ConfigError(f"[evaluate] {key} must be > 0, got {getattr(e, key)}")
+    if not 0.0 < e.tau <= 1.0:
+        raise ConfigError(f"[evaluate] tau (the IoU below which a prediction is a failure) must be within (0, 1], got {e.tau}")
 
 
 def default_colors(num_classes: int) -> tuple[tuple[int, int, int], ...]:
@@ -405,6 +427,8 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
     _check_selection(selection)
     rating = _typed_section(RatingConfig, raw.get("rating") or {}, "[rating]")
     _check_rating(rating)
+    evaluate = _typed_section(EvaluateConfig, raw.get("evaluate") or {}, "[evaluate]")
+    _check_evaluate(evaluate)
     colors = _parse_colors(cls.get("colors"), len(names))
     return Config(
         path=path,
@@ -417,6 +441,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         raw=raw,
         rating=rating,
         colors=colors,
+        evaluate=evaluate,
     )
 
 
