@@ -135,7 +135,9 @@ def demo(
 
 def _register_command_modules() -> None:
     from madmine.cli_rating import register as register_rating
+    from madmine.cli_select import register as register_select
 
+    register_select(app)
     register_rating(app)
 
 
