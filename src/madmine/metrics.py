@@ -81,3 +81,85 @@ def mean_entropy_and_msp(probs) -> tuple:
         entropy.mean(dim=(1, 2)).double().cpu().numpy(),
         msp.mean(dim=(1, 2)).double().cpu().numpy(),
     )
+
+
+# ---- evaluation against labels ---------------------------------------------------------
+def miou_from_sums(intersection: np.ndarray, union: np.ndarray) -> float:
+    """mIoU from per-class I and U summed over images: equal to dataset_miou of the
+    accumulated confusion matrix (I and U are additive), so any subset of a test set can be
+    scored from its per-image sums."""
+    intersection = np.asarray(intersection, dtype=np.float64)
+    union = np.asarray(union, dtype=np.float64)
+    present = union > 0
+    return float(np.mean(intersection[present] / union[present])) if present.any() else float("nan")
+
+
+def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> float:
+    """One image's mIoU (classes in its prediction or label). Averaged over images this is the
+    per-image mean mIoU, a different number from the dataset mIoU."""
+    inter, union = intersection_union(confusion(label, prediction, num_classes))
+    return miou_from_sums(inter, union)
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"spearman needs two equal-length sequences of >= 2 values, got {x.shape} and {y.shape}")
+    rx, ry = rankdata(x) - (x.size + 1) / 2, rankdata(y) - (y.size + 1) / 2
+    denom = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+
+
+# ---- selection quality: a strategy's score as a failure detector ----------------------
+def _detector_inputs(scores, positives) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    if scores.shape != positives.shape or scores.ndim != 1:
+        raise ValueError(f"scores and positives must be 1-d and equal in length, got {scores.shape} and {positives.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores hold NaN; drop the images a strategy cannot score first")
+    return scores, positives
+
+
+def precision_at_n(scores, positives, n: int) -> float:
+    """Fraction of failures among the n highest scores; ties keep the given order (callers
+    sort by image_id first, so the result is reproducible)."""
+    scores, positives = _detector_inputs(scores, positives)
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    order = np.argsort(-scores, kind="stable")[: min(n, scores.size)]
+    return float(positives[order].mean()) if order.size else float("nan")
+
+
+def auroc(scores, positives) -> float:
+    """Probability that a random failure scores above a random non-failure (ties count half):
+    the Mann-Whitney U statistic over average ranks. NaN without both kinds."""
+    from scipy.stats import rankdata
+
+    scores, positives = _detector_inputs(scores, positives)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(scores, positives) -> float:
+    """Area under the precision-recall curve as a step sum over distinct thresholds:
+    sum over thresholds of (recall gained) x (precision at that threshold). Tied scores form
+    one threshold, so the result does not depend on their order. NaN without failures."""
+    scores, positives = _detector_inputs(scores, positives)
+    n_pos = int(positives.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positives[order]
+    last_of_tie = np.r_[np.diff(s) != 0, True]
+    tp = np.cumsum(p)[last_of_tie]
+    seen = (np.arange(s.size) + 1)[last_of_tie]
+    recall_gain = np.diff(np.r_[0, tp]) / n_pos
+    return float((recall_gain * tp / seen).sum())

@@ -1,0 +1,7 @@
+"""Measuring progress (ARCHITECTURE §1 step 6): unbiased test sets T(R), the model table
+(the paper's Table 1), the ranking stability of a test set (Fig. 7), MAD competitions between
+two models (Table 2) and the quality of each selection strategy as a failure detector.
+
+`sources` reads what other steps wrote, `predictions` gets any model version's map of any
+image, and each other module is one of the measurements above.
+"""
