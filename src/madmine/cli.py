@@ -65,6 +65,7 @@ def ingest(
         ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
     ),
     workers: int = typer.Option(8, help="Parallel readers."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
 ) -> None:
     """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images)."""
     from madmine.corpus import ingest as run_ingest
@@ -78,11 +79,13 @@ def ingest(
         max_pixels=config.scoring.max_pixels,
         min_side=config.scoring.min_side,
         workers=workers,
+        retry_errors=retry_errors,
     )
     console.print(
         f"ingest: [bold green]{result.added}[/] new images, {result.duplicates} duplicates, "
         f"{result.already_known} already known, {len(result.errors)} errors"
         + (f", {result.skipped_non_images} non-image files skipped" if result.skipped_non_images else "")
+        + (f", {result.failed_before} that failed before skipped (--retry-errors)" if result.failed_before else "")
     )
     for err in result.errors[:10]:
         console.print(f"  [yellow]{err['error']}[/]: {err['uri']} ({err['detail']})")
@@ -123,6 +126,19 @@ def score(
 
 
 @app.command()
+def nightly(
+    sources: list[str] = typer.Argument(None, help="What to ingest (default: [nightly] sources)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+) -> None:
+    """Unattended run under a workspace lock: ingest what is new, score only new images, refresh the selection."""
+    from madmine.nightly import nightly as run_nightly
+
+    summary = run_nightly(cli_state.get_config(), sources, ray_address=ray_address, show_progress=sys.stderr.isatty())
+    for line in summary.lines():
+        console.print(line)
+
+
+@app.command()
 def demo(
     workdir: Path = typer.Option(Path("demo-work"), help="Where the demo writes its corpus, config and workspace."),
     images: int = typer.Option(64, help="Images in the generated corpus."),
@@ -144,9 +160,10 @@ def _register_command_modules() -> None:
 _register_command_modules()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; `argv` lets thin wrappers (ray_jobs/) pass their own arguments."""
     try:
-        app()
+        app(args=argv)
     except MadmineError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

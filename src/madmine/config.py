@@ -121,6 +121,16 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class NightlyConfig:
+    """`madmine nightly`: what to ingest, which round to refresh, when a lock is stale."""
+
+    sources: tuple[str, ...] = ()
+    round: int = -1  # -1: the newest round that has candidates (0 when there is none)
+    stale_after_s: float = 1800.0
+    report: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     workspace_uri: str
@@ -131,6 +141,7 @@ class Config:
     selection: SelectionConfig = SelectionConfig()
     raw: dict = field(default_factory=dict)
     rating: RatingConfig = RatingConfig()
+    nightly: NightlyConfig = NightlyConfig()
     colors: tuple[tuple[int, int, int], ...] = ()
     evaluate: EvaluateConfig = EvaluateConfig()
 
@@ -158,7 +169,7 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating", "evaluate"}
+_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating", "evaluate", "nightly"}
 _WORKSPACE_KEYS = {"uri"}
 _CLASSES_KEYS = {"names", "colors"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -226,8 +237,11 @@ def _check_selection(s: SelectionConfig) -> None:
         raise ConfigError(f"[selection] n4 must be > 0, got {s.n4}")
     if len(s.quantiles) != 2 or not (0.0 <= s.quantiles[0] <= s.quantiles[1] <= 1.0):
         raise ConfigError(f"[selection] quantiles must be two numbers 0 <= p <= q <= 1, got {list(s.quantiles)}")
-    if s.phash_distance < 0:
-        raise ConfigError(f"[selection] phash_distance must be >= 0, got {s.phash_distance}")
+    if not 0 <= s.phash_distance <= 16:
+        raise ConfigError(
+            f"[selection] phash_distance must be within [0, 16] bits, got {s.phash_distance}: "
+            "beyond that, unrelated images count as duplicates (0 = identical hashes only)"
+        )
 
 
 def _check_rating(r: RatingConfig) -> None:
@@ -425,6 +439,14 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
     _check_scoring(scoring)
     selection = _typed_section(SelectionConfig, raw.get("selection") or {}, "[selection]")
     _check_selection(selection)
+    nightly = _typed_section(NightlyConfig, raw.get("nightly") or {}, "[nightly]")
+    if nightly.stale_after_s <= 0 or nightly.round < -1:
+        raise ConfigError("[nightly] stale_after_s must be > 0 and round >= -1 (-1: the newest round)")
+    if not all(isinstance(x, str) and x for x in nightly.sources):
+        raise ConfigError('[nightly] sources must list folders, globs, s3:// prefixes or URI files: sources = ["photos/"]')
+    nightly = dataclasses.replace(
+        nightly, sources=tuple(x if "://" in x or os.path.isabs(x) else _resolve(base, x) for x in nightly.sources)
+    )
     rating = _typed_section(RatingConfig, raw.get("rating") or {}, "[rating]")
     _check_rating(rating)
     evaluate = _typed_section(EvaluateConfig, raw.get("evaluate") or {}, "[evaluate]")
@@ -440,6 +462,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         selection=selection,
         raw=raw,
         rating=rating,
+        nightly=nightly,
         colors=colors,
         evaluate=evaluate,
     )

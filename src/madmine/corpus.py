@@ -114,6 +114,7 @@ class IngestResult:
     errors: list[dict]
     skipped_non_images: int
     part: str | None
+    failed_before: int = 0
 
 
 def ingest(
@@ -125,14 +126,23 @@ def ingest(
     min_side: int = 8,
     workers: int = 8,
     show_progress: bool = True,
+    retry_errors: bool = False,
 ) -> IngestResult:
-    """Add the new images of `sources` to the manifest as one immutable part file."""
+    """Add the new images of `sources` to the manifest as one immutable part file.
+
+    URIs that failed an earlier ingest are skipped unless `retry_errors` (a nightly run
+    would otherwise record the same broken files every night).
+    """
     storage_options = storage_options or {}
     listing = expand_sources(sources, storage_options)
     existing = workspace.read_table("manifest")
     known_ids: set[str] = set(existing.column("image_id").to_pylist()) if existing is not None else set()
     known_uris: set[str] = set(existing.column("uri").to_pylist()) if existing is not None else set()
-    todo = [u for u in listing.uris if u not in known_uris]
+    failed_before: set[str] = set()
+    if not retry_errors:
+        old_errors = workspace.read_table("errors", "ingest")
+        failed_before = set(old_errors.column("uri").to_pylist()) if old_errors is not None else set()
+    todo = [u for u in listing.uris if u not in known_uris and u not in failed_before]
 
     rows: list[dict] = []
     errors = list(listing.errors)
@@ -168,7 +178,8 @@ def ingest(
     return IngestResult(
         added=len(rows),
         duplicates=duplicates,
-        already_known=len(listing.uris) - len(todo),
+        already_known=len([u for u in listing.uris if u in known_uris]),
+        failed_before=len([u for u in listing.uris if u in failed_before]),
         errors=errors,
         skipped_non_images=listing.skipped,
         part=part if rows else None,

@@ -58,9 +58,10 @@ def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> It
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
     s = ctx.scoring
-    # Small input blocks: results reach the driver (and shards commit) a batch at a time,
-    # instead of once per large block.
-    step = s.decode_batch_size
+    # Small input blocks: results reach the driver (and shards commit) a few batches at a
+    # time, instead of once per large block; not so small that a million-image corpus
+    # becomes millions of objects.
+    step = max(s.decode_batch_size, min(s.shard_size, 4 * s.decode_batch_size))
     blocks = [rows.slice(i, step) for i in range(0, rows.num_rows, step)]
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
