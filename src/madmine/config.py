@@ -131,6 +131,42 @@ class NightlyConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """`madmine finetune` (ARCHITECTURE §1 step 5): the paper's schedule by default, data folders, Ray resources.
+
+    S(0) and T(0) are folders (or s3:// prefixes) of images and label PNGs matched by file
+    stem; see docs/finetune.md.
+    """
+
+    s0_images: str = ""
+    s0_labels: str = ""
+    t0_images: str = ""
+    t0_labels: str = ""
+    lr_grid: tuple[float, ...] = (1e-5, 5e-5, 1e-4)
+    epochs: int = 80
+    batch_size: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    crop_size: int = 0  # 0: the target's input_size
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    mixing: str = "alternate"  # alternate: a batch of S and a batch of S(0) per step; union: one shuffled pool
+    freeze_bn: bool = True
+    start_from: str = "latest"  # latest: the newest target version of an earlier round; original: the config's
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    concurrent_trials: int = 1
+    loader_workers: int = 2
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    val_every: int = 1
+    max_failures: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     workspace_uri: str
@@ -144,6 +180,7 @@ class Config:
     nightly: NightlyConfig = NightlyConfig()
     colors: tuple[tuple[int, int, int], ...] = ()
     evaluate: EvaluateConfig = EvaluateConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     @property
     def num_classes(self) -> int:
@@ -169,7 +206,9 @@ class Config:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-_TOP_KEYS = {"workspace", "classes", "models", "scoring", "selection", "storage", "rating", "evaluate", "nightly"}
+_TOP_KEYS = {
+    "workspace", "classes", "models", "scoring", "selection", "storage", "rating", "evaluate", "nightly", "finetune"
+}
 _WORKSPACE_KEYS = {"uri"}
 _CLASSES_KEYS = {"names", "colors"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
@@ -266,6 +305,47 @@ def _check_evaluate(e: EvaluateConfig) -> None:
             raise ConfigError(f"[evaluate] {key} must be > 0, got {getattr(e, key)}")
     if not 0.0 < e.tau <= 1.0:
         raise ConfigError(f"[evaluate] tau (the IoU below which a prediction is a failure) must be within (0, 1], got {e.tau}")
+
+
+FINETUNE_FOLDERS = ("s0_images", "s0_labels", "t0_images", "t0_labels")
+
+
+def _check_finetune(f: FinetuneConfig, base: Path) -> FinetuneConfig:
+    """Validate [finetune] and resolve its folders relative to the config file."""
+    grid = f.lr_grid
+    if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in grid):
+        raise ConfigError(f"[finetune] lr_grid must list learning rates > 0, e.g. [1e-5, 5e-5, 1e-4]; got {list(grid)}")
+    if len(set(grid)) != len(grid):
+        raise ConfigError(f"[finetune] lr_grid repeats a learning rate: {list(grid)}")
+    positive = ("epochs", "batch_size", "num_workers", "concurrent_trials", "checkpoint_every", "keep_checkpoints")
+    for key in (*positive, "val_every"):
+        if getattr(f, key) < 1:
+            raise ConfigError(f"[finetune] {key} must be >= 1, got {getattr(f, key)}")
+    if not 0.0 <= f.momentum < 1.0:
+        raise ConfigError(f"[finetune] momentum must be within [0, 1), got {f.momentum}")
+    if f.weight_decay < 0 or f.poly_power < 0 or f.cpus_per_worker <= 0 or f.loader_workers < 0:
+        raise ConfigError("[finetune] weight_decay, poly_power and loader_workers must be >= 0, cpus_per_worker > 0")
+    if f.max_failures < -1:
+        raise ConfigError(f"[finetune] max_failures must be >= 0 (or -1: retry forever), got {f.max_failures}")
+    if f.crop_size != 0 and not 8 <= f.crop_size <= 4096:
+        raise ConfigError(f"[finetune] crop_size must be 0 (the target's input_size) or within [8, 4096], got {f.crop_size}")
+    scales = f.scale_range
+    if len(scales) != 2 or not all(isinstance(v, (int, float)) for v in scales) or not 0 < scales[0] <= scales[1] <= 8:
+        raise ConfigError(f"[finetune] scale_range must be two numbers 0 < low <= high <= 8 such as [0.5, 2.0], got {scales}")
+    if f.mixing not in ("alternate", "union"):
+        raise ConfigError(
+            f"[finetune] mixing must be 'alternate' (a batch of S and one of S(0) per step) or 'union', got {f.mixing!r}"
+        )
+    if f.start_from not in ("latest", "original"):
+        raise ConfigError(f"[finetune] start_from must be 'latest' or 'original', got {f.start_from!r}")
+    resolved = {}
+    for key in FINETUNE_FOLDERS:
+        value = getattr(f, key)
+        if not isinstance(value, str):
+            raise ConfigError(f'[finetune] {key} must be a folder or s3:// prefix such as "data/{key}/", got {value!r}')
+        resolved[key] = _resolve(base, value) if value else ""
+    floats = {"lr_grid": tuple(float(v) for v in grid), "scale_range": tuple(float(v) for v in scales)}
+    return dataclasses.replace(f, **floats, **resolved)
 
 
 def default_colors(num_classes: int) -> tuple[tuple[int, int, int], ...]:
@@ -451,6 +531,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
     _check_rating(rating)
     evaluate = _typed_section(EvaluateConfig, raw.get("evaluate") or {}, "[evaluate]")
     _check_evaluate(evaluate)
+    finetune = _check_finetune(_typed_section(FinetuneConfig, raw.get("finetune") or {}, "[finetune]"), base)
     colors = _parse_colors(cls.get("colors"), len(names))
     return Config(
         path=path,
@@ -465,6 +546,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         nightly=nightly,
         colors=colors,
         evaluate=evaluate,
+        finetune=finetune,
     )
 
 
