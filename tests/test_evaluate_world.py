@@ -4,7 +4,9 @@ report are tested without running selection, rating or fine-tuning.
 
 Every image has a known label; the target and the competitor are maps folders whose maps
 are the label, damaged by an amount that varies with the image, at their own resolutions
-(32x32 and 24x24, so comparing at the label's size needs a resize).
+(16x32 and 16x16, so comparing at the label's size needs a resize). Label sizes are whole
+multiples of the map sizes, where nearest-neighbour resizing has no rounding ties and any
+correct implementation agrees with PIL's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from madmine.workspace import Workspace
 CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow"]
 TARGET, COMPETITOR = "target", "fcn"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TARGET_SHAPE = {False: (16, 32), True: (48, 64)}
+COMPETITOR_SHAPE = {False: (16, 16), True: (40, 40)}
 
 
 @dataclass
@@ -55,7 +59,7 @@ def nearest(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return label_map[ys][:, xs]
 
 
-def scene(k: int, height: int, width: int, big: bool = False) -> tuple[Image.Image, np.ndarray, int]:
+def scene(k: int, height: int, width: int) -> tuple[Image.Image, np.ndarray, int]:
     """(picture, label, main class): sky, ground, one large object of the main class and a smaller one."""
     main = 1 + k % (len(CLASSES) - 1)
     other = 1 + (k * 7 + 3) % (len(CLASSES) - 1)
@@ -125,13 +129,13 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
         (root / sub).mkdir(parents=True, exist_ok=True)
     images, labels, tmaps, cmaps, mains, uris, ids = {}, {}, {}, {}, {}, {}, []
     for k in range(n):
-        height, width = ((240 + 8 * (k % 3), 320) if big else (40 + 2 * (k % 3), 56))
-        img, label, main = scene(k, height, width, big)
+        height, width = (240, 320) if big else [(48, 64), (64, 64), (32, 64)][k % 3]
+        img, label, main = scene(k, height, width)
         image_id = f"{k:04d}" + "e" * 28
         path = root / "corpus" / f"img{k:04d}.png"
         img.save(path)
-        target_map = damage(label, (32, 32), k, (k % 4) / 3, seed=1)
-        competitor_map = damage(label, (24, 24), k, ((k + 2) % 4) / 3, seed=2)
+        target_map = damage(label, TARGET_SHAPE[big], k, (k % 4) / 3, seed=1)
+        competitor_map = damage(label, COMPETITOR_SHAPE[big], k, ((k + 2) % 4) / 3, seed=2)
         Image.fromarray(target_map, "L").save(root / "preds" / "target" / f"img{k:04d}.png")
         Image.fromarray(competitor_map, "L").save(root / "preds" / "fcn" / f"img{k:04d}.png")
         ids.append(image_id)
@@ -219,7 +223,8 @@ def write_labels(ws, masks: dict[str, np.ndarray], round_: int | None, source: s
 def write_testset(ws, round_: int, image_ids: list[str]) -> None:
     """A test set written by hand (T(0), the held-out set, is not drawn from candidates)."""
     rows = [{"round": round_, "image_id": i, "position": k + 1} for k, i in enumerate(image_ids)]
-    ws.write_parquet(ws.path("tables", "testsets", f"round-{round_}.parquet"), pa.Table.from_pylist(rows))
+    schema = pa.schema([("round", pa.int32()), ("image_id", pa.string()), ("position", pa.int32())])
+    ws.write_parquet(ws.path("tables", "testsets", f"round-{round_}.parquet"), pa.Table.from_pylist(rows, schema=schema))
 
 
 def add_model_version(ws, name: str, version: str, maps: dict[str, np.ndarray], round_: int, created: datetime) -> None:

@@ -53,8 +53,12 @@ def votes(ws: Workspace, round_: int) -> dict[tuple[str, str], dict]:
 
 
 def _round_rows(ws: Workspace, table: str) -> list[dict]:
-    data = ws.read_parquet(ws.glob(ws.path("tables", table, "*.parquet")))
-    return [] if data is None else data.to_pylist()
+    """Every row of a table's parts, read part by part (parts written by different tools may
+    differ in integer widths, which a concatenation refuses)."""
+    rows: list[dict] = []
+    for path in ws.glob(ws.path("tables", table, "*.parquet")):
+        rows.extend(ws.read_parquet([path]).to_pylist())
+    return rows
 
 
 def selected_ids(ws: Workspace) -> dict[str, int]:
