@@ -79,7 +79,9 @@ def generate(root: Path, n: int, competitors: int, shard_size: int, seed: int = 
     rng = np.random.default_rng(seed)
     c = len(CLASSES)
     names = [f"comp{j}" for j in range(competitors)]
-    image_ids = np.char.add("img", np.char.zfill(np.arange(n).astype(str), 8)).astype(object)
+    # like corpus.image_id_of: 32 hex characters of a content hash, in no particular order
+    digits = rng.bytes(16 * n).hex()
+    image_ids = np.array([digits[32 * i : 32 * (i + 1)] for i in range(n)], dtype=object)
     height = rng.integers(200, 800, size=n).astype(np.int32)
     width = rng.integers(200, 800, size=n).astype(np.int32)
     hw = height.astype(np.int64) * width

@@ -1,12 +1,13 @@
 -- Views over every table of a madmine workspace, for ad-hoc questions.
 --
 -- madmine runs this file itself (`madmine sql`). In the plain duckdb CLI, set the
--- workspace root first (a local folder, or s3://bucket/prefix where the CLI reaches S3):
+-- workspace root first (a local folder; s3://bucket/prefix where the CLI has httpfs):
 --
---   duckdb -cmd "SET VARIABLE workspace = 'work'" -cmd ".read sql/views.sql"
+--   duckdb -cmd ".bail off" -cmd "SET VARIABLE workspace = 'work'" -cmd ".read sql/views.sql"
 --
--- A view whose table does not exist yet fails to create (no files match), the others work.
--- Files whose name starts with '.' are temporaries of an atomic write, never read.
+-- A view whose table does not exist yet fails to create ("No files found"); with
+-- .bail off the CLI reports it and creates the others. madmine creates only the views of
+-- tables that exist. Files whose name starts with '.' are temporaries of an atomic write.
 
 -- Shards of scoring runs that are complete: runs/<run_id>/shards/<shard>.json exists.
 CREATE OR REPLACE VIEW committed_shards AS
@@ -51,6 +52,9 @@ SELECT * FROM read_parquet(getvariable('workspace') || '/tables/candidates/[!.]*
 
 CREATE OR REPLACE VIEW ratings AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/ratings/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW selected AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/selected/[!.]*.parquet', union_by_name = true);
 
 CREATE OR REPLACE VIEW labels AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/labels/[!.]*.parquet', union_by_name = true);

@@ -578,3 +578,11 @@ def test_end_to_end_through_ingest_and_score_on_ray(tmp_path, ray_address):
     expected = ref.mad_candidates(preds, pairs, bounds, uris, excluded, 2, 0, list(range(1, c)), CLASSES)
     assert len(expected) >= 10
     assert selected(pq.read_table(out)) == expected
+
+
+@pytest.mark.parametrize("value", [-1, 17])
+def test_phash_distance_is_checked_in_the_config(tmp_path, value):
+    from madmine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"phash_distance must be within \[0, 16\] bits"):
+        build_world(tmp_path, extras=False, selection=f"phash_distance = {value}")

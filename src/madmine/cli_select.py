@@ -6,6 +6,7 @@ import functools
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -46,7 +47,9 @@ def bounds(
 
     config = _config()
     result = run_bounds(config, labels, workers=workers)
-    table = Table(title=f"bounds from {result.labels} label maps -> {result.path}")
+    console = Console()
+    console.print(f"bounds from {result.labels} label maps -> {result.path}")
+    table = Table()
     for col in ("class", "p", "q", "images"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in result.table.to_pylist():
@@ -57,7 +60,7 @@ def bounds(
             "-" if q is None else f"{q:.4f}",
             str(row["n_images"]),
         )
-    Console().print(table)
+    console.print(table)
 
 
 @_user_errors
@@ -97,9 +100,10 @@ def print_summary(result) -> None:
         f"select round {result.round} ({result.strategy}{budget}) from run [bold]{result.run_id}[/]: "
         f"[bold green]|M| = {result.num_images}[/] images in {result.num_rows} rows -> {result.path}"
     )
-    excluded = ", ".join(f"{n} {reason}" for reason, n in result.excluded.items() if n) or "none"
+    excluded = ", ".join(f"{n} {reason}" for reason, n in result.excluded.items() if n)
     console.print(
-        f"{result.scored_images} images scored; {result.excluded_images} excluded before ranking ({excluded})"
+        f"{result.scored_images} images scored; {result.excluded_images} excluded before ranking"
+        + (f" ({excluded})" if excluded else "")
     )
     if result.num_rows == 0:
         console.print(
@@ -189,8 +193,9 @@ def emit(result, fmt: str, out: Path | None, console: Console) -> None:
             sys.stdout.write(text)
         return
     table = Table(show_lines=False)
-    for name in result.column_names:
-        table.add_column(name)
+    for f in result.schema:
+        numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+        table.add_column(f.name, justify="right" if numeric else "left")
     for row in result.slice(0, MAX_TABLE_ROWS).to_pylist():
         table.add_row(*(Text(_cell(v)) for v in row.values()))
     if out is not None:

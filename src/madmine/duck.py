@@ -27,8 +27,9 @@ CREATED_BY = {
     "errors": "madmine ingest / madmine score",
     "bounds": "madmine bounds LABELS_DIR",
     "candidates": "madmine select --round R",
-    "ratings": "madmine rate (the weak-labelling app)",
-    "labels": "madmine annotate (import of pixel labels)",
+    "ratings": "madmine rate serve (the weak-labelling app)",
+    "selected": "madmine rate select",
+    "labels": "madmine annotate import",
     "testsets": "madmine evaluate (the test-set builder)",
     "models": "madmine score / madmine finetune",
 }
