@@ -240,3 +240,55 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def write_scores(w: EvalWorld, run_id: str = "run-1") -> None:
+    """The committed predictions and pairs of the world's scoring run: d between the maps, and
+    an entropy that grows with how damaged the target's map is (so detectors can be told apart)."""
+    from madmine.schemas import PAIRS, PREDICTIONS
+
+    preds, pairs = [], []
+    for k, image_id in enumerate(w.ids):
+        t, c = w.target_maps[image_id], w.competitor_maps[image_id]
+        inter, union, d = metrics.pair_summary(t, nearest(c, t.shape), len(CLASSES))
+        entropy = (k % 4) / 3 + 0.1 * ((k * 37) % 10) / 10
+        for name, role, m in ((TARGET, "target", t), (COMPETITOR, "competitor", c)):
+            preds.append({"run_id": run_id, "image_id": image_id, "model": name, "model_version": w.versions[name],
+                          "role": role, "height": m.shape[0], "width": m.shape[1],
+                          "class_pixels": metrics.class_pixels(m, len(CLASSES)).tolist(),
+                          "mean_entropy": entropy if role == "target" else None,
+                          "mean_msp": 1 - entropy / 2 if role == "target" else None})
+        pairs.append({"run_id": run_id, "image_id": image_id, "target_version": w.versions[TARGET], "competitor": COMPETITOR,
+                      "competitor_version": w.versions[COMPETITOR], "intersection": inter.tolist(), "union": union.tolist(), "d": d})
+    w.ws.write_parquet(w.ws.path("tables", "predictions", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(preds, schema=PREDICTIONS))
+    w.ws.write_parquet(w.ws.path("tables", "pairs", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(pairs, schema=PAIRS))
+    w.ws.put_json(w.ws.shard_marker(run_id, "part-0-00000"), {"shard": "part-0-00000", "images": len(w.ids), "errors": 0})
+
+
+def write_finetune_curves(ws: Workspace, round_: int) -> None:
+    """The curves a fine-tuning run of three learning rates leaves (tables/finetune_curves)."""
+    rows = []
+    for trial, lr in enumerate((1e-5, 5e-5, 1e-4)):
+        for epoch in range(1, 11):
+            rows.append({"round": round_, "trial": trial, "lr": lr, "epoch": epoch,
+                         "train_loss": 1.2 * np.exp(-epoch * lr * 3e4) + 0.1, "val_miou": 0.45 + 0.3 * (1 - np.exp(-epoch * lr * 2e4))})
+    ws.write_parquet(ws.path("tables", "finetune_curves", f"round-{round_}.parquet"), pa.Table.from_pylist(rows))
+
+
+def full_round(root: Path, n: int = 40, big: bool = False) -> EvalWorld:
+    """A round with every table the report reads: T(0) by hand and T(1) drawn, a fine-tuned
+    version, a saved evaluation, selection quality, a competition and fine-tuning curves."""
+    from madmine.evaluation import compete, quality, testset
+    from madmine.evaluation import evaluate as ev
+
+    w = build(root, n=n, big=big, labelled=lambda k: k % 13 != 6)
+    write_scores(w)
+    write_testset(w.ws, 0, [w.ids[k] for k in range(1, n, 5)])
+    testset.build(w.config, w.ws, w.round, size=min(30, n // 2))
+    better = {i: damage(w.labels[i], TARGET_SHAPE[big], 0, 0.35, seed=4) for i in w.ids}
+    add_model_version(w.ws, TARGET, "ft-r1", better, w.round, T0 + timedelta(days=1))
+    ev.save(w.ws, ev.evaluate(w.config, w.ws, show_progress=False))
+    quality.save(w.ws, quality.selection_quality(w.config, w.ws))
+    compete.compete(w.config, w.ws, f"{TARGET}@ft-r1", TARGET, n=10)
+    write_finetune_curves(w.ws, w.round)
+    return w
