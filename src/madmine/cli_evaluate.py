@@ -13,6 +13,13 @@ from madmine.cli_state import get_config
 
 out = Console()
 err = Console(stderr=True)
+REASONS = {
+    "out_of_domain": "out of domain",
+    "in_s": "in some S(j)",
+    "in_other_testset": "in another round's test set",
+    "unrated": "short of raters",
+    "no_class": "without a foreground class",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +55,7 @@ def testset(
     result = build(config, ws, round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
     out.print(f"T({round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)
     out.print("per main class: " + ", ".join(f"{k} {v}" for k, v in result.per_class.items()), highlight=False)
-    left = {k.replace("_", " "): len(v) for k, v in result.dropped.items()}
+    left = {REASONS.get(k, k): len(v) for k, v in result.dropped.items()}
     if result.capped:
         left["over the per-class cap"] = result.capped
     if left:
