@@ -1,0 +1,69 @@
+"""Torch datasets over (image URI, label URI) pairs: read on demand, decoded safely, augmented.
+
+Items are read from their URIs (local or s3://) when a batch needs them, so a large S(0)
+never has to fit in a worker's memory. Training keys carry their own random seed, which
+makes every augmentation a function of (seed, epoch, worker, step, slot): a resumed run
+sees exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from madmine.corpus import read_uri
+from madmine.images import decode, decode_map_png
+from madmine.train.augment import eval_input, train_example
+from madmine.train.plan import Plan
+
+
+def read_pair(pair: tuple[str, str], storage_options: dict):
+    """(RGB PIL image as displayed, uint8 label map) of one pair."""
+    image_uri, label_uri = pair
+    image = decode(read_uri(image_uri, storage_options), min_side=1)
+    label = decode_map_png(read_uri(label_uri, storage_options))[0]
+    return image, label
+
+
+class TrainSet(Dataset):
+    """Keys are (index, seed tuple); returns (float32 (3, crop, crop), int64 (crop, crop))."""
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...], plan: Plan, storage_options: dict):
+        self.pairs, self.plan, self.storage_options = pairs, plan, storage_options
+        self.spec = plan.parent_spec()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key):
+        index, seed = key
+        image, label = read_pair(self.pairs[index], self.storage_options)
+        x, y = train_example(
+            image,
+            label,
+            size=self.spec.input_size,
+            crop=self.plan.crop_size,
+            scale_range=self.plan.scale_range,
+            flip=self.plan.flip,
+            mean=self.spec.mean,
+            std=self.spec.std,
+            rng=np.random.default_rng(list(seed)),
+        )
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class EvalSet(Dataset):
+    """Returns (float32 (1, 3, size, size) scoring input, uint8 label at the image's own size)."""
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...], plan: Plan, storage_options: dict):
+        self.pairs, self.storage_options = pairs, storage_options
+        self.spec = plan.parent_spec()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        image, label = read_pair(self.pairs[index], self.storage_options)
+        x = eval_input(image, self.spec.input_size, self.spec.mean, self.spec.std)
+        return torch.from_numpy(x)[None], label

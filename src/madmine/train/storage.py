@@ -1,0 +1,65 @@
+"""Where a round's fine-tuning state lives in the workspace, as Ray Train and Tune want it.
+
+    finetune/round-<R>/plan.json          what is being trained (fingerprinted)
+    finetune/round-<R>/tune/              the Ray Tune experiment (restorable)
+    finetune/round-<R>/trials/lr-<lr>/    one Ray Train run per learning rate: epoch-NNNN/ checkpoints
+    finetune/round-<R>/done.json          written last: the round's result
+
+Ray takes a plain path plus a pyarrow filesystem; for s3:// that is the workspace's own
+fsspec filesystem wrapped for pyarrow, so Ray reaches the same endpoint with the same
+credentials as every other table.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from madmine.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class RoundStorage:
+    workspace_uri: str
+    storage_options: dict
+    round: int
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(self.workspace_uri, dict(self.storage_options))
+
+    @property
+    def root(self) -> str:
+        """The round's folder as Ray sees it: an absolute local path, or bucket/key with `pyarrow_fs`."""
+        return self.workspace.path("finetune", f"round-{self.round}")
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def plan(self) -> str:
+        return self.path("plan.json")
+
+    @property
+    def done(self) -> str:
+        return self.path("done.json")
+
+    @property
+    def tune(self) -> str:
+        return self.path("tune")
+
+    @property
+    def trials(self) -> str:
+        return self.path("trials")
+
+    def checkpoint(self, trial: str, dir_name: str) -> str:
+        return self.path("trials", trial, dir_name)
+
+    def pyarrow_fs(self):
+        """None for a local workspace (Ray uses the path as is), else pyarrow over the workspace's fsspec."""
+        ws = self.workspace
+        if ws.is_local:
+            return None
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return PyFileSystem(FSSpecHandler(ws.fs))
