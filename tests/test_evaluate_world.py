@@ -94,12 +94,12 @@ def damage(label: np.ndarray, shape: tuple[int, int], k: int, strength: float, s
     return m
 
 
-def write_config(root: Path, extra: str = "") -> Path:
+def write_config(root: Path, extra: str = "", workspace_uri: str = "work/") -> Path:
     path = root / "madmine.toml"
     path.write_text(
         f"""
 [workspace]
-uri = "work/"
+uri = "{workspace_uri}"
 
 [classes]
 names = {json.dumps(CLASSES)}
@@ -122,7 +122,8 @@ min_raters = 1
     return path
 
 
-def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labelled=None, extra_toml: str = "") -> EvalWorld:
+def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labelled=None, extra_toml: str = "",
+          workspace_uri: str = "work/") -> EvalWorld:
     """n images in round `round_`'s MAD candidates, rated, with S(round) and S(round - 1) chosen
     and every image labelled (or those `labelled(k)` accepts)."""
     for sub in ("corpus", "preds/target", "preds/fcn"):
@@ -141,7 +142,7 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
         ids.append(image_id)
         images[image_id], labels[image_id], mains[image_id] = path, label, main
         tmaps[image_id], cmaps[image_id], uris[image_id] = target_map, competitor_map, str(path)
-    config_path = write_config(root, extra_toml)
+    config_path = write_config(root, extra_toml, workspace_uri)
     config = load_config(config_path)
     ws = Workspace.from_config(config)
     versions = {m.name: model_version(m) for m in config.models}

@@ -41,9 +41,9 @@ def _pct(value) -> str:
 
 def testset(
     round_: int = typer.Option(..., "--round", "-r", help="Round R: T(R) is drawn from its MAD candidates M(R)."),
-    size: int = typer.Option(None, "--size", help="Images in T(R); default [evaluate] testset_size (30)."),
+    size: int = typer.Option(None, "--size", help="Images in T(R); default \\[evaluate] testset_size (30)."),
     per_class: int = typer.Option(None, "--per-class", help="At most this many images per main class; default 4."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the draw; default [evaluate] seed."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the draw; default \\[evaluate] seed."),
     without_s: bool = typer.Option(False, "--without-s", help="Draw T(R) before S(R) is selected."),
     force: bool = typer.Option(False, "--force", help="Draw T(R) again although it exists (its labels may go to waste)."),
 ) -> None:
@@ -83,8 +83,8 @@ def evaluate(
     per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
     quality: bool = typer.Option(True, "--quality/--no-quality", help="Selection quality where labelled images were scored."),
     run_id: str = typer.Option(None, "--run-id", help="Scoring run for selection quality; default the newest complete one."),
-    tau: float = typer.Option(None, "--tau", help="A failure is a per-image mIoU below this; default [evaluate] tau (0.5)."),
-    top_n: int = typer.Option(None, "--top-n", help="n of precision@n; default [evaluate] top_n (10)."),
+    tau: float = typer.Option(None, "--tau", help="A failure is a per-image mIoU below this; default \\[evaluate] tau (0.5)."),
+    top_n: int = typer.Option(None, "--top-n", help="n of precision@n; default \\[evaluate] top_n (10)."),
 ) -> None:
     """Every model version on T(0) and every labelled T(R): Table 1, ranking stability, selection quality."""
     from madmine.evaluation import evaluate as ev
@@ -145,7 +145,7 @@ def evaluate(
 def compete(
     model_a: str = typer.Argument(..., help="NAME (the config's version) or NAME@VERSION (models table)."),
     model_b: str = typer.Argument(..., help="The other model."),
-    n: int = typer.Option(None, "--n", help="Images to select by d(A, B); default [evaluate] compete_n (30)."),
+    n: int = typer.Option(None, "--n", help="Images to select by d(A, B); default \\[evaluate] compete_n (30)."),
     reselect: bool = typer.Option(False, "--reselect", help="Select again although a selection exists."),
     export_dir: Path = typer.Option(None, "--export", help="Write the images waiting for labels here, for an annotation tool."),
     fmt: str = typer.Option("labelstudio", "--format", "-f", help="labelstudio | cvat | coco (with --export)."),

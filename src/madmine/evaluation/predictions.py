@@ -31,6 +31,7 @@ class ModelRef:
     origin: str  # 'config' or 'models table'
     round: int | None = None
     created_at: str = ""
+    current: bool = False  # the version the config names today
 
     @property
     def label(self) -> str:
@@ -71,8 +72,13 @@ def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
         )
         refs.setdefault(ref.key, ref)
     for spec in config.models:
-        ref = ModelRef(spec.name, model_version(spec, config.storage_options), spec.role, spec, "config")
-        refs.setdefault(ref.key, ref)
+        key = (spec.name, model_version(spec, config.storage_options))
+        known = refs.get(key)
+        refs[key] = (
+            dataclasses.replace(known, spec=spec, current=True)
+            if known
+            else ModelRef(spec.name, key[1], spec.role, spec, "config", current=True)
+        )
     targets = [r for r in refs.values() if r.role == "target"]
     return targets + [r for r in refs.values() if r.role != "target"]
 
@@ -84,7 +90,7 @@ def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
     if version and not matches:
         matches = [r for r in refs if r.name == name and r.version.startswith(version)]
     if not version:
-        matches = [r for r in matches if r.origin == "config"] or matches[-1:]
+        matches = [r for r in matches if r.current] or matches[-1:]
     if len(matches) != 1:
         known = ", ".join(r.label for r in refs)
         what = "matches several versions" if matches else "is not a known model"
