@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_address(tmp_path_factory) -> str:
+def ray_cluster(tmp_path_factory) -> dict:
     """A real `ray start --head` cluster bound to 127.0.0.1 (auth disabled for the test).
 
     Started in its own process group and stopped by killing that group, so it never
@@ -37,7 +37,7 @@ def ray_address(tmp_path_factory) -> str:
     """
     import ray
 
-    port = free_port()
+    port, dashboard_port = free_port(), free_port()
     env = dict(os.environ)
     env.update(
         RAY_AUTH_MODE="disabled",
@@ -52,7 +52,8 @@ def ray_address(tmp_path_factory) -> str:
         f"--port={port}",
         "--node-ip-address=127.0.0.1",
         "--num-cpus=3",
-        "--include-dashboard=false",
+        "--dashboard-host=127.0.0.1",  # the job server (ray job submit) lives in the dashboard
+        f"--dashboard-port={dashboard_port}",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]
@@ -70,7 +71,7 @@ def ray_address(tmp_path_factory) -> str:
             time.sleep(0.5)
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(address=address, log_to_driver=False)
-    yield address
+    yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     ray.shutdown()
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -78,6 +79,11 @@ def ray_address(tmp_path_factory) -> str:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    return ray_cluster["address"]
 
 
 @pytest.fixture()

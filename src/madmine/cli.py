@@ -131,9 +131,14 @@ def nightly(
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
 ) -> None:
     """Unattended run under a workspace lock: ingest what is new, score only new images, refresh the selection."""
+    from madmine.lock import LockHeld
     from madmine.nightly import nightly as run_nightly
 
-    summary = run_nightly(cli_state.get_config(), sources, ray_address=ray_address, show_progress=sys.stderr.isatty())
+    try:
+        summary = run_nightly(cli_state.get_config(), sources, ray_address=ray_address, show_progress=sys.stderr.isatty())
+    except LockHeld as exc:  # not a failure: the other run does the work
+        console.print(f"nightly: {exc}")
+        return
     for line in summary.lines():
         console.print(line)
 
