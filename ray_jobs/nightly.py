@@ -2,8 +2,8 @@
 
     ray job submit --working-dir . -- python ray_jobs/nightly.py --config madmine.toml [ARGS...]
 
-Every argument after --config is passed to `madmine nightly` unchanged (see its --help).
-The job's driver finds the cluster through RAY_ADDRESS, which Ray sets for every job.
+Every argument but --config goes to `madmine nightly` unchanged (see its --help). The job's
+driver finds the cluster through RAY_ADDRESS, which Ray sets for every job.
 """
 
 import os
@@ -11,20 +11,9 @@ import sys
 
 # This folder holds select.py: keep it off the import path so that it never shadows the
 # standard library's `select` (imported by subprocess, hence by typer and Ray).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
 
-import argparse  # noqa: E402
-
-from madmine.cli import main  # noqa: E402
-
-
-def run(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(add_help=False)  # --help goes on to madmine
-    parser.add_argument("--config", default="madmine.toml", help="madmine config file (TOML)")
-    known, rest = parser.parse_known_args(argv)
-    main(["--config", known.config, "nightly", *rest])
-
+from madmine.ray_job import run  # noqa: E402
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    run("nightly", sys.argv[1:])
