@@ -488,7 +488,7 @@ def test_cli_select_writes_table_and_prints_summary(world, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--n3", "0"], "n3 must be > 0"),
+        (["--n3", "0"], "n3 must be > 0 (images kept per group), got 0: pass --n3 25 or fix [selection] n3"),
         (["--class", "zebra"], "class 'zebra' is not in the config"),
         (["--run-id", "run-c"], "not complete"),
     ],

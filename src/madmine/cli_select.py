@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -25,7 +26,7 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MadmineError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from exc
 
     return wrapper
@@ -48,7 +49,7 @@ def bounds(
     config = _config()
     result = run_bounds(config, labels, workers=workers)
     console = Console()
-    console.print(f"bounds from {result.labels} label maps -> {result.path}")
+    console.print(f"bounds from {result.labels} label maps -> {escape(result.path)}")
     table = Table()
     for col in ("class", "p", "q", "images"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -97,8 +98,8 @@ def print_summary(result) -> None:
     console = Console()
     budget = f", budget {result.budget} = |M| of mad" if result.budget is not None else f", n3 = {result.n3}"
     console.print(
-        f"select round {result.round} ({result.strategy}{budget}) from run [bold]{result.run_id}[/]: "
-        f"[bold green]|M| = {result.num_images}[/] images in {result.num_rows} rows -> {result.path}"
+        f"select round {result.round} ({result.strategy}{budget}) from run [bold]{escape(result.run_id)}[/]: "
+        f"[bold green]|M| = {result.num_images}[/] images in {result.num_rows} rows -> {escape(result.path)}"
     )
     excluded = ", ".join(f"{n} {reason}" for reason, n in result.excluded.items() if n)
     console.print(
@@ -240,12 +241,12 @@ def shell(session, lines, console: Console) -> None:
             try:
                 emit(session.query(text), "table", None, console)
             except MadmineError as exc:
-                console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     if buffer:
         try:
             emit(session.query("".join(buffer)), "table", None, console)
         except MadmineError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
