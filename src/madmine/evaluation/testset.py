@@ -70,10 +70,11 @@ def draw_key(seed: int, round_: int, image_id: str) -> str:
 
 
 def main_classes(rows: list[dict]) -> dict[str, int]:
-    """image_id -> class_id of its candidate row with the largest class_fraction (ties: smaller id)."""
+    """image_id -> class_id of its foreground candidate row with the largest class_fraction
+    (ties: smaller id). Background (0) and ignore (255) rows never name a main class."""
     best: dict[str, tuple[float, int]] = {}
     for r in rows:
-        if r.get("class_id") is None:
+        if r.get("class_id") is None or int(r["class_id"]) in (0, 255):
             continue
         key = (-float(r.get("class_fraction") or 0.0), int(r["class_id"]))
         if r["image_id"] not in best or key < best[r["image_id"]]:
@@ -134,7 +135,7 @@ def build(
             dropped["in_other_testset"].append(image_id)
         elif len(scores) < min_raters:
             dropped["unrated"].append(image_id)
-        elif image_id not in mains or mains[image_id] <= 0:
+        elif image_id not in mains:
             dropped["no_class"].append(image_id)
         else:
             eligible.append((draw_key(seed, round_, image_id), image_id, scores))
