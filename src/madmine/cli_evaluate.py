@@ -90,6 +90,7 @@ def evaluate(
     from madmine.evaluation import evaluate as ev
     from madmine.evaluation import quality as q
     from madmine.evaluation import srcc
+    from madmine.evaluation.sources import testset_name
 
     config = get_config()
     ws = _workspace(config)
@@ -103,11 +104,11 @@ def evaluate(
             err.print(f"[yellow]{row['label']} on {row['testset']}[/]: {row['error']}", highlight=False)
     for r, ids in result.waiting.items():
         if ids:
-            err.print(f"T({r}): {len(ids)} of {result.sizes[r]} images wait for labels: {', '.join(ids[:5])}"
+            err.print(f"{testset_name(r)}: {len(ids)} of {result.sizes[r]} images wait for labels: {', '.join(ids[:5])}"
                       + (" ..." if len(ids) > 5 else ""), highlight=False)
     if per_class:
         for r in result.rounds:
-            table = Table(title=f"IoU per class (%) on T({r})")
+            table = Table(title=f"IoU per class (%) on {testset_name(r)}")
             table.add_column("model")
             for name in config.classes:
                 table.add_column(name, justify="right")
@@ -120,7 +121,7 @@ def evaluate(
     for c in srcc.curves(result.image_table()):
         at = {k: v for k, v in zip(c.ks, c.srcc)}
         shown = [k for k in (5, 10, 15, 20, 25, 30) if k in at] or c.ks[-1:]
-        out.print(f"SRCC with the full T({c.round}) ranking of {len(c.models)} models, first k images: "
+        out.print(f"SRCC with the full {testset_name(c.round)} ranking of {len(c.models)} models, first k images: "
                   + ", ".join(f"k={k}: {at[k]:.2f}" for k in shown), highlight=False)
     out.print(f"saved {paths[0]} and {paths[1]}", highlight=False)
     if not quality:

@@ -132,7 +132,7 @@ class Evaluation:
                         "model_round": ref.round,
                         "order": order,
                         "testset_round": r,
-                        "testset": f"T({r})",
+                        "testset": sources.testset_name(r),
                         "n_images": c.n_images,
                         "n_labelled": c.n_labelled,
                         "miou": c.miou if ok else None,
@@ -189,8 +189,14 @@ def score_maps(
 def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Evaluation:
     """Every model version on every test set that has labels; models that cannot be run get an error cell."""
     tests = sources.testsets(ws)
+    held = sources.held_out(config)
+    if held:
+        tests = {sources.HELD_OUT: held, **{r: rows for r, rows in tests.items() if r != sources.HELD_OUT}}
     if not tests:
-        raise EvaluationError("no test set yet: run `madmine testset --round R`, then label it (annotate export --set test)")
+        raise EvaluationError(
+            "no test set yet: run `madmine testset --round R`, then label it (annotate export --set test), "
+            "or name the held-out set in [finetune] t0_images and t0_labels"
+        )
     labelled = sources.labels(ws)
     manifest = sources.uris(ws)
     refs = model_refs(config, ws)
@@ -202,11 +208,12 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
         plan[r], waiting[r] = [], []
         for row in rows:
             image_id = row["image_id"]
-            if image_id not in labelled:
+            label_row = {"image_id": image_id, "mask_uri": row["label_uri"]} if row.get("label_uri") else labelled.get(image_id)
+            if label_row is None:
                 waiting[r].append(image_id)
                 continue
             if image_id not in truth:
-                truth[image_id] = sources.load_label(ws, labelled[image_id], c)
+                truth[image_id] = sources.load_label(ws, label_row, c)
             plan[r].append((image_id, row.get("uri") or manifest.get(image_id, "")))
     cells: dict[tuple[str, str, int], Cell] = {}
     total = sum(len(items) for items in plan.values()) * len(refs)
@@ -221,7 +228,7 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
         for ref in refs:
             source = MapSource(config, ws, ref)
             for r, items in plan.items():
-                progress.update(task, model=f"{ref.label} on T({r})")
+                progress.update(task, model=f"{ref.label} on {sources.testset_name(r)}")
                 cell = Cell(ref, r, len(tests[r]))
                 cells[(ref.name, ref.version, r)] = cell
                 if not items:
@@ -262,7 +269,8 @@ def load(ws: Workspace) -> tuple[pa.Table | None, pa.Table | None]:
 
 
 def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tuple[str, list[float | None]]]]:
-    """(column headers T(R), rows (model label, values)) in model order: the paper's Table 1."""
+    """(column headers T(R), held-out T(0) first, rows (model label, values)) in model order:
+    the paper's Table 1."""
     rows = summary.to_pylist()
     rounds = sorted({r["testset_round"] for r in rows})
     models: dict[str, dict[int, float | None]] = {}
@@ -271,4 +279,4 @@ def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tupl
         models.setdefault(r["label"], {})[r["testset_round"]] = r[value]
         order[r["label"]] = r["order"]
     labels = sorted(models, key=lambda m: order[m])
-    return [f"T({r})" for r in rounds], [(m, [models[m].get(r) for r in rounds]) for m in labels]
+    return [sources.testset_name(r) for r in rounds], [(m, [models[m].get(r) for r in rounds]) for m in labels]

@@ -127,3 +127,32 @@ def uris(ws: Workspace) -> dict[str, str]:
 def finetune_curves(ws: Workspace, round_: int) -> pa.Table | None:
     path = ws.path("tables", "finetune_curves", f"round-{round_}.parquet")
     return ws.read_parquet([path]) if ws.exists(path) else None
+
+
+HELD_OUT = -1  # the testset_round of T(0), the held-out set of [finetune] t0_images / t0_labels
+
+
+def testset_name(round_: int) -> str:
+    return "T(0) held-out" if round_ == HELD_OUT else f"T({round_})"
+
+
+def held_out(config) -> list[dict]:
+    """T(0) as fine-tuning reads it ([finetune] t0_images and t0_labels, matched by file stem),
+    as test-set rows with the label's URI; image ids are content hashes, as ingest makes them.
+    Empty when the folders are not configured."""
+    f = getattr(config, "finetune", None)
+    if f is None or not f.t0_images or not f.t0_labels:
+        return []
+    from madmine.corpus import image_id_of, read_uri
+    from madmine.train.data import DataError, folder_pairs
+
+    try:
+        pairs = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")
+    except DataError as exc:
+        raise EvaluationError(str(exc)) from exc
+    rows = []
+    for position, pair in enumerate(pairs, start=1):
+        image_id = image_id_of(read_uri(pair.image, config.storage_options))
+        rows.append({"round": HELD_OUT, "image_id": image_id, "uri": pair.image, "position": position,
+                     "label_uri": pair.label})
+    return rows

@@ -9,6 +9,8 @@ import math
 
 from matplotlib.figure import Figure
 
+from madmine.evaluation.sources import testset_name
+
 BLUE, ORANGE, GREY = "#3465a4", "#f57900", "#888a85"
 
 
@@ -34,7 +36,7 @@ def srcc(curves) -> str:
     """Fig. 7: SRCC between the full test set's model ranking and the first k images' ranking."""
     fig, ax = _figure()
     for c in curves:
-        ax.plot(c.ks, [None if math.isnan(v) else v for v in c.srcc], marker="o", ms=3, label=f"T({c.round}), {len(c.models)} models")
+        ax.plot(c.ks, [None if math.isnan(v) else v for v in c.srcc], marker="o", ms=3, label=f"{testset_name(c.round)}, {len(c.models)} models")
     ax.set_xlabel("first k images of the test set")
     ax.set_ylabel("SRCC with the full ranking")
     ax.set_ylim(-1.05, 1.05)
