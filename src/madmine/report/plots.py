@@ -66,6 +66,10 @@ def ratings(score_counts: dict[str, int], mos: list[float]) -> str:
     return _png(fig)
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def finetune(rows: list[dict]) -> str:
     """Validation mIoU and training loss per epoch, one line per trial (learning rate)."""
     fig = Figure(figsize=(7.6, 2.8))
@@ -76,9 +80,10 @@ def finetune(rows: list[dict]) -> str:
     for (trial, lr), points in sorted(trials.items(), key=lambda t: str(t[0])):
         points.sort(key=lambda r: r["epoch"])
         name = f"lr {lr:g}" if isinstance(lr, (int, float)) else f"trial {trial}"
-        epochs = [p["epoch"] for p in points]
-        left.plot(epochs, [p.get("val_miou") for p in points], marker="o", ms=3, label=name)
-        right.plot(epochs, [p.get("train_loss") for p in points], label=name)
+        val = [(p["epoch"], p["val_miou"]) for p in points if _finite(p.get("val_miou"))]
+        loss = [(p["epoch"], p["train_loss"]) for p in points if _finite(p.get("train_loss"))]
+        left.plot([e for e, _ in val], [v for _, v in val], marker="o", ms=3, label=name)
+        right.plot([e for e, _ in loss], [v for _, v in loss], label=name)
     left.set_title("mIoU on the held-out set", fontsize=10)
     right.set_title("training loss", fontsize=10)
     for ax in (left, right):
