@@ -126,7 +126,9 @@ def test_cli_prints_table1_rounds_across_models_down(evaluated):
         cli_state.set_config_path(config)
 
     register(app)
-    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--per-class", "--no-quality"], catch_exceptions=False)
+    plot = w.root / "srcc.png"
+    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--per-class", "--no-quality",
+                                   "--srcc-plot", str(plot)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     text = out.output
     assert "Table 1" in text and "per-image mean mIoU" in text
@@ -140,6 +142,8 @@ def test_cli_prints_table1_rounds_across_models_down(evaluated):
     waiting = len(result.waiting[1])
     assert waiting and f"T(1): {waiting} of 12 images wait for labels" in text
     assert "IoU per class (%) on T(1)" in text
+    assert "SRCC with the full T(1) ranking of 3 models" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_version_without_maps_or_weights_is_reported_not_fatal(tmp_path):

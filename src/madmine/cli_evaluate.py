@@ -85,6 +85,7 @@ def evaluate(
     run_id: str = typer.Option(None, "--run-id", help="Scoring run for selection quality; default the newest complete one."),
     tau: float = typer.Option(None, "--tau", help="A failure is a per-image mIoU below this; default \\[evaluate] tau (0.5)."),
     top_n: int = typer.Option(None, "--top-n", help="n of precision@n; default \\[evaluate] top_n (10)."),
+    srcc_plot: Path = typer.Option(None, "--srcc-plot", help="Also save the ranking-stability plot (Fig. 7) as this PNG."),
 ) -> None:
     """Every model version on T(0) and every labelled T(R): Table 1, ranking stability, selection quality."""
     from madmine.evaluation import evaluate as ev
@@ -118,12 +119,21 @@ def evaluate(
                     continue
                 table.add_row(ref.label, *(_pct(float(v)) for v in cell.iou))
             out.print(table)
-    for c in srcc.curves(result.image_table()):
+    curves = srcc.curves(result.image_table())
+    for c in curves:
         at = {k: v for k, v in zip(c.ks, c.srcc)}
         shown = [k for k in (5, 10, 15, 20, 25, 30) if k in at] or c.ks[-1:]
         out.print(f"SRCC with the full {testset_name(c.round)} ranking of {len(c.models)} models, first k images: "
                   + ", ".join(f"k={k}: {at[k]:.2f}" for k in shown), highlight=False)
     out.print(f"saved {paths[0]} and {paths[1]}", highlight=False)
+    if srcc_plot is not None:
+        if curves:
+            from madmine.report.plots import png_bytes, srcc_figure
+
+            srcc_plot.write_bytes(png_bytes(srcc_figure(curves)))
+            out.print(f"SRCC plot: {srcc_plot}", highlight=False)
+        else:
+            err.print("no SRCC plot: it needs a labelled test set and two models evaluated on it", highlight=False)
     if not quality:
         return
     try:

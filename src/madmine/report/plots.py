@@ -18,10 +18,14 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _png(fig: Figure) -> str:
+def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return data_uri(buf.getvalue(), "image/png")
+    return buf.getvalue()
+
+
+def _png(fig: Figure) -> str:
+    return data_uri(png_bytes(fig), "image/png")
 
 
 def _figure(width: float = 5.2, height: float = 3.0):
@@ -33,6 +37,10 @@ def _figure(width: float = 5.2, height: float = 3.0):
 
 
 def srcc(curves) -> str:
+    return _png(srcc_figure(curves))
+
+
+def srcc_figure(curves) -> Figure:
     """Fig. 7: SRCC between the full test set's model ranking and the first k images' ranking."""
     fig, ax = _figure()
     for c in curves:
@@ -41,7 +49,7 @@ def srcc(curves) -> str:
     ax.set_ylabel("SRCC with the full ranking")
     ax.set_ylim(-1.05, 1.05)
     ax.legend(frameon=False, fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def class_counts(names: list[str], counts: list[int]) -> str:
