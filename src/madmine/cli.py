@@ -125,6 +125,34 @@ def score(
     )
 
 
+@app.command("round")
+def round_cmd(
+    round_: int = typer.Option(..., "--round", "-r", help="The round (0 = the first)."),
+    until: str = typer.Option(None, help="Stop after this stage (score, select, rate, S, annotate, finetune, ...)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+    export_format: str = typer.Option("coco", help="Annotation format for the exports at the labelling stages."),
+) -> None:
+    """Run a round's stages from the first unfinished one; stop where people must act, and say what to run next."""
+    from madmine.round import STAGES, Round
+
+    rnd = Round(
+        cli_state.get_config(),
+        round_,
+        ray_address=ray_address,
+        show_progress=sys.stderr.isatty(),
+        config_path=str(cli_state.config_path()),
+        export_format=export_format,
+    )
+    status = rnd.run(until=until, on_stage=lambda stage, text: console.print(f"[bold]{stage:>11}[/] {text}"))
+    if status.waiting:
+        w = status.waiting
+        console.print(f"\n[yellow]waiting at '{w.stage}'[/] for {w.who}: {w.what}\nto continue:")
+        for command in w.commands:
+            console.print(f"  {command}", highlight=False)
+    elif status.complete:
+        console.print(f"round {round_}: all {len(STAGES)} stages done")
+
+
 @app.command()
 def nightly(
     sources: list[str] = typer.Argument(None, help="What to ingest (default: [nightly] sources)."),
