@@ -66,11 +66,11 @@ def testset(
     out.print(f"label it: madmine annotate export --set test --round {round_} --format labelstudio --out DIR", highlight=False)
 
 
-def _table1(summary, value: str, title: str) -> Table:
+def _table1(summary, value: str, title: str, caption: str) -> Table:
     from madmine.evaluation.evaluate import table1
 
     headers, rows = table1(summary, value)
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     table.add_column("model")
     for h in headers:
         table.add_column(h, justify="right")
@@ -98,8 +98,8 @@ def evaluate(
     result = ev.evaluate(config, ws)
     paths = ev.save(ws, result)
     summary = result.summary_table()
-    out.print(_table1(summary, "miou", "Table 1: dataset mIoU (%), one confusion matrix per test set"))
-    out.print(_table1(summary, "per_image_miou", "per-image mean mIoU (%): the mean of each image's own mIoU"))
+    out.print(_table1(summary, "miou", "Table 1: dataset mIoU (%)", "one confusion matrix per test set"))
+    out.print(_table1(summary, "per_image_miou", "per-image mean mIoU (%)", "the mean of each image's own mIoU"))
     for row in summary.to_pylist():
         if row["error"]:
             err.print(f"[yellow]{row['label']} on {row['testset']}[/]: {row['error']}", highlight=False)
@@ -145,8 +145,9 @@ def evaluate(
         err.print("selection quality: no labelled image was scored yet", highlight=False)
         return
     q.save(ws, rows)
-    table = Table(title=f"selection quality on {rows[0].pool} labelled images (failure: per-image mIoU < {rows[0].tau})")
-    for col in ("strategy", "failures", f"precision@{rows[0].n}", "AUROC", "AUPR", "base rate"):
+    table = Table(title="selection quality", caption=f"{rows[0].pool} labelled images; failure: per-image mIoU < {rows[0].tau}")
+    table.add_column("strategy")
+    for col in ("failures", f"precision@{rows[0].n}", "AUROC", "AUPR", "base rate"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r.strategy, f"{r.failures}/{r.pool}", f"{r.precision_at_n:.2f}", f"{r.auroc:.3f}", f"{r.aupr:.3f}", f"{r.base_rate:.2f}")
@@ -169,8 +170,9 @@ def compete(
     comp = run(config, ws, model_a, model_b, n=n, reselect=reselect)
     how = "kept from the saved selection" if comp.reused else f"selected from a pool of {comp.pool}"
     out.print(f"competition {comp.id}: {len(comp.selection)} images by d ({how})", highlight=False)
-    table = Table(title=f"Table 2: {comp.a.label} vs {comp.b.label} on {len(comp.labelled)} labelled images")
-    for col in ("model", "dataset mIoU (%)", "per-image mean mIoU (%)", "images won"):
+    table = Table(title="Table 2: MAD competition", caption=f"{len(comp.labelled)} labelled of {len(comp.selection)} selected images")
+    table.add_column("model")
+    for col in ("dataset mIoU (%)", "per-image mean mIoU (%)", "images won"):
         table.add_column(col, justify="right")
     table.add_row(comp.a.label, _pct(comp.miou_a), _pct(comp.per_image_a), str(comp.wins_a))
     table.add_row(comp.b.label, _pct(comp.miou_b), _pct(comp.per_image_b), str(comp.wins_b))
