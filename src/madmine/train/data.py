@@ -40,7 +40,7 @@ class Pair:
     image: str
     label: str
     key: str  # image_id for S, the file stem for folders
-    source: str  # "S(r)", "S(0)" or "T(0)": where a problem is reported
+    source: str  # "S(round r)", "S(0)" or "T(0)": where a problem is reported
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def collect_s(ws: Workspace, round_: int) -> tuple[tuple[Pair, ...], tuple[int, 
                 manifest = _manifest_uris(ws) if manifest is None else manifest
                 uri = manifest.get(image_id)
             if not uri:
-                raise DataError(f"S({r}) image {image_id} has no uri and is not in the manifest")
-            pairs[image_id] = Pair(uri, labels[image_id], image_id, f"S({r})")
+                raise DataError(f"S(round {r}) image {image_id} has no uri and is not in the manifest")
+            pairs[image_id] = Pair(uri, labels[image_id], image_id, f"S(round {r})")
     if unlabelled:
         parts = [f"round {r}: {len(ids)} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for r, ids in unlabelled.items()]
         raise DataError(
