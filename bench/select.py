@@ -239,15 +239,18 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="images per shard file (scoring default: 256)")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/select"))
     parser.add_argument("--keep", action="store_true", help="keep the generated workspaces")
+    parser.add_argument("--reuse", action="store_true", help="time workspaces kept by an earlier --keep run")
     args = parser.parse_args()
 
     results = {}
     for n in sorted(args.sizes):
         root = (args.workdir / f"n{n}").resolve()
-        shutil.rmtree(root, ignore_errors=True)
         t0 = time.perf_counter()
-        generate(root, n, args.competitors, args.shard_size)
-        config = write_config(root, args.competitors)
+        if not (args.reuse and (root / "madmine.toml").exists()):
+            shutil.rmtree(root, ignore_errors=True)
+            generate(root, n, args.competitors, args.shard_size)
+            write_config(root, args.competitors)
+        config = root / "madmine.toml"
         gen_s = time.perf_counter() - t0
         r = time_select(config)
         results[n] = r["wall"]
@@ -258,7 +261,7 @@ def main() -> None:
             f"[data generated in {gen_s:.0f} s; load average {os.getloadavg()[0]:.1f}]",
             flush=True,
         )
-        if not args.keep:
+        if not (args.keep or args.reuse):
             shutil.rmtree(root, ignore_errors=True)
     sizes = sorted(results)
     if len(sizes) >= 2:
