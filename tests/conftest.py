@@ -70,7 +70,15 @@ def ray_cluster(tmp_path_factory) -> dict:
                 raise RuntimeError(f"ray start failed; see {log.name}")
             time.sleep(0.5)
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address=address, log_to_driver=False)
+    while True:  # the GCS port opens before the node registers: retry until it has
+        try:
+            ray.init(address=address, log_to_driver=False)
+            break
+        except (ConnectionError, RuntimeError):
+            if proc.poll() is not None or time.time() > deadline + 60:
+                raise
+            ray.shutdown()
+            time.sleep(1.0)
     yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     ray.shutdown()
     try:

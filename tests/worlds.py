@@ -178,3 +178,23 @@ def bad_files(folder: Path, seed: int = 9) -> dict[str, tuple[Path, str]]:
     Image.new("RGB", (1, 1), (200, 10, 10)).save(p)
     out["1x1"] = (p, "image too small")
     return out
+
+
+def true_mask(rgb: np.ndarray) -> np.ndarray:
+    """The exact label of a blob image: dark pixels are background, else the strongest channel."""
+    mask = (rgb.argmax(axis=2) + 1).astype(np.uint8)
+    mask[rgb.max(axis=2) <= 60] = 0
+    return mask
+
+
+def write_labelled(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
+    """images/ and labels/ (PNG class maps, same stems): an S(0) or T(0)-like labelled set."""
+    images, labels = folder / "images", folder / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        rgb = blob_image(rng, 40, 48)
+        Image.fromarray(rgb).save(images / f"l{seed}_{i:03d}.png")
+        Image.fromarray(true_mask(rgb), "L").save(labels / f"l{seed}_{i:03d}.png")
+    return images, labels
