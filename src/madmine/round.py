@@ -135,10 +135,10 @@ class Round:
         rs = self._round_set()
         latest = store.latest(store.load_events(self.ws, self.round))
         raters_per_image: dict[str, int] = {}
-        for (_, image_id), _vote in latest.items():
+        for image_id, _rater in latest:
             raters_per_image[image_id] = raters_per_image.get(image_id, 0) + 1
         need = self.config.rating.min_raters
-        images = list(rs.uris)
+        images = list(rs.image_ids)
         enough = sum(1 for i in images if raters_per_image.get(i, 0) >= need)
         if enough < len(images):
             return Waiting(
