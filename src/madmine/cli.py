@@ -184,11 +184,13 @@ def demo(
 
 def _register_command_modules() -> None:
     from madmine.cli_evaluate import register as register_evaluate
+    from madmine.cli_finetune import register as register_finetune
     from madmine.cli_rating import register as register_rating
     from madmine.cli_select import register as register_select
 
     register_select(app)
     register_rating(app)
+    register_finetune(app)
     register_evaluate(app)
 
 
