@@ -121,11 +121,11 @@ def measure(spec, pairs, storage_options=None) -> float:
 
 
 class SlowTiny(TinySegNet):
-    """tiny_segnet that sleeps in training steps: long enough runs to interrupt."""
+    """tiny_segnet that sleeps half a second per training step: long enough runs to interrupt."""
 
     def forward(self, x):
         if self.training:
-            time.sleep(0.25)
+            time.sleep(0.5)
         return super().forward(x)
 
 

@@ -12,6 +12,7 @@ without a label are ignored, so one image folder can serve both sets.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -176,16 +177,21 @@ def collect(config, ws: Workspace, round_: int) -> TrainingData:
 
 
 # ---- decoding every pair once -------------------------------------------------------------
-def check_pair(pair: Pair, num_classes: int, storage_options: dict, max_pixels: int = 64_000_000) -> str | None:
-    """None when the pair is usable, else one line saying what is wrong with which file."""
+def check_pair(pair: Pair, num_classes: int, storage_options: dict, max_pixels: int = 64_000_000):
+    """One line saying what is wrong with which file, or (usable) the sha256 of the pair's bytes."""
+    digest = hashlib.sha256()
     try:
-        image = decode(read_uri(pair.image, storage_options), max_pixels=max_pixels, min_side=1)
+        data = read_uri(pair.image, storage_options)
+        digest.update(data)
+        image = decode(data, max_pixels=max_pixels, min_side=1)
     except FileNotFoundError:
         return f"{pair.source} {pair.key}: missing image {pair.image}"
     except (ImageError, OSError) as exc:
         return f"{pair.source} {pair.key}: image {pair.image} cannot be decoded ({exc})"
     try:
-        mask = decode_map_png(read_uri(pair.label, storage_options))[0]
+        data = read_uri(pair.label, storage_options)
+        digest.update(data)
+        mask = decode_map_png(data)[0]
     except FileNotFoundError:
         return f"{pair.source} {pair.key}: missing label {pair.label}"
     except (ImageError, OSError, ValueError) as exc:
@@ -202,7 +208,7 @@ def check_pair(pair: Pair, num_classes: int, storage_options: dict, max_pixels: 
             f"{pair.source} {pair.key}: label {pair.label} holds values {bad.tolist()[:5]} outside the "
             f"{num_classes} classes (0..{num_classes - 1}) and 255 (ignore)"
         )
-    return None
+    return digest
 
 
 def _raise(problems: list[str], headline: str) -> None:
@@ -213,8 +219,11 @@ def _raise(problems: list[str], headline: str) -> None:
     raise DataError(f"{headline}: {len(problems)} problem(s); nothing was trained\n  {shown}{more}")
 
 
-def check(data: TrainingData, num_classes: int, storage_options: dict, show_progress: bool = True, workers: int = 8) -> None:
-    """Decode every image and label once; raise DataError listing every unusable pair."""
+def check(data: TrainingData, num_classes: int, storage_options: dict, show_progress: bool = True, workers: int = 8) -> str:
+    """Decode every image and label once; raise DataError listing every unusable pair.
+
+    Returns a digest of every byte read: a re-run resumes only when the data is the same.
+    """
     from rich.console import Console
     from rich.progress import track
 
@@ -224,5 +233,6 @@ def check(data: TrainingData, num_classes: int, storage_options: dict, show_prog
         if show_progress:
             description = f"check {len(pairs)} labelled images"
             results = track(results, total=len(pairs), description=description, console=Console(stderr=True))
-        problems = [r for r in results if r]
-    _raise(problems, "the fine-tuning data is not usable")
+        results = list(results)
+    _raise([r for r in results if isinstance(r, str)], "the fine-tuning data is not usable")
+    return hashlib.sha256("".join(r.hexdigest() for r in results).encode()).hexdigest()[:16]

@@ -24,6 +24,7 @@ class Plan:
     parent: dict  # the ModelSpec to start from (its weights: the parent version)
     parent_version: str
     rounds: tuple[int, ...]
+    data_digest: str  # sha256 over the bytes of every image and label
     s: tuple[tuple[str, str], ...]  # (image uri, label uri)
     s0: tuple[tuple[str, str], ...]
     t0: tuple[tuple[str, str], ...]
@@ -77,7 +78,9 @@ def _pairs(pairs: tuple[Pair, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((p.image, p.label) for p in pairs)
 
 
-def make_plan(config: Config, round_: int, parent: ModelSpec, parent_version: str, data: TrainingData) -> Plan:
+def make_plan(
+    config: Config, round_: int, parent: ModelSpec, parent_version: str, data: TrainingData, data_digest: str
+) -> Plan:
     f = config.finetune
     return Plan(
         round=round_,
@@ -85,6 +88,7 @@ def make_plan(config: Config, round_: int, parent: ModelSpec, parent_version: st
         parent=dataclasses.asdict(parent),
         parent_version=parent_version,
         rounds=data.rounds,
+        data_digest=data_digest,
         s=_pairs(data.s),
         s0=_pairs(data.s0),
         t0=_pairs(data.t0),

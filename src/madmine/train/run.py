@@ -74,8 +74,8 @@ def finetune(
     ws = Workspace.from_config(config)
     parent, parent_version = parent_of(config, ws, round_)
     data = training_data.collect(config, ws, round_)
-    training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
-    plan = make_plan(config, round_, parent, parent_version, data)
+    digest = training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
+    plan = make_plan(config, round_, parent, parent_version, data, digest)
     storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_)
 
     if not restart and ws.exists(storage.done):
