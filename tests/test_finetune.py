@@ -73,8 +73,9 @@ def train_workers(ray_address: str) -> list[psutil.Process]:
     """Ray Train worker processes of this session's cluster (never another cluster's)."""
     session = f"ray-mm-{ray_address.rsplit(':', 1)[1]}"
     raylets = [
-        p for p in psutil.process_iter(["cmdline"]) if "raylet" in " ".join(p.info["cmdline"] or [])[:300]
-        and session in " ".join(p.info["cmdline"] or [])
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "raylet" in " ".join(p.info["cmdline"] or [])[:300] and session in " ".join(p.info["cmdline"] or [])
     ]
     found = []
     for raylet in raylets:
@@ -136,7 +137,9 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     thread = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(cli.app, args)))
     thread.start()
     trials = ["lr-0.01", "lr-0.05"]
-    killed = kill_a_worker_mid_training(Path(ws.path("finetune", "round-0", "trials")), trials, 5, ray_address, thread.is_alive)
+    killed = kill_a_worker_mid_training(
+        Path(ws.path("finetune", "round-0", "trials")), trials, 5, ray_address, thread.is_alive
+    )
     thread.join(timeout=1500)
     result = outcome["result"]
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -104,6 +104,8 @@ def test_unconfigured_s0_and_maps_target(tmp_path):
     assert "S(0) is not configured" in refused(cfg2)
     (tmp_path / "maps").mkdir()
     path = write_config(tmp_path, workspace="work/", finetune=FAST)
-    path.write_text(path.read_text().replace('factory = "madmine.models.tiny:tiny_segnet"\nweights = "target.pt"', 'maps = "maps/"'))
+    path.write_text(
+        path.read_text().replace('factory = "madmine.models.tiny:tiny_segnet"\nweights = "target.pt"', 'maps = "maps/"')
+    )
     with pytest.raises(Exception, match="maps model"):
         finetune(load_config(path), 0, show_progress=False)

@@ -132,7 +132,12 @@ def _parse(tmp_path, **finetune):
 def test_finetune_defaults_are_the_papers_and_folders_resolve_relative_to_the_config(tmp_path):
     f = parse_config(BASE, tmp_path).finetune
     assert (f.lr_grid, f.epochs, f.batch_size, f.momentum, f.weight_decay, f.poly_power) == (
-        (1e-5, 5e-5, 1e-4), 80, 2, 0.9, 5e-4, 0.9
+        (1e-5, 5e-5, 1e-4),
+        80,
+        2,
+        0.9,
+        5e-4,
+        0.9,
     )
     assert f.mixing == "alternate" and f.checkpoint_every == 1 and not f.use_gpu
     f = _parse(tmp_path, s0_images="data/img/", t0_labels="s3://bucket/t0/", lr_grid=[1, 2e-3]).finetune

@@ -150,16 +150,25 @@ def add_round(ws: Workspace, round_: int, pairs, image_dir: Path | str, storage_
         rows.append({"round": round_, "image_id": image_id, "uri": uri, "mos": 1.5, "n_ratings": 2, "rank": i + 1})
         ws.put_bytes(label_path(ws, image_id), encode_map_png(label))
         mask_uri = ws.url(label_path(ws, image_id))
-        labels.append({"image_id": image_id, "mask_uri": mask_uri, "source": "test", "round": round_, "created_at": now})
+        labels.append(
+            {"image_id": image_id, "mask_uri": mask_uri, "source": "test", "round": round_, "created_at": now}
+        )
     ws.write_parquet(selected_path(ws, round_), pa.Table.from_pylist(rows, schema=SELECTED))
     ws.write_parquet(ws.path("tables", "labels", f"test-{round_}.parquet"), pa.Table.from_pylist(labels, schema=LABELS))
     return [r["image_id"] for r in rows]
 
 
-def write_config(root: Path, *, workspace: str, factory: str = "madmine.models.tiny:tiny_segnet", weights: str = "target.pt",
-                 finetune: str = "", storage: str = "", folders: str = "") -> Path:
-    text = textwrap.dedent(
-        f"""
+def write_config(
+    root: Path,
+    *,
+    workspace: str,
+    factory: str = "madmine.models.tiny:tiny_segnet",
+    weights: str = "target.pt",
+    finetune: str = "",
+    storage: str = "",
+    folders: str = "",
+) -> Path:
+    text = textwrap.dedent(f"""
         [workspace]
         uri = "{workspace}"
 
@@ -178,24 +187,30 @@ def write_config(root: Path, *, workspace: str, factory: str = "madmine.models.t
         role = "competitor"
         factory = "madmine.models.tiny:tiny_dilated"
         input_size = {SIZE}
-        """
-    )
+        """)
     text += textwrap.dedent(storage)
-    text += "\n[finetune]\n" + (textwrap.dedent(folders) or textwrap.dedent(
-        """
+    text += "\n[finetune]\n" + (textwrap.dedent(folders) or textwrap.dedent("""
         s0_images = "s0/images/"
         s0_labels = "s0/labels/"
         t0_images = "t0/images/"
         t0_labels = "t0/labels/"
-        """
-    )) + textwrap.dedent(finetune)
+        """)) + textwrap.dedent(finetune)
     path = root / "madmine.toml"
     path.write_text(text)
     return path
 
 
-def world(root: Path, *, n_s: int = 8, n_s0: int = 8, n_t0: int = 6, finetune: str = "", factory: str | None = None,
-          round_: int = 0, seed: int = 0):
+def world(
+    root: Path,
+    *,
+    n_s: int = 8,
+    n_s0: int = 8,
+    n_t0: int = 6,
+    finetune: str = "",
+    factory: str | None = None,
+    round_: int = 0,
+    seed: int = 0,
+):
     """A local workspace ready for `finetune --round round_`: target weights, S(0), T(0), a labelled S."""
     torch.save(pretrained(seed), root / "target.pt")
     write_pairs(root / "s0", scenes(n_s0, "s0", seed + 1), "a")

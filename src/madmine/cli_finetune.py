@@ -34,7 +34,9 @@ def finetune(
         ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*.parquet) plus S(0)."
     ),
     restart: bool = typer.Option(False, "--restart", help="Discard this round's checkpoints and trials; start over."),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
+    ),
 ) -> None:
     """Fine-tune the target on S(..R) + S(0) as a Ray Train job; the lr grid's best on T(0) becomes a new target version.
 

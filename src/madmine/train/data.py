@@ -111,7 +111,10 @@ def collect_s(ws: Workspace, round_: int) -> tuple[tuple[Pair, ...], tuple[int, 
                 raise DataError(f"S(round {r}) image {image_id} has no uri and is not in the manifest")
             pairs[image_id] = Pair(uri, labels[image_id], image_id, f"S(round {r})")
     if unlabelled:
-        parts = [f"round {r}: {len(ids)} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" for r, ids in unlabelled.items()]
+        parts = [
+            f"round {r}: {len(ids)} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+            for r, ids in unlabelled.items()
+        ]
         raise DataError(
             "images of S have no pixel labels: " + "; ".join(parts) + ". Export them with "
             "`madmine annotate export --round R`, label them and `madmine annotate import` the result"
@@ -172,7 +175,9 @@ def collect(config, ws: Workspace, round_: int) -> TrainingData:
     t0 = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")
     overlap = sorted({p.image for p in t0} & {p.image for p in (*s, *s0)})
     if overlap:
-        raise DataError(f"{len(overlap)} T(0) images are also training images (e.g. {overlap[0]}); T(0) must be held out")
+        raise DataError(
+            f"{len(overlap)} T(0) images are also training images (e.g. {overlap[0]}); T(0) must be held out"
+        )
     return TrainingData(s=s, s0=s0, t0=t0, rounds=rounds)
 
 
@@ -219,7 +224,9 @@ def _raise(problems: list[str], headline: str) -> None:
     raise DataError(f"{headline}: {len(problems)} problem(s); nothing was trained\n  {shown}{more}")
 
 
-def check(data: TrainingData, num_classes: int, storage_options: dict, show_progress: bool = True, workers: int = 8) -> str:
+def check(
+    data: TrainingData, num_classes: int, storage_options: dict, show_progress: bool = True, workers: int = 8
+) -> str:
     """Decode every image and label once; raise DataError listing every unusable pair.
 
     Returns a digest of every byte read: a re-run resumes only when the data is the same.

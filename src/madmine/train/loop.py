@@ -91,7 +91,9 @@ def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
     return metrics.dataset_miou(_all_reduce(conf, world))
 
 
-def train_epoch(model, net, optimizer, plan: Plan, lr: float, epoch: int, device, rank: int, world: int, dataset) -> float:
+def train_epoch(
+    model, net, optimizer, plan: Plan, lr: float, epoch: int, device, rank: int, world: int, dataset
+) -> float:
     """One pass over S; returns the mean training loss over every worker's steps."""
     n_s, n_0 = len(plan.s), len(plan.s0)
     primary = n_s if plan.mixing == "alternate" else n_s + n_0
@@ -180,7 +182,13 @@ def train_loop(config: dict) -> None:
         last = epoch == plan.epochs
         val = evaluate(net, plan, storage_options, device, rank, world) if last or epoch % plan.val_every == 0 else None
         state["epoch"] = epoch
-        row = {"epoch": epoch, "train_loss": loss, "val_miou": val, "resumed": resumed, "seconds": time.perf_counter() - started}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "val_miou": val,
+            "resumed": resumed,
+            "seconds": time.perf_counter() - started,
+        }
         state["curve"].append(row)
         resumed = False
         _report(_metrics(row, lr), net, optimizer, state, rank, last or epoch % plan.checkpoint_every == 0)

@@ -60,7 +60,9 @@ def _trial(config: dict, plan: dict, storage_options: dict, storage: RoundStorag
     trainer.fit()
 
 
-def run_grid(plan: Plan, storage: RoundStorage, settings: FinetuneConfig, storage_options: dict, verbose: int = 1) -> None:
+def run_grid(
+    plan: Plan, storage: RoundStorage, settings: FinetuneConfig, storage_options: dict, verbose: int = 1
+) -> None:
     """Run (or continue) every learning rate of the grid; raises TrainingFailed when a trial failed."""
     from ray import tune
 
@@ -96,7 +98,9 @@ def run_grid(plan: Plan, storage: RoundStorage, settings: FinetuneConfig, storag
     results = tuner.fit()
     failed = [(r.config, r.error) for r in results if r.error]
     if failed:
-        lines = "\n  ".join(f"lr {c['train_loop_config']['lr']:g}: {str(e).strip().splitlines()[-1][:300]}" for c, e in failed)
+        lines = "\n  ".join(
+            f"lr {c['train_loop_config']['lr']:g}: {str(e).strip().splitlines()[-1][:300]}" for c, e in failed
+        )
         raise TrainingFailed(
             f"round {plan.round}: {len(failed)} of {len(results)} trials failed:\n  {lines}\n"
             "fix the cause and re-run the same command: finished trials and checkpoints are kept"

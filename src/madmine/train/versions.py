@@ -72,7 +72,9 @@ def latest_row(ws: Workspace, model: str, before_round: int | None = None) -> di
     rows = [
         r
         for r in models_rows(ws)
-        if r.get("model") == model and r.get("weights_uri") and (before_round is None or (r.get("round") or 0) < before_round)
+        if r.get("model") == model
+        and r.get("weights_uri")
+        and (before_round is None or (r.get("round") or 0) < before_round)
     ]
     if not rows:
         return None
@@ -131,11 +133,16 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "parent_version": plan.parent_version,
         "created_at": datetime.now(UTC),
         "round": plan.round,
-        "metrics": json.dumps({"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds)}),
+        "metrics": json.dumps(
+            {"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds)}
+        ),
         "checkpoint_uri": ws.url(winner.checkpoint),
         "val_miou": winner.val_miou,
         "lr": winner.lr,
         "factory": spec.factory,
     }
-    ws.write_parquet(ws.path("tables", "models", f"{spec.name}-round-{plan.round}.parquet"), pa.Table.from_pylist([row], schema=MODELS))
+    ws.write_parquet(
+        ws.path("tables", "models", f"{spec.name}-round-{plan.round}.parquet"),
+        pa.Table.from_pylist([row], schema=MODELS),
+    )
     return row
