@@ -75,12 +75,21 @@ def run_file(con: duckdb.DuckDBPyConnection, name: str):
     return con.sql(last)
 
 
-def connect(ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that reads the workspace (and writes nothing to it)."""
+def connect(
+    ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None, cache_metadata: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads the workspace (and writes nothing to it).
+
+    `cache_metadata` keeps Parquet footers between statements: a selection reads the same
+    thousands of shard files more than once. Short-lived connections only, as a file
+    rewritten in place during a long session could be described by its old footer.
+    """
     # DuckDB's own progress bar writes to stdout, where query results go: commands show
     # their progress with rich instead.
     con = duckdb.connect(config={"preserve_insertion_order": False})
     con.execute("SET enable_progress_bar = false")
+    if cache_metadata:
+        con.execute("SET parquet_metadata_cache = true")
     if threads:
         con.execute("SET threads = $n", {"n": int(threads)})
     if memory_limit:

@@ -146,7 +146,7 @@ def _open(ws: Workspace, config: Config, run: dict):
             f"empty corpus: run {run_id!r} has no committed predictions or pairs; ingest images with "
             "`madmine ingest SOURCE...` and run `madmine score`"
         )
-    con = duck.connect(ws)
+    con = duck.connect(ws, cache_metadata=True)
     present = duck.create_views(con, ws, ("manifest", "bounds", *OPTIONAL_TABLES))
     if "bounds" not in present:
         raise MadmineError(f"no size bounds in workspace {ws.uri}: run `madmine bounds LABELS_DIR` first")
