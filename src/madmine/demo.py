@@ -1,168 +1,230 @@
-"""`madmine demo`: a real scoring job on a generated corpus, on the embedded local Ray.
+"""`madmine demo`: the whole method, end to end, on the synthetic world, measured.
 
-It trains three small networks for a few seconds on clean generated images (no weights
-can be downloaded here), writes a corpus of photo-like JPEGs of which a quarter are
-shifted (low contrast, noise) plus two broken files, then runs the same code a cluster
-runs: ingest, then score, then prints the images on which the target and its competitors
-disagree most: mostly the shifted ones.
+No pretrained weights or web corpora can be downloaded here, and a user wants to see the
+method work before pointing it at a cluster. The synthetic world has exact ground truth, so
+every stage runs for real (ingest, score on local Ray, bounds, select, rate through the
+rating storage, S, annotate export and import, finetune as a Ray Train job, testset,
+evaluate, report) with simulated raters and an annotator, and the demo can measure what
+the paper measured: Table 1 (every model on every test set), Table 2 (the target
+fine-tuned on MAD's S against entropy and random picks of the same size), and how many of
+MAD's picks are failures compared with random ones.
+
+Rounds run through `madmine round` (madmine.round.Round); at its waiting points the
+simulated people act. Everything lands under `workdir`; a second run reuses the world,
+the trained models and every finished stage.
 """
 
 from __future__ import annotations
 
-import textwrap
+import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import pyarrow.compute as pc
-from PIL import Image
 from rich.console import Console
-from rich.table import Table
 
-from madmine.config import load_config
-from madmine.corpus import ingest
-from madmine.score import score
-from madmine.workspace import Workspace
-
-CLASSES = ["background", "red", "green", "blue", "yellow", "magenta"]
-COLOURS = np.array([[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 210, 40], [210, 50, 200]])
-MODELS = [  # name, role, factory, training seed, training steps
-    ("target", "target", "madmine.models.tiny:tiny_segnet", 0, 150),
-    ("dilated", "competitor", "madmine.models.tiny:tiny_dilated", 1, 300),
-    ("wide", "competitor", "madmine.models.tiny:tiny_segnet", 2, 400),
-]
-INPUT = 96
+WORLD_VERSION = 1  # part of the trained models' cache key: bump when the world's drawing changes
 
 
-def draw(rng: np.random.Generator, h: int, w: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """A photo-like image (gradient, discs coloured by class) and its exact label map.
+@dataclass
+class Clock:
+    """Times stages and prints each as it ends."""
 
-    `shift` moves colours towards grey and adds noise: the corner cases of the corpus.
-    """
-    yy, xx = np.mgrid[0:h, 0:w]
-    c0, c1 = rng.integers(0, 120, 3), rng.integers(0, 120, 3)
-    t = ((xx * rng.random() + yy * rng.random()) / (h + w))[..., None]
-    img = c0 * (1 - t) + c1 * t
-    label = np.zeros((h, w), np.uint8)
-    for _ in range(int(rng.integers(1, 4))):
-        k = int(rng.integers(1, len(CLASSES)))
-        y, x, r = rng.integers(0, h), rng.integers(0, w), rng.integers(min(h, w) // 10, min(h, w) // 3)
-        disc = (yy - y) ** 2 + (xx - x) ** 2 < r * r
-        img[disc] = COLOURS[k - 1] * (1 - shift) + 128 * shift
-        label[disc] = k
-    img = np.clip(img + rng.normal(0, 4 + 40 * shift, img.shape), 0, 255).astype(np.uint8)
-    return img, label
+    console: Console
+    rows: list[tuple[str, float]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
+    @contextmanager
+    def stage(self, name: str):
+        self.console.print(f"[bold cyan]>[/] {name} ...", highlight=False)
+        t = time.perf_counter()
+        yield
+        self.add(name, time.perf_counter() - t)
 
-def train_models(folder: Path, console: Console) -> dict[str, Path]:
-    """Three small networks trained for seconds on clean images (cached in `folder`)."""
-    import torch
+    def add(self, name: str, seconds: float) -> None:
+        self.rows.append((name, seconds))
+        self.console.print(f"[green]done[/] {name} in {seconds:.1f} s", highlight=False)
 
-    from madmine.config import ModelSpec
-    from madmine.models import build_network, forward_logits
-
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {}
-    for name, role, factory, seed, steps in MODELS:
-        path = folder / f"{name}.pt"
-        weights[name] = path
-        if path.exists():
-            continue
-        rng = np.random.default_rng(100 + seed)
-        torch.manual_seed(seed)
-        net = build_network(ModelSpec(name=name, role=role, factory=factory, seed=seed), len(CLASSES)).train()
-        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        started = time.perf_counter()
-        for _ in range(steps):
-            pairs = [draw(rng, INPUT, INPUT) for _ in range(8)]
-            x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float() / 255.0
-            y = torch.from_numpy(np.stack([p[1] for p in pairs])).long()
-            loss = torch.nn.functional.cross_entropy(forward_logits(net, (x - mean) / std), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        torch.save(net.eval().state_dict(), path)
-        console.print(f"trained {name} ({factory}, {steps} steps) in {time.perf_counter() - started:.1f} s, last loss {loss.item():.3f}")
-    return weights
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
 
 
-def write_config(path: Path, weights: dict[str, Path]) -> None:
-    text = '[workspace]\nuri = "workspace/"\n\n[classes]\nnames = ' + str(CLASSES).replace("'", '"') + "\n"
-    for name, role, factory, _, _ in MODELS:
-        text += (
-            f'\n[[models]]\nname = "{name}"\nrole = "{role}"\nfactory = "{factory}"\n'
-            f'weights = "{weights[name].relative_to(path.parent)}"\ninput_size = {INPUT}\n'
-        )
-    text += "\n[scoring]\nbatch_size = 8\nshard_size = 64\n"
-    path.write_text(text)
+@dataclass
+class DemoResult:
+    workdir: Path
+    timings: list[tuple[str, float]]
+    seconds: float
+    yields: dict  # round -> list of measure.Yield
+    table1: list[dict]  # evaluation summary rows
+    arena: object  # arena.ArenaResult
+    reports: list[str]
 
 
-def write_photos(folder: Path, n: int, seed: int = 0) -> None:
-    """The corpus: mostly clean images, a quarter of them shifted (low contrast, noise)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        h, w = int(rng.integers(120, 260)), int(rng.integers(140, 300))
-        shift = float(rng.uniform(0.3, 0.7)) if i % 4 == 0 else 0.0
-        img, _ = draw(rng, h, w, shift)
-        Image.fromarray(img).save(folder / f"photo_{i:04d}.jpg", quality=90)
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "notes.jpg").write_bytes(b"a text file with an image name\n")
+def _world(workdir: Path, settings, clock: Clock):
+    from madmine.synthetic.datasets import write
+
+    root = workdir / "world"
+    with clock.stage(f"world: {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
+                     f"{settings.heldout} held-out wild images"):
+        sets = {name: write(root, name, size, settings.seed, domain)
+                for name, size, domain in (("train", settings.train, "train"), ("t0", settings.t0, "train"),
+                                           ("wild", settings.corpus, "wild"), ("heldout", settings.heldout, "wild"))}
+    return sets
 
 
-def run_demo(workdir: Path, images: int = 64) -> None:
-    console = Console()
+def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str, str]]:
+    from madmine.synthetic import settings as demo_settings
+    from madmine.synthetic.shapes import NAMES
+    from madmine.synthetic.zoo import ensure_trained
+
+    models = demo_settings.zoo(settings)
+    with clock.stage("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
+        paths = ensure_trained(models, sets["train"].images, sets["train"].labels, workdir / "workspace" / "zoo",
+                               len(NAMES), f"{settings.seed}:{settings.train}:{WORLD_VERSION}",
+                               report=lambda text: clock.console.print(text, highlight=False))
+    return models, {name: os.path.relpath(p, workdir) for name, p in paths.items()}
+
+
+def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config_path: Path, on_rate=None):
+    """Round R through madmine.round.Round; the simulated people act at its waiting points."""
+    from madmine.round import Round
+    from madmine.synthetic.annotator import label_and_import
+    from madmine.synthetic.raters import rate_round
+    from madmine.train.versions import with_latest_target
+
+    cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
+    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
+
+    def tell(stage: str, text: str) -> None:
+        if text.startswith("done in"):
+            seconds = rnd.record["stages"][stage].get("seconds", 0.0)
+            clock.add(f"round {round_}: {stage}", seconds)
+
+    while True:
+        status = rnd.run(until="test_labels", on_stage=tell)
+        waiting = status.waiting
+        if waiting is None:
+            return rnd
+        if waiting.stage == "rate":
+            if on_rate is not None:
+                on_rate()
+            with clock.stage(f"round {round_}: 3 simulated raters vote (rating storage)"):
+                rate_round(ws, cfg, truth, round_)
+        elif waiting.stage in ("annotate", "test_labels"):
+            which = "s" if waiting.stage == "annotate" else "test"
+            folder = Path(ws.path("exports", f"round-{round_}-{which}-coco"))
+            with clock.stage(f"round {round_}: simulated annotator labels the {which!r} export, annotate import"):
+                label_and_import(ws, cfg, folder, truth)
+        else:
+            raise RuntimeError(f"round {round_} waits at {waiting.stage!r}: {waiting.what}")
+
+
+def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = None, quick: bool = False,
+             ray_address: str | None = None, console: Console | None = None) -> DemoResult:
+    """Run the demo in `workdir`: `images` wild images (default 5,000), `rounds` rounds (default 2);
+    `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules)."""
+    from madmine.bounds import run_bounds
+    from madmine.config import load_config
+    from madmine.corpus import ingest
+    from madmine.evaluation import evaluate as ev
+    from madmine.evaluation import quality
+    from madmine.executors.ray_data import ensure_ray
+    from madmine.report import write_report
+    from madmine.select import run_select
+    from madmine.synthetic import baselines, measure, printout
+    from madmine.synthetic import settings as demo_settings
+    from madmine.synthetic.arena import run_arena
+    from madmine.synthetic.shapes import NAMES
+    from madmine.synthetic.truth import Truth
+    from madmine.train.versions import latest_row
+    from madmine.workspace import Workspace
+
+    console = console or Console(width=None if Console().is_terminal else 132)
+    settings = (demo_settings.QUICK if quick else demo_settings.FULL).with_corpus(images)
+    if rounds is not None:
+        settings = replace(settings, rounds=rounds)
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    clock = Clock(console)
+
+    sets = _world(workdir, settings, clock)
+    zoo_models, weights = _models(workdir, settings, sets, clock)
     config_path = workdir / "madmine.toml"
-    write_config(config_path, train_models(workdir / "weights", console))
-    corpus = workdir / "corpus"
-    if not corpus.exists():
-        write_photos(corpus, images)
+    config_path.write_text(demo_settings.config_text(settings, "workspace/", weights, Path("world"), zoo_models))
     config = load_config(config_path)
-    workspace = Workspace.from_config(config)
+    ws = Workspace.from_config(config)
 
-    started = time.perf_counter()
-    ingested = ingest(workspace, [str(corpus)], storage_options=config.storage_options)
-    console.print(
-        f"ingest: {ingested.added} new images, {len(ingested.errors)} unreadable files recorded in the errors table "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
-    result = score(config)
-    console.print(
-        f"score: run {result.run_id}: {result.images_scored} images in {result.shards_scored} shards, "
-        f"{result.errors} errors, {result.seconds:.1f} s"
-    )
+    with clock.stage("ray: " + (f"connect to {ray_address}" if ray_address else "start the embedded local cluster")):
+        ensure_ray(ray_address)
+    with clock.stage("ingest the wild corpus"):
+        ingest(ws, [str(sets["wild"].images)], storage_options=config.storage_options, show_progress=False)
+    truth = Truth([sets["wild"], sets["heldout"]], len(NAMES))
+    truth.add_manifest(ws)
+    with clock.stage("bounds from the labels of S(0)"):
+        run_bounds(config, str(sets["train"].labels))
 
-    pairs = workspace.read_table("pairs", result.run_id)
-    manifest = {r["image_id"]: r["uri"] for r in workspace.read_table("manifest").to_pylist()}
-    table = Table(title="largest discrepancies d = 1 - mIoU(target, competitor)")
-    for col in ("competitor", "d", "image"):
-        table.add_column(col)
-    top = pairs.filter(pc.is_valid(pairs.column("d"))).sort_by([("d", "descending"), ("image_id", "ascending")])
-    for row in top.slice(0, 10).to_pylist():
-        table.add_row(row["competitor"], f"{row['d']:.3f}", Path(manifest[row["image_id"]]).name)
-    console.print(table)
-    mean_d = {
-        name: pc.mean(pairs.filter(pc.field("competitor") == name).column("d")).as_py()
-        for name in pc.unique(pairs.column("competitor")).to_pylist()
-    }
-    console.print("mean d per competitor: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(mean_d.items())))
-    worst: list[str] = []
-    for image_id in top.column("image_id").to_pylist():
-        if image_id not in worst:
-            worst.append(image_id)
-    worst = worst[:20]
-    shifted = sum(int(Path(manifest[i]).stem.split("_")[1]) % 4 == 0 for i in worst)
-    console.print(
-        f"shifted (corner-case) images among the 20 of largest d: {shifted}/20 "
-        f"(they are {sum(1 for u in manifest.values() if int(Path(u).stem.split('_')[1]) % 4 == 0)}/{len(manifest)} of the corpus)"
-    )
-    console.print(
-        textwrap.dedent(
-            f"""
-            Tables are Parquet under {workspace.root}/tables; ask questions of them with DuckDB, e.g.
-              madmine --config {config_path} sql "select competitor, avg(d) from pairs group by 1"
-            """
-        ).rstrip()
-    )
+    def baseline_picks() -> None:  # before any label exists: the baselines see the corpus MAD saw
+        with clock.stage("round 0: entropy and random selections with MAD's budget"):
+            for strategy in ("entropy", "random"):
+                run_select(config, 0, strategy=strategy)
+
+    yields, runs = {}, {}
+    for r in range(settings.rounds):
+        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, baseline_picks if r == 0 else None)
+        runs[r] = ws.get_json(ws.path("runs", rnd.record["run_id"], "run.json"))
+        with clock.stage(f"round {r}: failure yields against the true masks"):
+            yields[r], ious = measure.round_yields(ws, truth, runs[r], r, settings.seed)
+        printout.yields(console, r, yields[r])
+        printout.failure_rates(console, r, measure.failure_rates_by_kind(ious, truth))
+
+    variants = {}
+    for strategy in ("entropy", "random"):
+        with clock.stage(f"baseline: fine-tune on the {settings.n4} {strategy} picks (own workspace, Ray Train)"):
+            result = baselines.finetune_baseline(ws, config, strategy, 0, runs[0], settings.n4,
+                                                 workdir / "baselines" / strategy, truth, ray_address)
+        variants[f"{strategy}_r0"] = result.weights_uri
+
+    with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
+        evaluation = ev.evaluate(config, ws, show_progress=False)
+        ev.save(ws, evaluation)
+        quality.save(ws, quality.selection_quality(config, ws))
+    reports = []
+    with clock.stage("report: one HTML page per round"):
+        for r in range(settings.rounds):
+            reports.append(write_report(config, ws, r))
+
+    for r in range(settings.rounds):
+        row = latest_row(ws, config.target.name, before_round=r + 1)
+        if row is not None and row.get("round") == r:
+            variants[f"mad_r{r}"] = row["weights_uri"]
+    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (not k.startswith("mad"), k))}
+    labels = {"target": "original target", **{k: _variant_label(k, settings.n4) for k in arena_models}}
+    pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"))
+             if a in arena_models and (b in arena_models or b == "target")]
+    arena_dir = workdir / "arena"
+    with clock.stage(f"arena: the targets on {settings.heldout} held-out wild images; {len(pairs)} MAD competitions"):
+        text = demo_settings.config_text(
+            settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], arena_dir) for m in zoo_models},
+            Path(os.path.relpath(workdir / "world", arena_dir)), zoo_models[:1], extra_models=arena_models,
+            t0=(str(sets["heldout"].images) + "/", str(sets["heldout"].labels) + "/"),
+        )
+        arena = run_arena(arena_dir, text, sets["heldout"], truth, pairs)
+
+    summary = evaluation.summary_table().to_pylist()
+    printout.table1(console, summary)
+    printout.table2(console, arena, labels)
+    for r in range(settings.rounds):
+        printout.yields(console, r, yields[r])
+    printout.timings(console, clock.rows, clock.total)
+    console.print("reports: " + ", ".join(reports), highlight=False)
+    console.print(f"ask the tables anything: madmine --config {config_path} sql \"FROM candidates LIMIT 5\"", highlight=False)
+    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports)
+
+
+def _variant_label(name: str, n4: int) -> str:
+    strategy, _, r = name.rpartition("_r")
+    if strategy == "mad":
+        return f"MAD after round {r} ({n4 * (int(r) + 1)} images of S)"
+    return f"{strategy} ({n4} images)"

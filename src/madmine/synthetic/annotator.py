@@ -57,3 +57,14 @@ def _background_id(doc: dict) -> int:
             return int(cat["id"])
     doc["categories"].append({"id": 0, "name": "background", "supercategory": ""})
     return 0
+
+
+def label_and_import(ws, config, folder: Path, truth: Truth) -> int:
+    """Correct a COCO export with the true masks and bring it in with `annotate import`; returns labels imported."""
+    from madmine.annotation.exchange import import_
+
+    correct_export(folder, truth)
+    table, unfinished = import_(ws, config, "coco", Path(folder), require_all=True)
+    if unfinished:
+        raise RuntimeError(f"{unfinished} image(s) of {folder} were left without a label")
+    return table.num_rows

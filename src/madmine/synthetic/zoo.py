@@ -82,7 +82,7 @@ def train(model: ZooModel, images: Path, labels: Path, out: Path, num_classes: i
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     torch.save(net.eval().state_dict(), tmp)
