@@ -155,6 +155,8 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
 
     rows = curves(ws, 0)
     assert {"round", "trial", "lr", "epoch", "train_loss", "val_miou"} <= set(rows[0])
+    t0_parent = measure(cfg.target, scenes(6, "s0", 2))  # world() wrote these as T(0)
+    assert all(r["val_miou"] == pytest.approx(t0_parent, abs=1e-9) for r in rows if r["epoch"] == 0)
     finals = {}
     for trial in trials:
         mine = assert_each_epoch_once(rows, trial, 5)  # resumed, not restarted: no epoch twice
@@ -180,16 +182,17 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     assert again.exit_code == 0 and "already fine-tuned" in again.output and len(models(ws)) == 1
 
 
-SLOW = """
+TWO_WORKERS = """
 lr_grid = [0.02]
 epochs = 4
 crop_size = 32
 loader_workers = 0
 max_failures = 2
+num_workers = 2
 """
 
 
-# ---- 3. checkpoints on S3, and a killed driver continues instead of starting over ---------------------
+# ---- 3. checkpoints on S3, two workers, a killed driver that continues instead of starting over ----
 @pytest.mark.timeout(1800)
 def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_env, s3_bucket):
     import s3fs
@@ -199,8 +202,9 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
     endpoint = options["client_kwargs"]["endpoint_url"]
     torch.save(pretrained(0), tmp_path / "target.pt")
     fs.put(str(tmp_path / "target.pt"), f"{bucket}/weights/target.pt")
-    for name, style, seed, prefix, n in (("s0", "s0", 1, "a", 6), ("t0", "s0", 2, "t", 2)):
-        write_pairs(tmp_path / name, scenes(n, style, seed), prefix)
+    t0 = scenes(2, "s0", 2)
+    for name, pairs, prefix in (("s0", scenes(6, "s0", 1), "a"), ("t0", t0, "t")):
+        write_pairs(tmp_path / name, pairs, prefix)
         fs.put(str(tmp_path / name), f"{bucket}/{name}", recursive=True)
     path = write_config(
         tmp_path,
@@ -214,7 +218,7 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
         t0_images = "s3://{bucket}/t0/images/"
         t0_labels = "s3://{bucket}/t0/labels/"
         """,
-        finetune=SLOW,
+        finetune=TWO_WORKERS,
     )
     cfg = load_config(path)
     ws = Workspace.from_config(cfg)
@@ -248,6 +252,8 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     mine = assert_each_epoch_once(curves(ws, 1), "lr-0.02", 4)
+    # two workers (DDP over gloo) each measured half of T(0): their summed confusion is the whole
+    assert mine[0]["val_miou"] == pytest.approx(measure(cfg.target, t0, cfg.storage_options), abs=1e-9)
     (resumed_at,) = [r["epoch"] for r in mine if r["resumed"]]
     assert resumed_at >= 2, mine
     (row,) = models(ws)

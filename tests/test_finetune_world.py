@@ -112,11 +112,14 @@ def measure(spec, pairs, storage_options=None) -> float:
     """Dataset mIoU of a model entry on (image, label) arrays, predicted the scoring way."""
     net = build_network(spec, len(CLASSES), storage_options)
     conf = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a one-CPU Ray worker computes: the same sums in the same order
     with torch.inference_mode():
         for img, label in pairs:
             x = torch.from_numpy(eval_input(Image.fromarray(img), spec.input_size, spec.mean, spec.std))[None]
             logits = torch.nn.functional.interpolate(forward_logits(net, x), size=label.shape, mode="bilinear")
             conf += confusion(label, logits.argmax(1)[0].numpy(), len(CLASSES))
+    torch.set_num_threads(threads)
     return dataset_miou(conf)
 
 
