@@ -8,7 +8,6 @@ interrupt them mid-training.
 
 import dataclasses
 import json
-import json
 import os
 import signal
 import subprocess
@@ -34,8 +33,9 @@ from typer.testing import CliRunner
 from madmine import cli
 from madmine.cli_finetune import ensure_registered
 from madmine.config import load_config
+from madmine.corpus import ingest
 from madmine.models.registry import build_network, model_version
-from madmine.train import finetune
+from madmine.score import score
 from madmine.train.versions import with_latest_target
 from madmine.workspace import Workspace
 
@@ -177,7 +177,16 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     assert after[0] > before[0] + 0.2, "fine-tuning did not fix the failures"
     assert after[1] > before[1] - 0.15 and after[1] > 0.6, "fine-tuning forgot S(0)"
 
-    assert with_latest_target(cfg, ws).target.weights == row["weights_uri"]
+    # scoring the new version: a new run in which only the target runs, competitors come from the cache
+    write_pairs(tmp_path / "fresh", scenes(4, "shift", 77), "f")
+    ingest(ws, [str(tmp_path / "fresh" / "images")], show_progress=False)
+    assert score(cfg, executor="local", show_progress=False).forwarded == {"target": 4, "other": 4}
+    latest = with_latest_target(cfg, ws)
+    assert latest.target.weights == row["weights_uri"]
+    rescored = score(latest, executor="local", show_progress=False)
+    assert rescored.forwarded == {"target": 4, "other": 0}
+    run = ws.get_json(ws.path("runs", rescored.run_id, "run.json"))
+    assert {m["name"]: m["version"] for m in run["models"]}["target"] == row["model_version"]
     again = CliRunner().invoke(cli.app, args)
     assert again.exit_code == 0 and "already fine-tuned" in again.output and len(models(ws)) == 1
 
