@@ -173,13 +173,15 @@ def nightly(
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("demo-work"), help="Where the demo writes its corpus, config and workspace."),
-    images: int = typer.Option(64, help="Images in the generated corpus."),
+    workdir: Path = typer.Option(Path("demo-work"), help="Where the demo writes its world, config and workspace."),
+    images: int = typer.Option(None, help="Wild images in the corpus (default 5,000)."),
+    rounds: int = typer.Option(None, help="Rounds of the method (default 2)."),
+    quick: bool = typer.Option(False, "--quick", help="The small end-to-end version: one round, a few hundred images."),
 ) -> None:
-    """Generate a small corpus and run ingest + score on the embedded local Ray; print the top discrepancies."""
+    """The whole method on the synthetic world on local Ray: every stage, simulated people, Tables 1 and 2, failure yield."""
     from madmine.demo import run_demo
 
-    run_demo(workdir, images)
+    run_demo(workdir, images, rounds=rounds, quick=quick)
 
 
 def _register_command_modules() -> None:
