@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from madmine import cli_state
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except MadmineError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: committed work is kept; re-run the same command to continue")
