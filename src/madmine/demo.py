@@ -74,6 +74,11 @@ def _world(workdir: Path, settings, clock: Clock):
     return sets
 
 
+def zoo_key(settings) -> str:
+    """What the trained models depend on besides their own settings: the training set."""
+    return f"{settings.seed}:{settings.train}:{WORLD_VERSION}"
+
+
 def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str, str]]:
     from madmine.synthetic import settings as demo_settings
     from madmine.synthetic.shapes import NAMES
@@ -82,7 +87,7 @@ def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str
     models = demo_settings.zoo(settings)
     with clock.stage("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
         paths = ensure_trained(models, sets["train"].images, sets["train"].labels, workdir / "workspace" / "zoo",
-                               len(NAMES), f"{settings.seed}:{settings.train}:{WORLD_VERSION}",
+                               len(NAMES), zoo_key(settings),
                                report=lambda text: clock.console.print(text, highlight=False))
     return models, {name: os.path.relpath(p, workdir) for name, p in paths.items()}
 

@@ -34,7 +34,7 @@ class Settings:
     testset_size: int = 30
     per_class: int = 5
     compete_n: int = 30
-    epochs: int = 5
+    epochs: int = 15
     lr_grid: tuple[float, ...] = (0.003, 0.01)
     batch_size: int = 8
     shard_size: int = 500
@@ -44,7 +44,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(corpus=240, train=120, t0=30, heldout=60, rounds=1, steps=(40, 40, 40, 40), n3=3, n4=12,
+QUICK = Settings(corpus=240, train=120, t0=30, heldout=60, rounds=1, steps=(20, 20, 20, 20), n3=3, n4=12,
                  testset_size=8, per_class=3, compete_n=8, epochs=1, lr_grid=(0.01,), batch_size=4, shard_size=120)
 
 
