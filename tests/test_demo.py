@@ -74,6 +74,10 @@ def test_arena_compares_the_fine_tuned_targets(demo):
     assert set(arena.models) == {"target", "mad_r0", "entropy_r0", "random_r0"}
     assert all(0 <= arena.miou[m] <= 1 for m in arena.models)
     assert len(arena.competitions) == 3
+    assert set(arena.gain) == {"mad_r0", "entropy_r0", "random_r0"}
+    for name, (value, low, high) in arena.gain.items():
+        assert low <= value <= high
+        assert abs(value - (arena.miou[name] - arena.miou["target"])) < 1e-9
     for comp in arena.competitions:
         assert len(comp.labelled) == len(comp.selection) > 0 and not comp.waiting
 

@@ -35,6 +35,7 @@ class ArenaResult:
     per_image: dict[str, float]
     failures: dict[str, float]  # fraction of images with per-image mIoU < TAU
     by_kind: dict[str, dict[str, float]]  # model -> kind -> dataset mIoU
+    gain: dict[str, tuple[float, float, float]]  # model -> dataset mIoU minus the original's: (value, 2.5%, 97.5%)
     competitions: list[competition.Competition]
     images: int
 
@@ -51,6 +52,27 @@ def _by_kind(image_rows: list[dict], truth: Truth) -> dict[str, dict[str, float]
         else:
             per[kind] = (inter, union)
     return {m: {k: metrics.miou_from_sums(i, u) for k, (i, u) in sorted(per.items())} for m, per in sums.items()}
+
+
+def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: int = 1000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Dataset mIoU of `model` minus that of `base` on the same images, with a 95% interval from
+    resampling the images (both models on each draw): how much of a difference the choice of
+    test images alone could make. It says nothing of the spread between training runs."""
+    per = {}
+    for name in (model, base):
+        rows = sorted((r for r in image_rows if r["model"] == name), key=lambda r: r["image_id"])
+        per[name] = (np.array([r["intersection"] for r in rows], np.float64), np.array([r["union"] for r in rows], np.float64))
+    (ia, ua), (ib, ub) = per[model], per[base]
+
+    def miou(i, u):
+        present = u > 0
+        return np.where(present, i / np.where(present, u, 1), 0).sum(-1) / np.maximum(present.sum(-1), 1)
+
+    value = metrics.miou_from_sums(ia.sum(0), ua.sum(0)) - metrics.miou_from_sums(ib.sum(0), ub.sum(0))
+    draws = np.random.default_rng(seed).integers(0, len(ia), (resamples, len(ia)))
+    diffs = miou(ia[draws].sum(1), ua[draws].sum(1)) - miou(ib[draws].sum(1), ub[draws].sum(1))
+    return float(value), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
 def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pairs: list[tuple[str, str]],
@@ -86,4 +108,6 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
             label_and_import(ws, config, folder, truth)
             comp = competition.compete(config, ws, a, b)
         results.append(comp)
-    return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), results, len(heldout.kinds()))
+    base = config.target.name
+    gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}
+    return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), gain, results, len(heldout.kinds()))
