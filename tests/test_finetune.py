@@ -181,12 +181,17 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     write_pairs(tmp_path / "fresh", scenes(4, "shift", 77), "f")
     ingest(ws, [str(tmp_path / "fresh" / "images")], show_progress=False)
     assert score(cfg, executor="local", show_progress=False).forwarded == {"target": 4, "other": 4}
-    latest = with_latest_target(cfg, ws)
+    assert with_latest_target(cfg, ws, before_round=0).target.weights == cfg.target.weights  # round 0: the original
+    latest = with_latest_target(cfg, ws, before_round=1)
     assert latest.target.weights == row["weights_uri"]
     rescored = score(latest, executor="local", show_progress=False)
     assert rescored.forwarded == {"target": 4, "other": 0}
     run = ws.get_json(ws.path("runs", rescored.run_id, "run.json"))
     assert {m["name"]: m["version"] for m in run["models"]}["target"] == row["model_version"]
+    # `madmine score` scores the newest version by itself: that run is the one just completed
+    by_cli = CliRunner().invoke(cli.app, ["--config", str(cfg.path), "score", "--executor", "local"])
+    assert by_cli.exit_code == 0, by_cli.output
+    assert f"run{rescored.run_id}iscomplete" in "".join(by_cli.output.split())  # rich may wrap a long id
     again = CliRunner().invoke(cli.app, args)
     assert again.exit_code == 0 and "already fine-tuned" in again.output and len(models(ws)) == 1
 

@@ -106,8 +106,9 @@ def score(
 ) -> None:
     """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
     from madmine.score import score as run_score
+    from madmine.train.versions import with_latest_target
 
-    config = cli_state.get_config()
+    config = with_latest_target(cli_state.get_config())  # the newest fine-tuned target, if any
     result = run_score(
         config,
         run_id=run_id,

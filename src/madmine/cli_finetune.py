@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from madmine.errors import MadmineError
+from madmine.cli_state import user_errors
 
 out = Console()
-err = Console(stderr=True)
 
 
-def _user_errors(fn):
-    """Print a MadmineError as one message and exit 2, whatever entry point runs the app."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MadmineError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from exc
-
-    return wrapper
-
-
-@_user_errors
+@user_errors
 def finetune(
     round_: int = typer.Option(
         ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*.parquet) plus S(0)."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -13,23 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from madmine.cli_state import user_errors
 from madmine.errors import MadmineError
 
 err = Console(stderr=True)
-
-
-def _user_errors(fn):
-    """Print a MadmineError as one line and exit 2, whatever entry point runs the app."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MadmineError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from exc
-
-    return wrapper
 
 
 def _config():
@@ -38,7 +24,7 @@ def _config():
     return get_config()
 
 
-@_user_errors
+@user_errors
 def bounds(
     labels: str = typer.Argument(..., help="Folder or s3:// prefix of PNG label maps (class index per pixel, 255 = ignore)."),
     workers: int = typer.Option(4, help="Parallel label readers."),
@@ -64,7 +50,7 @@ def bounds(
     console.print(table)
 
 
-@_user_errors
+@user_errors
 def select(
     round_: int = typer.Option(..., "--round", "-r", help="Round number (0 = first)."),
     strategy: str = typer.Option("mad", help="mad, or a baseline with MAD's budget: entropy, msp, random."),
@@ -143,7 +129,7 @@ def print_summary(result) -> None:
         console.print(overlap)
 
 
-@_user_errors
+@user_errors
 def sql(
     query: str = typer.Argument(None, help="SQL over the workspace views; omit for an interactive shell."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or parquet (parquet needs --out)."),

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import typer
+from rich.console import Console
+from rich.markup import escape
+
 from madmine.config import Config, load_config
+from madmine.errors import MadmineError
 
 _state: dict = {"config_path": Path("madmine.toml"), "config": None}
 
@@ -23,3 +29,18 @@ def get_config() -> Config:
     if _state["config"] is None:
         _state["config"] = load_config(_state["config_path"])
     return _state["config"]
+
+
+def user_errors(fn):
+    """Print a MadmineError as one line and exit 2, whatever entry point runs the app (the
+    console script catches these too; ray_jobs/ and typer's test runner call commands directly)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MadmineError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from exc
+
+    return wrapper

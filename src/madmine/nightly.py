@@ -19,6 +19,7 @@ from madmine.corpus import ingest
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
 from madmine.score import score
+from madmine.train.versions import with_latest_target
 from madmine.workspace import Workspace
 
 
@@ -90,7 +91,7 @@ def nightly(
         summary.seconds["ingest"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        scored = score(config, ray_address=ray_address, show_progress=show_progress)
+        scored = score(with_latest_target(config, workspace), ray_address=ray_address, show_progress=show_progress)
         summary.run_id, summary.scored, summary.score_errors = scored.run_id, scored.images_scored, scored.errors
         summary.forwarded = scored.forwarded
         summary.seconds["score"] = time.perf_counter() - t

@@ -87,8 +87,10 @@ class Round:
     # ---- stages: each returns counts when done, or a Waiting ---------------------------
     def stage_score(self):
         from madmine.score import score
+        from madmine.train.versions import with_latest_target
 
-        result = score(self.config, ray_address=self.ray_address, show_progress=self.show_progress)
+        config = with_latest_target(self.config, self.ws, before_round=self.round)  # what earlier rounds fixed
+        result = score(config, ray_address=self.ray_address, show_progress=self.show_progress)
         self.record["run_id"] = result.run_id
         return {"images": result.images_total, "errors": result.errors, "scored_now": result.images_scored}
 

@@ -99,13 +99,17 @@ def parent_of(config: Config, ws: Workspace, round_: int) -> tuple[ModelSpec, st
     return spec, model_version(spec, config.storage_options)
 
 
-def with_latest_target(config: Config, ws: Workspace | None = None) -> Config:
-    """The config with its target at the newest version of the models table (unchanged when there is none).
+def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None) -> Config:
+    """The config with its target at the newest version of the models table (unchanged when there is none,
+    or when [finetune] start_from = "original").
 
-    For `madmine score`: scoring the new version with the cached competitor maps re-runs only the target.
+    For `madmine score`, `round` and `nightly`: round R troubleshoots what earlier rounds fixed, and
+    scoring the new version with the cached competitor maps re-runs only the target.
     """
+    if config.finetune.start_from != "latest" or not config.target.is_network:
+        return config
     ws = ws or Workspace.from_config(config)
-    row = latest_row(ws, config.target.name)
+    row = latest_row(ws, config.target.name, before_round=before_round)
     if row is None:
         return config
     spec = spec_of(config, row)
