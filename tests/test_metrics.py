@@ -91,12 +91,27 @@ def test_dataset_miou_is_nanmean_over_occurring_classes():
     assert metrics.dataset_miou(conf) == pytest.approx(np.mean(ious))
 
 
-def test_entropy_and_msp_match_numpy():
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_maps_entropy_and_msp_match_numpy(dtype):
     import torch
 
     rng = np.random.default_rng(3)
-    logits = rng.normal(size=(2, 4, 5, 6))
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    ent, msp = metrics.mean_entropy_and_msp(torch.from_numpy(probs))
+    logits = torch.from_numpy(rng.normal(scale=4.0, size=(2, 4, 5, 6))).to(getattr(torch, dtype))
+    given = logits.clone()
+    z = logits.double().numpy()  # what the model said, exactly (bf16 -> float64 is exact)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    maps, ent, msp = metrics.maps_entropy_msp(logits)
+    assert torch.equal(logits, given)  # the caller's logits are left alone
+    np.testing.assert_array_equal(maps.numpy(), z.argmax(axis=1))
+    assert maps.dtype == torch.uint8
     np.testing.assert_allclose(ent, (-(probs * np.log(probs)).sum(axis=1)).mean(axis=(1, 2)), rtol=1e-5)
     np.testing.assert_allclose(msp, probs.max(axis=1).mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_confident_logits_give_no_nan():
+    import torch
+
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[:, 0] = 200.0  # softmax underflows to exactly 0 for the other classes
+    maps, ent, msp = metrics.maps_entropy_msp(logits)
+    assert maps.sum() == 0 and ent[0] == pytest.approx(0.0, abs=1e-12) and msp[0] == pytest.approx(1.0)

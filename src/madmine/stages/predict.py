@@ -125,13 +125,12 @@ class Scorer:
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.ctx.scoring.bf16):
             logits = forward_logits(net, x)
         with torch.inference_mode():
-            logits = logits.float()
-            maps = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
             if spec.role == "target":
-                entropy, msp = metrics.mean_entropy_and_msp(torch.softmax(logits, dim=1))
-            else:
+                maps, entropy, msp = metrics.maps_entropy_msp(logits)
+            else:  # argmax of bf16 logits equals that of their (exact) float copy
+                maps = logits.argmax(dim=1).to(torch.uint8)
                 entropy = msp = np.full(len(pixels), np.nan)
-        return maps, entropy, msp
+        return maps.cpu().numpy(), entropy, msp
 
     # ---- cache -------------------------------------------------------------------------
     def _cache_read(self, spec: ModelSpec, image_id: str):
