@@ -108,6 +108,21 @@ def test_maps_entropy_and_msp_match_numpy(dtype):
     np.testing.assert_allclose(msp, probs.max(axis=1).mean(axis=(1, 2)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_strided_uncertainty_is_the_mean_over_the_subgrid_and_maps_stay_whole(dtype):
+    import torch
+
+    rng = np.random.default_rng(5)
+    logits = torch.from_numpy(rng.normal(scale=3.0, size=(3, 5, 9, 8))).to(getattr(torch, dtype))
+    z = logits.double().numpy()
+    sub = z[:, :, ::2, ::2]
+    probs = np.exp(sub) / np.exp(sub).sum(axis=1, keepdims=True)
+    maps, ent, msp = metrics.maps_entropy_msp(logits, stride=2)
+    np.testing.assert_array_equal(maps.numpy(), z.argmax(axis=1))  # full resolution
+    np.testing.assert_allclose(ent, (-(probs * np.log(probs)).sum(axis=1)).mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(msp, probs.max(axis=1).mean(axis=(1, 2)), rtol=1e-5)
+
+
 def test_confident_logits_give_no_nan():
     import torch
 

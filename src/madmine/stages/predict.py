@@ -21,6 +21,8 @@ from madmine.models.maps import MapsSource
 from madmine.stages.decode import pixels_column
 from madmine.workspace import Workspace
 
+UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2nd pixel (metrics.maps_entropy_msp)
+
 
 @dataclass(frozen=True)
 class ScoreContext:
@@ -126,7 +128,7 @@ class Scorer:
             logits = forward_logits(net, x)
         with torch.inference_mode():
             if spec.role == "target":
-                maps, entropy, msp = metrics.maps_entropy_msp(logits)
+                maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE)
             else:  # argmax of bf16 logits equals that of their (exact) float copy
                 maps = logits.argmax(dim=1).to(torch.uint8)
                 entropy = msp = np.full(len(pixels), np.nan)
