@@ -8,7 +8,7 @@ Prints, in one run on this machine:
   (d) time to re-score with a new target version (competitor maps cached) / round-0 time;
   (e) peak memory (driver + every Ray process) at 1x and 4x the corpus.
 
-    python bench/score.py [--images 256] [--memory-images 128] [--size 513]
+    python -m bench.score [--images 256] [--memory-images 128] [--size 513]
 """
 
 from __future__ import annotations

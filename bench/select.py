@@ -5,8 +5,8 @@ m competitors x c classes (sparse maps: background plus one to three object clas
 image, competitors that mostly agree with the target), then times `madmine select` end to
 end in a subprocess and reports its wall time and peak memory (RSS of the child).
 
-    python bench/select.py                      # 100,000 and 1,000,000 images x 5 competitors
-    python bench/select.py --sizes 20000 --competitors 3
+    python -m bench.select                      # 100,000 and 1,000,000 images x 5 competitors
+    python -m bench.select --sizes 20000 --competitors 3
 """
 
 from __future__ import annotations
