@@ -224,7 +224,9 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         printout.yields(console, r, yields[r])
     printout.timings(console, clock.rows, clock.total)
     console.print("reports: " + ", ".join(reports), highlight=False)
-    console.print(f"ask the tables anything: madmine --config {config_path} sql \"FROM candidates LIMIT 5\"", highlight=False)
+    console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
+                  "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
+                  "ORDER BY ALL\"", highlight=False, soft_wrap=True)
     return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports)
 
 
