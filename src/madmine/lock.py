@@ -1,7 +1,9 @@
-"""A lock file in the workspace (local or s3://) so that two nightly runs never overlap.
+"""A lock file in the workspace (local or s3://) so that two nightly runs, or two drivers
+fine-tuning the same round, never overlap.
 
 The holder refreshes a heartbeat; a lock whose heartbeat is older than `stale_after`
-seconds belongs to a crashed run and is taken over. Object stores have no exclusive
+seconds belongs to a crashed run and is taken over, and so at once is a lock whose owner
+was a process on this machine that no longer exists (a killed driver, resumed at once). Object stores have no exclusive
 create, so acquisition writes a unique token, waits `settle` seconds, and reads it back:
 of two writers racing, only the last one still finds its own token.
 """
@@ -54,9 +56,19 @@ class WorkspaceLock:
         except (FileNotFoundError, ValueError):
             return None
 
+    def _owner_is_gone(self, record: dict) -> bool:
+        """The holder was a process of this machine that has exited (its pid is free or reused by us)."""
+        import psutil
+
+        host, _, pid = str(record.get("owner", "")).rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        return int(pid) == os.getpid() or not psutil.pid_exists(int(pid))
+
     def acquire(self) -> None:
         current = self.read()
-        if current and _now() - float(current.get("heartbeat", 0)) < self.stale_after:
+        live = current and _now() - float(current.get("heartbeat", 0)) < self.stale_after
+        if live and not self._owner_is_gone(current):
             age = _now() - float(current["heartbeat"])
             raise LockHeld(
                 f"another run holds {self.path} (owner {current.get('owner')}, heartbeat {age:.0f} s ago); "

@@ -17,12 +17,18 @@ from dataclasses import dataclass
 
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.lock import WorkspaceLock
 from madmine.train import data as training_data
 from madmine.train.curves import curves_path, curves_table, read_outcomes
 from madmine.train.plan import Plan, make_plan
 from madmine.train.storage import RoundStorage
 from madmine.train.versions import parent_of, pick_winner, publish
 from madmine.workspace import Workspace
+
+# One driver per round: a second `madmine finetune --round R` exits with the lock's message.
+# A killed driver's lock is taken over at once on the same machine, else after this long.
+LOCK_HEARTBEAT_S = 20.0
+LOCK_STALE_AFTER_S = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +84,43 @@ def finetune(
     plan = make_plan(config, round_, parent, parent_version, data, digest)
     storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_)
 
-    if not restart and ws.exists(storage.done):
-        done = ws.get_json(storage.done)
-        if done.get("fingerprint") == plan.fingerprint():
-            return FinetuneResult(**{**done["result"], "already_done": True})
-    _check_plan(ws, storage, plan, restart)
+    def finished() -> FinetuneResult | None:
+        if not restart and ws.exists(storage.done):
+            done = ws.get_json(storage.done)
+            if done.get("fingerprint") == plan.fingerprint():
+                return FinetuneResult(**{**done["result"], "already_done": True})
+        return None
 
-    from madmine.executors.ray_data import ensure_ray
-    from madmine.train.tuning import run_grid
+    if (result := finished()) is not None:
+        return result
+    with WorkspaceLock(ws, f"finetune-round-{round_}", stale_after=LOCK_STALE_AFTER_S, heartbeat=LOCK_HEARTBEAT_S):
+        if (result := finished()) is not None:  # another driver finished in between
+            return result
+        _check_plan(ws, storage, plan, restart)
 
-    ensure_ray(ray_address)
-    run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
+        from madmine.executors.ray_data import ensure_ray
+        from madmine.train.tuning import run_grid
 
-    outcomes = read_outcomes(plan, storage)
-    ws.write_parquet(curves_path(storage), curves_table(plan, outcomes))
-    winner = pick_winner(outcomes)
-    row = publish(config, ws, plan, winner)
-    result = FinetuneResult(
-        round=round_,
-        model=row["model"],
-        version=row["model_version"],
-        parent_version=parent_version,
-        weights_uri=row["weights_uri"],
-        lr=winner.lr,
-        val_miou=winner.val_miou,
-        parent_val_miou=float(winner.curve[0]["val_miou"]),
-        trials={o.trial: o.val_miou for o in outcomes},
-        data=data.counts(),
-        seconds=time.perf_counter() - started,
-    )
-    record = {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))}
-    ws.put_json(storage.done, record)
+        ensure_ray(ray_address)
+        run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
+
+        outcomes = read_outcomes(plan, storage)
+        ws.write_parquet(curves_path(storage), curves_table(plan, outcomes))
+        winner = pick_winner(outcomes)
+        row = publish(config, ws, plan, winner)
+        result = FinetuneResult(
+            round=round_,
+            model=row["model"],
+            version=row["model_version"],
+            parent_version=parent_version,
+            weights_uri=row["weights_uri"],
+            lr=winner.lr,
+            val_miou=winner.val_miou,
+            parent_val_miou=float(winner.curve[0]["val_miou"]),
+            trials={o.trial: o.val_miou for o in outcomes},
+            data=data.counts(),
+            seconds=time.perf_counter() - started,
+        )
+        record = {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))}
+        ws.put_json(storage.done, record)
     return result
