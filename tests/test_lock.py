@@ -29,6 +29,7 @@ def test_a_fresh_lock_of_a_live_process_here_is_respected(ws):
             held_by(ws, "job", f"{socket.gethostname()}:{other.pid}")
             with pytest.raises(LockHeld, match="another run holds"):
                 WorkspaceLock(ws, "job", settle=0.05).acquire()
+            assert ws.get_json(ws.path("locks", "job.json"))["token"] == "theirs"  # left alone
         finally:
             other.kill()
 
@@ -47,3 +48,4 @@ def test_a_fresh_lock_of_another_machine_is_respected_whatever_its_pid(ws):
     held_by(ws, "job", "some-other-host:999999")
     with pytest.raises(LockHeld):
         WorkspaceLock(ws, "job", settle=0.05).acquire()
+    assert ws.get_json(ws.path("locks", "job.json"))["token"] == "theirs"  # left alone

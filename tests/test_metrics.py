@@ -118,6 +118,7 @@ def test_strided_uncertainty_is_the_mean_over_the_subgrid_and_maps_stay_whole(dt
     sub = z[:, :, ::2, ::2]
     probs = np.exp(sub) / np.exp(sub).sum(axis=1, keepdims=True)
     maps, ent, msp = metrics.maps_entropy_msp(logits, stride=2)
+    assert maps.shape == (3, 9, 8) and ent.shape == msp.shape == (3,)
     np.testing.assert_array_equal(maps.numpy(), z.argmax(axis=1))  # full resolution
     np.testing.assert_allclose(ent, (-(probs * np.log(probs)).sum(axis=1)).mean(axis=(1, 2)), rtol=1e-5)
     np.testing.assert_allclose(msp, probs.max(axis=1).mean(axis=(1, 2)), rtol=1e-5)
