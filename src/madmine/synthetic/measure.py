@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from madmine.rating.roundset import load_map
+from madmine.rating.selection import selected_path
+from madmine.select import candidates_path
 from madmine.synthetic.truth import Truth
 from madmine.workspace import Workspace
 
@@ -72,26 +74,20 @@ def random_sample(ids, n: int, seed: int, salt: str) -> list[str]:
 def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
     """Failure yields of one round's selections against random samples of equal size."""
     ious = true_ious(ws, truth, run)
-    candidates = ws.read_parquet([ws.path("tables", "candidates", f"round-{round_}-mad.parquet")])
-    m = list(dict.fromkeys(candidates.column("image_id").to_pylist()))
-    selected = ws.read_parquet([ws.path("tables", "selected", f"round-{round_}.parquet")])
-    s = selected.column("image_id").to_pylist()
+    m = list(dict.fromkeys(ws.read_parquet([candidates_path(ws, round_, "mad")]).column("image_id").to_pylist()))
+    s = ws.read_parquet([selected_path(ws, round_)]).column("image_id").to_pylist()
+    baselines = {}  # strategy -> its images, best first
+    for strategy in ("entropy", "random"):
+        path = candidates_path(ws, round_, strategy)
+        if ws.exists(path):
+            baselines[strategy] = [r["image_id"] for r in sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])]
     pool = sorted(ious)
-    out = [yield_of("corpus (all scored images)", pool, ious, truth),
-           yield_of("M: MAD candidates", m, ious, truth),
-           yield_of(f"random sample, |M| = {len(m)}", random_sample(pool, len(m), seed, f"M{round_}"), ious, truth)]
-    for strategy in ("entropy", "random"):
-        path = ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
-        if ws.exists(path):
-            rows = sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])
-            out.append(yield_of(f"{strategy} selection, |M|", [r["image_id"] for r in rows[: len(m)]], ious, truth))
-    out += [yield_of("S: lowest MOS of M", s, ious, truth),
-            yield_of(f"random sample, |S| = {len(s)}", random_sample(pool, len(s), seed, f"S{round_}"), ious, truth)]
-    for strategy in ("entropy", "random"):
-        path = ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
-        if ws.exists(path):
-            rows = sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])
-            out.append(yield_of(f"{strategy} selection, |S|", [r["image_id"] for r in rows[: len(s)]], ious, truth))
+    out = [yield_of("corpus (all scored images)", pool, ious, truth)]
+    for name, label, ids in (("M", "M: MAD candidates", m), ("S", "S: lowest MOS of M", s)):
+        sample = random_sample(pool, len(ids), seed, f"{name}{round_}")
+        out += [yield_of(label, ids, ious, truth), yield_of(f"random sample, |{name}| = {len(ids)}", sample, ious, truth)]
+        out += [yield_of(f"{strategy} selection, |{name}|", ranked[: len(ids)], ious, truth)
+                for strategy, ranked in baselines.items()]
     return out, ious
 
 
