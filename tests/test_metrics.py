@@ -131,3 +131,16 @@ def test_confident_logits_give_no_nan():
     logits[:, 0] = 200.0  # softmax underflows to exactly 0 for the other classes
     maps, ent, msp = metrics.maps_entropy_msp(logits)
     assert maps.sum() == 0 and ent[0] == pytest.approx(0.0, abs=1e-12) and msp[0] == pytest.approx(1.0)
+
+
+def test_miou_from_sums_rows_equals_miou_from_sums_row_by_row():
+    rng = np.random.default_rng(11)
+    union = rng.integers(0, 30, (6, 5)).astype(float)
+    union[rng.random((6, 5)) < 0.3] = 0
+    union[0] = 0  # a row with no class present
+    inter = np.floor(union * rng.random((6, 5)))
+    rows = metrics.miou_from_sums_rows(inter, union)
+    for k in range(6):
+        expected = metrics.miou_from_sums(inter[k], union[k])
+        assert (np.isnan(rows[k]) and np.isnan(expected)) or rows[k] == pytest.approx(expected)
+    assert np.isnan(rows[0])

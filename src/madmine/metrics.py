@@ -108,6 +108,15 @@ def miou_from_sums(intersection: np.ndarray, union: np.ndarray) -> float:
     return float(np.mean(intersection[present] / union[present])) if present.any() else float("nan")
 
 
+def miou_from_sums_rows(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """miou_from_sums for each row of (..., C) arrays at once (bootstrap resamples); NaN where no
+    class is present."""
+    present = union > 0
+    ious = np.where(present, intersection / np.where(present, union, 1), 0.0)
+    with np.errstate(invalid="ignore"):
+        return ious.sum(-1) / present.sum(-1)
+
+
 def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> float:
     """One image's mIoU (classes in its prediction or label). Averaged over images this is the
     per-image mean mIoU, a different number from the dataset mIoU."""

@@ -64,11 +64,7 @@ def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: i
         rows = sorted((r for r in image_rows if r["model"] == name), key=lambda r: r["image_id"])
         per[name] = (np.array([r["intersection"] for r in rows], np.float64), np.array([r["union"] for r in rows], np.float64))
     (ia, ua), (ib, ub) = per[model], per[base]
-
-    def miou(i, u):
-        present = u > 0
-        return np.where(present, i / np.where(present, u, 1), 0).sum(-1) / np.maximum(present.sum(-1), 1)
-
+    miou = metrics.miou_from_sums_rows
     value = metrics.miou_from_sums(ia.sum(0), ua.sum(0)) - metrics.miou_from_sums(ib.sum(0), ub.sum(0))
     draws = np.random.default_rng(seed).integers(0, len(ia), (resamples, len(ia)))
     diffs = miou(ia[draws].sum(1), ua[draws].sum(1)) - miou(ib[draws].sum(1), ub[draws].sum(1))
