@@ -25,10 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q tests
 
-# Benchmarks run as modules so that bench/select.py never shadows the stdlib `select`.
+# Benchmarks print their figures; each runs as a module of the bench package.
 bench: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.score
-	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.select
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.selection
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache

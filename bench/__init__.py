@@ -1,1 +1,1 @@
-"""Benchmarks: run as modules (`python -m bench.score`), so bench/select.py never shadows the stdlib select."""
+"""Benchmarks that print figures; `make bench` runs each as a module (`python -m bench.score`)."""

@@ -31,9 +31,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from madmine.config import load_config  # noqa: E402
-from madmine.corpus import ingest  # noqa: E402
+from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.models import build_network, forward_logits  # noqa: E402
-from madmine.score import score  # noqa: E402
+from madmine.steps.score import score  # noqa: E402
 from madmine.workspace import Workspace  # noqa: E402
 
 CLASSES = ["background"] + [f"class{i}" for i in range(1, 21)]
@@ -159,7 +159,7 @@ def main() -> None:
 
     import ray
 
-    from madmine.executors.ray_data import ensure_ray
+    from madmine.steps.score.executors.ray_data import ensure_ray
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     main_root = args.workdir / "main"

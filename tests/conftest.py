@@ -18,7 +18,8 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-sys.path.insert(0, str(TESTS))
+SUPPORT = TESTS / "support"  # shared helpers and the model factories configs name ("worlds:colour_net")
+sys.path.insert(0, str(SUPPORT))
 
 
 def free_port() -> int:
@@ -41,7 +42,7 @@ def ray_cluster(tmp_path_factory) -> dict:
     env = dict(os.environ)
     env.update(
         RAY_AUTH_MODE="disabled",
-        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")]),
     )
     temp_dir = Path("/tmp") / f"ray-mm-{port}"
     cmd = [
@@ -98,7 +99,7 @@ def ray_address(ray_cluster) -> str:
 def cli_env(ray_address) -> dict:
     """Environment for `madmine` subprocesses: they drive the session's cluster."""
     env = dict(os.environ)
-    env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled", PYTHONPATH=str(TESTS))
+    env.update(RAY_ADDRESS=ray_address, RAY_AUTH_MODE="disabled", PYTHONPATH=str(SUPPORT))
     return env
 
 

@@ -4,17 +4,7 @@ import numpy as np
 import pytest
 
 from madmine import metrics
-
-
-def reference_d(a: np.ndarray, b: np.ndarray, c: int):
-    valid = (a != 255) & (b != 255)
-    ratios = []
-    for k in range(c):
-        inter = np.sum((a == k) & (b == k) & valid)
-        union = np.sum(((a == k) | (b == k)) & valid)
-        if union > 0:
-            ratios.append(inter / union)
-    return None if not ratios else 1.0 - float(np.mean(ratios))
+from references import reference_d
 
 
 def random_map(rng, shape, c, ignore_fraction=0.1):

@@ -14,9 +14,9 @@ import s3fs
 from madmine import duck, schemas
 from madmine.duck import Session
 from madmine.errors import MadmineError
-from madmine.select import run_select
+from madmine.steps.select import run_select
 from madmine.workspace import Workspace
-from test_select import RUN_ID, build_world, invoke, selected
+from selection_world import RUN_ID, build_world, invoke, selected
 
 COMMITTED_ROWS = (70 + 30 + 30) * 4  # run-b, run-a, run-c (whose shards are committed); never the ghost shard
 
@@ -94,7 +94,7 @@ def test_cli_sql_formats(world, tmp_path):
 def test_cli_sql_shell_reads_statements_from_stdin(world):
     from typer.testing import CliRunner
 
-    from test_select import cli_app
+    from selection_world import cli_app
 
     lines = "SELECT 40 + 2\n  AS answer;\n.tables\nSELECT * FROM modelz;\nSELECT 'still here' AS s;\n.quit\nSELECT 1;\n"
     result = CliRunner().invoke(cli_app(), ["--config", str(world.config_path), "sql"], input=lines, env={"COLUMNS": "200"})

@@ -135,3 +135,10 @@ def decode_map_png(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
             raise ImageError("not a class-index map", f"values up to {int(arr.max())}")
         arr = arr.astype(np.uint8)
     return arr, dict(getattr(img, "text", {}) or {})
+
+
+def resize_nearest(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a class map (pairs are computed at the target's size)."""
+    if label_map.shape == shape:
+        return label_map
+    return np.asarray(Image.fromarray(label_map, "L").resize((shape[1], shape[0]), Image.NEAREST))

@@ -82,7 +82,7 @@ def build_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_effective_seed(spec))
         if spec.arch:
-            from madmine.tv import import_torchvision
+            from madmine.torchvision_compat import import_torchvision
 
             tv = import_torchvision()
             kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}

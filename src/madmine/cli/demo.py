@@ -1,0 +1,23 @@
+"""`madmine demo`: the whole method on the synthetic world (the madmine_demo package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo(
+    workdir: Path = typer.Option(Path("demo-work"), help="Where the demo writes its world, config and workspace."),
+    images: int = typer.Option(None, help="Wild images in the corpus (default 5,000)."),
+    rounds: int = typer.Option(None, help="Rounds of the method (default 2)."),
+    quick: bool = typer.Option(False, "--quick", help="The small end-to-end version: one round, a few hundred images."),
+) -> None:
+    """The whole method on the synthetic world on local Ray: every stage, simulated people, Tables 1 and 2, failure yield."""
+    from madmine_demo.demo import run_demo
+
+    run_demo(workdir, images, rounds=rounds, quick=quick)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,147 @@
+"""`madmine testset | evaluate`: unbiased test sets and every model version on them (thin)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from madmine.cli.state import get_config
+from madmine.workspace import Workspace
+
+out = Console()
+err = Console(stderr=True)
+REASONS = {
+    "out_of_domain": "out of domain",
+    "in_s": "in some S(j)",
+    "in_other_testset": "in another round's test set",
+    "unrated": "short of raters",
+    "no_class": "without a foreground class",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("testset")(testset)
+    app.command("evaluate")(evaluate)
+
+
+def pct(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def testset(
+    round_: int = typer.Option(..., "--round", "-r", help="Round R: T(R) is drawn from its MAD candidates M(R)."),
+    size: int = typer.Option(None, "--size", help="Images in T(R); default \\[evaluate] testset_size (30)."),
+    per_class: int = typer.Option(None, "--per-class", help="At most this many images per main class; default 4."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the draw; default \\[evaluate] seed."),
+    without_s: bool = typer.Option(False, "--without-s", help="Draw T(R) before S(R) is selected."),
+    force: bool = typer.Option(False, "--force", help="Draw T(R) again although it exists (its labels may go to waste)."),
+) -> None:
+    """T(R) from M(R): out of domain removed, never in any S(j), <= 4 per main class, 30 images."""
+    from madmine.steps.evaluation.testset import build
+
+    config = get_config()
+    ws = Workspace.from_config(config)
+    result = build(config, ws, round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
+    out.print(f"T({round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)
+    out.print("per main class: " + ", ".join(f"{k} {v}" for k, v in result.per_class.items()), highlight=False)
+    left = {REASONS.get(k, k): len(v) for k, v in result.dropped.items()}
+    if result.capped:
+        left["over the per-class cap"] = result.capped
+    if left:
+        out.print("left out: " + ", ".join(f"{v} {k}" for k, v in left.items()), highlight=False)
+    wanted = config.evaluate.testset_size if size is None else size
+    if result.size < wanted:
+        err.print(f"[yellow]T({round_}) has {result.size} images, fewer than {wanted}[/]: rate more candidates or relax --per-class")
+    out.print(f"label it: madmine annotate export --set test --round {round_} --format labelstudio --out DIR", highlight=False)
+
+
+def _table1(summary, value: str, title: str, caption: str) -> Table:
+    from madmine.steps.evaluation.evaluate import table1
+
+    headers, rows = table1(summary, value)
+    table = Table(title=title, caption=caption)
+    table.add_column("model")
+    for h in headers:
+        table.add_column(h, justify="right")
+    for label, values in rows:
+        table.add_row(label, *(pct(v) for v in values))
+    return table
+
+
+def evaluate(
+    per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="Selection quality where labelled images were scored."),
+    run_id: str = typer.Option(None, "--run-id", help="Scoring run for selection quality; default the newest complete one."),
+    tau: float = typer.Option(None, "--tau", help="A failure is a per-image mIoU below this; default \\[evaluate] tau (0.5)."),
+    top_n: int = typer.Option(None, "--top-n", help="n of precision@n; default \\[evaluate] top_n (10)."),
+    srcc_plot: Path = typer.Option(None, "--srcc-plot", help="Also save the ranking-stability plot (Fig. 7) as this PNG."),
+) -> None:
+    """Every model version on T(0) and every labelled T(R): Table 1, ranking stability, selection quality."""
+    from madmine.steps.evaluation import evaluate as ev
+    from madmine.steps.evaluation import quality as q
+    from madmine.steps.evaluation import srcc
+    from madmine.steps.evaluation.sources import testset_name
+
+    config = get_config()
+    ws = Workspace.from_config(config)
+    result = ev.evaluate(config, ws)
+    paths = ev.save(ws, result)
+    summary = result.summary_table()
+    out.print(_table1(summary, "miou", "Table 1: dataset mIoU (%)", "one confusion matrix per test set"))
+    out.print(_table1(summary, "per_image_miou", "per-image mean mIoU (%)", "the mean of each image's own mIoU"))
+    for row in summary.to_pylist():
+        if row["error"]:
+            err.print(f"[yellow]{row['label']} on {row['testset']}[/]: {row['error']}", highlight=False)
+    for r, ids in result.waiting.items():
+        if ids:
+            err.print(f"{testset_name(r)}: {len(ids)} of {result.sizes[r]} images wait for labels: {', '.join(ids[:5])}"
+                      + (" ..." if len(ids) > 5 else ""), highlight=False)
+    if per_class:
+        for r in result.rounds:
+            table = Table(title=f"IoU per class (%) on {testset_name(r)}")
+            table.add_column("model")
+            for name in config.classes:
+                table.add_column(name, justify="right")
+            for ref in result.refs:
+                cell = result.cell(ref, r)
+                if cell.error or not cell.n_labelled:
+                    continue
+                table.add_row(ref.label, *(pct(float(v)) for v in cell.iou))
+            out.print(table)
+    curves = srcc.curves(result.image_table())
+    for c in curves:
+        at = {k: v for k, v in zip(c.ks, c.srcc)}
+        shown = [k for k in (5, 10, 15, 20, 25, 30) if k in at] or c.ks[-1:]
+        out.print(f"SRCC with the full {testset_name(c.round)} ranking of {len(c.models)} models, first k images: "
+                  + ", ".join(f"k={k}: {at[k]:.2f}" for k in shown), highlight=False)
+    out.print(f"saved {paths[0]} and {paths[1]}", highlight=False)
+    if srcc_plot is not None:
+        if curves:
+            from madmine.steps.report.plots import png_bytes, srcc_figure
+
+            srcc_plot.write_bytes(png_bytes(srcc_figure(curves)))
+            out.print(f"SRCC plot: {srcc_plot}", highlight=False)
+        else:
+            err.print("no SRCC plot: it needs a labelled test set and two models evaluated on it", highlight=False)
+    if not quality:
+        return
+    try:
+        rows = q.selection_quality(config, ws, run_id=run_id, tau=tau, n=top_n)
+    except ev.EvaluationError as exc:
+        err.print(f"selection quality skipped: {exc}", highlight=False)
+        return
+    if not rows:
+        err.print("selection quality: no labelled image was scored yet", highlight=False)
+        return
+    q.save(ws, rows)
+    table = Table(title="selection quality", caption=f"{rows[0].pool} labelled images; failure: per-image mIoU < {rows[0].tau}")
+    table.add_column("strategy")
+    for col in ("failures", f"precision@{rows[0].n}", "AUROC", "AUPR", "base rate"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.strategy, f"{r.failures}/{r.pool}", f"{r.precision_at_n:.2f}", f"{r.auroc:.3f}", f"{r.aupr:.3f}", f"{r.base_rate:.2f}")
+    out.print(table)

@@ -1,0 +1,51 @@
+"""`madmine finetune --round R`: fine-tune the target on its found failures (thin; see madmine.steps.train)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from madmine.cli.state import user_errors
+
+out = Console()
+
+
+@user_errors
+def finetune(
+    round_: int = typer.Option(
+        ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*.parquet) plus S(0)."
+    ),
+    restart: bool = typer.Option(False, "--restart", help="Discard this round's checkpoints and trials; start over."),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
+    ),
+) -> None:
+    """Fine-tune the target on S(..R) + S(0) as a Ray Train job; the lr grid's best on T(0) becomes a new target version.
+
+    Re-running the same round continues from its checkpoints (finished trials are kept).
+    """
+    from madmine.cli.state import get_config
+    from madmine.steps.train import finetune as run
+    from madmine.steps.train.plan import trial_name
+
+    result = run(get_config(), round_, ray_address=ray_address, restart=restart)
+    table = Table(title=f"fine-tuning round {result.round}: {result.data}")
+    table.add_column("trial")
+    table.add_column("mIoU on T(0)", justify="right")
+    for trial, miou in sorted(result.trials.items(), key=lambda kv: float(kv[0].split("-", 1)[1])):
+        mark = " (winner)" if trial == trial_name(result.lr) else ""
+        table.add_row(trial + mark, f"{miou:.4f}")
+    out.print(table)
+    state = "already fine-tuned" if result.already_done else f"done in {result.seconds:.0f} s"
+    out.print(
+        f"round {result.round} {state}: {result.model}@{result.version} "
+        f"(from {result.parent_version}; mIoU on T(0) {result.parent_val_miou:.4f} -> {result.val_miou:.4f})\n"
+        f"weights: {result.weights_uri}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)

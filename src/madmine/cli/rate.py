@@ -1,0 +1,153 @@
+"""`madmine rate ...`: weak labels from raters through the rating web app (thin)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from madmine.cli import state as cli_state
+from madmine.workspace import Workspace
+
+out = Console()
+err = Console(stderr=True)
+rate_app = typer.Typer(
+    help="Weak labels: raters score the target's predictions on the round's candidates (1 bad .. 5 excellent).",
+    no_args_is_help=True,
+)
+
+RoundOpt = typer.Option(None, "--round", "-r", help="Round; default: the newest round with candidates.")
+StrategyOpt = typer.Option("mad", help="Which candidates table: tables/candidates/round-<R>-<strategy>.parquet.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rate_app, name="rate")
+
+
+def _context(round_: int | None, strategy: str):
+    from madmine.steps.rating.roundset import latest_round, load_round
+
+    config = cli_state.get_config()
+    ws = Workspace.from_config(config)
+    if round_ is None:
+        round_ = latest_round(ws, strategy)
+    return config, ws, load_round(ws, config, round_, strategy)
+
+
+@rate_app.command()
+def serve(
+    round_: int = RoundOpt,
+    strategy: str = StrategyOpt,
+    host: str = typer.Option(None, help="Address to bind; default [rating] host (127.0.0.1)."),
+    port: int = typer.Option(None, help="Port; default [rating] port (8765); 0 picks a free one."),
+) -> None:
+    """Serve the rating page until Ctrl-C. Every vote is stored before the next image shows."""
+    from madmine.steps.rating.app import create_app
+    from madmine.steps.rating.server import base_url, bind
+    from madmine.steps.rating.server import serve as run
+
+    config, ws, rs = _context(round_, strategy)
+    sock = bind(host or config.rating.host, config.rating.port if port is None else port)
+    url = base_url(sock)
+    target = f"{rs.target}@{rs.versions[rs.target]}"
+    out.print(f"rating round {rs.round} ({len(rs)} images, target {target}) at {url}/", highlight=False)
+    out.print("give each rater their link: madmine rate add-rater NAME --url " + url, highlight=False)
+    run(create_app(ws, config, rs), sock)
+
+
+@rate_app.command("add-rater")
+def add_rater(
+    name: str = typer.Argument(..., help="The rater's name (letters, digits, . - _)."),
+    url: str = typer.Option(None, help="Where raters reach the server; default [rating] public_url or http://host:port."),
+) -> None:
+    """Create a rater (or give them a new link) and print their personal link. Keep it secret."""
+    from madmine.steps.rating.tokens import add_rater as add
+
+    config = cli_state.get_config()
+    token = add(Workspace.from_config(config), name)
+    base = (url or config.rating.public_url or f"http://{config.rating.host}:{config.rating.port}").rstrip("/")
+    out.print(f"{base}/?token={token}", highlight=False, soft_wrap=True)
+    err.print(f"link for {name}: only its hash is stored; adding {name} again retires this link")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@rate_app.command()
+def status(
+    round_: int = RoundOpt,
+    strategy: str = StrategyOpt,
+    seconds_per_rating: float = typer.Option(None, help="Price every vote at this many seconds instead of measuring."),
+    seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default [rating] seconds_per_mask (135)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Progress per rater, agreement between raters, images short of raters, and the cost ledger."""
+    from madmine.steps.rating.status import report
+
+    config, ws, rs = _context(round_, strategy)
+    data = report(ws, config, rs, seconds_per_rating=seconds_per_rating, seconds_per_mask=seconds_per_mask)
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table(title=f"round {data['round']}: {data['candidates']} candidates")
+    for col in ("rater", "rated", "out of domain", "last vote"):
+        table.add_column(col)
+    for p in data["progress"]:
+        table.add_row(p["rater"], f"{p['rated']} of {p['of']}", str(p["out_of_domain"]), p["last"] or "-")
+    out.print(table)
+    if data["pairs"]:
+        pairs = Table(title="agreement (Spearman's rho per pair, images both rated on 1..5)")
+        for col in ("rater a", "rater b", "shared", "rho"):
+            pairs.add_column(col)
+        for p in data["pairs"]:
+            pairs.add_row(p["rater_a"], p["rater_b"], str(p["shared"]), _fmt(p["spearman"]))
+        out.print(pairs)
+    out.print(f"Krippendorff's alpha (ordinal): {_fmt(data['krippendorff_alpha_ordinal'], 3)}")
+    short = data["short_of_raters"]
+    examples = f" (e.g. {', '.join(short[:5])})" if short else ""
+    out.print(f"images short of {data['min_raters']} rater(s): {len(short)}{examples}")
+    out.print(f"images out of domain: {len(data['out_of_domain'])}")
+    led = data["ledger"]
+    ledger = Table(title="cost ledger")
+    ledger.add_column("item")
+    ledger.add_column("hours", justify="right")
+    how = "measured from timestamps" if led["measured"] else "priced"
+    ledger.add_row(f"rating: {led['ratings']} votes x {led['seconds_per_rating']:.1f} s ({how})", _fmt(led["rating_hours"]))
+    ledger.add_row(f"masks drawn: {led['masks']} x {led['seconds_per_mask']:.0f} s", _fmt(led["mask_hours"]))
+    ledger.add_row("spent", _fmt(led["spent_hours"]))
+    ledger.add_row(f"dense labelling of all {led['candidates']} candidates", _fmt(led["dense_hours"]))
+    ledger.add_row("saved", _fmt(led["saved_hours"]))
+    out.print(ledger)
+
+
+@rate_app.command("select")
+def select_(
+    round_: int = RoundOpt,
+    strategy: str = StrategyOpt,
+    n4: int = typer.Option(None, "--n4", help="How many images S gets; default [selection] n4."),
+    min_raters: int = typer.Option(None, help="Raters an image needs to count; default [rating] min_raters."),
+) -> None:
+    """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>.parquet."""
+    from madmine.errors import MadmineError
+    from madmine.steps.rating import selection, store
+
+    config, ws, rs = _context(round_, strategy)
+    n4 = config.selection.n4 if n4 is None else n4
+    min_raters = config.rating.min_raters if min_raters is None else min_raters
+    if n4 < 1 or min_raters < 1:
+        raise MadmineError("--n4 and --min-raters must be >= 1")
+    events = [e for e in store.load_events(ws, rs.round) if e["image_id"] in rs]
+    store.materialise(ws, rs.round)
+    chosen = selection.select(store.latest(events), rs.round, rs.uris, n4, min_raters)
+    path = selection.write(ws, rs.round, chosen)
+    out.print(
+        f"S: {chosen.table.num_rows} of {chosen.eligible} eligible images -> {ws.url(path)}\n"
+        f"dropped out of domain: {len(chosen.out_of_domain)}; short of {min_raters} rater(s): {len(chosen.short)}; "
+        f"not rated: {len(chosen.unrated)}",
+        highlight=False,
+    )
+    if chosen.table.num_rows < n4:
+        err.print(f"[yellow]S has {chosen.table.num_rows} images, fewer than n4={n4}[/]: rate more images or lower --min-raters")

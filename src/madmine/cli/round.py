@@ -1,0 +1,43 @@
+"""`madmine round --round R`: a round's steps from the first unfinished one."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from madmine.cli import state as cli_state
+
+console = Console(stderr=True)
+
+
+def round_cmd(
+    round_: int = typer.Option(..., "--round", "-r", help="The round (0 = the first)."),
+    until: str = typer.Option(None, help="Stop after this stage (score, select, rate, S, annotate, finetune, ...)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+    export_format: str = typer.Option("coco", help="Annotation format for the exports at the labelling stages."),
+) -> None:
+    """Run a round's stages from the first unfinished one; stop where people must act, and say what to run next."""
+    from madmine.pipeline.round import STAGES, Round
+
+    rnd = Round(
+        cli_state.get_config(),
+        round_,
+        ray_address=ray_address,
+        show_progress=sys.stderr.isatty(),
+        config_path=str(cli_state.config_path()),
+        export_format=export_format,
+    )
+    status = rnd.run(until=until, on_stage=lambda stage, text: console.print(f"[bold]{stage:>11}[/] {text}"))
+    if status.waiting:
+        w = status.waiting
+        console.print(f"\n[yellow]waiting at '{w.stage}'[/] for {w.who}: {w.what}\nto continue:")
+        for command in w.commands:
+            console.print(f"  {command}", highlight=False)
+    elif status.complete:
+        console.print(f"round {round_}: all {len(STAGES)} stages done")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("round")(round_cmd)

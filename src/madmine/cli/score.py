@@ -1,0 +1,46 @@
+"""`madmine score`: every model on every image of the manifest (Ray)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from madmine.cli import state as cli_state
+
+console = Console(stderr=True)
+
+
+def score(
+    resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run (committed shards are skipped)."),
+    run_id: str = typer.Option(None, "--run-id", help="Name the run (default: derived from the model versions)."),
+    executor: str = typer.Option("ray", help="'ray' (Ray Data, local or cluster) or 'local' (in-process)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
+    max_error_fraction: float = typer.Option(
+        None, "--max-error-fraction", help="Fail (after saving everything) when more images than this fraction fail."
+    ),
+) -> None:
+    """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
+    from madmine.steps.score import score as run_score
+    from madmine.steps.train.versions import with_latest_target
+
+    config = with_latest_target(cli_state.get_config())  # the newest fine-tuned target, if any
+    result = run_score(
+        config,
+        run_id=run_id,
+        resume=resume,
+        executor=executor,
+        ray_address=ray_address,
+        max_error_fraction=max_error_fraction,
+    )
+    if result.shards_scored == 0:
+        console.print(f"score: run [bold]{result.run_id}[/] is complete ({result.shards_total} shards); nothing to do")
+        return
+    console.print(
+        f"score: run [bold]{result.run_id}[/]: {result.images_scored} images in {result.shards_scored} shards "
+        f"({result.shards_skipped} already committed), {result.errors} errors, "
+        f"{result.seconds:.1f} s ({result.images_scored / max(result.seconds, 1e-9):.2f} images/s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)

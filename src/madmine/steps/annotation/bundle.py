@@ -1,0 +1,134 @@
+"""What every export holds: the images to label (as displayed: EXIF rotation applied) and the
+target's prediction at the image's size, plus madmine-export.json so an import knows the
+round, the sizes and the class list that the files were made for.
+
+Sets: `s` = tables/selected/round-<R>.parquet (written by `madmine rate select`),
+`test` = the rows of round R in tables/testsets/*.parquet (round, image_id; written by the evaluation step).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.progress import track
+
+from madmine import images
+from madmine.config import Config
+from madmine.errors import MadmineError
+from madmine.steps.rating.roundset import RoundError, load_map, load_round, read_image
+from madmine.workspace import Workspace
+
+MANIFEST_NAME = "madmine-export.json"
+SET_TABLES = {"s": "selected", "test": "testsets"}
+
+
+class AnnotationError(MadmineError):
+    """An export or import that cannot be done as asked; nothing was written."""
+
+
+@dataclass
+class ExportItem:
+    image_id: str
+    file: str
+    data: bytes
+    width: int
+    height: int
+    mask: np.ndarray
+
+
+def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
+    """The image ids of S (tables/selected/round-<R>.parquet) or of the round's test set
+    (rows of tables/testsets/*.parquet whose round is R)."""
+    if which not in SET_TABLES:
+        raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
+    name = SET_TABLES[which]
+    pattern = f"round-{round_}.parquet" if which == "s" else "*.parquet"
+    table = ws.read_parquet(ws.glob(ws.path("tables", name, pattern)))
+    if table is not None and "image_id" not in table.column_names:
+        raise AnnotationError(f"{ws.path('tables', name)} has no image_id column")
+    rows = [] if table is None else table.to_pylist()
+    ids = [r["image_id"] for r in rows if r.get("round") is None or int(r["round"]) == round_]
+    if not ids:
+        hint = "run `madmine rate select` first" if which == "s" else "build the test set first"
+        raise AnnotationError(f"no {which!r} set for round {round_} in {ws.path('tables', name)}; {hint}")
+    return list(dict.fromkeys(ids))
+
+
+def _displayed(data: bytes, max_pixels: int) -> tuple[bytes, str, Image.Image]:
+    """The original bytes when a browser shows them as decoded; else a PNG of the decoded image."""
+    img = images.decode(data, max_pixels=max_pixels, min_side=1)
+    with Image.open(io.BytesIO(data)) as raw:
+        orientation = raw.getexif().get(0x0112, 1)
+        if raw.format in ("JPEG", "PNG") and raw.mode in ("RGB", "L") and orientation in (0, 1):
+            return data, ".jpg" if raw.format == "JPEG" else ".png", img
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue(), ".png", img
+
+
+def _fit(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask, "L").resize((width, height), Image.NEAREST))
+
+
+def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = "mad") -> tuple[list[ExportItem], dict]:
+    """Read and check everything first, so a missing image or map fails before any file is written."""
+    rs = load_round(ws, cfg, round_, strategy)
+    ids = set_ids(ws, round_, which)
+    manifest = ws.read_table("manifest")
+    uris = dict(rs.uris)
+    if manifest is not None:
+        for row in manifest.select(["image_id", "uri"]).to_pylist():
+            uris.setdefault(row["image_id"], row["uri"])
+    version = rs.versions[rs.target]
+    items, problems = [], []
+    for image_id in track(ids, description=f"gather {len(ids)} images"):
+        if image_id not in uris:
+            problems.append(f"{image_id}: not in the manifest or the round's candidates")
+            continue
+        try:
+            data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options), cfg.scoring.max_pixels)
+            mask = _fit(load_map(ws, rs.target, version, image_id), *img.size)
+        except (RoundError, images.ImageError) as exc:
+            problems.append(f"{image_id}: {exc}")
+            continue
+        items.append(ExportItem(image_id, f"{image_id}{ext}", data, img.size[0], img.size[1], mask))
+    if problems:
+        raise AnnotationError(f"{len(problems)} image(s) cannot be exported:\n  " + "\n  ".join(problems[:20]))
+    meta = {
+        "round": round_,
+        "set": which,
+        "target": rs.target,
+        "target_version": version,
+        "classes": list(cfg.classes),
+        "created_at": datetime.now(UTC).isoformat(),
+        "images": [{"image_id": i.image_id, "file": i.file, "width": i.width, "height": i.height} for i in items],
+    }
+    return items, meta
+
+
+def write_images(items: list[ExportItem], out: Path) -> None:
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in track(items, description="write images"):
+        (folder / item.file).write_bytes(item.data)
+
+
+def write_manifest(out: Path, meta: dict, fmt: str) -> None:
+    (out / MANIFEST_NAME).write_text(json.dumps({**meta, "format": fmt}, indent=1))
+
+
+def read_manifest(path: Path) -> dict | None:
+    """madmine-export.json beside (or inside) an import path, if the user kept it."""
+    for folder in ([path] if path.is_dir() else []) + [path.parent, path.parent.parent]:
+        candidate = folder / MANIFEST_NAME
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None

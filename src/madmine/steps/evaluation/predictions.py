@@ -1,0 +1,193 @@
+"""Any model version's prediction map of any image, the way scoring made it.
+
+A model is a config entry at its current version, or a version from the models table
+(fine-tuned weights). Maps come from the cache that `madmine score` writes
+(cache/maps/<model>/<version>/...), else from a maps folder, else from the network run
+with the scoring stages' own decode and preprocessing (resize to input_size, mean/std,
+channels_last, bf16 as configured), and are then cached for the next command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from madmine.config import Config, ModelSpec
+from madmine.steps.evaluation.sources import EvaluationError, models_table
+from madmine.images import ImageError, decode_map_png, encode_map_png
+from madmine.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model version: what Table 1 calls a row."""
+
+    name: str
+    version: str
+    role: str
+    spec: ModelSpec | None  # None: only cached maps can be read
+    origin: str  # 'config' or 'models table'
+    round: int | None = None
+    created_at: str = ""
+    current: bool = False  # the version the config names today
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.version
+
+
+def _table_spec(config: Config, row: dict) -> ModelSpec | None:
+    """A fine-tuned version runs as its config entry with the saved weights."""
+    try:
+        base = config.model(row["model"])
+    except Exception:
+        base = config.target if row.get("role", "target") == "target" else None
+    weights = row.get("weights_uri") or row.get("checkpoint_uri")
+    if base is None or not base.is_network or not weights:
+        return None
+    return dataclasses.replace(base, weights=weights, version=row["model_version"])
+
+
+def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
+    """Every target version of the models table (oldest first), then the config's models at
+    their current versions; a version listed twice counts once."""
+    from madmine.models import model_version
+
+    refs: dict[tuple[str, str], ModelRef] = {}
+    for row in models_table(ws):
+        ref = ModelRef(
+            name=row["model"],
+            version=row["model_version"],
+            role=row.get("role") or "target",
+            spec=_table_spec(config, row),
+            origin="models table",
+            round=None if row.get("round") is None else int(row["round"]),
+            created_at=str(row.get("created_at") or ""),
+        )
+        refs.setdefault(ref.key, ref)
+    for spec in config.models:
+        key = (spec.name, model_version(spec, config.storage_options))
+        known = refs.get(key)
+        refs[key] = (
+            dataclasses.replace(known, spec=spec, current=True)
+            if known
+            else ModelRef(spec.name, key[1], spec.role, spec, "config", current=True)
+        )
+    targets = [r for r in refs.values() if r.role == "target"]
+    return targets + [r for r in refs.values() if r.role != "target"]
+
+
+def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
+    """'name' (the config's current version) or 'name@version' (any version)."""
+    name, _, version = text.partition("@")
+    matches = [r for r in refs if r.name == name and (not version or r.version == version)]
+    if version and not matches:
+        matches = [r for r in refs if r.name == name and r.version.startswith(version)]
+    if not version:
+        matches = [r for r in matches if r.current] or matches[-1:]
+    if len(matches) != 1:
+        known = ", ".join(r.label for r in refs)
+        what = "matches several versions" if matches else "is not a known model"
+        raise EvaluationError(f"{text!r} {what}; name a model as NAME or NAME@VERSION, one of: {known}")
+    return matches[0]
+
+
+class MapSource:
+    """Maps of one model version: cache, maps folder or network, in that order."""
+
+    def __init__(self, config: Config, ws: Workspace, ref: ModelRef):
+        self.config, self.ws, self.ref = config, ws, ref
+        self._scorer = None
+        self._folder = None
+
+    def _cached(self, image_id: str) -> np.ndarray | None:
+        try:
+            return decode_map_png(self.ws.get_bytes(self.ws.map_path(self.ref.name, self.ref.version, image_id)))[0]
+        except (FileNotFoundError, ImageError, OSError):
+            return None
+
+    def maps(self, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """{image_id: map} for (image_id, uri) pairs; EvaluationError names what is missing."""
+        out: dict[str, np.ndarray] = {}
+        missing = []
+        for image_id, uri in items:
+            cached = self._cached(image_id)
+            if cached is not None:
+                out[image_id] = cached
+            else:
+                missing.append((image_id, uri))
+        if not missing:
+            return out
+        spec = self.ref.spec
+        if spec is None:
+            raise EvaluationError(
+                f"model {self.ref.label}: no cached map for {len(missing)} image(s) (e.g. {missing[0][0]}) and no "
+                "weights to run it; run `madmine score` with this version, or record its weights in the models table"
+            )
+        if not spec.is_network:
+            out.update(self._from_folder(spec, missing))
+        else:
+            out.update(self._from_network(spec, missing))
+        return out
+
+    def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        from madmine.models.maps import MapsSource
+
+        if self._folder is None:
+            self._folder = MapsSource(spec.maps, self.config.num_classes, self.config.storage_options)
+        out = {}
+        for image_id, uri in items:
+            try:
+                out[image_id] = self._folder.load(uri)
+            except ImageError as exc:
+                raise EvaluationError(f"model {self.ref.label}: {exc}") from exc
+        return out
+
+    def _from_network(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        from madmine.steps.score.decode import decode_batch, pixels_column
+        from madmine.steps.score.context import ScoreContext
+        from madmine.steps.score.predict import Scorer
+
+        if self._scorer is None:
+            ctx = ScoreContext(
+                run_id="evaluate",
+                classes=self.config.classes,
+                models=(spec,),
+                versions={spec.name: self.ref.version},
+                workspace_uri=self.config.workspace_uri,
+                storage_options=dict(self.config.storage_options),
+                scoring=self.config.scoring,
+            )
+            self._scorer = Scorer(ctx)
+        out = {}
+        step = max(1, self.config.scoring.batch_size)
+        for start in range(0, len(items), step):
+            chunk = items[start : start + step]
+            batch = decode_batch(
+                {
+                    "image_id": np.array([i for i, _ in chunk], dtype=object),
+                    "uri": np.array([u for _, u in chunk], dtype=object),
+                    "shard": np.array(["evaluate"] * len(chunk), dtype=object),
+                },
+                sizes=(spec.input_size,),
+                storage_options=self.config.storage_options,
+                max_pixels=self.config.scoring.max_pixels,
+                min_side=self.config.scoring.min_side,
+            )
+            bad = [(str(i), str(e), str(d)) for i, e, d in zip(batch["image_id"], batch["error"], batch["detail"]) if e]
+            if bad:
+                raise EvaluationError(f"image {bad[0][0]} cannot be decoded: {bad[0][1]} ({bad[0][2]})")
+            label_maps, entropy, msp = self._scorer.forward(spec, batch[pixels_column(spec.input_size)])
+            for k, (image_id, _) in enumerate(chunk):
+                out[image_id] = label_maps[k]
+                if self.config.scoring.cache_maps:
+                    text = {"mean_entropy": repr(float(entropy[k])), "mean_msp": repr(float(msp[k]))}
+                    path = self.ws.map_path(self.ref.name, self.ref.version, image_id)
+                    self.ws.put_bytes(path, encode_map_png(label_maps[k], text))
+        return out

@@ -1,0 +1,158 @@
+"""Reading what the other steps wrote: a round's candidates M(R), its votes, every S(j), the
+test sets, the pixel labels and the models table. Missing tables read as empty, so every
+measurement works at any point of a round and says what it is waiting for.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+import numpy as np
+import pyarrow as pa
+
+from madmine.errors import MadmineError
+from madmine.images import ImageError, decode_map_png
+from madmine.metrics import IGNORE
+from madmine.steps.rating import store
+from madmine.workspace import Workspace, filesystem, split_uri
+
+_ROUND = re.compile(r"round-(\d+)")
+
+
+class EvaluationError(MadmineError):
+    """A measurement cannot be made as asked; nothing was written."""
+
+
+def candidates(ws: Workspace, round_: int, strategy: str = "mad") -> pa.Table | None:
+    """The candidates table of a round (tables/candidates/round-<R>-<strategy>.parquet)."""
+    path = ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
+    if not ws.exists(path):
+        return None
+    table = ws.read_parquet([path])
+    if "round" in table.column_names:
+        rows = [r == round_ or r is None for r in table.column("round").to_pylist()]
+        table = table.filter(pa.array(rows))
+    return table
+
+
+def votes(ws: Workspace, round_: int) -> dict[tuple[str, str], dict]:
+    """(image_id, rater) -> latest vote {score: 1..5 or None = out of domain}.
+
+    The vote events are the source of truth; the materialised ratings table stands in when
+    a workspace holds only the table (imported from elsewhere, or built by hand)."""
+    events = store.load_events(ws, round_)
+    if events:
+        return store.latest(events)
+    path = store.table_path(ws, round_)
+    if not ws.exists(path):
+        return {}
+    rows = ws.read_parquet([path]).to_pylist()
+    rows.sort(key=lambda r: (str(r.get("created_at")), r["image_id"], r["rater"]))
+    return {(r["image_id"], r["rater"]): {"score": r["score"], "created_at": str(r.get("created_at"))} for r in rows}
+
+
+def _round_rows(ws: Workspace, table: str) -> list[dict]:
+    """Every row of a table's parts, read part by part (parts written by different tools may
+    differ in integer widths, which a concatenation refuses)."""
+    rows: list[dict] = []
+    for path in ws.glob(ws.path("tables", table, "*.parquet")):
+        rows.extend(ws.read_parquet([path]).to_pylist())
+    return rows
+
+
+def selected_ids(ws: Workspace) -> dict[str, int]:
+    """image_id -> round, over every S(j) (tables/selected/round-<j>.parquet)."""
+    out: dict[str, int] = {}
+    for path in ws.glob(ws.path("tables", "selected", "round-*.parquet")):
+        match = _ROUND.search(posixpath.basename(path))
+        for row in ws.read_parquet([path]).select(["image_id"]).to_pylist():
+            out.setdefault(row["image_id"], int(match.group(1)) if match else -1)
+    return out
+
+
+def selected_exists(ws: Workspace, round_: int) -> bool:
+    return ws.exists(ws.path("tables", "selected", f"round-{round_}.parquet"))
+
+
+def testsets(ws: Workspace) -> dict[int, list[dict]]:
+    """round -> the rows of T(round), in their drawn order (position, else file order)."""
+    out: dict[int, list[dict]] = {}
+    for row in _round_rows(ws, "testsets"):
+        out.setdefault(int(row["round"]), []).append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: (r.get("position") is None, r.get("position") or 0))
+    return dict(sorted(out.items()))
+
+
+def labels(ws: Workspace) -> dict[str, dict]:
+    """image_id -> its newest row of the labels table (a re-labelled image counts once)."""
+    rows = _round_rows(ws, "labels")
+    rows.sort(key=lambda r: str(r.get("created_at")))
+    return {r["image_id"]: r for r in rows}
+
+
+def load_label(ws: Workspace, row: dict, num_classes: int) -> np.ndarray:
+    """A label mask (uint8 class ids, 255 = ignore), checked against the class list."""
+    protocol, path = split_uri(row["mask_uri"])
+    fs = ws.fs if protocol == ws.protocol else filesystem(row["mask_uri"], ws.storage_options)
+    try:
+        data = fs.cat_file(path)
+        mask = decode_map_png(data)[0]
+    except (FileNotFoundError, ImageError, OSError) as exc:
+        raise EvaluationError(f"label of image {row['image_id']} cannot be read from {row['mask_uri']}: {exc}") from exc
+    bad = (mask >= num_classes) & (mask != IGNORE)
+    if bad.any():
+        raise EvaluationError(
+            f"label of image {row['image_id']} ({row['mask_uri']}) holds class ids {sorted(set(mask[bad].tolist()))[:5]}; "
+            f"ids must be < {num_classes} or 255"
+        )
+    return mask
+
+
+def models_table(ws: Workspace) -> list[dict]:
+    """Rows of the models table (fine-tuned versions), oldest first; empty before fine-tuning."""
+    rows = _round_rows(ws, "models")
+    return sorted(rows, key=lambda r: (str(r.get("created_at")), r["model"], r["model_version"]))
+
+
+def uris(ws: Workspace) -> dict[str, str]:
+    """image_id -> uri from the manifest."""
+    table = ws.read_table("manifest")
+    if table is None:
+        return {}
+    return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
+
+
+def finetune_curves(ws: Workspace, round_: int) -> pa.Table | None:
+    path = ws.path("tables", "finetune_curves", f"round-{round_}.parquet")
+    return ws.read_parquet([path]) if ws.exists(path) else None
+
+
+HELD_OUT = -1  # the testset_round of T(0), the held-out set of [finetune] t0_images / t0_labels
+
+
+def testset_name(round_: int) -> str:
+    return "T(0) held-out" if round_ == HELD_OUT else f"T({round_})"
+
+
+def held_out(config) -> list[dict]:
+    """T(0) as fine-tuning reads it ([finetune] t0_images and t0_labels, matched by file stem),
+    as test-set rows with the label's URI; image ids are content hashes, as ingest makes them.
+    Empty when the folders are not configured."""
+    f = getattr(config, "finetune", None)
+    if f is None or not f.t0_images or not f.t0_labels:
+        return []
+    from madmine.steps.ingest import image_id_of, read_uri
+    from madmine.steps.train.data import DataError, folder_pairs
+
+    try:
+        pairs = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")
+    except DataError as exc:
+        raise EvaluationError(str(exc)) from exc
+    rows = []
+    for position, pair in enumerate(pairs, start=1):
+        image_id = image_id_of(read_uri(pair.image, config.storage_options))
+        rows.append({"round": HELD_OUT, "image_id": image_id, "uri": pair.image, "position": position,
+                     "label_uri": pair.label})
+    return rows

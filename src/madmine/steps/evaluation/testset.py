@@ -1,0 +1,181 @@
+"""T(R): the unbiased test set of round R (ARCHITECTURE §1 step 6).
+
+Drawn from M(R), the images MAD kept in round R, so that T(R) holds the kind of image the
+round was about, without the rating bias of S(R):
+- out of domain removed: an image any rater marked out of domain never enters; an image
+  needs [rating] min_raters votes on the 1..5 scale, since an unrated one cannot be known
+  to be in domain;
+- never an image of any S(j), of any round (those are training images), nor of another
+  round's test set;
+- at most `per_class` images per main foreground class, the main class of an image being
+  the class_id of its candidate row with the largest class_fraction (ties: smaller id);
+- `size` images (30) in a seeded order that depends only on the seed, the round and each
+  image_id: sha256("<seed>:<round>:<image_id>"), so the draw is reproducible and does
+  not follow the file's row order, MOS or d.
+Written to tables/testsets/round-<R>.parquet, whose rows `madmine annotate export --set
+test` exports for labelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from madmine.config import Config
+from madmine.steps.evaluation import sources
+from madmine.steps.evaluation.sources import EvaluationError
+from madmine.steps.rating.selection import mos_by_image
+from madmine.workspace import Workspace
+
+TESTSETS = pa.schema(
+    [
+        ("round", pa.int32()),
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("position", pa.int32()),
+        ("main_class", pa.int32()),
+        ("class_name", pa.string()),
+        ("mos", pa.float64()),
+        ("n_ratings", pa.int32()),
+        ("seed", pa.int64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass
+class TestSet:
+    round: int
+    table: pa.Table
+    path: str
+    candidates: int
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # reason -> image ids
+    per_class: dict[str, int] = field(default_factory=dict)
+    capped: int = 0  # eligible images left out because their class was full
+
+    @property
+    def size(self) -> int:
+        return self.table.num_rows
+
+
+def testset_path(ws: Workspace, round_: int) -> str:
+    return ws.path("tables", "testsets", f"round-{round_}.parquet")
+
+
+def draw_key(seed: int, round_: int, image_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{round_}:{image_id}".encode()).hexdigest()
+
+
+def main_classes(rows: list[dict]) -> dict[str, int]:
+    """image_id -> class_id of its foreground candidate row with the largest class_fraction
+    (ties: smaller id). Background (0) and ignore (255) rows never name a main class."""
+    best: dict[str, tuple[float, int]] = {}
+    for r in rows:
+        if r.get("class_id") is None or int(r["class_id"]) in (0, 255):
+            continue
+        key = (-float(r.get("class_fraction") or 0.0), int(r["class_id"]))
+        if r["image_id"] not in best or key < best[r["image_id"]]:
+            best[r["image_id"]] = key
+    return {i: k[1] for i, k in best.items()}
+
+
+def build(
+    config: Config,
+    ws: Workspace,
+    round_: int,
+    *,
+    size: int | None = None,
+    per_class: int | None = None,
+    seed: int | None = None,
+    require_s: bool = True,
+    overwrite: bool = False,
+) -> TestSet:
+    """Draw T(round_) and write it; EvaluationError (nothing written) when the rules cannot be met."""
+    size = config.evaluate.testset_size if size is None else size
+    per_class = config.evaluate.per_class if per_class is None else per_class
+    seed = config.evaluate.seed if seed is None else seed
+    if size < 1 or per_class < 1:
+        raise EvaluationError("--size and --per-class must be >= 1")
+    path = testset_path(ws, round_)
+    if ws.exists(path) and not overwrite:
+        raise EvaluationError(
+            f"T({round_}) already exists ({ws.url(path)}); its images may be labelled already. "
+            "Pass --force to draw it again"
+        )
+    table = sources.candidates(ws, round_, "mad")
+    if table is None or table.num_rows == 0:
+        raise EvaluationError(f"round {round_} has no MAD candidates; run `madmine select --round {round_}` first")
+    if require_s and not sources.selected_exists(ws, round_):
+        raise EvaluationError(
+            f"S({round_}) is not selected yet, and T({round_}) must not take an image that S will: run "
+            f"`madmine rate select --round {round_}` first (or pass --without-s to draw T anyway)"
+        )
+    rows = table.to_pylist()
+    uris = {}
+    for r in rows:
+        uris.setdefault(r["image_id"], r.get("uri"))
+    mains = main_classes(rows)
+    votes = mos_by_image(sources.votes(ws, round_))
+    in_s = sources.selected_ids(ws)
+    other_tests = {r["image_id"] for k, rs in sources.testsets(ws).items() if k != round_ for r in rs}
+    min_raters = config.rating.min_raters
+
+    dropped: dict[str, list[str]] = {"out_of_domain": [], "in_s": [], "in_other_testset": [], "unrated": [], "no_class": []}
+    eligible = []
+    for image_id in sorted(uris):
+        scores, ood = votes.get(image_id, ([], 0))
+        if ood:
+            dropped["out_of_domain"].append(image_id)
+        elif image_id in in_s:
+            dropped["in_s"].append(image_id)
+        elif image_id in other_tests:
+            dropped["in_other_testset"].append(image_id)
+        elif len(scores) < min_raters:
+            dropped["unrated"].append(image_id)
+        elif image_id not in mains:
+            dropped["no_class"].append(image_id)
+        else:
+            eligible.append((draw_key(seed, round_, image_id), image_id, scores))
+
+    eligible.sort()
+    counts: dict[int, int] = {}
+    chosen, capped = [], 0
+    for _, image_id, scores in eligible:
+        if len(chosen) == size:
+            break
+        k = mains[image_id]
+        if counts.get(k, 0) >= per_class:
+            capped += 1
+            continue
+        counts[k] = counts.get(k, 0) + 1
+        chosen.append((image_id, k, scores))
+
+    now = datetime.now(UTC)
+    names = config.classes
+    out = pa.Table.from_pylist(
+        [
+            {
+                "round": round_,
+                "image_id": image_id,
+                "uri": uris[image_id],
+                "position": position,
+                "main_class": k,
+                "class_name": names[k] if k < len(names) else str(k),
+                "mos": sum(scores) / len(scores) if scores else None,
+                "n_ratings": len(scores),
+                "seed": seed,
+                "created_at": now,
+            }
+            for position, (image_id, k, scores) in enumerate(chosen, start=1)
+        ],
+        schema=TESTSETS,
+    )
+    if out.num_rows == 0:
+        reasons = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)
+        raise EvaluationError(f"no image of round {round_}'s {len(uris)} candidates can enter T({round_}) ({reasons})")
+    ws.write_parquet(path, out)
+    per_class_names = {names[k] if k < len(names) else str(k): n for k, n in sorted(counts.items())}
+    return TestSet(round_, out, ws.url(path), len(uris), {k: v for k, v in dropped.items() if v}, per_class_names, capped)

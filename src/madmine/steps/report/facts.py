@@ -1,0 +1,91 @@
+"""Everything the report shows, read from the workspace tables; a table that does not exist
+yet is None, and the page says which step produces it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from madmine.config import Config
+from madmine.steps.evaluation import compete, quality, sources, srcc
+from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.rating import agreement
+from madmine.steps.rating.selection import mos_by_image
+from madmine.workspace import Workspace
+
+
+@dataclass
+class Facts:
+    round: int
+    manifest_images: int = 0
+    run: dict | None = None
+    candidates: list[dict] = field(default_factory=list)
+    votes: dict = field(default_factory=dict)
+    selected: list[dict] = field(default_factory=list)
+    testset: list[dict] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)
+    models: list[dict] = field(default_factory=list)
+    summary: object = None  # pyarrow tables or None
+    curves: list = field(default_factory=list)
+    quality: object = None
+    competitions: object = None
+    finetune: list[dict] | None = None
+
+    @property
+    def candidate_images(self) -> int:
+        return len({r["image_id"] for r in self.candidates})
+
+    @property
+    def mos(self) -> dict[str, float]:
+        return {i: sum(s) / len(s) for i, (s, ood) in mos_by_image(self.votes).items() if s and not ood}
+
+    @property
+    def out_of_domain(self) -> int:
+        return sum(1 for _, (_, ood) in mos_by_image(self.votes).items() if ood)
+
+    @property
+    def raters(self) -> list[str]:
+        return sorted({r for _, r in self.votes})
+
+    def score_counts(self) -> dict[str, int]:
+        counts = {str(k): 0 for k in range(1, 6)}
+        counts["OOD"] = 0
+        for vote in self.votes.values():
+            counts["OOD" if vote["score"] is None else str(int(vote["score"]))] += 1
+        return counts
+
+    def agreement(self) -> tuple[list, float | None]:
+        names, _, matrix = agreement.score_matrix(self.votes)
+        return agreement.pairwise_spearman(names, matrix), agreement.krippendorff_alpha(matrix)
+
+    def per_class(self, classes: tuple[str, ...]) -> list[tuple[str, int, int, int]]:
+        """(class, distinct images, rows partitioned by the target, rows by a competitor)."""
+        out = []
+        for k, name in enumerate(classes):
+            rows = [r for r in self.candidates if r.get("class_id") == k]
+            if rows:
+                out.append((name, len({r["image_id"] for r in rows}), sum(r.get("direction") == "target" for r in rows),
+                            sum(r.get("direction") == "competitor" for r in rows)))
+        return out
+
+
+def gather(config: Config, ws: Workspace, round_: int) -> Facts:
+    facts = Facts(round_)
+    manifest = ws.read_table("manifest")
+    facts.manifest_images = 0 if manifest is None else manifest.num_rows
+    runs = [r for r in ws.runs() if r.get("status") == "complete"]
+    facts.run = runs[-1] if runs else None
+    table = sources.candidates(ws, round_, "mad")
+    facts.candidates = [] if table is None else table.to_pylist()
+    facts.votes = sources.votes(ws, round_)
+    path = ws.path("tables", "selected", f"round-{round_}.parquet")
+    facts.selected = ws.read_parquet([path]).to_pylist() if ws.exists(path) else []
+    facts.testset = sources.testsets(ws).get(round_, [])
+    facts.labels = sources.labels(ws)
+    facts.models = sources.models_table(ws)
+    facts.summary, images = ev.load(ws)
+    facts.curves = srcc.curves(images)
+    facts.quality = quality.load(ws)
+    facts.competitions = compete.results(ws)
+    curves = sources.finetune_curves(ws, round_)
+    facts.finetune = None if curves is None or curves.num_rows == 0 else curves.to_pylist()
+    return facts

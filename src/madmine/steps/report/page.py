@@ -1,0 +1,219 @@
+"""The HTML of the round report: one file, inline CSS, images as data URIs, no script, so it
+opens from disk anywhere and can be mailed or archived as it is."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from html import escape
+
+from madmine.config import Config
+from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.report import plots
+from madmine.steps.report.facts import Facts
+from madmine.steps.report.gallery import Tile
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1f21;background:#f6f7f9}
+header{background:#1f2d3d;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#c8d1dc}main{padding:8px 32px 40px;max-width:1280px}
+section{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:14px 20px;margin:16px 0}
+h2{font-size:17px;margin:0 0 10px}h3{font-size:14px;margin:14px 0 6px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #e1e4e8;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:20px}.card span{color:#586069;font-size:12px}
+table{border-collapse:collapse;margin:6px 0}th,td{border-bottom:1px solid #e1e4e8;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f1f3f5}.best{font-weight:700}th.l,td.l{text-align:left}
+.note{color:#586069;font-size:12px}.warn{color:#9a6700}
+.legend span{display:inline-block;margin:0 12px 4px 0}.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px;border:1px solid #0002}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
+.tile{border:1px solid #e1e4e8;border-radius:6px;padding:8px}.tile .row{display:flex;gap:6px}
+.stack{position:relative;flex:1}.stack img{display:block;width:100%;height:auto}
+.stack img.ov{position:absolute;left:0;top:0;width:100%;height:100%;opacity:.62;image-rendering:pixelated}
+.stack small{position:absolute;left:4px;top:3px;background:#000a;color:#fff;padding:0 5px;border-radius:3px;font-size:11px}
+.meta{font-size:12px;color:#333;margin-top:4px}.meta code{font-size:11px;color:#586069}
+img.plot{max-width:100%;height:auto}
+"""
+
+
+def _pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _num(v, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _section(title: str, body: str, anchor: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def _table(headers: list[str], rows: list[list[str]], raw: bool = False, left: int = 1) -> str:
+    """Text in the first `left` columns (left-aligned), numbers after them."""
+
+    def cls(j: int) -> str:
+        return ' class="l"' if j < left else ""
+
+    head = "".join(f"<th{cls(j)}>{escape(h)}</th>" for j, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls(j)}>{c if raw else escape(c)}</td>" for j, c in enumerate(row)) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(uri: str, alt: str, cls: str = "plot") -> str:
+    return f'<img class="{cls}" src="{uri}" alt="{escape(alt)}">'
+
+
+def legend(config: Config) -> str:
+    items = "".join(
+        f'<span><i style="background:rgb{tuple(c)}"></i>{escape(n)}</span>' for n, c in zip(config.classes, config.colors)
+    )
+    return f'<div class="legend">{items}</div>'
+
+
+def numbers(config: Config, f: Facts) -> str:
+    labelled_t = sum(1 for r in f.testset if r["image_id"] in f.labels)
+    labelled_round = sum(1 for r in f.labels.values() if r.get("round") == f.round)
+    versions = [m for m in f.models if m.get("round") == f.round]
+    cards = [
+        (f.manifest_images, "images in the corpus"),
+        (f.candidate_images, f"candidates M({f.round})"),
+        (len(f.votes), f"votes by {len(f.raters)} rater(s)"),
+        (f.out_of_domain, "out of domain"),
+        (len(f.selected), f"in S({f.round}) (lowest MOS)"),
+        (f"{labelled_t}/{len(f.testset)}", f"T({f.round}) labelled"),
+        (labelled_round, f"masks of round {f.round}"),
+        (len(versions), "new model versions"),
+    ]
+    body = '<div class="cards">' + "".join(f"<div class=card><b>{escape(str(v))}</b><span>{escape(t)}</span></div>" for v, t in cards) + "</div>"
+    if f.run:
+        models = ", ".join(f"{m['name']}@{m['version']} ({m['role']})" for m in f.run.get("models", []))
+        counts = f"{f.run['images']} images, {f.run.get('errors', 0)} errors; " if "images" in f.run else ""
+        body += (f'<p class="note">newest complete scoring run <code>{escape(f.run["run_id"])}</code>: '
+                 f"{escape(counts)}models {escape(models)}</p>")
+    return body
+
+
+def table1(f: Facts) -> str:
+    if f.summary is None:
+        return '<p class="warn">No evaluation yet: run <code>madmine evaluate</code> once a test set is labelled.</p>'
+    out = ""
+    for value, title in (("miou", "dataset mIoU (%), one confusion matrix per test set"),
+                         ("per_image_miou", "per-image mean mIoU (%), the mean of each image's own mIoU")):
+        headers, rows = ev.table1(f.summary, value)
+        best = [max((v for _, vals in rows if (v := vals[j]) is not None), default=None) for j in range(len(headers))]
+        cells = [[escape(label)] + [f'<span class="{"best" if v is not None and v == best[j] else ""}">{_pct(v)}</span>'
+                                    for j, v in enumerate(vals)] for label, vals in rows]
+        out += f"<h3>{escape(title)}</h3>" + _table(["model"] + headers, cells, raw=True)
+    summary = f.summary.to_pylist()
+    sizes = {r["testset"]: f"{r['n_labelled']}/{r['n_images']}" for r in summary}
+    out += '<p class="note">labelled images per test set: ' + escape(", ".join(f"{k} {v}" for k, v in sizes.items()))
+    out += f" · evaluated {escape(str(summary[0]['evaluated_at'])[:19])} UTC</p>" if summary else "</p>"
+    errors = [r for r in summary if r["error"]]
+    for r in errors:
+        out += f'<p class="warn">{escape(r["label"])} on {escape(r["testset"])}: {escape(r["error"])}</p>'
+    return out
+
+
+def srcc(f: Facts) -> str:
+    if not f.curves:
+        return '<p class="note">Needs a labelled test set and at least two evaluated models.</p>'
+    return _img(plots.srcc(f.curves), "SRCC of the model ranking against the number of test images") + (
+        '<p class="note">Spearman correlation between the ranking of the models by dataset mIoU on the whole '
+        "test set and on its first k images (the test set's seeded order). Paper: Fig. 7.</p>")
+
+
+def quality(f: Facts) -> str:
+    if f.quality is None or f.quality.num_rows == 0:
+        return '<p class="note">No labelled image was scored yet (run <code>madmine evaluate</code> after labelling).</p>'
+    rows = f.quality.to_pylist()
+    head = ["strategy", "failures", f"precision@{rows[0]['n']}", "AUROC", "AUPR", "base rate"]
+    body = [[r["strategy"], f"{r['failures']}/{r['pool']}", _num(r["precision_at_n"], 2), _num(r["auroc"]), _num(r["aupr"]),
+             _num(r["base_rate"], 2)] for r in rows]
+    return _table(head, body) + (f'<p class="note">failure: the target\'s per-image mIoU below {rows[0]["tau"]} '
+                                 f"(scoring run {escape(rows[0]['run_id'])}); pool: every labelled image it scored.</p>")
+
+
+def competitions(f: Facts) -> str:
+    if f.competitions is None or f.competitions.num_rows == 0:
+        return '<p class="note">No competition yet: <code>madmine compete A B</code>.</p>'
+    body = [[r["model_a"], r["model_b"], f"{r['labelled']}/{r['selected']}", _pct(r["miou_a"]), _pct(r["miou_b"]),
+             f"{r['wins_a']}:{r['wins_b']}", r["winner"] or "–"] for r in f.competitions.to_pylist()]
+    return _table(["A", "B", "labelled", "mIoU A (%)", "mIoU B (%)", "images won", "winner"], body, left=2) + (
+        '<p class="note">Images selected by the largest discrepancy between A and B, scored on their labels; '
+        "the winner has the higher dataset mIoU.</p>")
+
+
+def per_class(config: Config, f: Facts) -> str:
+    rows = f.per_class(config.classes)
+    if not rows:
+        return f'<p class="warn">No MAD candidates for round {f.round}: run <code>madmine select --round {f.round}</code>.</p>'
+    table = _table(["class", "images", "rows by target map", "rows by competitor map"],
+                   [[n, str(i), str(t), str(c)] for n, i, t, c in rows])
+    chart = _img(plots.class_counts([n for n, *_ in rows], [i for _, i, *_ in rows]), "candidates per class")
+    return f'<div style="display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start">{table}{chart}</div>'
+
+
+def gallery(config: Config, tiles: list[Tile], problems: list[str]) -> str:
+    if not tiles:
+        why = "; ".join(problems[:3]) or "no candidates"
+        return f'<p class="warn">No candidate can be shown: {escape(why)}</p>'
+    out = legend(config) + '<div class="gallery">'
+    for t in tiles:
+        stack = '<div class="stack">{}<img class="ov" src="{}" alt="{} map"><small>{}</small></div>'
+        photo = _img(t.photo, f"image {t.image_id}", "photo")
+        mos = f" · MOS {t.mos:.2f}" if t.mos is not None else ""
+        out += (
+            '<div class="tile"><div class="row">'
+            f'<div class="stack">{photo}<small>image</small></div>'
+            + stack.format(photo, t.target, "target", "target")
+            + stack.format(photo, t.other, escape(t.competitor), escape(t.competitor))
+            + f'</div><div class="meta">#{t.rank} · d = {_num(t.d)} · class {escape(t.class_name)} · '
+            f"{escape(t.competitor)}, partitioned by the {escape(t.direction)} map{mos} <code>{escape(t.image_id[:16])}</code></div></div>"
+        )
+    out += "</div>"
+    if problems:
+        out += f'<p class="warn">{len(problems)} image(s) could not be shown: {escape("; ".join(problems[:3]))}</p>'
+    return out
+
+
+def ratings(f: Facts) -> str:
+    if not f.votes:
+        return f'<p class="note">No votes for round {f.round} yet: <code>madmine rate serve --round {f.round}</code>.</p>'
+    out = _img(plots.ratings(f.score_counts(), list(f.mos.values())), "rating distributions")
+    pairs, alpha = f.agreement()
+    out += f"<p>Krippendorff's alpha (ordinal, over all raters): <b>{_num(alpha)}</b></p>"
+    if pairs:
+        out += _table(["rater a", "rater b", "images both rated", "Spearman's rho"],
+                      [[p.rater_a, p.rater_b, str(p.shared), _num(p.spearman)] for p in pairs], left=2)
+    return out
+
+
+def finetune(f: Facts) -> str:
+    if not f.finetune:
+        return f'<p class="note">No fine-tuning yet for round {f.round} (<code>madmine finetune</code> writes its curves).</p>'
+    return _img(plots.finetune(f.finetune), "fine-tuning curves")
+
+
+def render(config: Config, f: Facts, tiles: list[Tile], problems: list[str], workspace: str) -> str:
+    target = config.target.name
+    sections = [
+        ("The round in numbers", numbers(config, f), "numbers"),
+        ("Table 1: every model on every test set", table1(f), "table1"),
+        ("Ranking stability of the test sets (SRCC)", srcc(f), "srcc"),
+        ("MAD competitions (Table 2)", competitions(f), "competitions"),
+        ("Selection quality against ground truth", quality(f), "quality"),
+        (f"Candidates per class, M({f.round})", per_class(config, f), "classes"),
+        ("Top candidates by discrepancy d", gallery(config, tiles, problems), "gallery"),
+        ("Ratings and rater agreement", ratings(f), "ratings"),
+        ("Fine-tuning", finetune(f), "finetune"),
+    ]
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "".join(_section(t, b, a) for t, b, a in sections)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+        f"<title>madmine round {f.round}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>madmine · round {f.round}</h1><p>target {escape(target)} · workspace {escape(workspace)} · made {now}</p></header>"
+        f"<main>{body}</main></body></html>"
+    )

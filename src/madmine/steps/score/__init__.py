@@ -1,0 +1,13 @@
+"""Scoring (ARCHITECTURE §1 step 1): the manifest, in shards, through pure stages into Parquet.
+
+    context.py   what a scorer needs (models, versions, workspace), picklable for actors
+    decode.py    stage: fetch and decode bytes into each model's input size
+    predict.py   stage: every model on a decoded batch; maps summarised per image and pair
+    executors/   where the stages run: in this process, or as a Ray Data pipeline
+    shards.py    shard planning and the shard commit (tables, then the marker)
+    run.py       `score(config)`: the whole step, resumable shard by shard
+"""
+
+from madmine.steps.score.run import ScoreResult, score
+
+__all__ = ["ScoreResult", "score"]

@@ -1,0 +1,325 @@
+"""`madmine select`: the likely failures of a round (ARCHITECTURE §1 step 2), in DuckDB.
+
+Python only checks inputs, lists the run's committed files and binds values; every step
+of the selection is a file under sql/ (run_inputs, exclusions, groups, ranking,
+candidates, and the baselines), so the same selection can be read and re-run by hand.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import itertools
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from madmine import duck
+from madmine.config import Config
+from madmine.errors import MadmineError
+from madmine.workspace import Workspace, filesystem, split_uri
+
+STRATEGIES = ("mad", "entropy", "msp", "random")
+EXCLUSION_REASONS = ("rated", "labelled", "test_set", "near_duplicate")
+
+CANDIDATES = pa.schema(
+    [
+        ("round", pa.int32()),
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("competitor", pa.string()),
+        ("direction", pa.string()),
+        ("class_id", pa.int32()),
+        ("class_name", pa.string()),
+        ("class_fraction", pa.float64()),
+        ("d", pa.float64()),
+        ("rank", pa.int32()),
+        ("strategy", pa.string()),
+        ("run_id", pa.string()),
+        ("score", pa.float64()),
+    ]
+)
+
+# Tables that exclude images; before they exist, selection reads them as empty.
+OPTIONAL_TABLES = {
+    "ratings": pa.schema([("round", pa.int32()), ("image_id", pa.string())]),
+    "labels": pa.schema([("image_id", pa.string())]),
+    "testsets": pa.schema([("round", pa.int32()), ("image_id", pa.string())]),
+}
+
+
+@dataclass
+class SelectResult:
+    round: int
+    strategy: str
+    run_id: str
+    n3: int
+    table: pa.Table
+    path: str
+    scored_images: int
+    excluded: dict[str, int] = field(default_factory=dict)
+    excluded_images: int = 0
+    budget: int | None = None
+
+    @property
+    def num_images(self) -> int:
+        return len(set(self.table.column("image_id").to_pylist()))
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+
+def candidates_path(ws: Workspace, round_: int, strategy: str) -> str:
+    return ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
+
+
+def pick_run(ws: Workspace, run_id: str | None) -> dict:
+    """The run to select from: the one named, or the newest complete one."""
+    runs = ws.runs()
+    if run_id is not None:
+        for record in runs:
+            if record.get("run_id") == run_id:
+                if record.get("status") != "complete":
+                    raise MadmineError(
+                        f"run {run_id!r} is not complete (status {record.get('status')!r}): "
+                        "finish it with `madmine score --resume`, or pick another with --run-id"
+                    )
+                return record
+        known = ", ".join(r.get("run_id", "?") for r in runs) or "none"
+        raise MadmineError(f"no scoring run {run_id!r} in workspace {ws.uri} (runs: {known})")
+    complete = [r for r in runs if r.get("status") == "complete"]
+    if not complete:
+        raise MadmineError(f"no scored run in workspace {ws.uri}: run `madmine score` first")
+    return complete[-1]
+
+
+def refresh_ratings(ws: Workspace, round_: int) -> None:
+    """Rebuild earlier rounds' ratings tables from their events, which are the truth: a
+    rating server that died before its shutdown still excludes every vote it accepted."""
+    from madmine.steps.rating import store
+
+    for name in ws.listdir(ws.path("rating", "events")):
+        number = name.removeprefix("round-")
+        if name.startswith("round-") and number.isdigit() and int(number) < round_:
+            store.materialise(ws, int(number))
+
+
+def class_ids_of(names: list[str] | None, classes: tuple[str, ...]) -> list[int]:
+    """Object class ids (k >= 1) of the names given; all object classes when none."""
+    if not names:
+        return list(range(1, len(classes)))
+    ids = []
+    for name in names:
+        if name not in classes:
+            close = difflib.get_close_matches(name, classes, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MadmineError(f"class {name!r} is not in the config{hint}; [classes] names are {', '.join(classes)}")
+        if classes.index(name) == 0:
+            raise MadmineError(f"class {name!r} is the background class (id 0): it never forms a group")
+        ids.append(classes.index(name))
+    return sorted(set(ids))
+
+
+def _check_bounds(con, classes: tuple[str, ...]) -> None:
+    rows = con.execute("SELECT class_id, class_name FROM bounds ORDER BY class_id").fetchall()
+    names = tuple(name for _, name in rows)
+    if names != tuple(classes) or [cid for cid, _ in rows] != list(range(len(classes))):
+        raise MadmineError(
+            f"the bounds table was computed for classes {list(names)} but the config lists {list(classes)}: "
+            "re-run `madmine bounds LABELS_DIR`"
+        )
+
+
+def _open(ws: Workspace, config: Config, run: dict):
+    """A connection holding the run's inputs, checked: corpus, bounds, optional tables."""
+    run_id = run["run_id"]
+    if not duck.table_exists(ws, "manifest"):
+        raise MadmineError(f"empty corpus: workspace {ws.uri} has no manifest; run `madmine ingest SOURCE...` first")
+    prediction_files = ws.table_files("predictions", run_id)
+    pair_files = ws.table_files("pairs", run_id)
+    if not prediction_files or not pair_files:
+        raise MadmineError(
+            f"empty corpus: run {run_id!r} has no committed predictions or pairs; ingest images with "
+            "`madmine ingest SOURCE...` and run `madmine score`"
+        )
+    con = duck.connect(ws, cache_metadata=True)
+    present = duck.create_views(con, ws, ("manifest", "bounds", *OPTIONAL_TABLES))
+    if "bounds" not in present:
+        raise MadmineError(f"no size bounds in workspace {ws.uri}: run `madmine bounds LABELS_DIR` first")
+    for table, schema in OPTIONAL_TABLES.items():
+        if table not in present:
+            duck.register_empty(con, table, schema)
+    _check_bounds(con, config.classes)
+    duck.set_variables(
+        con,
+        run_id=run_id,
+        predictions_files=[ws.url(p) for p in prediction_files],
+        pairs_files=[ws.url(p) for p in pair_files],
+    )
+    duck.run_file(con, "run_inputs")
+    scored = con.execute("SELECT count(*) FROM run_images").fetchone()[0]
+    if scored == 0:
+        raise MadmineError(f"empty corpus: run {run_id!r} scored no images; run `madmine score` on an ingested corpus")
+    return con, scored
+
+
+def _mad(con) -> pa.Table:
+    for step in ("groups", "ranking"):
+        duck.run_file(con, step)
+    return duck.run_file(con, "candidates").to_arrow_table()
+
+
+def _baseline(con, strategy: str, budget: int) -> pa.Table:
+    if strategy in ("entropy", "msp"):
+        column = "mean_entropy" if strategy == "entropy" else "mean_msp"
+        known = con.execute("SELECT count(mean_entropy), count(mean_msp) FROM run_predictions WHERE role = 'target'")
+        if known.fetchone()[0 if strategy == "entropy" else 1] == 0:
+            raise MadmineError(
+                f"the {strategy} baseline needs the target's {column}, which this run does not hold "
+                "(a maps model gives no probabilities): use --strategy random, or score a network target"
+            )
+    duck.set_variables(con, budget=budget, strategy=strategy)
+    duck.run_file(con, f"baseline_{strategy}")
+    return duck.run_file(con, "baseline_candidates").to_arrow_table()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The file bytes of a candidates table; the same table always gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def run_select(
+    config: Config,
+    round_: int,
+    strategy: str = "mad",
+    n3: int | None = None,
+    run_id: str | None = None,
+    classes: list[str] | None = None,
+    out: str | None = None,
+    on_step=None,
+) -> SelectResult:
+    """Select round `round_`'s candidates and write them to the workspace (and `out`).
+
+    `on_step(text)` is told which step runs (the CLI shows it), as DuckDB's own progress
+    bar would write into the output.
+    """
+    step = on_step or (lambda text: None)
+    if round_ < 0:
+        raise MadmineError(f"--round must be >= 0, got {round_}")
+    if strategy not in STRATEGIES:
+        raise MadmineError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    n3 = config.selection.n3 if n3 is None else n3
+    if n3 <= 0:
+        raise MadmineError(f"n3 must be > 0 (images kept per group), got {n3}: pass --n3 25 or fix [selection] n3")
+    class_ids = class_ids_of(classes, config.classes)
+    ws = Workspace.from_config(config)
+    run = pick_run(ws, run_id)
+    if list(run.get("classes", config.classes)) != list(config.classes):
+        raise MadmineError(
+            f"run {run['run_id']!r} was scored with classes {run.get('classes')} but the config lists "
+            f"{list(config.classes)}: select from a run of this class list (--run-id) or re-score"
+        )
+    step(f"reading run {run['run_id']}")
+    refresh_ratings(ws, round_)
+    con, scored = _open(ws, config, run)
+    duck.set_variables(
+        con,
+        round=round_,
+        n3=n3,
+        class_ids=class_ids,
+        class_names=list(config.classes),
+        phash_distance=config.selection.phash_distance,
+        seed=config.selection.seed,
+    )
+    step("exclusions (rated, labelled, test sets, near-duplicates)")
+    duck.run_file(con, "exclusions")
+    step(f"groups and top-{n3} ranking over {scored} images")
+    mad = _mad(con)
+    budget = None
+    if strategy == "mad":
+        table = mad
+    else:
+        budget = len(set(mad.column("image_id").to_pylist()))
+        step(f"{strategy} baseline, budget {budget}")
+        table = _baseline(con, strategy, budget)
+    table = table.select(CANDIDATES.names).cast(CANDIDATES)
+    reasons = dict(con.execute("SELECT reason, count(DISTINCT image_id) FROM exclusions GROUP BY reason").fetchall())
+    excluded_images = con.execute("SELECT count(DISTINCT image_id) FROM exclusions").fetchone()[0]
+    con.close()
+
+    step("writing candidates")
+    data = parquet_bytes(table)
+    path = candidates_path(ws, round_, strategy)
+    ws.put_bytes(path, data)
+    if out:
+        write_file(out, data, config.storage_options)
+    return SelectResult(
+        round=round_,
+        strategy=strategy,
+        run_id=run["run_id"],
+        n3=n3,
+        table=table,
+        path=ws.url(path),
+        scored_images=scored,
+        excluded={reason: reasons.get(reason, 0) for reason in EXCLUSION_REASONS},
+        excluded_images=excluded_images,
+        budget=budget,
+    )
+
+
+def write_file(uri: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write bytes to a local path or an object-store URI, whole or not at all."""
+    protocol, path = split_uri(uri)
+    if protocol != "file":
+        filesystem(uri, storage_options).pipe_file(path, data)
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Summary:
+    """What a user needs to judge a selection at a glance."""
+
+    per_class: list[tuple[str, int, int, int]]  # class, images, by target map, by competitor map
+    per_competitor: list[tuple[str, int, int, int, int]]  # competitor, images, target, competitor, both
+    competitor_overlap: dict[tuple[str, str], int]  # images both competitors selected
+    both_directions: int  # images selected through the target's map and through a competitor's
+
+
+def _images_by(rows: list[dict], key: str) -> dict:
+    """{key value: {direction: set of image ids}} in first-seen order."""
+    groups: dict = {}
+    for r in rows:
+        sets = groups.setdefault(r[key], {"target": set(), "competitor": set()})
+        sets[r["direction"]].add(r["image_id"])
+    return groups
+
+
+def summarize(table: pa.Table) -> Summary:
+    """Per-class counts and overlaps between directions and between competitors."""
+    rows = sorted(table.to_pylist(), key=lambda r: (r["class_id"] is None, r["class_id"] or 0))
+    per_class = [
+        (name or "(all background)", len(s["target"] | s["competitor"]), len(s["target"]), len(s["competitor"]))
+        for name, s in _images_by(rows, "class_name").items()
+    ]
+    by_competitor = {c: s for c, s in sorted(_images_by(rows, "competitor").items()) if c is not None}
+    per_competitor = [
+        (c, len(s["target"] | s["competitor"]), len(s["target"]), len(s["competitor"]), len(s["target"] & s["competitor"]))
+        for c, s in by_competitor.items()
+    ]
+    images = {c: s["target"] | s["competitor"] for c, s in by_competitor.items()}
+    overlap = {(a, b): len(images[a] & images[b]) for a, b in itertools.combinations(images, 2)}
+    directions = _images_by(rows, "strategy")
+    both = sum(len(s["target"] & s["competitor"]) for s in directions.values())
+    return Summary(per_class, per_competitor, overlap, both)

@@ -1,0 +1,84 @@
+"""Every trial's outcome and learning curve, read back from its final checkpoint.
+
+tables/finetune_curves/round-<R>.parquet: round, trial, lr, epoch, train_loss, val_miou
+(+ resumed, seconds). Epoch 0 is the parent before any step (val_miou only); val_miou is
+dataset mIoU on T(0), null on epochs that were not validated (val_every > 1). The curve of
+a resumed trial has each epoch once; `resumed` marks the first epoch trained after a restore.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from madmine.errors import MadmineError
+from madmine.steps.train import checkpoints
+from madmine.steps.train.plan import Plan, trial_name
+from madmine.steps.train.storage import RoundStorage
+
+CURVES = pa.schema(
+    [
+        ("round", pa.int32()),
+        ("trial", pa.string()),
+        ("lr", pa.float64()),
+        ("epoch", pa.int32()),
+        ("train_loss", pa.float64()),
+        ("val_miou", pa.float64()),
+        ("resumed", pa.bool_()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One learning rate's final state: the model of its last epoch and how it scored on T(0)."""
+
+    lr: float
+    trial: str
+    val_miou: float
+    checkpoint: str  # path of the final checkpoint folder, as the workspace filesystem names it
+    curve: tuple[dict, ...]
+
+
+def read_outcomes(plan: Plan, storage: RoundStorage) -> list[Outcome]:
+    """The final checkpoint of every trial (the last epoch is always checkpointed)."""
+    ws = storage.workspace
+    out = []
+    for lr in plan.lr_grid:
+        trial = trial_name(lr)
+        folder = storage.checkpoint(trial, checkpoints.dir_name(plan.epochs))
+        try:
+            state = json.loads(ws.get_bytes(f"{folder}/{checkpoints.STATE}"))
+        except FileNotFoundError as exc:
+            raise MadmineError(f"trial {trial} finished without its final checkpoint {ws.url(folder)}") from exc
+        if state.get("plan") != plan.fingerprint() or state.get("epoch") != plan.epochs:
+            raise MadmineError(f"checkpoint {ws.url(folder)} belongs to another plan; re-run with --restart")
+        out.append(Outcome(lr, trial, float(state["curve"][-1]["val_miou"]), folder, tuple(state["curve"])))
+    return out
+
+
+def curves_table(plan: Plan, outcomes: list[Outcome]) -> pa.Table:
+    rows = []
+    for o in outcomes:
+        for point in o.curve:
+            rows.append(
+                {
+                    "round": plan.round,
+                    "trial": o.trial,
+                    "lr": o.lr,
+                    "epoch": point["epoch"],
+                    "train_loss": point.get("train_loss"),
+                    "val_miou": point.get("val_miou"),
+                    "resumed": bool(point.get("resumed")),
+                    "seconds": point.get("seconds"),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=CURVES)
+
+
+def curves_path(storage: RoundStorage) -> str:
+    ws = storage.workspace
+    return ws.path("tables", "finetune_curves", f"round-{storage.round}.parquet")

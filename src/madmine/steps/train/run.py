@@ -1,0 +1,126 @@
+"""`madmine finetune --round R`: check the data, run the lr grid on Ray, publish the winner.
+
+1. collect S(..R), S(0), T(0) and decode every pair once (bad input fails here, before Ray);
+2. write the plan; a re-run of the round with the same plan continues, another plan is refused
+   unless restart=True discards the round's checkpoints;
+3. run the grid (Ray Tune over Ray Train), resuming whatever a killed run left;
+4. read every trial's final checkpoint: the curves table, the winner by mIoU on T(0);
+5. the winner's weights become a new target version (models table); done.json is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from madmine.config import Config
+from madmine.errors import MadmineError
+from madmine.lock import WorkspaceLock
+from madmine.steps.train import data as training_data
+from madmine.steps.train.curves import curves_path, curves_table, read_outcomes
+from madmine.steps.train.plan import Plan, make_plan
+from madmine.steps.train.storage import RoundStorage
+from madmine.steps.train.versions import parent_of, pick_winner, publish
+from madmine.workspace import Workspace
+
+# One driver per round: a second `madmine finetune --round R` exits with the lock's message.
+# A killed driver's lock is taken over at once on the same machine, else after this long.
+LOCK_HEARTBEAT_S = 20.0
+LOCK_STALE_AFTER_S = 120.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    round: int
+    model: str
+    version: str
+    parent_version: str
+    weights_uri: str
+    lr: float
+    val_miou: float  # dataset mIoU on T(0) of the winner after its last epoch
+    parent_val_miou: float  # the same, before fine-tuning
+    trials: dict  # trial name (lr-<lr>) -> final val_miou
+    data: str  # the counts of S, S(0), T(0)
+    seconds: float
+    already_done: bool = False
+
+
+def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool) -> None:
+    if restart and ws.exists(storage.root):
+        log.warning("round %d: --restart discards %s", plan.round, ws.url(storage.root))
+        ws.remove(storage.root, recursive=True)
+        ws.remove(curves_path(storage))
+    if ws.exists(storage.plan):
+        previous = ws.get_json(storage.plan)
+        if previous.get("fingerprint") != plan.fingerprint():
+            raise MadmineError(
+                f"round {plan.round} was started with other data, weights or settings ({ws.url(storage.plan)}); "
+                "re-run with --restart to discard its checkpoints and start over"
+            )
+    else:
+        ws.put_json(storage.plan, {"fingerprint": plan.fingerprint(), "plan": plan.to_dict()})
+
+
+def finetune(
+    config: Config,
+    round_: int,
+    *,
+    ray_address: str | None = None,
+    restart: bool = False,
+    show_progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune the target on S(..R) and S(0); the winner of the lr grid becomes a new target version."""
+    started = time.perf_counter()
+    if round_ < 0:
+        raise MadmineError(f"--round must be >= 0, got {round_}")
+    ws = Workspace.from_config(config)
+    parent, parent_version = parent_of(config, ws, round_)
+    data = training_data.collect(config, ws, round_)
+    digest = training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
+    plan = make_plan(config, round_, parent, parent_version, data, digest)
+    storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_)
+
+    def finished() -> FinetuneResult | None:
+        if not restart and ws.exists(storage.done):
+            done = ws.get_json(storage.done)
+            if done.get("fingerprint") == plan.fingerprint():
+                return FinetuneResult(**{**done["result"], "already_done": True})
+        return None
+
+    if (result := finished()) is not None:
+        return result
+    with WorkspaceLock(ws, f"finetune-round-{round_}", stale_after=LOCK_STALE_AFTER_S, heartbeat=LOCK_HEARTBEAT_S):
+        if (result := finished()) is not None:  # another driver finished in between
+            return result
+        _check_plan(ws, storage, plan, restart)
+
+        from madmine.steps.score.executors.ray_data import ensure_ray
+        from madmine.steps.train.tuning import run_grid
+
+        ensure_ray(ray_address)
+        run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
+
+        outcomes = read_outcomes(plan, storage)
+        ws.write_parquet(curves_path(storage), curves_table(plan, outcomes))
+        winner = pick_winner(outcomes)
+        row = publish(config, ws, plan, winner)
+        result = FinetuneResult(
+            round=round_,
+            model=row["model"],
+            version=row["model_version"],
+            parent_version=parent_version,
+            weights_uri=row["weights_uri"],
+            lr=winner.lr,
+            val_miou=winner.val_miou,
+            parent_val_miou=float(winner.curve[0]["val_miou"]),
+            trials={o.trial: o.val_miou for o in outcomes},
+            data=data.counts(),
+            seconds=time.perf_counter() - started,
+        )
+        record = {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))}
+        ws.put_json(storage.done, record)
+    return result

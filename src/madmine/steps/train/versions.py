@@ -1,0 +1,152 @@
+"""Model versions: the winner of a round becomes a new target version in the `models` table.
+
+Its weights are the final checkpoint's state_dict, copied to models/<name>/<version>.pt, so
+that the config's arch (or factory) plus `weights = <that file>` builds it; the version is
+computed the way madmine.models.registry.model_version names any weights file
+(<arch>-<sha256[:12] of the file>), so scoring finds the same version either way.
+
+tables/models/<name>-round-<R>.parquet (one part per fine-tuned round; re-running a round
+replaces its part): model, model_version, role, arch, weights_uri, parent_version,
+created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr, factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from madmine.config import Config, ModelSpec
+from madmine.errors import MadmineError
+from madmine.models.registry import model_version
+from madmine.steps.train import checkpoints
+from madmine.steps.train.curves import Outcome
+from madmine.steps.train.plan import Plan
+from madmine.workspace import Workspace
+
+MODELS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("model_version", pa.string()),
+        ("role", pa.string()),
+        ("arch", pa.string()),
+        ("weights_uri", pa.string()),
+        ("parent_version", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("round", pa.int32()),
+        ("metrics", pa.string()),
+        ("checkpoint_uri", pa.string()),
+        ("val_miou", pa.float64()),
+        ("lr", pa.float64()),
+        ("factory", pa.string()),
+    ]
+)
+
+
+def pick_winner(outcomes: list[Outcome]) -> Outcome:
+    """Highest final dataset mIoU on T(0); a tie goes to the smaller learning rate (the gentler change)."""
+    usable = [o for o in outcomes if o.val_miou == o.val_miou]  # NaN: T(0) held no labelled pixel
+    if not usable:
+        raise MadmineError("no trial has a finite mIoU on T(0): does T(0) hold labelled pixels?")
+    return max(usable, key=lambda o: (o.val_miou, -o.lr))
+
+
+def version_of(spec: ModelSpec, weights: bytes) -> str:
+    """registry.model_version of a weights file with these bytes, without reading it back."""
+    prefix = spec.arch or spec.factory.replace(":", ".")
+    return f"{prefix}-" + hashlib.sha256(weights).hexdigest()[:12]
+
+
+def models_rows(ws: Workspace) -> list[dict]:
+    rows: list[dict] = []
+    for path in ws.table_files("models"):
+        rows.extend(ws.read_parquet([path]).to_pylist())
+    return rows
+
+
+def latest_row(ws: Workspace, model: str, before_round: int | None = None) -> dict | None:
+    """The newest fine-tuned version of a model (highest round, then newest), optionally before a round."""
+    rows = [
+        r
+        for r in models_rows(ws)
+        if r.get("model") == model
+        and r.get("weights_uri")
+        and (before_round is None or (r.get("round") or 0) < before_round)
+    ]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r.get("round") or 0, str(r.get("created_at"))))
+
+
+def spec_of(config: Config, row: dict) -> ModelSpec:
+    """The config's model entry with the row's weights: how a table version is built."""
+    return dataclasses.replace(config.model(row["model"]), weights=row["weights_uri"], version=None)
+
+
+def parent_of(config: Config, ws: Workspace, round_: int) -> tuple[ModelSpec, str]:
+    """What round R fine-tunes: the newest target version of an earlier round, or the config's target."""
+    target = config.target
+    if not target.is_network:
+        raise MadmineError(
+            f"the target {target.name!r} is a maps model (precomputed predictions): fine-tuning needs a network; "
+            "set arch or factory for it"
+        )
+    row = latest_row(ws, target.name, before_round=round_) if config.finetune.start_from == "latest" else None
+    spec = spec_of(config, row) if row else target
+    return spec, model_version(spec, config.storage_options)
+
+
+def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None) -> Config:
+    """The config with its target at the newest version of the models table (unchanged when there is none,
+    or when [finetune] start_from = "original").
+
+    For `madmine score`, `round` and `nightly`: round R troubleshoots what earlier rounds fixed, and
+    scoring the new version with the cached competitor maps re-runs only the target.
+    """
+    if config.finetune.start_from != "latest" or not config.target.is_network:
+        return config
+    ws = ws or Workspace.from_config(config)
+    row = latest_row(ws, config.target.name, before_round=before_round)
+    if row is None:
+        return config
+    spec = spec_of(config, row)
+    models = tuple(spec if m.name == spec.name else m for m in config.models)
+    return dataclasses.replace(config, models=models)
+
+
+def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
+    """Write the winner's weights and its row of the models table; returns the row."""
+    spec = plan.parent_spec()
+    weights = ws.get_bytes(f"{winner.checkpoint}/{checkpoints.MODEL}")
+    version = version_of(spec, weights)
+    path = ws.path("models", spec.name, f"{version}.pt")
+    ws.put_bytes(path, weights)
+    weights_uri = ws.url(path)
+    built = dataclasses.replace(spec, weights=weights_uri, version=None)
+    if model_version(built, config.storage_options) != version:
+        raise MadmineError(f"weights written to {weights_uri} do not read back as version {version}")
+    row = {
+        "model": spec.name,
+        "model_version": version,
+        "role": "target",
+        "arch": spec.arch,
+        "weights_uri": weights_uri,
+        "parent_version": plan.parent_version,
+        "created_at": datetime.now(UTC),
+        "round": plan.round,
+        "metrics": json.dumps(
+            {"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds)}
+        ),
+        "checkpoint_uri": ws.url(winner.checkpoint),
+        "val_miou": winner.val_miou,
+        "lr": winner.lr,
+        "factory": spec.factory,
+    }
+    ws.write_parquet(
+        ws.path("tables", "models", f"{spec.name}-round-{plan.round}.parquet"),
+        pa.Table.from_pylist([row], schema=MODELS),
+    )
+    return row

@@ -1,0 +1,109 @@
+"""The arena: the fine-tuned targets compared on wild images that no selection ever saw.
+
+Its own workspace ingests the held-out wild set and lists every target variant as a model
+of the target's design (the original, MAD after each round, entropy and random after
+round 0). Evaluation scores each on all of the held-out set (its labels are the world's,
+named as the held-out T(0) of this workspace), and `madmine compete` runs MAD
+competitions between them: the images on which two variants disagree most, labelled by
+the simulated annotator through a COCO export and `annotate import`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from madmine import metrics
+from madmine.config import load_config
+from madmine.steps.ingest import ingest
+from madmine.steps.evaluation import compete as competition
+from madmine.steps.evaluation import evaluate as ev
+from madmine_demo.people.annotator import label_and_import
+from madmine_demo.world.datasets import Dataset
+from madmine_demo.measure import TAU
+from madmine_demo.world.truth import Truth
+from madmine.workspace import Workspace
+
+
+@dataclass
+class ArenaResult:
+    models: list[str]
+    miou: dict[str, float]  # dataset mIoU on the held-out wild set
+    per_image: dict[str, float]
+    failures: dict[str, float]  # fraction of images with per-image mIoU < TAU
+    by_kind: dict[str, dict[str, float]]  # model -> kind -> dataset mIoU
+    gain: dict[str, tuple[float, float, float]]  # model -> dataset mIoU minus the original's: (value, 2.5%, 97.5%)
+    competitions: list[competition.Competition]
+    images: int
+
+
+def _by_kind(image_rows: list[dict], truth: Truth) -> dict[str, dict[str, float]]:
+    """model -> kind of scene -> dataset mIoU over the held-out images of that kind (from per-image I and U)."""
+    sums: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for r in image_rows:
+        kind = truth.kind(r["image_id"])
+        inter, union = np.asarray(r["intersection"]), np.asarray(r["union"])
+        per = sums.setdefault(r["model"], {})
+        if kind in per:
+            per[kind] = (per[kind][0] + inter, per[kind][1] + union)
+        else:
+            per[kind] = (inter, union)
+    return {m: {k: metrics.miou_from_sums(i, u) for k, (i, u) in sorted(per.items())} for m, per in sums.items()}
+
+
+def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: int = 1000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Dataset mIoU of `model` minus that of `base` on the same images, with a 95% interval from
+    resampling the images (both models on each draw): how much of a difference the choice of
+    test images alone could make. It says nothing of the spread between training runs."""
+    per = {}
+    for name in (model, base):
+        rows = sorted((r for r in image_rows if r["model"] == name), key=lambda r: r["image_id"])
+        per[name] = (np.array([r["intersection"] for r in rows], np.float64), np.array([r["union"] for r in rows], np.float64))
+    (ia, ua), (ib, ub) = per[model], per[base]
+    miou = metrics.miou_from_sums_rows
+    value = metrics.miou_from_sums(ia.sum(0), ua.sum(0)) - metrics.miou_from_sums(ib.sum(0), ub.sum(0))
+    draws = np.random.default_rng(seed).integers(0, len(ia), (resamples, len(ia)))
+    diffs = miou(ia[draws].sum(1), ua[draws].sum(1)) - miou(ib[draws].sum(1), ub[draws].sum(1))
+    return float(value), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pairs: list[tuple[str, str]],
+              show_progress: bool = False) -> ArenaResult:
+    """Write the arena's config, ingest the held-out set, evaluate every variant, run the competitions."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "madmine.toml").write_text(config_text)
+    config = load_config(root / "madmine.toml")
+    ws = Workspace.from_config(config)
+    ingest(ws, [str(heldout.images)], storage_options=config.storage_options, show_progress=show_progress)
+    truth.add_manifest(ws)
+
+    evaluation = ev.evaluate(config, ws, show_progress=show_progress)
+    ev.save(ws, evaluation)
+    summary = evaluation.summary_table().to_pylist()
+    images = evaluation.image_table().to_pylist()
+    names = [m.name for m in config.models]
+    miou = {r["model"]: r["miou"] for r in summary}
+    per_image = {r["model"]: r["per_image_miou"] for r in summary}
+    failures = {}
+    for name in names:
+        values = [r["image_miou"] for r in images if r["model"] == name and r["image_miou"] is not None]
+        failures[name] = float(np.mean(np.asarray(values) < TAU)) if values else float("nan")
+
+    results = []
+    for a, b in pairs:
+        comp = competition.compete(config, ws, a, b)
+        if comp.waiting:
+            folder = root / "exports" / comp.id
+            if folder.exists():
+                shutil.rmtree(folder)
+            competition.export(config, ws, comp, "coco", folder)
+            label_and_import(ws, config, folder, truth)
+            comp = competition.compete(config, ws, a, b)
+        results.append(comp)
+    base = config.target.name
+    gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}
+    return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), gain, results, len(heldout.kinds()))

@@ -1,0 +1,76 @@
+"""Fine-tuning on the baselines' picks with MAD's labelling budget (the paper's Table 2).
+
+Entropy and random selection choose their n4 images directly (the top of their ranking);
+they need no ratings, so they get the same number of pixel labels as MAD's S. Each
+baseline lives in its own workspace, forked from the main one after round 0's scoring (the
+run record, the manifest, its candidates and the target's maps of its images), so that
+`madmine annotate export`, `annotate import` and `madmine finetune` run on it unchanged, and
+nothing it labels changes what MAD selects.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+from madmine.steps.annotation.exchange import export
+from madmine.config import Config, parse_config
+from madmine.steps.rating.selection import SELECTED, selected_path
+from madmine_demo.people.annotator import label_and_import
+from madmine_demo.world.truth import Truth
+from madmine.workspace import Workspace
+
+
+def fork_config(config: Config, workspace: Path) -> Config:
+    raw = copy.deepcopy(config.raw)
+    raw["workspace"] = {"uri": str(workspace)}
+    return parse_config(raw, config.path.resolve().parent, config.path)
+
+
+def _copy(src: Workspace, dst: Workspace, path: str) -> None:
+    dst.put_bytes(dst.path(path), src.get_bytes(src.path(path)))
+
+
+def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict, n4: int, root: Path) -> tuple[Config, Workspace, int]:
+    """A workspace holding what export and finetune read for the baseline's S; returns (config, ws, |S|)."""
+    if root.exists():
+        shutil.rmtree(root)
+    cfg = fork_config(config, root)
+    ws = Workspace.from_config(cfg)
+    for path in main.table_files("manifest"):
+        _copy(main, ws, str(Path(path).relative_to(main.root)))
+    _copy(main, ws, f"runs/{run['run_id']}/run.json")
+    candidates = f"tables/candidates/round-{round_}-{strategy}.parquet"
+    _copy(main, ws, candidates)
+    rows = sorted(ws.read_parquet([ws.path(candidates)]).to_pylist(), key=lambda r: r["rank"])[:n4]
+    target = next(m for m in run["models"] if m["role"] == "target")
+    for r in rows:
+        _copy(main, ws, str(Path(main.map_path(target["name"], target["version"], r["image_id"])).relative_to(main.root)))
+    table = pa.Table.from_pylist(
+        [{"round": round_, "image_id": r["image_id"], "uri": r["uri"], "mos": None, "n_ratings": 0, "rank": k}
+         for k, r in enumerate(rows, start=1)],
+        schema=SELECTED,
+    )
+    ws.write_parquet(selected_path(ws, round_), table)
+    return cfg, ws, table.num_rows
+
+
+def finetune_baseline(main: Workspace, config: Config, strategy: str, round_: int, run: dict, n4: int, root: Path,
+                      truth: Truth, ray_address: str | None = None):
+    """Fork, export S as COCO, label it truly, import, fine-tune; returns the FinetuneResult."""
+    from madmine.steps.train import finetune
+
+    cfg = fork_config(config, root / "workspace")
+    ws = Workspace.from_config(cfg)
+    if not ws.exists(ws.path("finetune", f"round-{round_}", "done.json")):  # a finished fork is kept as it is
+        cfg, ws, _ = fork(main, config, strategy, round_, run, n4, root / "workspace")
+        folder = root / "export-s"
+        if folder.exists():
+            shutil.rmtree(folder)
+        export(ws, cfg, "coco", folder, round_, "s", strategy)
+        truth.add_manifest(ws)
+        label_and_import(ws, cfg, folder, truth)
+    return finetune(cfg, round_, ray_address=ray_address, show_progress=False)

@@ -1,0 +1,237 @@
+"""`madmine demo`: the whole method, end to end, on the synthetic world, measured.
+
+No pretrained weights or web corpora can be downloaded here, and a user wants to see the
+method work before pointing it at a cluster. The synthetic world has exact ground truth, so
+every stage runs for real (ingest, score on local Ray, bounds, select, rate through the
+rating storage, S, annotate export and import, finetune as a Ray Train job, testset,
+evaluate, report) with simulated raters and an annotator, and the demo can measure what
+the paper measured: Table 1 (every model on every test set), Table 2 (the target
+fine-tuned on MAD's S against entropy and random picks of the same size), and how many of
+MAD's picks are failures compared with random ones.
+
+Rounds run through `madmine round` (madmine.pipeline.round.Round); at its waiting points the
+simulated people act. Everything lands under `workdir`; a second run reuses the world,
+the trained models and every finished stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console
+
+WORLD_VERSION = 1  # part of the trained models' cache key: bump when the world's drawing changes
+
+
+@dataclass
+class Clock:
+    """Times stages and prints each as it ends."""
+
+    console: Console
+    rows: list[tuple[str, float]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def stage(self, name: str):
+        self.console.print(f"[bold cyan]>[/] {name} ...", highlight=False)
+        t = time.perf_counter()
+        yield
+        self.add(name, time.perf_counter() - t)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.rows.append((name, seconds))
+        self.console.print(f"[green]done[/] {name} in {seconds:.1f} s", highlight=False)
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class DemoResult:
+    workdir: Path
+    timings: list[tuple[str, float]]
+    seconds: float
+    yields: dict  # round -> list of measure.Yield
+    table1: list[dict]  # evaluation summary rows
+    arena: object  # arena.ArenaResult
+    reports: list[str]
+
+
+def _world(workdir: Path, settings, clock: Clock):
+    from madmine_demo.world.datasets import write
+
+    root = workdir / "world"
+    with clock.stage(f"world: {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
+                     f"{settings.heldout} held-out wild images"):
+        sets = {name: write(root, name, size, settings.seed, domain)
+                for name, size, domain in (("train", settings.train, "train"), ("t0", settings.t0, "train"),
+                                           ("wild", settings.corpus, "wild"), ("heldout", settings.heldout, "wild"))}
+    return sets
+
+
+def zoo_key(settings) -> str:
+    """What the trained models depend on besides their own settings: the training set."""
+    return f"{settings.seed}:{settings.train}:{WORLD_VERSION}"
+
+
+def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str, str]]:
+    from madmine_demo import settings as demo_settings
+    from madmine_demo.world.shapes import NAMES
+    from madmine_demo.zoo.training import ensure_trained
+
+    models = demo_settings.zoo(settings)
+    with clock.stage("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
+        paths = ensure_trained(models, sets["train"].images, sets["train"].labels, workdir / "workspace" / "zoo",
+                               len(NAMES), zoo_key(settings),
+                               report=lambda text: clock.console.print(text, highlight=False))
+    return models, {name: os.path.relpath(p, workdir) for name, p in paths.items()}
+
+
+def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config_path: Path, on_rate=None):
+    """Round R through madmine.pipeline.round.Round; the simulated people act at its waiting points."""
+    from madmine.pipeline.round import Round
+    from madmine_demo.people.annotator import label_and_import
+    from madmine_demo.people.raters import rate_round
+    from madmine.steps.train.versions import with_latest_target
+
+    cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
+    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
+
+    def tell(stage: str, text: str) -> None:
+        if text.startswith("done in"):
+            seconds = rnd.record["stages"][stage].get("seconds", 0.0)
+            clock.add(f"round {round_}: {stage}", seconds)
+
+    while True:
+        status = rnd.run(until="test_labels", on_stage=tell)
+        waiting = status.waiting
+        if waiting is None:
+            return rnd
+        if waiting.stage == "rate":
+            if on_rate is not None:
+                on_rate()
+            with clock.stage(f"round {round_}: 3 simulated raters vote (rating storage)"):
+                rate_round(ws, cfg, truth, round_)
+        elif waiting.stage in ("annotate", "test_labels"):
+            which = "s" if waiting.stage == "annotate" else "test"
+            folder = Path(ws.path("exports", f"round-{round_}-{which}-coco"))
+            with clock.stage(f"round {round_}: simulated annotator labels the {which!r} export, annotate import"):
+                label_and_import(ws, cfg, folder, truth)
+        else:
+            raise RuntimeError(f"round {round_} waits at {waiting.stage!r}: {waiting.what}")
+
+
+def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = None, quick: bool = False,
+             ray_address: str | None = None, console: Console | None = None) -> DemoResult:
+    """Run the demo in `workdir`: `images` wild images (default 5,000), `rounds` rounds (default 2);
+    `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules)."""
+    from madmine.steps.bounds import run_bounds
+    from madmine.config import load_config
+    from madmine.steps.ingest import ingest
+    from madmine.steps.evaluation import evaluate as ev
+    from madmine.steps.evaluation import quality
+    from madmine.steps.score.executors.ray_data import ensure_ray
+    from madmine.steps.report import write_report
+    from madmine.steps.select import run_select
+    from madmine_demo import baselines, measure, printout
+    from madmine_demo import settings as demo_settings
+    from madmine_demo.arena import run_arena
+    from madmine_demo.world.shapes import NAMES
+    from madmine_demo.world.truth import Truth
+    from madmine.steps.train.versions import latest_row
+    from madmine.workspace import Workspace
+
+    console = console or Console(width=None if Console().is_terminal else 132)
+    settings = (demo_settings.QUICK if quick else demo_settings.FULL).with_corpus(images)
+    if rounds is not None:
+        settings = replace(settings, rounds=rounds)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    clock = Clock(console)
+
+    sets = _world(workdir, settings, clock)
+    zoo_models, weights = _models(workdir, settings, sets, clock)
+    config_path = workdir / "madmine.toml"
+    config_path.write_text(demo_settings.config_text(settings, "workspace/", weights, Path("world"), zoo_models))
+    config = load_config(config_path)
+    ws = Workspace.from_config(config)
+
+    with clock.stage("ray: " + (f"connect to {ray_address}" if ray_address else "start the embedded local cluster")):
+        ensure_ray(ray_address)
+    with clock.stage("ingest the wild corpus"):
+        ingest(ws, [str(sets["wild"].images)], storage_options=config.storage_options, show_progress=False)
+    truth = Truth([sets["wild"], sets["heldout"]], len(NAMES))
+    truth.add_manifest(ws)
+    with clock.stage("bounds from the labels of S(0)"):
+        run_bounds(config, str(sets["train"].labels))
+
+    def baseline_picks() -> None:  # before any label exists: the baselines see the corpus MAD saw
+        with clock.stage("round 0: entropy and random selections with MAD's budget"):
+            for strategy in ("entropy", "random"):
+                run_select(config, 0, strategy=strategy)
+
+    yields, runs = {}, {}
+    for r in range(settings.rounds):
+        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, baseline_picks if r == 0 else None)
+        runs[r] = ws.get_json(ws.path("runs", rnd.record["run_id"], "run.json"))
+        with clock.stage(f"round {r}: failure yields against the true masks"):
+            yields[r], ious = measure.round_yields(ws, truth, runs[r], r, settings.seed)
+        printout.yields(console, r, yields[r])
+        printout.failure_rates(console, r, measure.failure_rates_by_kind(ious, truth))
+
+    variants = {}
+    for strategy in ("entropy", "random"):
+        with clock.stage(f"baseline: fine-tune on the {settings.n4} {strategy} picks (own workspace, Ray Train)"):
+            result = baselines.finetune_baseline(ws, config, strategy, 0, runs[0], settings.n4,
+                                                 workdir / "baselines" / strategy, truth, ray_address)
+        variants[f"{strategy}_r0"] = result.weights_uri
+
+    with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
+        evaluation = ev.evaluate(config, ws, show_progress=False)
+        ev.save(ws, evaluation)
+        quality.save(ws, quality.selection_quality(config, ws))
+    reports = []
+    with clock.stage("report: one HTML page per round"):
+        for r in range(settings.rounds):
+            reports.append(write_report(config, ws, r))
+
+    for r in range(settings.rounds):
+        row = latest_row(ws, config.target.name, before_round=r + 1)
+        if row is not None and row.get("round") == r:
+            variants[f"mad_r{r}"] = row["weights_uri"]
+    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (not k.startswith("mad"), k))}
+    labels = {"target": "original target", **{k: _variant_label(k, settings.n4) for k in arena_models}}
+    pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"))
+             if a in arena_models and (b in arena_models or b == "target")]
+    arena_dir = workdir / "arena"
+    with clock.stage(f"arena: the targets on {settings.heldout} held-out wild images; {len(pairs)} MAD competitions"):
+        text = demo_settings.config_text(
+            settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], arena_dir) for m in zoo_models},
+            Path(os.path.relpath(workdir / "world", arena_dir)), zoo_models[:1], extra_models=arena_models,
+            t0=(str(sets["heldout"].images) + "/", str(sets["heldout"].labels) + "/"),
+        )
+        arena = run_arena(arena_dir, text, sets["heldout"], truth, pairs)
+
+    summary = evaluation.summary_table().to_pylist()
+    printout.table1(console, summary)
+    printout.table2(console, arena, labels)
+    for r in range(settings.rounds):
+        printout.yields(console, r, yields[r])
+    printout.timings(console, clock.rows, clock.total)
+    console.print("reports: " + ", ".join(reports), highlight=False)
+    console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
+                  "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
+                  "ORDER BY ALL\"", highlight=False, soft_wrap=True)
+    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports)
+
+
+def _variant_label(name: str, n4: int) -> str:
+    strategy, _, r = name.rpartition("_r")
+    if strategy == "mad":
+        return f"MAD after round {r} ({n4 * (int(r) + 1)} images of S)"
+    return f"{strategy} ({n4} images)"

@@ -1,0 +1,99 @@
+"""The demo's measurements that need the world's truth: how many failures each selection found.
+
+A failure is an image on which the target's per-image mIoU against the true mask is below
+0.5 (the report's tau). For a round, every scored image gets its true IoU from the cached
+map of the round's target version; then the failure yield is the fraction of failures in
+M (MAD's candidates), in S (the n4 of lowest MOS), in the entropy and random baselines of
+the same size, and in a seeded random sample of the corpus of each size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from madmine.steps.rating.roundset import load_map
+from madmine.steps.rating.selection import selected_path
+from madmine.steps.select import candidates_path
+from madmine_demo.world.truth import Truth
+from madmine.workspace import Workspace
+
+TAU = 0.5
+
+
+@dataclass
+class Yield:
+    name: str
+    images: int
+    failures: int
+    in_domain: int  # images not out of domain
+    in_domain_failures: int
+    kinds: Counter = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.failures / self.images if self.images else float("nan")
+
+    @property
+    def in_domain_rate(self) -> float:
+        return self.in_domain_failures / self.in_domain if self.in_domain else float("nan")
+
+
+def true_ious(ws: Workspace, truth: Truth, run: dict) -> dict[str, float]:
+    """image_id -> the per-image mIoU of the run's target version on every image the run scored."""
+    target = next(m for m in run["models"] if m["role"] == "target")
+    preds = ws.read_table("predictions", run["run_id"])
+    ids = sorted({i for i, role in zip(preds.column("image_id").to_pylist(), preds.column("role").to_pylist())
+                  if role == "target" and truth.knows(i)})
+    return {i: truth.image_iou(i, load_map(ws, target["name"], target["version"], i)) for i in ids}
+
+
+def yield_of(name: str, ids, ious: dict[str, float], truth: Truth) -> Yield:
+    ids = [i for i in dict.fromkeys(ids) if i in ious]
+    fail = [ious[i] < TAU for i in ids]
+    ood = [truth.kind(i) == "ood" for i in ids]
+    return Yield(
+        name=name,
+        images=len(ids),
+        failures=int(sum(fail)),
+        in_domain=int(sum(not o for o in ood)),
+        in_domain_failures=int(sum(f and not o for f, o in zip(fail, ood))),
+        kinds=Counter(truth.kind(i) for i in ids),
+    )
+
+
+def random_sample(ids, n: int, seed: int, salt: str) -> list[str]:
+    """n ids in an order fixed by (seed, salt, id): the same sample on any machine."""
+    key = lambda i: hashlib.sha256(f"{seed}:{salt}:{i}".encode()).hexdigest()  # noqa: E731
+    return sorted(ids, key=key)[:n]
+
+
+def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
+    """Failure yields of one round's selections against random samples of equal size."""
+    ious = true_ious(ws, truth, run)
+    m = list(dict.fromkeys(ws.read_parquet([candidates_path(ws, round_, "mad")]).column("image_id").to_pylist()))
+    s = ws.read_parquet([selected_path(ws, round_)]).column("image_id").to_pylist()
+    baselines = {}  # strategy -> its images, best first
+    for strategy in ("entropy", "random"):
+        path = candidates_path(ws, round_, strategy)
+        if ws.exists(path):
+            baselines[strategy] = [r["image_id"] for r in sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])]
+    pool = sorted(ious)
+    out = [yield_of("corpus (all scored images)", pool, ious, truth)]
+    for name, label, ids in (("M", "M: MAD candidates", m), ("S", "S: lowest MOS of M", s)):
+        sample = random_sample(pool, len(ids), seed, f"{name}{round_}")
+        out += [yield_of(label, ids, ious, truth), yield_of(f"random sample, |{name}| = {len(ids)}", sample, ious, truth)]
+        out += [yield_of(f"{strategy} selection, |{name}|", ranked[: len(ids)], ious, truth)
+                for strategy, ranked in baselines.items()]
+    return out, ious
+
+
+def failure_rates_by_kind(ious: dict[str, float], truth: Truth) -> dict[str, tuple[int, float]]:
+    """kind -> (images, fraction of failures) over the corpus."""
+    by: dict[str, list[bool]] = {}
+    for i, v in ious.items():
+        by.setdefault(truth.kind(i), []).append(v < TAU)
+    return {k: (len(v), float(np.mean(v))) for k, v in sorted(by.items())}

@@ -1,0 +1,115 @@
+"""The demo's tables, printed with rich: timings, Table 1, Table 2, failure yields."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from madmine.steps.evaluation.sources import HELD_OUT
+from madmine_demo.arena import ArenaResult
+from madmine_demo.world.failures import KINDS
+from madmine_demo.measure import TAU, Yield
+
+
+def pct(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def timings(console: Console, rows: list[tuple[str, float]], total: float) -> None:
+    table = Table(title="time per stage", title_justify="left")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in rows:
+        table.add_row(stage, f"{seconds:.1f}")
+    table.add_row("[bold]total[/]", f"[bold]{total:.1f}[/]")
+    console.print(table)
+
+
+def model_label(row: dict) -> str:
+    """Readable names for Table 1: the target's versions by the round that made them."""
+    if row["role"] == "target" and row["origin"] == "models table":
+        return f"target after round {row['model_round']}"
+    if row["role"] == "target":
+        return "target (original)"
+    return row["model"]
+
+
+def table1(console: Console, summary_rows: list[dict]) -> None:
+    rounds = sorted({r["testset_round"] for r in summary_rows})
+    table = Table(title="Table 1: dataset mIoU (%) of every model on every test set", title_justify="left",
+                  caption="T(0) held-out: the training domain. T(R): 30 wild images drawn from M of round R "
+                          "(the paper's T(R+1)), out-of-domain and S images removed.", caption_justify="left")
+    table.add_column("model")
+    for r in rounds:
+        table.add_column("T(0) held-out" if r == HELD_OUT else f"T({r})", justify="right")
+    by_model: dict[str, dict[int, float]] = {}
+    order: dict[str, int] = {}
+    for row in summary_rows:
+        label = model_label(row)
+        by_model.setdefault(label, {})[row["testset_round"]] = row["miou"]
+        order.setdefault(label, row["order"])
+    for label in sorted(by_model, key=order.get):
+        table.add_row(label, *(pct(by_model[label].get(r)) for r in rounds))
+    console.print(table)
+
+
+def table2(console: Console, arena: ArenaResult, labels: dict[str, str]) -> None:
+    table = Table(title=f"Table 2: the fine-tuned targets on {arena.images} held-out wild images", title_justify="left",
+                  caption=f"failures: images with per-image mIoU < {TAU}. The interval resamples the test images "
+                          "(paired); it does not cover the spread between training runs.", caption_justify="left")
+    for col in ("target", "dataset mIoU (%)", "gain over the original (95% interval)", "per-image mIoU (%)",
+                "failures (%)"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for name in arena.models:
+        gain = arena.gain.get(name)
+        shown = "-" if gain is None else f"{100 * gain[0]:+.1f} ({100 * gain[1]:+.1f} .. {100 * gain[2]:+.1f})"
+        table.add_row(labels.get(name, name), pct(arena.miou.get(name)), shown, pct(arena.per_image.get(name)),
+                      pct(arena.failures.get(name)))
+    console.print(table)
+    kinds = [k for k in KINDS if any(k in v for v in arena.by_kind.values())]
+    per_kind = Table(title="held-out wild set by kind of scene: dataset mIoU (%)", title_justify="left")
+    per_kind.add_column("target")
+    for k in kinds:
+        per_kind.add_column(k, justify="right")
+    for name in arena.models:
+        per_kind.add_row(labels.get(name, name), *(pct(arena.by_kind.get(name, {}).get(k)) for k in kinds))
+    console.print(per_kind)
+    comps = Table(title="MAD competitions (madmine compete): the images on which two targets disagree most",
+                  title_justify="left", caption="mIoU on the competition's images, labelled by the annotator",
+                  caption_justify="left")
+    for col in ("A", "B", "images", "mIoU A (%)", "mIoU B (%)", "images won A : B", "winner"):
+        comps.add_column(col, justify="left" if col in ("A", "B", "winner") else "right")
+    for c in arena.competitions:
+        winner = labels.get(c.winner.split("@")[0], c.winner) if c.winner else "tie"
+        comps.add_row(labels.get(c.a.name, c.a.name), labels.get(c.b.name, c.b.name), str(len(c.labelled)),
+                      pct(c.miou_a), pct(c.miou_b), f"{c.wins_a} : {c.wins_b}", winner)
+    console.print(comps)
+
+
+def yields(console: Console, round_: int, rows: list[Yield]) -> None:
+    table = Table(title=f"round {round_}: failure yield (target's per-image mIoU < {TAU} against the true mask)",
+                  title_justify="left")
+    for col in ("set", "images", "failures (%)", "in-domain failures (%)", "out of domain"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for y in rows:
+        table.add_row(y.name, str(y.images), pct(y.rate), pct(y.in_domain_rate), str(y.images - y.in_domain))
+    console.print(table)
+    kinds = Table(title=f"round {round_}: kinds of scene in each set (%)", title_justify="left")
+    kinds.add_column("set")
+    for k in KINDS:
+        kinds.add_column(k, justify="right")
+    for y in rows:
+        kinds.add_row(y.name, *(pct(y.kinds.get(k, 0) / y.images if y.images else None) for k in KINDS))
+    console.print(kinds)
+
+
+def failure_rates(console: Console, round_: int, rates: dict[str, tuple[int, float]]) -> None:
+    table = Table(title=f"round {round_}: the target's failure rate in the corpus by kind of scene", title_justify="left")
+    for col in ("kind", "images", "failures (%)"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for k in KINDS:
+        if k in rates:
+            table.add_row(k, str(rates[k][0]), pct(rates[k][1]))
+    console.print(table)

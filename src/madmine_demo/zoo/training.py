@@ -1,0 +1,106 @@
+"""The demo's models, trained on the training domain on CPU and cached by what defines them.
+
+A model is (factory, input size, seed, steps, the training set): the same five give the same
+weights file name, so a second demo finds them and trains nothing. Training uses the scoring
+preprocessing (resize to the square input, ImageNet mean/std), horizontal flips and nothing
+else: rotations, scales and colours outside the training domain stay unseen, as they were
+for the paper's models trained on PASCAL VOC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from madmine.config import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    role: str
+    factory: str
+    steps: int
+    seed: int
+    input_size: int = 64
+    batch_size: int = 16
+    lr: float = 2e-3
+
+
+def weights_name(model: ZooModel, data_key: str) -> str:
+    payload = json.dumps({**asdict(model), "data": data_key}, sort_keys=True)
+    return f"{model.name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}.pt"
+
+
+def load_pairs(images: Path, labels: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (image, label) of a folder pair at the model input: float32 (N, 3, S, S), int64 (N, S, S)."""
+    from PIL import Image
+
+    from madmine.steps.train.augment import eval_input
+
+    xs, ys = [], []
+    for label_path in sorted(labels.glob("*.png")):
+        with Image.open(images / f"{label_path.stem}.jpg") as img:
+            xs.append(eval_input(img.convert("RGB"), size, IMAGENET_MEAN, IMAGENET_STD))
+        with Image.open(label_path) as lab:
+            ys.append(np.asarray(lab.resize((size, size), Image.NEAREST), dtype=np.int64))
+    return np.stack(xs), np.stack(ys)
+
+
+def train(model: ZooModel, images: Path, labels: Path, out: Path, num_classes: int, threads: int = 1) -> dict:
+    """Train one model from scratch and save its state_dict to `out`; returns what happened."""
+    import torch
+
+    from madmine.config import ModelSpec
+    from madmine.models.registry import build_network, forward_logits
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    x, y = load_pairs(images, labels, model.input_size)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(model.seed)
+    spec = ModelSpec(name=model.name, role=model.role, factory=model.factory, seed=model.seed, input_size=model.input_size)
+    net = build_network(spec, num_classes).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=model.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=model.lr, total_steps=model.steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(model.seed)
+    losses = []
+    for _ in range(model.steps):
+        idx = torch.randint(0, len(x), (model.batch_size,), generator=gen)
+        xb, yb = x[idx], y[idx]
+        flip = torch.rand(model.batch_size, generator=gen) < 0.5
+        xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        loss = torch.nn.functional.cross_entropy(forward_logits(net, xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save(net.eval().state_dict(), tmp)
+    tmp.replace(out)
+    return {"name": model.name, "seconds": time.perf_counter() - started, "loss": float(np.mean(losses[-20:]))}
+
+
+def ensure_trained(models: list[ZooModel], images: Path, labels: Path, folder: Path, num_classes: int, data_key: str,
+                   workers: int = 2, report=print) -> dict[str, Path]:
+    """name -> weights file; trains (two at a time, one thread each) only the models not cached."""
+    paths = {m.name: folder / weights_name(m, data_key) for m in models}
+    todo = [m for m in models if not paths[m.name].exists()]
+    if not todo:
+        return paths
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        futures = [pool.submit(train, m, images, labels, paths[m.name], num_classes) for m in todo]
+        for f in futures:
+            r = f.result()
+            report(f"  trained {r['name']} in {r['seconds']:.0f} s (final loss {r['loss']:.3f})")
+    return paths

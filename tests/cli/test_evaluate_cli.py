@@ -1,0 +1,54 @@
+"""The four commands through Typer, as `madmine` runs them once cli.py registers them."""
+
+from __future__ import annotations
+
+import pytest
+import evaluate_world as world
+import typer
+from typer.testing import CliRunner
+
+from madmine.cli import state as cli_state
+from madmine.cli.evaluate import register
+from madmine.errors import MadmineError
+
+
+@pytest.fixture
+def run(tmp_path):
+    w = world.build(tmp_path / "w", n=40, labelled=lambda k: k % 3 != 0)
+    app = typer.Typer()
+
+    @app.callback()
+    def main(config: str = typer.Option(...)):
+        cli_state.set_config_path(config)
+
+    register(app)
+
+    def invoke(*args):
+        result = CliRunner().invoke(app, ["--config", str(w.config_path), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return w, invoke
+
+
+def test_testset_evaluate_compete_report(run, tmp_path):
+    w, invoke = run
+    text = invoke("testset", "--round", "1", "--size", "12", "--per-class", "2")
+    assert "T(1): 12 of 40 candidates" in text and "annotate export --set test --round 1" in text
+    assert "out of domain" in text and "in some S(j)" in text
+    assert len(w.ws.read_parquet([w.ws.path("tables", "testsets", "round-1.parquet")])) == 12
+    with pytest.raises(MadmineError, match="--force"):
+        invoke("testset", "--round", "1")
+
+    text = invoke("evaluate", "--no-quality")
+    assert "Table 1" in text and "T(1)" in text and "wait for labels" in text
+
+    text = invoke("compete", "target", "fcn", "--n", "6")
+    assert "Table 2" in text and "competition target-maps" in text
+    assert "wait for annotation" in text and "--export DIR" in text
+    text = invoke("compete", "target", "fcn", "--export", str(tmp_path / "exp"), "--format", "cvat")
+    assert "kept from the saved selection" in text and "exported" in text and (tmp_path / "exp" / "images").is_dir()
+
+    out = tmp_path / "r.html"
+    text = invoke("report", "--round", "1", "--out", str(out))
+    assert str(out) in text and out.read_text().startswith("<!doctype html>")

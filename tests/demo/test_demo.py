@@ -1,0 +1,97 @@
+"""`madmine demo`, reduced (a small corpus, one round, tiny schedules), end to end on the
+session's Ray cluster: every stage runs, the people act through the real storage and
+export/import paths, and the measurements come out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from madmine.config import load_config
+from madmine.steps.evaluation import sources
+from madmine.steps.rating import store
+from madmine.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def demo(ray_address, tmp_path_factory):
+    from madmine_demo.demo import run_demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    started = time.perf_counter()
+    result = run_demo(workdir, quick=True, ray_address=ray_address)
+    return result, time.perf_counter() - started
+
+
+def test_every_stage_runs_and_is_timed(demo):
+    result, seconds = demo
+    names = [name for name, _ in result.timings]
+    for stage in ("world", "models", "ingest", "bounds", "round 0: score", "round 0: select", "round 0: rate",
+                  "round 0: S", "round 0: annotate", "round 0: finetune", "round 0: testset", "round 0: test_labels",
+                  "baseline: fine-tune on the 12 entropy", "baseline: fine-tune on the 12 random", "evaluate", "report",
+                  "arena"):
+        assert any(n.startswith(stage) for n in names), (stage, names)
+    assert all(s >= 0 for _, s in result.timings)
+    assert seconds < 240, f"the reduced demo took {seconds:.0f} s"
+
+
+def test_people_went_through_the_real_storage_and_exports(demo):
+    result, _ = demo
+    config = load_config(result.workdir / "madmine.toml")
+    ws = Workspace.from_config(config)
+    events = store.load_events(ws, 0)
+    assert {e["rater"] for e in events} == {"alice", "bob", "carol"}
+    selected = ws.read_parquet([ws.path("tables", "selected", "round-0.parquet")]).to_pylist()
+    assert len(selected) == 12
+    ood = {e["image_id"] for e in events if e["score"] is None}
+    assert not ood & {r["image_id"] for r in selected}  # out-of-domain votes drop images
+    labels = sources.labels(ws)
+    testset = sources.testsets(ws)[0]
+    assert {r["image_id"] for r in selected} | {r["image_id"] for r in testset} <= set(labels)
+    assert {row["source"] for row in labels.values()} == {"coco"}
+    models = sources.models_table(ws)
+    assert [r["round"] for r in models if r["model"] == "target"] == [0]
+
+
+def test_table1_and_the_failure_yields(demo):
+    result, _ = demo
+    rows = {(r["model"], r["origin"], r["testset_round"]): r for r in result.table1}
+    for origin in ("config", "models table"):
+        for testset in (sources.HELD_OUT, 0):
+            assert rows[("target", origin, testset)]["miou"] is not None
+    for competitor in ("unet", "fcn", "mobile"):
+        assert rows[(competitor, "config", sources.HELD_OUT)]["miou"] > 0
+    yields = {y.name.split(":")[0].split(",")[0]: y for y in result.yields[0]}
+    assert yields["S"].images == 12 and yields["S"].in_domain == 12
+    assert yields["M"].images >= 12
+
+
+def test_arena_compares_the_fine_tuned_targets(demo):
+    result, _ = demo
+    arena = result.arena
+    assert set(arena.models) == {"target", "mad_r0", "entropy_r0", "random_r0"}
+    assert all(0 <= arena.miou[m] <= 1 for m in arena.models)
+    assert len(arena.competitions) == 3
+    assert set(arena.gain) == {"mad_r0", "entropy_r0", "random_r0"}
+    for name, (value, low, high) in arena.gain.items():
+        assert low <= value <= high
+        assert abs(value - (arena.miou[name] - arena.miou["target"])) < 1e-9
+    for comp in arena.competitions:
+        assert len(comp.labelled) == len(comp.selection) > 0 and not comp.waiting
+
+
+def test_report_and_cached_models(demo):
+    result, _ = demo
+    assert all(Path(r).is_file() and Path(r).stat().st_size > 1000 for r in result.reports)
+    from madmine_demo.demo import zoo_key
+    from madmine_demo import settings
+    from madmine_demo.world.shapes import NAMES
+    from madmine_demo.zoo.training import ensure_trained
+
+    world = result.workdir / "world" / "train"
+    trained = []
+    paths = ensure_trained(settings.zoo(settings.QUICK), world / "images", world / "labels",
+                           result.workdir / "workspace" / "zoo", len(NAMES), zoo_key(settings.QUICK), report=trained.append)
+    assert not trained and all(p.exists() for p in paths.values())  # a second demo trains nothing

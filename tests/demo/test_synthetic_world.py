@@ -1,0 +1,126 @@
+"""The synthetic world: deterministic by seed, exact masks, every failure type present,
+out-of-domain scenes without any class, and the datasets written once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from madmine_demo.world import shapes
+from madmine_demo.world.datasets import write
+from madmine_demo.world.failures import CORNER_CASES, KINDS, NUM_OBJECT_CLASSES, TRAIN_SIZE, sample
+from madmine_demo.world.scene import Scene, Thing, mask_of, render
+
+WILD = [sample(0, "wild", i, "wild") for i in range(300)]
+
+
+def test_at_least_five_object_classes_with_distinct_shapes_colours_and_textures():
+    assert NUM_OBJECT_CLASSES >= 5 and shapes.NAMES[0] == "background"
+    assert len({c.rgb for c in shapes.CLASSES}) == NUM_OBJECT_CLASSES
+    assert len({c.texture for c in shapes.CLASSES}) == NUM_OBJECT_CLASSES
+    masks = [mask_of(Thing(k, 50, 50, 40), (100, 100)) for k in range(1, NUM_OBJECT_CLASSES + 1)]
+    for a in range(len(masks)):
+        for b in range(a + 1, len(masks)):
+            iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
+            assert iou < 0.85, (shapes.NAMES[a + 1], shapes.NAMES[b + 1], iou)
+
+
+def test_same_seed_same_images_other_seed_other_images():
+    for i in (0, 7, 123):
+        a_img, a_lab = render(sample(0, "wild", i, "wild"))
+        b_img, b_lab = render(sample(0, "wild", i, "wild"))
+        assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+        c_img, _ = render(sample(1, "wild", i, "wild"))
+        assert c_img.shape != a_img.shape or not np.array_equal(a_img, c_img)
+    # an image does not depend on which others were drawn before it
+    assert np.array_equal(render(sample(0, "wild", 5, "wild"))[0], render(WILD[5])[0])
+
+
+def _clean(scene: Scene) -> Scene:
+    """The scene without effects that change pixel values after painting."""
+    things = [dataclasses.replace(t, alpha=1.0) for t in scene.things]
+    return dataclasses.replace(scene, things=things, haze=0.0, blur=0.0, noise=0.0, grayscale=False)
+
+
+@pytest.mark.parametrize("index", range(0, 300, 23))
+def test_masks_are_exact(index):
+    scene = _clean(WILD[index])
+    img, label = render(scene)
+    shape = (scene.height, scene.width)
+    expected = np.zeros(shape, np.uint8)
+    painted = np.zeros(shape, bool)
+    for thing in scene.things:
+        m = mask_of(thing, shape)
+        expected[m] = thing.class_id
+        painted |= m
+    assert np.array_equal(label, expected)
+    # painting changes exactly the pixels of the masks: elsewhere the image is the background
+    background, _ = render(dataclasses.replace(scene, things=[]))
+    changed = (img != background).any(axis=2)
+    assert not changed[~painted].any()
+
+
+def test_every_failure_type_is_present_with_its_defining_change():
+    counts = Counter(s.kind for s in WILD)
+    assert set(counts) == set(KINDS)
+    assert all(counts[k] >= 10 for k in CORNER_CASES + ("ood",))
+    lo, hi = TRAIN_SIZE
+    for s in WILD:
+        objects = [t for t in s.things if t.class_id > 0]
+        side = min(s.width, s.height)
+        if s.kind == "scale":
+            assert all(t.size < lo * side for t in objects) or all(t.size > 0.55 * side for t in objects)
+        elif s.kind == "viewpoint":
+            assert all(min(t.sx, t.sy) <= 0.55 for t in objects)
+        elif s.kind == "occlusion":
+            assert len(objects) >= 4 and any(t.class_id == 0 for t in s.things)
+        elif s.kind == "appearance":
+            canonical = [np.asarray(shapes.CLASSES[t.class_id - 1].rgb) / 255 for t in objects]
+            assert s.grayscale or s.background not in ("gradient", "blobs", "waves") or any(
+                np.abs(np.asarray(t.rgb) - c).max() > 0.2 or t.texture != shapes.CLASSES[t.class_id - 1].texture
+                for t, c in zip(objects, canonical)
+            )
+        elif s.kind == "low_contrast":
+            assert all(t.alpha < 0.5 for t in objects) and s.haze > 0
+        elif s.kind == "typical":
+            assert all(lo * side <= t.size <= hi * side for t in objects)
+
+
+def test_out_of_domain_images_have_no_class():
+    ood = [s for s in WILD if s.kind == "ood"]
+    assert ood
+    for s in ood:
+        assert s.classes == set()
+        assert not render(s)[1].any()
+    for s in WILD:
+        if s.kind != "ood":
+            assert s.classes
+
+
+def test_training_domain_is_upright_canonical_and_uncluttered():
+    for i in range(100):
+        s = sample(0, "train", i, "train")
+        assert 1 <= len(s.things) <= 3 and all(t.class_id > 0 for t in s.things)
+        for t in s.things:
+            assert abs(t.angle) <= 0.35 and t.shear == 0 and t.texture == shapes.CLASSES[t.class_id - 1].texture
+        assert s.background in ("gradient", "blobs", "waves") and not s.grayscale
+
+
+def test_datasets_are_written_once_with_exact_labels_and_an_index(tmp_path):
+    ds = write(tmp_path, "wild", 24, seed=3, domain="wild", workers=1)
+    index = ds.index().to_pylist()
+    assert [r["stem"] for r in index] == [f"wild_{i:05d}" for i in range(24)]
+    from PIL import Image
+
+    for r in index:
+        label = np.asarray(Image.open(ds.label(r["stem"])))
+        assert label.shape == (r["height"], r["width"])
+        assert sorted(set(np.unique(label).tolist()) - {0}) == r["classes"]
+        assert Image.open(ds.image(r["stem"])).size == (r["width"], r["height"])
+        assert r["classes"] or r["kind"] == "ood" or r["kind"] in KINDS
+    before = ds.image(index[0]["stem"]).stat().st_mtime_ns
+    write(tmp_path, "wild", 24, seed=3, domain="wild", workers=1)
+    assert ds.image(index[0]["stem"]).stat().st_mtime_ns == before  # same seed and size: nothing rewritten

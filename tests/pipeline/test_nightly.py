@@ -1,0 +1,127 @@
+"""Nightly runs: Ray Jobs against a real `ray start` cluster, the workspace lock, stale locks."""
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from worlds import write_config, write_corpus
+
+from madmine.config import load_config
+from madmine.lock import LockHeld, WorkspaceLock
+from madmine.pipeline.nightly import nightly
+from madmine.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = """
+[[models]]
+name = "target"
+role = "target"
+factory = "madmine.models.tiny:tiny_segnet"
+input_size = 32
+
+[[models]]
+name = "other"
+role = "competitor"
+factory = "madmine.models.tiny:tiny_dilated"
+input_size = 32
+"""
+
+
+def nightly_config(root: Path, workspace: str = "work/", extra: str = ""):
+    return load_config(
+        write_config(
+            root, MODELS, workspace=workspace, scoring="shard_size = 8", extra=f'[nightly]\nsources = ["corpus/"]\n{extra}'
+        )
+    )
+
+
+def submit(dashboard: str, config: Path, env: dict) -> subprocess.CompletedProcess:
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        "--address",
+        dashboard,
+        "--working-dir",
+        str(REPO),
+        "--",
+        sys.executable,
+        "ray_jobs/nightly_job.py",
+        "--config",
+        str(config),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+
+
+def test_ray_job_submit_nightly_scores_only_new_images(tmp_path, ray_cluster, cli_env):
+    write_corpus(tmp_path / "corpus", 10, seed=31)
+    cfg = nightly_config(tmp_path)
+    ws = Workspace.from_config(cfg)
+    first = submit(ray_cluster["dashboard"], cfg.path, cli_env)
+    assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, (first.stdout + first.stderr)[-3000:]
+    assert "ingest: 10 new images" in first.stdout
+    run = ws.runs()[-1]
+    assert run["status"] == "complete" and ws.read_table("predictions", run["run_id"]).num_rows == 20
+
+    write_corpus(tmp_path / "corpus", 4, seed=32)  # the corpus grows
+    second = submit(ray_cluster["dashboard"], cfg.path, cli_env)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert "ingest: 4 new images" in second.stdout
+    history = [ws.get_json(ws.path("nightly", "history", n)) for n in ws.listdir(ws.path("nightly", "history"))]
+    assert [h["scored"] for h in history] == [10, 4]
+    assert history[1]["forwarded"] == {"target": 4, "other": 4}
+    assert ws.read_table("predictions", run["run_id"]).num_rows == 28
+
+
+def test_two_nightly_runs_at_once_one_runs_the_other_exits_with_the_lock_message(tmp_path, cli_env):
+    write_corpus(tmp_path / "corpus", 6, seed=33)
+    cfg = nightly_config(tmp_path)
+    cmd = [str(Path(sys.executable).parent / "madmine"), "--config", str(cfg.path), "nightly"]
+    procs = [subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    ran = [o for o in outputs if "ingest: 6 new images" in o]
+    held = [o for o in outputs if "another run" in o and "exiting" in o]
+    assert len(ran) == 1 and len(held) == 1, outputs
+    ws = Workspace.from_config(cfg)
+    assert not ws.exists(ws.path("locks", "nightly.json"))  # released
+
+
+def test_a_stale_lock_from_a_crashed_run_is_taken_over(tmp_path, ray_address):
+    write_corpus(tmp_path / "corpus", 3, seed=34)
+    cfg = nightly_config(tmp_path, extra="stale_after_s = 60\n")
+    ws = Workspace.from_config(cfg)
+    ws.put_json(ws.path("locks", "nightly.json"), {"token": "dead", "owner": "crashed-host:1", "heartbeat": time.time() - 3600})
+    summary = nightly(cfg, ray_address=ray_address, lock_settle=0.1)
+    assert summary.took_over_lock_from == "crashed-host:1" and summary.ingested == 3
+    # a fresh lock is respected
+    ws.put_json(ws.path("locks", "nightly.json"), {"token": "live", "owner": "busy-host:2", "heartbeat": time.time()})
+    with pytest.raises(LockHeld, match="busy-host:2"):
+        nightly(cfg, ray_address=ray_address, lock_settle=0.1)
+
+
+def test_lock_on_s3_admits_exactly_one_of_racing_runs(s3_bucket):
+    bucket, options = s3_bucket
+    ws = Workspace(f"s3://{bucket}/ws", options)
+    results = []
+
+    def attempt():
+        lock = WorkspaceLock(Workspace(f"s3://{bucket}/ws", options), "nightly", settle=0.5, heartbeat=0.2)
+        try:
+            lock.acquire()
+            results.append("acquired")
+            time.sleep(1.0)  # heartbeats run meanwhile
+            lock.release()
+        except LockHeld:
+            results.append("held")
+
+    threads = [threading.Thread(target=attempt) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["acquired", "held", "held"]
+    assert not ws.exists(ws.path("locks", "nightly.json"))

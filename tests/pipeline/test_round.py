@@ -1,0 +1,174 @@
+"""`madmine round`: every stage, waiting points for people, interruption at each stage
+boundary and in the middle of a stage, resumed by simply running the command again."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from worlds import true_mask, write_config, write_corpus, write_labelled
+
+from madmine.config import load_config
+from madmine.steps.ingest import ingest
+from madmine.pipeline.round import STAGES, Round
+from madmine.workspace import Workspace
+
+MODELS = """
+[[models]]
+name = "target"
+role = "target"
+factory = "madmine.models.tiny:tiny_segnet"
+input_size = 32
+
+[[models]]
+name = "colour"
+role = "competitor"
+factory = "worlds:colour_net"
+input_size = 32
+
+[[models]]
+name = "dilated"
+role = "competitor"
+factory = "madmine.models.tiny:tiny_dilated"
+input_size = 32
+"""
+
+
+def round_config(root: Path):
+    s0_images, s0_labels = write_labelled(root / "s0", 6, seed=41)
+    t0_images, t0_labels = write_labelled(root / "t0", 4, seed=42)
+    extra = f"""
+[selection]
+n3 = 3
+n4 = 4
+
+[evaluate]
+testset_size = 4
+per_class = 4
+
+[finetune]
+s0_images = "{s0_images}"
+s0_labels = "{s0_labels}"
+t0_images = "{t0_images}"
+t0_labels = "{t0_labels}"
+epochs = 1
+lr_grid = [0.001]
+batch_size = 2
+crop_size = 32
+loader_workers = 0
+"""
+    return load_config(write_config(root, MODELS, scoring="shard_size = 6", extra=extra)), s0_labels
+
+
+def rate_everything(ws: Workspace, cfg, round_: int) -> None:
+    """One simulated rater: the score follows the target's true IoU on the image."""
+    from madmine import metrics
+    from madmine.steps.rating import store
+    from madmine.steps.rating.roundset import load_map, load_round
+
+    rs = load_round(ws, cfg, round_)
+    for image_id, uri in rs.uris.items():
+        predicted = load_map(ws, rs.target, rs.versions[rs.target], image_id)
+        rgb = np.asarray(Image.open(uri).convert("RGB").resize(predicted.shape[::-1], Image.NEAREST))
+        conf = metrics.confusion(predicted, true_mask(rgb), cfg.num_classes)
+        store.record(ws, round_, image_id, "sim", int(np.clip(1 + 4 * metrics.dataset_miou(conf), 1, 5)))
+
+
+def annotate_export(ws: Workspace, export_dir: Path, cfg) -> None:
+    """The simulated annotator: replaces the pre-annotations of a COCO export with the true masks, imports."""
+    from madmine.steps.annotation.coco import ANNOTATIONS, encode
+    from madmine.steps.annotation.exchange import import_
+
+    doc = json.loads((export_dir / ANNOTATIONS).read_text())
+    manifest = {r["image_id"]: r["uri"] for r in ws.read_table("manifest").to_pylist()}
+    annotations = []
+    for image in doc["images"]:
+        mask = true_mask(np.asarray(Image.open(manifest[image["image_id"]]).convert("RGB")))
+        for k in np.unique(mask).tolist():
+            if k:
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image["id"], "category_id": k, "segmentation": encode(mask == k), "iscrowd": 1}
+                )
+    doc["annotations"] = annotations
+    (export_dir / ANNOTATIONS).write_text(json.dumps(doc))
+    import_(ws, cfg, "coco", export_dir, None, True)
+
+
+def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path, ray_address):
+    write_corpus(tmp_path / "corpus", 18, seed=40)
+    cfg, s0_labels = round_config(tmp_path)
+    ws = Workspace.from_config(cfg)
+    ingest(ws, [str(tmp_path / "corpus")], show_progress=False)
+
+    def fresh():  # a new process each time: nothing carried over but the workspace
+        return Round(cfg, 0, ray_address=ray_address)
+
+    status = fresh().run(until="score")
+    assert status.stages["score"]["status"] == "done" and "select" not in status.stages
+
+    status = fresh().run()  # no size bounds yet: the operator must act
+    assert status.waiting.stage == "select" and "bounds LABELS_DIR" in status.waiting.commands[0]
+    from madmine.steps.bounds import run_bounds
+
+    run_bounds(cfg, str(s0_labels))
+
+    status = fresh().run()
+    assert status.stages["select"]["status"] == "done"
+    assert status.waiting.stage == "rate" and status.waiting.who == "the raters"
+    rate_everything(ws, cfg, 0)
+
+    status = fresh().run()
+    assert status.stages["S"]["status"] == "done" and status.stages["S"]["counts"]["S"] == 4
+    assert status.waiting.stage == "annotate"
+    export_dir = Path(ws.path("exports", "round-0-s-coco"))
+    assert (export_dir / "annotations.json").exists()
+    annotate_export(ws, export_dir, cfg)
+
+    status = fresh().run(until="finetune")
+    assert status.stages["finetune"]["status"] == "done" and status.waiting is None
+    assert "testset" not in status.stages
+
+    status = fresh().run()
+    assert status.waiting.stage == "test_labels"
+    annotate_export(ws, Path(ws.path("exports", "round-0-test-coco")), cfg)
+
+    status = fresh().run()
+    assert status.complete, status.stages
+    assert [s for s in STAGES if status.stages[s]["status"] != "done"] == []
+    registry = ws.get_json(ws.path("rounds", "round-0.json"))
+    assert registry["stages"]["report"]["counts"]["report"].endswith(".html")
+    models = ws.read_table("models")
+    assert models is not None and 0 in models.column("round").to_pylist()
+    again = fresh().run()  # a finished round re-run does nothing new
+    assert again.complete and registry["stages"]["finetune"] == again.stages["finetune"]
+
+
+def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
+    write_corpus(tmp_path / "corpus", 24, seed=43)
+    models = MODELS.replace("worlds:colour_net", "worlds:slow_colour_net")
+    cfg = load_config(write_config(tmp_path, models, scoring="shard_size = 4\nbatch_size = 2\ndecode_batch_size = 2"))
+    ws = Workspace.from_config(cfg)
+    ingest(ws, [str(tmp_path / "corpus")], show_progress=False)
+    cmd = [str(Path(sys.executable).parent / "madmine"), "--config", str(cfg.path), "round", "--round", "0", "--until", "select"]
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        runs = ws.listdir(ws.path("runs"))
+        if runs and len(ws.committed_shards(runs[0])) >= 1:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = ws.listdir(ws.path("runs"))[0]
+    committed = len(ws.committed_shards(run_id))
+    assert 1 <= committed < 6
+    assert ws.get_json(ws.path("rounds", "round-0.json"))["stages"]["score"]["status"] == "running"
+    done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stages = ws.get_json(ws.path("rounds", "round-0.json"))["stages"]
+    assert stages["score"]["status"] == "done" and stages["score"]["counts"]["scored_now"] == 24 - 4 * committed
+    assert len(ws.committed_shards(run_id)) == 6

@@ -1,0 +1,177 @@
+"""Imports that cannot be trusted fail whole, with messages that say what and where; exports
+that cannot be made write nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import rating_world
+from label_studio_sdk.converter import brush
+from PIL import Image
+
+from madmine.steps.annotation.bundle import AnnotationError
+from madmine.steps.annotation.exchange import export, import_
+from madmine.steps.rating import selection, store
+
+
+@pytest.fixture
+def world(tmp_path):
+    world = rating_world.build(tmp_path / "w", rotated=False)
+    for image_id in world.image_ids:
+        store.record(world.ws, 0, image_id, "alice", 2)
+    chosen = selection.select(store.latest(store.load_events(world.ws, 0)), 0,
+                              {i: "" for i in world.image_ids}, n4=6, min_raters=1)
+    selection.write(world.ws, 0, chosen)
+    return world
+
+
+def nothing_written(world) -> bool:
+    return world.ws.read_table("labels") is None and not world.ws.glob(world.ws.path("labels", "*.png"))
+
+
+def ls_tasks(world, tmp_path):
+    out = tmp_path / "ls"
+    export(world.ws, world.config, "labelstudio", out, 0)
+    tasks = json.loads((out / "tasks.json").read_text())
+    for task in tasks:
+        task["annotations"] = [{"result": task["predictions"][0]["result"]}]
+    return out, tasks
+
+
+def test_unknown_class_name_fails_and_imports_nothing(world, tmp_path):
+    out, tasks = ls_tasks(world, tmp_path)
+    h, w = world.sizes[tasks[3]["data"]["image_id"]]
+    zebra = np.zeros((h, w), np.uint8)
+    zebra[:5, :5] = 255
+    tasks[3]["annotations"][0]["result"].append(
+        {"type": "brushlabels", "original_width": w, "original_height": h,
+         "value": {"format": "rle", "rle": brush.mask2rle(zebra), "brushlabels": ["zebra"]}}
+    )
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError, match="unknown class name 'zebra'") as info:
+        import_(world.ws, world.config, "labelstudio", out / "export.json")
+    assert "nothing imported" in str(info.value) and "task" in str(info.value)
+    assert nothing_written(world)
+
+
+def test_wrong_size_fails_and_imports_nothing(world, tmp_path):
+    out, tasks = ls_tasks(world, tmp_path)
+    for result in tasks[1]["annotations"][0]["result"]:
+        result["original_width"] += 1
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError, match="wrong size"):
+        import_(world.ws, world.config, "labelstudio", out / "export.json")
+    assert nothing_written(world)
+
+    out = tmp_path / "coco"
+    export(world.ws, world.config, "coco", out, 0)
+    doc = json.loads((out / "annotations.json").read_text())
+    doc["images"][0]["height"] += 2
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match="wrong size"):
+        import_(world.ws, world.config, "coco", out)
+    assert nothing_written(world)
+
+
+def test_missing_images_fail_and_import_nothing(world, tmp_path):
+    out = tmp_path / "cvat"
+    export(world.ws, world.config, "cvat", out, 0)
+    stranger = "ee" * 16
+    shutil.copy(out / "SegmentationClass" / f"{world.image_ids[0]}.png", out / "SegmentationClass" / f"{stranger}.png")
+    with pytest.raises(AnnotationError, match=f"image '.*{stranger}.png' is not in the export's madmine-export.json"):
+        import_(world.ws, world.config, "cvat", out)
+    assert nothing_written(world)
+
+    (out / "SegmentationClass" / f"{stranger}.png").unlink()
+    (out / "SegmentationClass" / f"{world.image_ids[1]}.png").unlink()
+    with pytest.raises(AnnotationError, match="no finished annotation"):
+        import_(world.ws, world.config, "cvat", out, require_all=True)
+    assert nothing_written(world)
+    table, _ = import_(world.ws, world.config, "cvat", out)
+    assert table.num_rows == len(world.image_ids) - 1
+
+
+def test_without_the_export_record_images_are_matched_in_the_manifest(world, tmp_path):
+    out = tmp_path / "coco"
+    export(world.ws, world.config, "coco", out, 0)
+    (out / "madmine-export.json").unlink()
+    doc = json.loads((out / "annotations.json").read_text())
+    doc["images"][0]["file_name"] = "uploads/1a2b3c4d-" + doc["images"][0]["file_name"]
+    doc["images"][1]["file_name"] = "nobody.png"
+    for image in doc["images"]:
+        image.pop("image_id")
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match="'nobody.png' is not in the workspace manifest"):
+        import_(world.ws, world.config, "coco", out)
+    assert nothing_written(world)
+    dropped = doc["images"].pop(1)["id"]
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match=f"refer to image id {dropped}, which is not in 'images'"):
+        import_(world.ws, world.config, "coco", out)
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != dropped]
+    (out / "annotations.json").write_text(json.dumps(doc))
+    table, _ = import_(world.ws, world.config, "coco", out, round_=0)
+    assert table.num_rows == len(world.image_ids) - 1 and world.image_ids[0] in table.column("image_id").to_pylist()
+
+
+def test_unknown_colour_or_label_in_cvat_fails(world, tmp_path):
+    out = tmp_path / "cvat"
+    export(world.ws, world.config, "cvat", out, 0)
+    path = out / "SegmentationClass" / f"{world.image_ids[0]}.png"
+    rgb = np.asarray(Image.open(path).convert("RGB")).copy()
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(path)
+    with pytest.raises(AnnotationError, match=r"colours \(1,2,3\) are not in labelmap.txt"):
+        import_(world.ws, world.config, "cvat", out)
+    labelmap = (out / "labelmap.txt").read_text()
+    (out / "labelmap.txt").write_text(labelmap + "horse:9,9,9::\n")
+    with pytest.raises(AnnotationError, match="unknown class name 'horse'"):
+        import_(world.ws, world.config, "cvat", out)
+    assert nothing_written(world)
+
+
+def test_one_bad_image_among_good_ones_imports_nothing(world, tmp_path):
+    out = tmp_path / "coco"
+    export(world.ws, world.config, "coco", out, 0)
+    doc = json.loads((out / "annotations.json").read_text())
+    doc["annotations"][-1]["segmentation"]["size"] = [3, 3]
+    (out / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match="1 problem"):
+        import_(world.ws, world.config, "coco", out / "annotations.json")
+    assert nothing_written(world)
+
+
+def test_exports_refuse_what_they_cannot_do_cleanly(world, tmp_path):
+    with pytest.raises(AnnotationError, match="unknown format"):
+        export(world.ws, world.config, "yolo", tmp_path / "x", 0)
+    with pytest.raises(AnnotationError, match="no 'test' set for round 0"):
+        export(world.ws, world.config, "coco", tmp_path / "t", 0, which="test")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "old.json").write_text("{}")
+    with pytest.raises(AnnotationError, match="not empty"):
+        export(world.ws, world.config, "coco", busy, 0)
+    world.ws.remove(world.ws.map_path("target", "t-v1", world.image_ids[2]))
+    with pytest.raises(AnnotationError, match=f"{world.image_ids[2]}: no cached map"):
+        export(world.ws, world.config, "coco", tmp_path / "fresh", 0)
+    assert not (tmp_path / "fresh").exists()
+    with pytest.raises(AnnotationError, match="does not exist"):
+        import_(world.ws, world.config, "coco", tmp_path / "nowhere")
+
+
+def test_cvat_zip_from_a_subfolder_is_read(world, tmp_path):
+    out = tmp_path / "cvat"
+    export(world.ws, world.config, "cvat", out, 0)
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(out / "annotations.zip") as src, zipfile.ZipFile(nested, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(f"task_7/{name}", src.read(name))
+    table, _ = import_(world.ws, world.config, "cvat", nested, round_=0)
+    assert table.num_rows == len(world.image_ids)
+    label = world.ws.get_bytes(world.ws.path("labels", f"{world.image_ids[0]}.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(label))), world.target_maps[world.image_ids[0]])

@@ -1,0 +1,93 @@
+"""MAD competitions: selection by d between two models against an independent computation,
+the winner on the labelled images, images waiting for labels, and labels obtained through an
+annotation export and import."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import evaluate_world as world
+from references import reference
+
+from madmine.steps.evaluation import compete as cp
+from madmine.steps.evaluation.sources import EvaluationError, selected_ids
+
+C = len(world.CLASSES)
+
+
+def reference_d(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - mean over classes present in either map of |A and B| / |A or B| (no 255 in these maps)."""
+    b = world.nearest(b, a.shape)
+    ious = []
+    for k in range(C):
+        union = int(((a == k) | (b == k)).sum())
+        if union:
+            ious.append(int(((a == k) & (b == k)).sum()) / union)
+    return 1 - sum(ious) / len(ious)
+
+
+@pytest.fixture
+def w(tmp_path):
+    return world.build(tmp_path / "w", n=30, labelled=lambda k: k % 5 != 1)
+
+
+def test_selects_top_d_outside_every_s_and_scores_both_models(w):
+    comp = cp.compete(w.config, w.ws, "target", "fcn", n=8)
+    trained = set(selected_ids(w.ws))
+    pool = [i for i in w.ids if i not in trained]
+    expected = sorted(pool, key=lambda i: (-reference_d(w.target_maps[i], w.competitor_maps[i]), i))[:8]
+    assert [r["image_id"] for r in comp.selection] == expected
+    assert [r["rank"] for r in comp.selection] == list(range(1, 9))
+    for r in comp.selection:
+        assert r["d"] == pytest.approx(reference_d(w.target_maps[r["image_id"]], w.competitor_maps[r["image_id"]]))
+    assert comp.pool == len(pool)
+
+    unlabelled = {w.ids[k] for k in range(30) if k % 5 == 1}
+    assert comp.waiting == [i for i in expected if i in unlabelled]
+    assert comp.labelled == [i for i in expected if i not in unlabelled]
+    miou_a, _, per_image_a = reference(w.target_maps, w.labels, comp.labelled)
+    miou_b, _, per_image_b = reference(w.competitor_maps, w.labels, comp.labelled)
+    assert comp.miou_a == pytest.approx(miou_a) and comp.miou_b == pytest.approx(miou_b)
+    assert comp.per_image_a == pytest.approx(per_image_a) and comp.per_image_b == pytest.approx(per_image_b)
+    assert comp.winner == (comp.a.label if miou_a > miou_b else comp.b.label)
+    saved = cp.results(w.ws).to_pylist()
+    assert len(saved) == 1 and saved[0]["winner"] == comp.winner and saved[0]["labelled"] == len(comp.labelled)
+
+
+def test_the_better_finetuned_version_wins(w):
+    better = {i: world.damage(w.labels[i], (16, 32), 0, 0.0, seed=9) for i in w.ids}
+    world.add_model_version(w.ws, "target", "ft-mad", better, 1, world.T0 + timedelta(days=1))
+    comp = cp.compete(w.config, w.ws, "target@ft-mad", "target", n=10)
+    assert comp.a.version == "ft-mad" and comp.a.origin == "models table"
+    assert comp.winner == "target@ft-mad" and comp.miou_a > comp.miou_b and comp.wins_a > comp.wins_b
+
+
+def test_selection_is_kept_until_asked_to_select_again(w):
+    first = cp.compete(w.config, w.ws, "target", "fcn", n=6)
+    again = cp.compete(w.config, w.ws, "target", "fcn", n=3)
+    assert again.reused and [r["image_id"] for r in again.selection] == [r["image_id"] for r in first.selection]
+    fresh = cp.compete(w.config, w.ws, "target", "fcn", n=3, reselect=True)
+    assert not fresh.reused and len(fresh.selection) == 3
+
+
+def test_waiting_images_are_exported_and_their_labels_imported(w, tmp_path):
+    from madmine.steps.annotation.exchange import import_
+
+    comp = cp.compete(w.config, w.ws, "target", "fcn", n=12)
+    assert comp.waiting
+    count, files = cp.export(w.config, w.ws, comp, "coco", tmp_path / "out")
+    assert count == len(comp.waiting)
+    assert sorted(p.stem for p in (tmp_path / "out" / "images").iterdir()) == sorted(comp.waiting)
+    table, _ = import_(w.ws, w.config, "coco", files[0])
+    assert sorted(table.column("image_id").to_pylist()) == sorted(comp.waiting)
+    done = cp.compete(w.config, w.ws, "target", "fcn")
+    assert done.reused and done.waiting == [] and len(done.labelled) == 12
+
+
+def test_clear_errors(w):
+    with pytest.raises(EvaluationError, match="same model"):
+        cp.compete(w.config, w.ws, "fcn", "fcn")
+    with pytest.raises(EvaluationError, match="not a known model"):
+        cp.compete(w.config, w.ws, "target", "nosuch")

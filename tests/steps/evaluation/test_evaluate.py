@@ -1,0 +1,167 @@
+"""Evaluation numbers against an independent computation: pixel loops written here, a resize
+written here, nothing from madmine.metrics."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import evaluate_world as world
+import typer
+from typer.testing import CliRunner
+
+from madmine.cli import state as cli_state
+from madmine.cli.evaluate import register
+from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.evaluation.testset import build
+from references import reference
+
+C = len(world.CLASSES)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    unlabelled = {5, 17}
+    w = world.build(root / "w", n=40, labelled=lambda k: k not in unlabelled)
+    t0 = [w.ids[k] for k in (2, 3, 10, 11, 13, 20, 22, 30)]
+    world.write_testset(w.ws, 0, t0)
+    t1 = build(w.config, w.ws, w.round, size=12).table.column("image_id").to_pylist()
+    # a fine-tuned version of the target, known by its models-table row and its cached maps
+    finetuned = {i: world.damage(w.labels[i], (16, 32), 0, 0.0, seed=3) for i in t0 + t1}
+    world.add_model_version(w.ws, "target", "ft-r1", finetuned, 1, world.T0 + timedelta(days=1))
+    result = ev.evaluate(w.config, w.ws, show_progress=False)
+    ev.save(w.ws, result)
+    return w, result, {0: t0, 1: t1}, finetuned
+
+
+def test_every_model_on_every_test_set_equals_pixel_loops(evaluated):
+    w, result, tests, finetuned = evaluated
+    assert [r.label.split("@")[0] for r in result.refs] == ["target", "target", "fcn"]
+    assert result.refs[0].version == "ft-r1" and result.refs[0].origin == "models table"
+    maps = {"ft-r1": finetuned, w.versions["target"]: w.target_maps, w.versions["fcn"]: w.competitor_maps}
+    checked = 0
+    for ref in result.refs:
+        for r, ids in tests.items():
+            labelled = [i for i in ids if i in {w.ids[k] for k in range(40) if k not in (5, 17)}]
+            cell = result.cell(ref, r)
+            assert cell.image_ids == labelled and cell.n_images == len(ids)
+            miou, iou, per_image = reference(maps[ref.version], w.labels, labelled)
+            assert cell.miou == pytest.approx(miou, abs=1e-12)
+            assert cell.per_image_miou == pytest.approx(per_image, abs=1e-12)
+            np.testing.assert_allclose(cell.iou, iou, atol=1e-12)
+            checked += 1
+    assert checked == 6
+    # the two numbers differ here: the per-image mean is not the dataset mIoU
+    assert any(abs(c.miou - c.per_image_miou) > 1e-3 for c in result.cells.values())
+
+
+def test_unlabelled_test_images_wait_and_do_not_count(evaluated):
+    w, result, tests, _ = evaluated
+    waiting = {w.ids[5], w.ids[17]} & set(tests[1])
+    assert set(result.waiting[1]) == waiting
+    assert result.waiting[0] == []
+
+
+def test_saved_table_and_table1_layout(evaluated):
+    w, result, tests, _ = evaluated
+    summary, images = ev.load(w.ws)
+    assert summary.num_rows == 6
+    rows = {(r["label"], r["testset_round"]): r for r in summary.to_pylist()}
+    for ref in result.refs:
+        for r in tests:
+            cell = result.cell(ref, r)
+            row = rows[(ref.label, r)]
+            assert row["miou"] == pytest.approx(cell.miou) and row["n_labelled"] == cell.n_labelled
+            assert row["per_image_miou"] == pytest.approx(cell.per_image_miou)
+            iou = [math.nan if v is None else v for v in row["iou"]]
+            np.testing.assert_allclose(iou, cell.iou)
+            # per-image rows add up to the accumulated matrix
+            mine = [x for x in images.to_pylist() if x["label"] == ref.label and x["testset_round"] == r]
+            assert [x["image_id"] for x in sorted(mine, key=lambda x: x["position"])] == cell.image_ids
+            np.testing.assert_array_equal(np.sum([x["intersection"] for x in mine], axis=0), row["intersection"])
+            np.testing.assert_array_equal(np.sum([x["union"] for x in mine], axis=0), row["union"])
+    headers, table = ev.table1(summary)
+    assert headers == ["T(0)", "T(1)"]
+    assert [label for label, _ in table] == [ref.label for ref in result.refs]
+    assert table[0][1] == [rows[(result.refs[0].label, 0)]["miou"], rows[(result.refs[0].label, 1)]["miou"]]
+
+
+def test_cli_prints_table1_rounds_across_models_down(evaluated):
+    w, result, tests, _ = evaluated
+    app = typer.Typer()
+
+    @app.callback()
+    def main(config: str = typer.Option(...)):
+        cli_state.set_config_path(config)
+
+    register(app)
+    plot = w.root / "srcc.png"
+    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--per-class", "--no-quality",
+                                   "--srcc-plot", str(plot)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "Table 1" in text and "per-image mean mIoU" in text
+    table1 = text[text.index("Table 1") : text.index("per-image mean mIoU")].splitlines()
+    header = next(line for line in table1 if "T(0)" in line)
+    assert header.index("T(0)") < header.index("T(1)")
+    for ref in result.refs:
+        line = next(line for line in table1 if ref.label[:20] in line)
+        for r in (0, 1):
+            assert f"{100 * result.cell(ref, r).miou:.1f}" in line
+    waiting = len(result.waiting[1])
+    assert waiting and f"T(1): {waiting} of 12 images wait for labels" in text
+    assert "IoU per class (%) on T(1)" in text
+    assert "SRCC with the full T(1) ranking of 3 models" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_version_without_maps_or_weights_is_reported_not_fatal(tmp_path):
+    w = world.build(tmp_path / "w", n=16)
+    world.write_testset(w.ws, 0, w.ids[:4])
+    world.add_model_version(w.ws, "target", "lost", {}, 1, world.T0 + timedelta(days=2))
+    result = ev.evaluate(w.config, w.ws, show_progress=False)
+    lost = next(r for r in result.refs if r.version == "lost")
+    assert "no cached map" in result.cell(lost, 0).error
+    row = next(r for r in result.summary_table().to_pylist() if r["model_version"] == "lost")
+    assert row["miou"] is None and row["error"]
+    assert all(result.cell(r, 0).error is None for r in result.refs if r.version != "lost")
+
+
+def test_no_test_set_is_a_clear_error(tmp_path):
+    w = world.build(tmp_path / "w", n=8)
+    with pytest.raises(ev.EvaluationError, match="madmine testset"):
+        ev.evaluate(w.config, w.ws, show_progress=False)
+
+
+def test_held_out_t0_of_the_finetune_folders_is_evaluated_first(tmp_path):
+    """T(0) as fine-tuning reads it: [finetune] t0_images and t0_labels, matched by file stem."""
+    import shutil
+
+    from madmine.images import encode_map_png
+
+    root = tmp_path / "w"
+    for sub in ("t0/images", "t0/labels"):
+        (root / sub).mkdir(parents=True)
+    extra = '[finetune]\nt0_images = "t0/images/"\nt0_labels = "t0/labels/"\n'
+    w = world.build(root, n=20, extra_toml=extra)
+    held = [2, 7, 11, 16]
+    for k in held:
+        shutil.copy(root / "corpus" / f"img{k:04d}.png", root / "t0" / "images" / f"img{k:04d}.png")
+        (root / "t0" / "labels" / f"img{k:04d}.png").write_bytes(encode_map_png(w.labels[w.ids[k]]))
+    world.write_testset(w.ws, 1, w.ids[:5])
+    result = ev.evaluate(w.config, w.ws, show_progress=False)
+    assert result.rounds == [-1, 1]
+    by_world_id = {w.ids[k]: k for k in held}
+    for ref, maps in zip(result.refs, (w.target_maps, w.competitor_maps)):
+        cell = result.cell(ref, -1)
+        assert cell.error is None and cell.n_labelled == len(held)
+        ids = [w.ids[k] for k in held]
+        miou, _, per_image = reference(maps, w.labels, ids)
+        assert cell.miou == pytest.approx(miou, abs=1e-12) and cell.per_image_miou == pytest.approx(per_image, abs=1e-12)
+        # held-out images are known by the hash of their bytes, as ingest names them
+        assert all(len(i) == 32 and i not in by_world_id for i in cell.image_ids)
+    headers, _ = ev.table1(result.summary_table())
+    assert headers == ["T(0) held-out", "T(1)"]
