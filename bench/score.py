@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from madmine.config import load_config  # noqa: E402
-from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.models import build_network, forward_logits  # noqa: E402
+from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.steps.score import score  # noqa: E402
 from madmine.workspace import Workspace  # noqa: E402
 

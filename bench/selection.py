@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from madmine import schemas
+from madmine import tables
 
 RUN_ID = "bench-run"
 CLASSES = ["background"] + [f"class{k:02d}" for k in range(1, 21)]
@@ -98,7 +98,7 @@ def generate(root: Path, n: int, competitors: int, shard_size: int, seed: int = 
             "phash": phash,
             "ingested_at": pa.array(np.zeros(n, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC")),
         },
-        schema=schemas.MANIFEST,
+        schema=tables.MANIFEST.schema,
     )
     (root / "tables/manifest").mkdir(parents=True)
     pq.write_table(manifest, root / "tables/manifest/part-0.parquet", compression="zstd")
@@ -127,7 +127,7 @@ def generate(root: Path, n: int, competitors: int, shard_size: int, seed: int = 
                     "mean_entropy": entropy[sl] if role == "target" else rng.gamma(2.0, 0.2, size=k),
                     "mean_msp": msp[sl] if role == "target" else 1.0 - rng.beta(2.0, 8.0, size=k),
                 },
-                schema=schemas.PREDICTIONS,
+                schema=tables.PREDICTIONS.schema,
             )
             for model, role, counts in models
         )
@@ -147,7 +147,7 @@ def generate(root: Path, n: int, competitors: int, shard_size: int, seed: int = 
                         "union": _list_column(union),
                         "d": d,
                     },
-                    schema=schemas.PAIRS,
+                    schema=tables.PAIRS.schema,
                 )
             )
         pq.write_table(preds, root / "tables/predictions" / RUN_ID / f"{shard}.parquet", compression="zstd")

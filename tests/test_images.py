@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from worlds import bad_files, odd_images
 
 from madmine.images import ImageError, decode, decode_map_png, encode_map_png, probe
+from worlds import bad_files, odd_images
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from madmine import duck, schemas
+from madmine import duck, tables
+from madmine.cli import app
 from madmine.duck import Session
 from madmine.errors import MadmineError
 from madmine.steps.select import run_select
@@ -25,8 +26,8 @@ COMMITTED_ROWS = (70 + 30 + 30) * 4  # run-b, run-a, run-c (whose shards are com
 def world(tmp_path_factory):
     w = build_world(tmp_path_factory.mktemp("sqlworld"))
     errors = [dict(run_id=RUN_ID, uri="s3://corpus/bad.jpg", image_id=None, stage="decode", error="not an image", detail="x")]
-    w.ws.write_parquet(w.ws.path("tables", "errors", RUN_ID, "00000.parquet"), pa.Table.from_pylist(errors, schemas.ERRORS))
-    w.ws.write_parquet(w.ws.path("tables", "errors", "ingest-1", "part-0.parquet"), pa.Table.from_pylist(errors, schemas.ERRORS))
+    w.ws.write_parquet(w.ws.path("tables", "errors", RUN_ID, "00000.parquet"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
+    w.ws.write_parquet(w.ws.path("tables", "errors", "ingest-1", "part-0.parquet"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
     return w
 
 
@@ -94,10 +95,8 @@ def test_cli_sql_formats(world, tmp_path):
 def test_cli_sql_shell_reads_statements_from_stdin(world):
     from typer.testing import CliRunner
 
-    from selection_world import cli_app
-
     lines = "SELECT 40 + 2\n  AS answer;\n.tables\nSELECT * FROM modelz;\nSELECT 'still here' AS s;\n.quit\nSELECT 1;\n"
-    result = CliRunner().invoke(cli_app(), ["--config", str(world.config_path), "sql"], input=lines, env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["--config", str(world.config_path), "sql"], input=lines, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stdout
     out = result.stdout
     assert "42" in out and "predictions" in out and "no table named 'modelz'" in out and "still here" in out

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from madmine import tables
 from madmine.errors import MadmineError
 from madmine.workspace import Workspace
 
@@ -102,7 +103,7 @@ def connect(
 
 def table_exists(ws: Workspace, table: str) -> bool:
     """Whether a table has at least one readable file (committed shards for run tables)."""
-    return bool(ws.table_files(table))
+    return bool(tables.table(table).files(ws))
 
 
 def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, tables=tuple(CREATED_BY)) -> list[str]:

@@ -1,16 +1,10 @@
-"""Where every table lives, local or on s3://, and how it is written safely.
-
-Layout under the workspace root:
-
-    tables/manifest/part-*.parquet            one part per ingest (immutable)
-    tables/<table>/<run_id>/<shard>.parquet   predictions, pairs, errors of a scoring run
-    tables/<table>/*.parquet                  bounds, candidates, ratings, labels, models
-    runs/<run_id>/run.json                    what the run is (models, versions, shard size)
-    runs/<run_id>/shards/<shard>.json         completion marker, written after the shard's tables
-    cache/maps/<model>/<version>/<id[:2]>/<image_id>.png   compressed prediction maps
+"""The workspace: one root URI (a local folder or s3://bucket/prefix) and the fsspec
+filesystem that reaches it, with every write atomic.
 
 Every file is written whole or not at all: locally to a temporary name then renamed, on
-object stores with a single PUT. A shard is committed only once its marker exists.
+object stores with a single PUT. What lives where is decided elsewhere: tables in
+madmine.tables, completion markers in madmine.completion, prediction maps in the map store
+(madmine.steps.score.map_store); docs/architecture.md lists every area.
 """
 
 from __future__ import annotations
@@ -25,8 +19,6 @@ from dataclasses import dataclass, field
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-TABLES = ("manifest", "predictions", "pairs", "errors", "bounds", "candidates", "ratings", "labels", "models")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -76,14 +68,6 @@ class Workspace:
         """A full URI for a path returned by `path` (what DuckDB and pyarrow are given)."""
         return path if self.is_local else f"{self.protocol}://{path}"
 
-    def table_dir(self, table: str) -> str:
-        return self.path("tables", table)
-
-    def table_glob(self, table: str) -> str:
-        """A glob matching every Parquet file of a table, for DuckDB's read_parquet."""
-        depth = "*/*.parquet" if table in ("predictions", "pairs", "errors") else "*.parquet"
-        return self.url(posixpath.join(self.table_dir(table), depth))
-
     # ---- raw I/O -----------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
@@ -128,7 +112,7 @@ class Workspace:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=recursive)
 
-    # ---- tables ------------------------------------------------------------------------
+    # ---- Parquet -------------------------------------------------------------------------
     def write_parquet(self, path: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
@@ -143,43 +127,7 @@ class Workspace:
             tables = [t.select(schema.names).cast(schema) for t in tables]
         return pa.concat_tables(tables, promote_options="default")
 
-    def table_files(self, table: str, run_id: str | None = None, committed_only: bool = True) -> list[str]:
-        """Parquet files of a table; for run tables only those of committed shards."""
-        if table in ("predictions", "pairs", "errors"):
-            runs = [run_id] if run_id else self.listdir(self.table_dir(table))
-            files = []
-            for run in runs:
-                run_files = self.glob(self.path("tables", table, run, "*.parquet"))
-                if committed_only and not run.startswith("ingest"):
-                    done = set(self.committed_shards(run))
-                    run_files = [f for f in run_files if posixpath.basename(f)[: -len(".parquet")] in done]
-                files.extend(run_files)
-            return files
-        return self.glob(self.path("tables", table, "*.parquet"))
 
-    def read_table(self, table: str, run_id: str | None = None) -> pa.Table | None:
-        return self.read_parquet(self.table_files(table, run_id))
-
-    # ---- runs and shards ---------------------------------------------------------------
-    def run_dir(self, run_id: str) -> str:
-        return self.path("runs", run_id)
-
-    def shard_marker(self, run_id: str, shard: str) -> str:
-        return self.path("runs", run_id, "shards", f"{shard}.json")
-
-    def committed_shards(self, run_id: str) -> list[str]:
-        names = self.listdir(self.path("runs", run_id, "shards"))
-        return [n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".tmp-")]
-
-    def runs(self) -> list[dict]:
-        """Every scoring run's record, oldest first."""
-        records = []
-        for run_id in self.listdir(self.path("runs")):
-            record_path = self.path("runs", run_id, "run.json")
-            if self.exists(record_path):
-                records.append(self.get_json(record_path))
-        return sorted(records, key=lambda r: r.get("created_at", ""))
-
-    # ---- prediction map cache ----------------------------------------------------------
-    def map_path(self, model: str, version: str, image_id: str) -> str:
-        return self.path("cache", "maps", model, version, image_id[:2], f"{image_id}.png")
+def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
+    """The bytes of any local path or object-store URI (images, weights, label maps)."""
+    return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])

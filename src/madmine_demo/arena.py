@@ -18,14 +18,14 @@ import numpy as np
 
 from madmine import metrics
 from madmine.config import load_config
-from madmine.steps.ingest import ingest
 from madmine.steps.evaluation import compete as competition
 from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.ingest import ingest
+from madmine.workspace import Workspace
+from madmine_demo.measure import TAU
 from madmine_demo.people.annotator import label_and_import
 from madmine_demo.world.datasets import Dataset
-from madmine_demo.measure import TAU
 from madmine_demo.world.truth import Truth
-from madmine.workspace import Workspace
 
 
 @dataclass

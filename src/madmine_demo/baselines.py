@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from madmine.steps.annotation.exchange import export
+from madmine import tables
 from madmine.config import Config, parse_config
-from madmine.steps.rating.selection import SELECTED, selected_path
+from madmine.steps.annotation.exchange import export
+from madmine.steps.score.map_store import MapStore
+from madmine.workspace import Workspace
 from madmine_demo.people.annotator import label_and_import
 from madmine_demo.world.truth import Truth
-from madmine.workspace import Workspace
 
 
 def fork_config(config: Config, workspace: Path) -> Config:
@@ -40,21 +41,23 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
         shutil.rmtree(root)
     cfg = fork_config(config, root)
     ws = Workspace.from_config(cfg)
-    for path in main.table_files("manifest"):
+    for path in tables.MANIFEST.files(main):
         _copy(main, ws, str(Path(path).relative_to(main.root)))
     _copy(main, ws, f"runs/{run['run_id']}/run.json")
     candidates = f"tables/candidates/round-{round_}-{strategy}.parquet"
     _copy(main, ws, candidates)
     rows = sorted(ws.read_parquet([ws.path(candidates)]).to_pylist(), key=lambda r: r["rank"])[:n4]
     target = next(m for m in run["models"] if m["role"] == "target")
+    maps, forked_maps = MapStore(main), MapStore(ws)
     for r in rows:
-        _copy(main, ws, str(Path(main.map_path(target["name"], target["version"], r["image_id"])).relative_to(main.root)))
+        label_map, text = maps.get(target["name"], target["version"], r["image_id"])
+        forked_maps.put(target["name"], target["version"], r["image_id"], label_map, text)
     table = pa.Table.from_pylist(
         [{"round": round_, "image_id": r["image_id"], "uri": r["uri"], "mos": None, "n_ratings": 0, "rank": k}
          for k, r in enumerate(rows, start=1)],
-        schema=SELECTED,
+        schema=tables.SELECTED.schema,
     )
-    ws.write_parquet(selected_path(ws, round_), table)
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_), table)
     return cfg, ws, table.num_rows
 
 

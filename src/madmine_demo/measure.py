@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from madmine import tables
 from madmine.steps.rating.roundset import load_map
-from madmine.steps.rating.selection import selected_path
-from madmine.steps.select import candidates_path
-from madmine_demo.world.truth import Truth
 from madmine.workspace import Workspace
+from madmine_demo.world.truth import Truth
 
 TAU = 0.5
 
@@ -45,7 +44,7 @@ class Yield:
 def true_ious(ws: Workspace, truth: Truth, run: dict) -> dict[str, float]:
     """image_id -> the per-image mIoU of the run's target version on every image the run scored."""
     target = next(m for m in run["models"] if m["role"] == "target")
-    preds = ws.read_table("predictions", run["run_id"])
+    preds = tables.PREDICTIONS.read(ws, run_id=run["run_id"])
     ids = sorted({i for i, role in zip(preds.column("image_id").to_pylist(), preds.column("role").to_pylist())
                   if role == "target" and truth.knows(i)})
     return {i: truth.image_iou(i, load_map(ws, target["name"], target["version"], i)) for i in ids}
@@ -74,11 +73,11 @@ def random_sample(ids, n: int, seed: int, salt: str) -> list[str]:
 def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
     """Failure yields of one round's selections against random samples of equal size."""
     ious = true_ious(ws, truth, run)
-    m = list(dict.fromkeys(ws.read_parquet([candidates_path(ws, round_, "mad")]).column("image_id").to_pylist()))
-    s = ws.read_parquet([selected_path(ws, round_)]).column("image_id").to_pylist()
+    m = list(dict.fromkeys(ws.read_parquet([tables.CANDIDATES.path(ws, round=round_, strategy="mad")]).column("image_id").to_pylist()))
+    s = ws.read_parquet([tables.SELECTED.path(ws, round=round_)]).column("image_id").to_pylist()
     baselines = {}  # strategy -> its images, best first
     for strategy in ("entropy", "random"):
-        path = candidates_path(ws, round_, strategy)
+        path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
         if ws.exists(path):
             baselines[strategy] = [r["image_id"] for r in sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])]
     pool = sorted(ious)

@@ -9,8 +9,8 @@ from rich.table import Table
 
 from madmine.steps.evaluation.sources import HELD_OUT
 from madmine_demo.arena import ArenaResult
-from madmine_demo.world.failures import KINDS
 from madmine_demo.measure import TAU, Yield
+from madmine_demo.world.failures import KINDS
 
 
 def pct(value) -> str:

@@ -1,28 +1,18 @@
-"""The four commands through Typer, as `madmine` runs them once cli.py registers them."""
+"""testset, evaluate, compete and report through madmine's own Typer app."""
 
 from __future__ import annotations
 
 import pytest
-import evaluate_world as world
-import typer
 from typer.testing import CliRunner
 
-from madmine.cli import state as cli_state
-from madmine.cli.evaluate import register
+import evaluate_world as world
+from madmine.cli import app
 from madmine.errors import MadmineError
 
 
 @pytest.fixture
 def run(tmp_path):
     w = world.build(tmp_path / "w", n=40, labelled=lambda k: k % 3 != 0)
-    app = typer.Typer()
-
-    @app.callback()
-    def main(config: str = typer.Option(...)):
-        cli_state.set_config_path(config)
-
-    register(app)
-
     def invoke(*args):
         result = CliRunner().invoke(app, ["--config", str(w.config_path), *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output

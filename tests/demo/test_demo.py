@@ -85,8 +85,8 @@ def test_arena_compares_the_fine_tuned_targets(demo):
 def test_report_and_cached_models(demo):
     result, _ = demo
     assert all(Path(r).is_file() and Path(r).stat().st_size > 1000 for r in result.reports)
-    from madmine_demo.demo import zoo_key
     from madmine_demo import settings
+    from madmine_demo.demo import zoo_key
     from madmine_demo.world.shapes import NAMES
     from madmine_demo.zoo.training import ensure_trained
 

@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from worlds import write_config, write_corpus
 
+from madmine import tables
 from madmine.config import load_config
 from madmine.lock import LockHeld, WorkspaceLock
 from madmine.pipeline.nightly import nightly
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
+from worlds import write_config, write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = """
@@ -63,8 +65,8 @@ def test_ray_job_submit_nightly_scores_only_new_images(tmp_path, ray_cluster, cl
     first = submit(ray_cluster["dashboard"], cfg.path, cli_env)
     assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, (first.stdout + first.stderr)[-3000:]
     assert "ingest: 10 new images" in first.stdout
-    run = ws.runs()[-1]
-    assert run["status"] == "complete" and ws.read_table("predictions", run["run_id"]).num_rows == 20
+    run = run_records(ws)[-1]
+    assert run["status"] == "complete" and tables.PREDICTIONS.read(ws, run_id=run["run_id"]).num_rows == 20
 
     write_corpus(tmp_path / "corpus", 4, seed=32)  # the corpus grows
     second = submit(ray_cluster["dashboard"], cfg.path, cli_env)
@@ -73,7 +75,7 @@ def test_ray_job_submit_nightly_scores_only_new_images(tmp_path, ray_cluster, cl
     history = [ws.get_json(ws.path("nightly", "history", n)) for n in ws.listdir(ws.path("nightly", "history"))]
     assert [h["scored"] for h in history] == [10, 4]
     assert history[1]["forwarded"] == {"target": 4, "other": 4}
-    assert ws.read_table("predictions", run["run_id"]).num_rows == 28
+    assert tables.PREDICTIONS.read(ws, run_id=run["run_id"]).num_rows == 28
 
 
 def test_two_nightly_runs_at_once_one_runs_the_other_exits_with_the_lock_message(tmp_path, cli_env):

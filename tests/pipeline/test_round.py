@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from worlds import true_mask, write_config, write_corpus, write_labelled
 
+from madmine import tables
+from madmine.completion import shard_markers
 from madmine.config import load_config
+from madmine.pipeline.round import STAGES, Round, step_markers
 from madmine.steps.ingest import ingest
-from madmine.pipeline.round import STAGES, Round
 from madmine.workspace import Workspace
+from worlds import true_mask, write_config, write_corpus, write_labelled
 
 MODELS = """
 [[models]]
@@ -84,7 +86,7 @@ def annotate_export(ws: Workspace, export_dir: Path, cfg) -> None:
     from madmine.steps.annotation.exchange import import_
 
     doc = json.loads((export_dir / ANNOTATIONS).read_text())
-    manifest = {r["image_id"]: r["uri"] for r in ws.read_table("manifest").to_pylist()}
+    manifest = {r["image_id"]: r["uri"] for r in tables.MANIFEST.read(ws).to_pylist()}
     annotations = []
     for image in doc["images"]:
         mask = true_mask(np.asarray(Image.open(manifest[image["image_id"]]).convert("RGB")))
@@ -141,8 +143,11 @@ def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path,
     assert [s for s in STAGES if status.stages[s]["status"] != "done"] == []
     registry = ws.get_json(ws.path("rounds", "round-0.json"))
     assert registry["stages"]["report"]["counts"]["report"].endswith(".html")
-    models = ws.read_table("models")
+    models = tables.MODELS.read(ws)
     assert models is not None and 0 in models.column("round").to_pylist()
+    round0 = next(r for r in models.to_pylist() if r["round"] == 0)
+    assert registry["stages"]["finetune"]["counts"]["model_version"] == round0["model_version"]  # the version it made
+    assert ws.get_json(step_markers(ws, 0).path("finetune"))["model_version"] == round0["model_version"]
     again = fresh().run()  # a finished round re-run does nothing new
     assert again.complete and registry["stages"]["finetune"] == again.stages["finetune"]
 
@@ -158,17 +163,17 @@ def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
     deadline = time.time() + 240
     while time.time() < deadline:
         runs = ws.listdir(ws.path("runs"))
-        if runs and len(ws.committed_shards(runs[0])) >= 1:
+        if runs and len(shard_markers(ws, runs[0]).done()) >= 1:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_id = ws.listdir(ws.path("runs"))[0]
-    committed = len(ws.committed_shards(run_id))
+    committed = len(shard_markers(ws, run_id).done())
     assert 1 <= committed < 6
     assert ws.get_json(ws.path("rounds", "round-0.json"))["stages"]["score"]["status"] == "running"
     done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     stages = ws.get_json(ws.path("rounds", "round-0.json"))["stages"]
     assert stages["score"]["status"] == "done" and stages["score"]["counts"]["scored_now"] == 24 - 4 * committed
-    assert len(ws.committed_shards(run_id)) == 6
+    assert len(shard_markers(ws, run_id).done()) == 6

@@ -10,11 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from madmine.steps.bounds import run_bounds
 from madmine.config import load_config
 from madmine.errors import MadmineError
-from selection_world import CLASSES, config_text, invoke
-from selection_world import write_labels
+from madmine.steps.bounds import run_bounds
+from selection_world import CLASSES, config_text, invoke, write_labels
 
 
 def expected_bounds(maps: list[np.ndarray], quantiles=(0.25, 0.75)) -> dict[int, tuple[float, float, int] | None]:
@@ -63,9 +62,8 @@ def test_bounds_are_quantiles_of_fractions(tmp_path, quantiles, caplog):
 
 def test_unlabelled_class_forms_no_group(tmp_path):
     """A class without bounds never appears in candidates, even where it is predicted."""
-    from selection_world import build_world
-
     from madmine.steps.select import run_select
+    from selection_world import build_world
 
     world = build_world(tmp_path / "w", extras=False)
     write_labels(tmp_path / "labels")

@@ -5,10 +5,11 @@ import shutil
 import imagehash
 import numpy as np
 from PIL import Image
-from worlds import bad_files, odd_images, write_corpus
 
+from madmine import tables
 from madmine.steps.ingest import image_id_of, ingest
 from madmine.workspace import Workspace
+from worlds import bad_files, odd_images, write_corpus
 
 
 def test_ingest_folder_then_rerun_adds_only_new_images(tmp_path):
@@ -18,7 +19,7 @@ def test_ingest_folder_then_rerun_adds_only_new_images(tmp_path):
     first = ingest(ws, [str(tmp_path / "a")], show_progress=False)
     assert first.added == 6 and first.duplicates == 1 and not first.errors
 
-    manifest = ws.read_table("manifest").to_pylist()
+    manifest = tables.MANIFEST.read(ws).to_pylist()
     by_id = {r["image_id"]: r for r in manifest}
     data = paths[2].read_bytes()
     row = by_id[image_id_of(data)]
@@ -34,7 +35,7 @@ def test_ingest_folder_then_rerun_adds_only_new_images(tmp_path):
     listing.write_text("\n".join(str(p) for p in sorted((tmp_path / "b").iterdir())) + "\n# a comment\n")
     third = ingest(ws, [str(listing), str(tmp_path / "a" / "*.png")], show_progress=False)
     assert third.added == 3
-    ids = ws.read_table("manifest").column("image_id").to_pylist()
+    ids = tables.MANIFEST.read(ws).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 9
 
 
@@ -52,7 +53,7 @@ def test_bad_sources_go_to_errors_and_never_stop_the_ingest(tmp_path):
     for path, reason in bad.values():
         assert reasons[str(path)] == reason
     assert reasons[str(tmp_path / "missing-folder")] == "source not found"
-    stored = ws.read_table("errors").to_pylist()
+    stored = tables.ERRORS.read(ws).to_pylist()
     assert {(e["uri"], e["error"]) for e in stored} == set(reasons.items())
     assert all(e["stage"] == "ingest" for e in stored)
 
@@ -64,6 +65,6 @@ def test_phash_makes_near_duplicates_equal(tmp_path):
     Image.fromarray(base).save(tmp_path / "a.png")
     Image.fromarray(base).resize((96, 96)).save(tmp_path / "b.png")
     ingest(ws, [str(tmp_path / "a.png"), str(tmp_path / "b.png")], show_progress=False)
-    hashes = ws.read_table("manifest").column("phash").to_pylist()
+    hashes = tables.MANIFEST.read(ws).column("phash").to_pylist()
     assert len(hashes) == 2
     assert bin(hashes[0] ^ hashes[1]).count("1") <= 4

@@ -13,12 +13,25 @@ import pytest
 from typer.testing import CliRunner
 
 import selection_reference as ref
+from madmine import tables
 from madmine.config import load_config
 from madmine.errors import MadmineError
-from madmine.steps.select import CANDIDATES, run_select
+from madmine.steps.select import run_select
 from madmine.workspace import Workspace
-from selection_world import CLASSES, REF_COLUMNS, RUN_ID, World, build_world, class_pixels_numpy, invoke, pair_numpy, perturb, random_map, selected, write_run
-
+from selection_world import (
+    CLASSES,
+    REF_COLUMNS,
+    RUN_ID,
+    World,
+    build_world,
+    class_pixels_numpy,
+    invoke,
+    pair_numpy,
+    perturb,
+    random_map,
+    selected,
+    write_run,
+)
 
 # ---- a random scored world, written in the workspace layout -------------------------------
 
@@ -119,7 +132,7 @@ def test_candidates_file_has_the_contract_columns(world):
     result = run_select(world.config, 0)
     table = pq.read_table(result.path)
     assert table.schema.names[:10] == REF_COLUMNS[:6] + ["class_name", "class_fraction", "d", "rank"]
-    assert table.schema == CANDIDATES
+    assert table.schema == tables.CANDIDATES.schema
     assert {"round", "image_id", "uri", "competitor", "direction", "class_id", "class_fraction", "d", "rank"} <= set(
         table.schema.names
     )
@@ -197,7 +210,7 @@ def test_bad_round_and_strategy(world):
 
 def test_entropy_baseline_without_entropy(tmp_path):
     w = build_world(tmp_path, extras=False)
-    for f in w.ws.table_files("predictions", RUN_ID):
+    for f in tables.PREDICTIONS.files(w.ws, run_id=RUN_ID):
         t = pq.read_table(f)
         t = t.set_column(t.schema.get_field_index("mean_entropy"), "mean_entropy", pa.nulls(t.num_rows, pa.float64()))
         w.ws.write_parquet(f, t)
@@ -256,10 +269,10 @@ def test_rating_events_exclude_even_before_their_table_exists(tmp_path):
 def test_end_to_end_through_ingest_and_score_on_ray(tmp_path, ray_address):
     """Maps models make every prediction exact: the reference reads the PNGs directly."""
     from PIL import Image
-    from worlds import write_corpus
 
     from madmine.cli import app as main_app
     from selection_world import write_labels
+    from worlds import write_corpus
 
     rng = np.random.default_rng(11)
     c = len(CLASSES)
@@ -295,7 +308,7 @@ def test_end_to_end_through_ingest_and_score_on_ray(tmp_path, ray_address):
 
     config = load_config(config_path)
     ws = Workspace.from_config(config)
-    manifest = ws.read_table("manifest").to_pylist()
+    manifest = tables.MANIFEST.read(ws).to_pylist()
     stem_of = {r["image_id"]: Path(r["uri"]).stem for r in manifest}
     preds, pairs = [], []
     for image_id, stem in stem_of.items():

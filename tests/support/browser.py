@@ -57,7 +57,6 @@ def shown(page: Page) -> tuple[int, str | None]:
 def screenshot(out: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import rating_world
-
     from madmine.steps.rating.app import create_app
     from madmine.steps.rating.roundset import load_round
     from madmine.steps.rating.server import BackgroundServer

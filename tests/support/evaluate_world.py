@@ -22,10 +22,12 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from madmine import metrics
+from madmine.completion import shard_markers
 from madmine.config import Config, load_config
 from madmine.images import encode_map_png
 from madmine.models import model_version
-from madmine.schemas import MANIFEST
+from madmine.steps.score.map_store import MapStore
+from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
 
 CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow"]
@@ -147,14 +149,14 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
     ws = Workspace.from_config(config)
     versions = {m.name: model_version(m) for m in config.models}
     for image_id in ids:
-        ws.put_bytes(ws.map_path(TARGET, versions[TARGET], image_id), encode_map_png(tmaps[image_id]))
-        ws.put_bytes(ws.map_path(COMPETITOR, versions[COMPETITOR], image_id), encode_map_png(cmaps[image_id]))
+        MapStore(ws).put(TARGET, versions[TARGET], image_id, tmaps[image_id])
+        MapStore(ws).put(COMPETITOR, versions[COMPETITOR], image_id, cmaps[image_id])
     manifest = [
         {"image_id": i, "uri": uris[i], "bytes": images[i].stat().st_size, "width": labels[i].shape[1],
          "height": labels[i].shape[0], "phash": k, "ingested_at": T0}
         for k, i in enumerate(ids)
     ]
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST))
+    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
     ws.put_json(
         ws.path("runs", "run-1", "run.json"),
         {"run_id": "run-1", "status": "complete", "created_at": T0.isoformat(),
@@ -231,7 +233,7 @@ def write_testset(ws, round_: int, image_ids: list[str]) -> None:
 def add_model_version(ws, name: str, version: str, maps: dict[str, np.ndarray], round_: int, created: datetime) -> None:
     """A fine-tuned version known only by its cached maps and its models-table row."""
     for image_id, m in maps.items():
-        ws.put_bytes(ws.map_path(name, version, image_id), encode_map_png(m))
+        MapStore(ws).put(name, version, image_id, m)
     row = {"model": name, "model_version": version, "role": "target", "arch": None, "weights_uri": None,
            "parent_version": None, "created_at": created, "round": round_}
     ws.write_parquet(ws.path("tables", "models", f"{name}-{version}.parquet"), pa.Table.from_pylist([row]))
@@ -246,7 +248,8 @@ def png_bytes(img: Image.Image) -> bytes:
 def write_scores(w: EvalWorld, run_id: str = "run-1") -> None:
     """The committed predictions and pairs of the world's scoring run: d between the maps, and
     an entropy that grows with how damaged the target's map is (so detectors can be told apart)."""
-    from madmine.schemas import PAIRS, PREDICTIONS
+    from madmine.tables import PAIRS as PAIRS_TABLE
+    from madmine.tables import PREDICTIONS as PREDICTIONS_TABLE
 
     preds, pairs = [], []
     for k, image_id in enumerate(w.ids):
@@ -261,9 +264,9 @@ def write_scores(w: EvalWorld, run_id: str = "run-1") -> None:
                           "mean_msp": 1 - entropy / 2 if role == "target" else None})
         pairs.append({"run_id": run_id, "image_id": image_id, "target_version": w.versions[TARGET], "competitor": COMPETITOR,
                       "competitor_version": w.versions[COMPETITOR], "intersection": inter.tolist(), "union": union.tolist(), "d": d})
-    w.ws.write_parquet(w.ws.path("tables", "predictions", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(preds, schema=PREDICTIONS))
-    w.ws.write_parquet(w.ws.path("tables", "pairs", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(pairs, schema=PAIRS))
-    w.ws.put_json(w.ws.shard_marker(run_id, "part-0-00000"), {"shard": "part-0-00000", "images": len(w.ids), "errors": 0})
+    w.ws.write_parquet(w.ws.path("tables", "predictions", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(preds, schema=PREDICTIONS_TABLE.schema))
+    w.ws.write_parquet(w.ws.path("tables", "pairs", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(pairs, schema=PAIRS_TABLE.schema))
+    w.ws.put_json(shard_markers(w.ws, run_id).path("part-0-00000"), {"shard": "part-0-00000", "images": len(w.ids), "errors": 0})
 
 
 def write_finetune_curves(ws: Workspace, round_: int) -> None:

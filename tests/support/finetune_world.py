@@ -22,14 +22,14 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from madmine.steps.annotation.labels import LABELS, label_path
+from madmine import tables
 from madmine.config import load_config
-from madmine.steps.ingest import image_id_of
 from madmine.images import encode_map_png
 from madmine.metrics import confusion, dataset_miou
 from madmine.models.registry import build_network, forward_logits
 from madmine.models.tiny import TinySegNet
-from madmine.steps.rating.selection import SELECTED, selected_path
+from madmine.steps.annotation.labels import label_path
+from madmine.steps.ingest import image_id_of
 from madmine.steps.train.augment import eval_input
 from madmine.workspace import Workspace, filesystem, split_uri
 
@@ -156,8 +156,8 @@ def add_round(ws: Workspace, round_: int, pairs, image_dir: Path | str, storage_
         labels.append(
             {"image_id": image_id, "mask_uri": mask_uri, "source": "test", "round": round_, "created_at": now}
         )
-    ws.write_parquet(selected_path(ws, round_), pa.Table.from_pylist(rows, schema=SELECTED))
-    ws.write_parquet(ws.path("tables", "labels", f"test-{round_}.parquet"), pa.Table.from_pylist(labels, schema=LABELS))
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_), pa.Table.from_pylist(rows, schema=tables.SELECTED.schema))
+    ws.write_parquet(ws.path("tables", "labels", f"test-{round_}.parquet"), pa.Table.from_pylist(labels, schema=tables.LABELS.schema))
     return [r["image_id"] for r in rows]
 
 

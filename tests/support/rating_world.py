@@ -15,8 +15,8 @@ import pyarrow as pa
 from PIL import Image
 
 from madmine.config import Config, load_config
-from madmine.images import encode_map_png
-from madmine.schemas import MANIFEST
+from madmine.steps.score.map_store import MapStore
+from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
 
 CLASSES = ["background", "aeroplane", "bicycle", "bird"]
@@ -133,8 +133,8 @@ n4 = 3
         path.write_bytes(data)
         target_map = _scene(k, width, height, 8)[1] if large else _map(k, height, width, 0)
         competitor_map = _scene(k, width, height, 24)[1] if large else _map(k, height, width, 3)
-        ws.put_bytes(ws.map_path(TARGET, TARGET_VERSION, image_id), encode_map_png(target_map))
-        ws.put_bytes(ws.map_path(COMPETITOR, COMPETITOR_VERSION, image_id), encode_map_png(competitor_map))
+        MapStore(ws).put(TARGET, TARGET_VERSION, image_id, target_map)
+        MapStore(ws).put(COMPETITOR, COMPETITOR_VERSION, image_id, competitor_map)
         ids.append(image_id)
         sizes[image_id] = (height, width)
         maps[image_id] = target_map
@@ -146,7 +146,7 @@ n4 = 3
             {"round": 0, "image_id": image_id, "uri": str(path), "competitor": COMPETITOR,
              "direction": "target", "class_id": 1 + (k % 3), "class_fraction": 0.1, "d": 0.5 - k / 100, "rank": k + 1}
         )
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST))
+    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
     ws.write_parquet(ws.path("tables", "candidates", "round-0-mad.parquet"), pa.Table.from_pylist(candidates))
     ws.put_json(
         ws.path("runs", "run-1", "run.json"),

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 import selection_reference as ref
-from madmine import metrics, schemas
-from madmine.cli import state as cli_state
+from madmine import metrics, tables
+from madmine.cli import app
+from madmine.completion import shard_markers
 from madmine.config import Config, load_config
 from madmine.workspace import Workspace
 
@@ -107,10 +107,10 @@ def write_run(ws, run_id, created_at, status, rows_pred, rows_pair, shard_size, 
         if rng is not None:
             rng.shuffle(pred)
             rng.shuffle(pair)
-        ws.write_parquet(ws.path("tables", "predictions", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pred, schemas.PREDICTIONS))
-        ws.write_parquet(ws.path("tables", "pairs", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pair, schemas.PAIRS))
+        ws.write_parquet(ws.path("tables", "predictions", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pred, tables.PREDICTIONS.schema))
+        ws.write_parquet(ws.path("tables", "pairs", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pair, tables.PAIRS.schema))
         if committed:
-            ws.put_json(ws.shard_marker(run_id, shard), {"rows": len(chunk)})
+            ws.put_json(shard_markers(ws, run_id).path(shard), {"rows": len(chunk)})
 
 
 def make_rows(rng, image_ids, competitors, run_id):
@@ -215,8 +215,8 @@ def build_world(
         g_pred, g_pair = make_rows(rng, ghosts, competitors, RUN_ID)
         for r in g_pair:
             r["d"] = 1.0
-        ws.write_parquet(ws.path("tables", "predictions", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pred, schemas.PREDICTIONS))
-        ws.write_parquet(ws.path("tables", "pairs", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pair, schemas.PAIRS))
+        ws.write_parquet(ws.path("tables", "predictions", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pred, tables.PREDICTIONS.schema))
+        ws.write_parquet(ws.path("tables", "pairs", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pair, tables.PAIRS.schema))
         old_pred, old_pair = make_rows(np.random.default_rng(seed + 100), ids[:30], competitors, "run-a")
         write_run(ws, "run-a", "2026-01-01T00:00:00+00:00", "complete", old_pred, old_pair, shard_size)
         new_pred, new_pair = make_rows(np.random.default_rng(seed + 200), ids[:30], competitors, "run-c")
@@ -234,8 +234,8 @@ def build_world(
     if extras:
         manifest.append(dict(manifest[3], uri="s3://corpus/z-second-copy.jpg"))
     half = len(manifest) // 2
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest[:half], schemas.MANIFEST))
-    ws.write_parquet(ws.path("tables", "manifest", "part-1.parquet"), pa.Table.from_pylist(manifest[half:], schemas.MANIFEST))
+    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest[:half], tables.MANIFEST.schema))
+    ws.write_parquet(ws.path("tables", "manifest", "part-1.parquet"), pa.Table.from_pylist(manifest[half:], tables.MANIFEST.schema))
 
     bounds = quartile_bounds(preds)
     write_bounds(ws, bounds)
@@ -260,26 +260,8 @@ def selected(table: pa.Table, columns=REF_COLUMNS) -> list[dict]:
     return table.select(columns).to_pylist()
 
 
-def cli_app() -> typer.Typer:
-    """madmine's app once it carries these commands; until then one with the same --config."""
-    from madmine.cli import app
-
-    if any(c.name == "select" for c in app.registered_commands):
-        return app
-    stand_in = typer.Typer()
-
-    @stand_in.callback()
-    def _global(config: Path = typer.Option(Path("madmine.toml"), "--config")) -> None:
-        cli_state.set_config_path(config)
-
-    from madmine.cli.select import register
-
-    register(stand_in)
-    return stand_in
-
-
 def invoke(args: list[str]):
-    result = CliRunner().invoke(cli_app(), args, env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     return result, result.stdout + (result.stderr or "")
 
 

@@ -25,7 +25,8 @@ def compete(
     fmt: str = typer.Option("labelstudio", "--format", "-f", help="labelstudio | cvat | coco (with --export)."),
 ) -> None:
     """A MAD competition: the images where A and B disagree most, both scored on their labels (Table 2)."""
-    from madmine.steps.evaluation.compete import compete as run, export
+    from madmine.steps.evaluation.compete import compete as run
+    from madmine.steps.evaluation.compete import export
 
     config = get_config()
     ws = Workspace.from_config(config)

@@ -12,7 +12,22 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from madmine.cli import annotate, bounds, compete, demo, evaluate, finetune, ingest, nightly, rate, report, score, select, sql, validate
+from madmine.cli import (
+    annotate,
+    bounds,
+    compete,
+    demo,
+    evaluate,
+    finetune,
+    ingest,
+    nightly,
+    rate,
+    report,
+    score,
+    select,
+    sql,
+    validate,
+)
 from madmine.cli import round as round_cli
 from madmine.cli import state as cli_state
 from madmine.errors import MadmineError

@@ -16,7 +16,7 @@ def uri_stem(uri: str) -> str:
     return posixpath.splitext(posixpath.basename(split_uri(uri)[1]))[0]
 
 
-class MapsSource:
+class MapsFolder:
     """Reads the map of an image from `maps_dir/<stem>.png`, validating its class ids."""
 
     def __init__(self, maps_dir: str, num_classes: int, storage_options: dict | None = None):

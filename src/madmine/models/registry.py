@@ -44,9 +44,9 @@ def model_version(spec: ModelSpec, storage_options: dict | None = None) -> str:
     if spec.version:
         return spec.version
     if spec.kind == "maps":
-        from madmine.models.maps import MapsSource
+        from madmine.models.maps import MapsFolder
 
-        listing = MapsSource(spec.maps, 255, storage_options).listing_fingerprint()
+        listing = MapsFolder(spec.maps, 255, storage_options).listing_fingerprint()
         return "maps-" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]
     prefix = spec.arch or spec.factory.replace(":", ".")
     if not spec.weights:
@@ -124,9 +124,9 @@ def check_models(config: Config) -> dict[str, str]:
     for spec in config.models:
         versions[spec.name] = model_version(spec, config.storage_options)
         if not spec.is_network:
-            from madmine.models.maps import MapsSource
+            from madmine.models.maps import MapsFolder
 
-            if not MapsSource(spec.maps, config.num_classes, config.storage_options).listing_fingerprint():
+            if not MapsFolder(spec.maps, config.num_classes, config.storage_options).listing_fingerprint():
                 raise ConfigError(f"model {spec.name!r}: maps folder {spec.maps!r} holds no files")
             continue
         model = build_network(spec, config.num_classes, config.storage_options, warn=True)

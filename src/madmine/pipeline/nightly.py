@@ -10,15 +10,17 @@ and the lock is released either way.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import asdict, dataclass, field
 
+from madmine import tables
+from madmine.completion import Markers, utc_now
 from madmine.config import Config
-from madmine.steps.ingest import ingest
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
+from madmine.steps.ingest import ingest
 from madmine.steps.score import score
+from madmine.steps.select import run_select
 from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace
 
@@ -53,12 +55,73 @@ class NightlySummary:
 
 
 def newest_round(workspace: Workspace) -> int:
-    rounds = []
-    for name in workspace.listdir(workspace.path("tables", "candidates")):
-        head = name.removeprefix("round-").split("-", 1)[0]
-        if name.startswith("round-") and head.isdigit():
-            rounds.append(int(head))
-    return max(rounds, default=0)
+    return max(tables.CANDIDATES.rounds(workspace), default=0)
+
+
+@dataclass
+class NightContext:
+    """What each step of one night reads and fills in."""
+
+    config: Config
+    ws: Workspace
+    sources: list[str]
+    summary: NightlySummary
+    ray_address: str | None = None
+    show_progress: bool = False
+    images_total: int = 0
+
+
+class NightStep:
+    """A step of the nightly run. Each is incremental (the manifest is the watermark, committed
+    shards are skipped), so a step is never done in advance: run again, it does only what is new."""
+
+    name = ""
+
+    def is_done(self, ctx: NightContext) -> bool:
+        return False
+
+    def run(self, ctx: NightContext) -> None:
+        raise NotImplementedError
+
+
+class IngestNew(NightStep):
+    name = "ingest"
+
+    def run(self, ctx):
+        result = ingest(
+            ctx.ws,
+            ctx.sources,
+            storage_options=ctx.config.storage_options,
+            max_pixels=ctx.config.scoring.max_pixels,
+            min_side=ctx.config.scoring.min_side,
+            show_progress=ctx.show_progress,
+        )
+        ctx.summary.ingested, ctx.summary.ingest_errors = result.added, len(result.errors)
+
+
+class ScoreNew(NightStep):
+    name = "score"
+
+    def run(self, ctx):
+        scored = score(with_latest_target(ctx.config, ctx.ws), ray_address=ctx.ray_address, show_progress=ctx.show_progress)
+        ctx.summary.run_id, ctx.summary.scored, ctx.summary.score_errors = scored.run_id, scored.images_scored, scored.errors
+        ctx.summary.forwarded = scored.forwarded
+        ctx.images_total = scored.images_total
+
+
+class RefreshSelection(NightStep):
+    name = "select"
+
+    def run(self, ctx):
+        if not tables.BOUNDS.exists(ctx.ws):
+            ctx.summary.notes.append("select: skipped, no size bounds yet: run `madmine bounds LABELS_DIR` once")
+            return
+        round_ = newest_round(ctx.ws) if ctx.config.nightly.round < 0 else ctx.config.nightly.round
+        selected = run_select(ctx.config, round_, run_id=ctx.summary.run_id)
+        ctx.summary.round, ctx.summary.candidates = round_, selected.num_images
+
+
+NIGHT_STEPS: tuple[NightStep, ...] = (IngestNew(), ScoreNew(), RefreshSelection())
 
 
 def nightly(
@@ -69,48 +132,27 @@ def nightly(
     show_progress: bool = False,
     lock_settle: float = 1.0,
 ) -> NightlySummary:
+    """One night under the workspace lock: every step, then the night's marker in nightly/history/."""
     workspace = Workspace.from_config(config)
     sources = list(sources or config.nightly.sources)
     if not sources:
         raise MadmineError('nightly: no sources: pass SOURCE arguments or set [nightly] sources = ["photos/"]')
-    summary = NightlySummary(started_at=dt.datetime.now(dt.timezone.utc).isoformat(), sources=sources)
+    summary = NightlySummary(started_at=utc_now(), sources=sources)
+    ctx = NightContext(config, workspace, sources, summary, ray_address, show_progress)
     lock = WorkspaceLock(workspace, "nightly", stale_after=config.nightly.stale_after_s, settle=lock_settle)
     with lock:
         if lock.took_over:
             summary.took_over_lock_from = str(lock.took_over.get("owner"))
-        t = time.perf_counter()
-        ingested = ingest(
-            workspace,
-            sources,
-            storage_options=config.storage_options,
-            max_pixels=config.scoring.max_pixels,
-            min_side=config.scoring.min_side,
-            show_progress=show_progress,
-        )
-        summary.ingested, summary.ingest_errors = ingested.added, len(ingested.errors)
-        summary.seconds["ingest"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        scored = score(with_latest_target(config, workspace), ray_address=ray_address, show_progress=show_progress)
-        summary.run_id, summary.scored, summary.score_errors = scored.run_id, scored.images_scored, scored.errors
-        summary.forwarded = scored.forwarded
-        summary.seconds["score"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if not workspace.table_files("bounds"):
-            summary.notes.append("select: skipped, no size bounds yet: run `madmine bounds LABELS_DIR` once")
-        else:
-            from madmine.steps.select import run_select
-
-            round_ = newest_round(workspace) if config.nightly.round < 0 else config.nightly.round
-            selected = run_select(config, round_, run_id=scored.run_id)
-            summary.round, summary.candidates = round_, selected.num_images
-        summary.seconds["select"] = time.perf_counter() - t
-
+        for step in NIGHT_STEPS:
+            if step.is_done(ctx):
+                continue
+            t = time.perf_counter()
+            step.run(ctx)
+            summary.seconds[step.name] = time.perf_counter() - t
         stamp = summary.started_at.replace(":", "").replace("-", "")[:15]
-        workspace.put_json(workspace.path("nightly", "history", f"{stamp}.json"), asdict(summary))
+        Markers(workspace, "nightly/history").mark_done(stamp, asdict(summary))
         workspace.put_json(
             workspace.path("nightly", "watermark.json"),
-            {"last_success": summary.started_at, "run_id": summary.run_id, "images": scored.images_total},
+            {"last_success": summary.started_at, "run_id": summary.run_id, "images": ctx.images_total},
         )
     return summary

@@ -1,31 +1,43 @@
-"""`madmine round`: one round of the method as resumable stages with a run registry.
+"""`madmine round`: one round of the method as a list of steps, resumable at every boundary.
 
-    score -> select -> rate -> S -> annotate -> finetune -> testset -> test labels -> evaluate -> report
+    score -> select -> rate -> S -> annotate -> finetune -> testset -> test_labels -> evaluate -> report
 
-Each stage asks the workspace whether its work is done (a committed run, a table, a
-model version) and does it only if not, so re-running continues from the first
-unfinished stage, after a crash too. Human stages are waiting points: the command stops
-there, says what is waiting, for whom, and the exact command to continue. The registry
-(rounds/round-<R>.json) records per stage its status, timings and counts.
+Each step has `is_done(ctx)` and `run(ctx)`; the executor (`Round.run`) skips the steps that
+are done, runs the first one that is not, and commits it with a completion marker
+(rounds/round-<R>/steps/<step>.json, madmine.completion) once it finished, so re-running
+continues from the first unfinished step, after a crash too. Human steps are waiting
+points: `run` returns a `Waiting` that says what is waiting, for whom, and the exact
+commands to continue. The registry (rounds/round-<R>.json) is the round's log: per step its
+status (running, waiting, failed, done), timings and counts.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from madmine import tables
+from madmine.completion import Markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.steps.annotation.exchange import export
+from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.evaluation import testset
+from madmine.steps.rating import selection, store
+from madmine.steps.rating.roundset import load_round
+from madmine.steps.report import write_report
+from madmine.steps.score import score
+from madmine.steps.select import run_select
+from madmine.steps.train import finetune
+from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace
-
-STAGES = ("score", "select", "rate", "S", "annotate", "finetune", "testset", "test_labels", "evaluate", "report")
 
 
 @dataclass
 class Waiting:
-    """A human stage that cannot finish by itself."""
+    """A human step that cannot finish by itself."""
 
     stage: str
     who: str
@@ -44,153 +56,42 @@ class RoundStatus:
         return all(self.stages.get(s, {}).get("status") == "done" for s in STAGES)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+@dataclass
+class RoundContext:
+    """What every step of round R reads: the config, the workspace, how to reach people and Ray."""
 
+    config: Config
+    round: int
+    ws: Workspace
+    markers: Markers
+    ray_address: str | None = None
+    show_progress: bool = False
+    cli: str = "madmine --config madmine.toml"
+    export_format: str = "coco"
 
-def registry_path(ws: Workspace, round_: int) -> str:
-    return ws.path("rounds", f"round-{round_}.json")
+    @property
+    def run_id(self) -> str | None:
+        """The scoring run this round selects from (what its score step committed)."""
+        done = self.markers.get("score")
+        return None if done is None else done.get("run_id")
 
-
-class Round:
-    """The stages of round R over one config and workspace."""
-
-    def __init__(self, config: Config, round_: int, *, ray_address: str | None = None, show_progress: bool = False,
-                 config_path: str = "madmine.toml", export_format: str = "coco"):
-        if round_ < 0:
-            raise MadmineError(f"--round must be >= 0, got {round_}")
-        self.config = config
-        self.round = round_
-        self.ws = Workspace.from_config(config)
-        self.ray_address = ray_address
-        self.show_progress = show_progress
-        self.cli = f"madmine --config {config_path}"
-        self.export_format = export_format
-        path = registry_path(self.ws, round_)
-        self.record = self.ws.get_json(path) if self.ws.exists(path) else {
-            "round": round_,
-            "created_at": _now(),
-            "config_fingerprint": config.fingerprint(),
-            "stages": {},
-        }
-
-    # ---- registry ----------------------------------------------------------------------
-    def _save(self) -> None:
-        self.record["updated_at"] = _now()
-        self.ws.put_json(registry_path(self.ws, self.round), self.record)
-
-    def _mark(self, stage: str, status: str, **info) -> None:
-        entry = self.record["stages"].setdefault(stage, {})
-        entry.update(status=status, **info)
-        self._save()
-
-    # ---- stages: each returns counts when done, or a Waiting ---------------------------
-    def stage_score(self):
-        from madmine.steps.score import score
-        from madmine.steps.train.versions import with_latest_target
-
-        config = with_latest_target(self.config, self.ws, before_round=self.round)  # what earlier rounds fixed
-        result = score(config, ray_address=self.ray_address, show_progress=self.show_progress)
-        self.record["run_id"] = result.run_id
-        return {"images": result.images_total, "errors": result.errors, "scored_now": result.images_scored}
-
-    def _candidates_path(self) -> str:
-        from madmine.steps.select import candidates_path
-
-        return candidates_path(self.ws, self.round, "mad")
-
-    def stage_select(self):
-        import pyarrow.parquet as pq
-
-        path = self._candidates_path()
-        if self.ws.exists(path):
-            table = pq.read_table(path, filesystem=self.ws.fs)
-            if set(table.column("run_id").to_pylist()) <= {self.record.get("run_id")}:
-                return {"candidates": len(set(table.column("image_id").to_pylist())), "reused": True}
-        if not self.ws.table_files("bounds"):
-            return Waiting(
-                "select",
-                "the operator",
-                "size bounds per class are missing (quartiles of object sizes in the labelled training set)",
-                [f"{self.cli} bounds LABELS_DIR", f"{self.cli} round --round {self.round}"],
-            )
-        from madmine.steps.select import run_select
-
-        result = run_select(self.config, self.round, run_id=self.record.get("run_id"))
-        return {"candidates": result.num_images}
-
-    def _selected_path(self) -> str:
-        from madmine.steps.rating.selection import selected_path
-
-        return selected_path(self.ws, self.round)
-
-    def _round_set(self):
-        from madmine.steps.rating.roundset import load_round
-
-        return load_round(self.ws, self.config, self.round)
-
-    def stage_rate(self):
-        if self.ws.exists(self._selected_path()):
-            return {"skipped": "S already chosen"}
-        from madmine.steps.rating import store
-
-        rs = self._round_set()
-        latest = store.latest(store.load_events(self.ws, self.round))
-        raters_per_image: dict[str, int] = {}
-        for image_id, _rater in latest:
-            raters_per_image[image_id] = raters_per_image.get(image_id, 0) + 1
-        need = self.config.rating.min_raters
-        images = list(rs.image_ids)
-        enough = sum(1 for i in images if raters_per_image.get(i, 0) >= need)
-        if enough < len(images):
-            return Waiting(
-                "rate",
-                "the raters",
-                f"{enough} of {len(images)} candidate images have >= {need} rating(s)",
-                [
-                    f"{self.cli} rate add-rater NAME        # once per rater: a personal link",
-                    f"{self.cli} rate serve --round {self.round}",
-                    f"{self.cli} rate select --round {self.round}   # to stop rating early and choose S now",
-                    f"{self.cli} round --round {self.round}",
-                ],
-            )
-        return {"images": len(images), "votes": len(latest)}
-
-    def stage_S(self):
-        import pyarrow.parquet as pq
-
-        path = self._selected_path()
-        if not self.ws.exists(path):
-            from madmine.steps.rating import selection, store
-
-            rs = self._round_set()
-            chosen = selection.select(
-                store.latest(store.load_events(self.ws, self.round)),
-                self.round,
-                rs.uris,
-                self.config.selection.n4,
-                self.config.rating.min_raters,
-            )
-            selection.write(self.ws, self.round, chosen)
-        return {"S": pq.read_table(path, filesystem=self.ws.fs).num_rows}
-
-    def _labelled(self) -> set[str]:
-        labels = self.ws.read_table("labels")
+    def labelled(self) -> set[str]:
+        labels = tables.LABELS.read(self.ws)
         return set(labels.column("image_id").to_pylist()) if labels is not None else set()
 
-    def _export_dir(self, which: str) -> str:
-        return self.ws.path("exports", f"round-{self.round}-{which}-{self.export_format}")
+    def selected_ids(self) -> set[str]:
+        return set(tables.SELECTED.read_file(self.ws, round=self.round).column("image_id").to_pylist())
 
-    def _wait_for_labels(self, stage: str, which: str, image_ids: set[str]):
-        missing = image_ids - self._labelled()
+    def testset_ids(self) -> set[str]:
+        return set(tables.TESTSETS.read_file(self.ws, round=self.round).column("image_id").to_pylist())
+
+    def wait_for_labels(self, stage: str, which: str, image_ids: set[str]):
+        """Done when every image of the set has pixel labels; else an export to label, and the commands."""
+        missing = image_ids - self.labelled()
         if not missing:
             return {"labelled": len(image_ids)}
-        out = self._export_dir(which)
+        out = self.ws.path("exports", f"round-{self.round}-{which}-{self.export_format}")
         if self.ws.is_local and not self.ws.exists(out):
-            from pathlib import Path
-
-            from madmine.steps.annotation.exchange import export
-
             export(self.ws, self.config, self.export_format, Path(out), self.round, which)
         return Waiting(
             stage,
@@ -204,74 +105,220 @@ class Round:
             ],
         )
 
-    def stage_annotate(self):
-        import pyarrow.parquet as pq
 
-        selected = pq.read_table(self._selected_path(), filesystem=self.ws.fs)
-        return self._wait_for_labels("annotate", "s", set(selected.column("image_id").to_pylist()))
+class Step:
+    """One step of a round: done once its marker exists; `run` returns counts or a Waiting."""
 
-    def stage_finetune(self):
-        from madmine.steps.train import finetune
+    name = ""
 
-        result = finetune(self.config, self.round, ray_address=self.ray_address, show_progress=self.show_progress)
-        return {"model_version": getattr(result, "model_version", None), "reused": bool(getattr(result, "already_done", False))}
+    def is_done(self, ctx: RoundContext) -> bool:
+        return ctx.markers.is_done(self.name)
 
-    def _testset_ids(self) -> set[str]:
-        from madmine.steps.evaluation.testset import testset_path
+    def run(self, ctx: RoundContext) -> dict | Waiting:
+        raise NotImplementedError
 
-        table = self.ws.read_parquet([testset_path(self.ws, self.round)])
-        return set(table.column("image_id").to_pylist())
 
-    def stage_testset(self):
-        from madmine.steps.evaluation.testset import build, testset_path
+class Score(Step):
+    name = "score"
 
-        if not self.ws.exists(testset_path(self.ws, self.round)):
-            build(self.config, self.ws, self.round)
-        return {"images": len(self._testset_ids())}
+    def run(self, ctx):
+        config = with_latest_target(ctx.config, ctx.ws, before_round=ctx.round)  # what earlier rounds fixed
+        result = score(config, ray_address=ctx.ray_address, show_progress=ctx.show_progress)
+        return {"run_id": result.run_id, "images": result.images_total, "errors": result.errors,
+                "scored_now": result.images_scored}
 
-    def stage_test_labels(self):
-        return self._wait_for_labels("test_labels", "test", self._testset_ids())
 
-    def stage_evaluate(self):
-        from madmine.steps.evaluation.evaluate import evaluate
+class Select(Step):
+    name = "select"
 
-        evaluation = evaluate(self.config, self.ws, show_progress=self.show_progress)
-        return {"cells": len(getattr(evaluation, "cells", []) or [])}
+    def run(self, ctx):
+        if not tables.BOUNDS.exists(ctx.ws):
+            return Waiting(
+                "select",
+                "the operator",
+                "size bounds per class are missing (quartiles of object sizes in the labelled training set)",
+                [f"{ctx.cli} bounds LABELS_DIR", f"{ctx.cli} round --round {ctx.round}"],
+            )
+        result = run_select(ctx.config, ctx.round, run_id=ctx.run_id)
+        return {"candidates": result.num_images}
 
-    def stage_report(self):
-        from madmine.steps.report import write_report
 
-        return {"report": str(write_report(self.config, self.ws, self.round, None))}
+class Rate(Step):
+    name = "rate"
 
-    # ---- driver ------------------------------------------------------------------------
+    def run(self, ctx):
+        if tables.SELECTED.exists(ctx.ws, round=ctx.round):
+            return {"skipped": "S already chosen"}
+        rs = load_round(ctx.ws, ctx.config, ctx.round)
+        latest = store.latest(store.load_events(ctx.ws, ctx.round))
+        raters_per_image: dict[str, int] = {}
+        for image_id, _rater in latest:
+            raters_per_image[image_id] = raters_per_image.get(image_id, 0) + 1
+        need = ctx.config.rating.min_raters
+        enough = sum(1 for i in rs.image_ids if raters_per_image.get(i, 0) >= need)
+        if enough < len(rs.image_ids):
+            return Waiting(
+                "rate",
+                "the raters",
+                f"{enough} of {len(rs.image_ids)} candidate images have >= {need} rating(s)",
+                [
+                    f"{ctx.cli} rate add-rater NAME        # once per rater: a personal link",
+                    f"{ctx.cli} rate serve --round {ctx.round}",
+                    f"{ctx.cli} rate select --round {ctx.round}   # to stop rating early and choose S now",
+                    f"{ctx.cli} round --round {ctx.round}",
+                ],
+            )
+        return {"images": len(rs.image_ids), "votes": len(latest)}
+
+
+class ChooseS(Step):
+    name = "S"
+
+    def run(self, ctx):
+        if not tables.SELECTED.exists(ctx.ws, round=ctx.round):  # else chosen early by `rate select`
+            rs = load_round(ctx.ws, ctx.config, ctx.round)
+            chosen = selection.select(
+                store.latest(store.load_events(ctx.ws, ctx.round)),
+                ctx.round,
+                rs.uris,
+                ctx.config.selection.n4,
+                ctx.config.rating.min_raters,
+            )
+            selection.write(ctx.ws, ctx.round, chosen)
+        return {"S": len(ctx.selected_ids())}
+
+
+class AnnotateS(Step):
+    name = "annotate"
+
+    def run(self, ctx):
+        return ctx.wait_for_labels(self.name, "s", ctx.selected_ids())
+
+
+class Finetune(Step):
+    name = "finetune"
+
+    def run(self, ctx):
+        result = finetune(ctx.config, ctx.round, ray_address=ctx.ray_address, show_progress=ctx.show_progress)
+        return {"model_version": result.version, "reused": result.already_done}
+
+
+class Testset(Step):
+    name = "testset"
+
+    def run(self, ctx):
+        if not tables.TESTSETS.exists(ctx.ws, round=ctx.round):
+            testset.build(ctx.config, ctx.ws, ctx.round)
+        return {"images": len(ctx.testset_ids())}
+
+
+class LabelTestset(Step):
+    name = "test_labels"
+
+    def run(self, ctx):
+        return ctx.wait_for_labels(self.name, "test", ctx.testset_ids())
+
+
+class Evaluate(Step):
+    name = "evaluate"
+
+    def run(self, ctx):
+        evaluation = ev.evaluate(ctx.config, ctx.ws, show_progress=ctx.show_progress)
+        ev.save(ctx.ws, evaluation)  # the report reads the saved tables
+        return {"cells": len(evaluation.cells)}
+
+
+class Report(Step):
+    name = "report"
+
+    def run(self, ctx):
+        return {"report": str(write_report(ctx.config, ctx.ws, ctx.round, None))}
+
+
+STEPS: tuple[Step, ...] = (
+    Score(), Select(), Rate(), ChooseS(), AnnotateS(), Finetune(), Testset(), LabelTestset(), Evaluate(), Report()
+)
+STAGES = tuple(step.name for step in STEPS)
+
+
+def registry_path(ws: Workspace, round_: int) -> str:
+    return ws.path("rounds", f"round-{round_}.json")
+
+
+def step_markers(ws: Workspace, round_: int) -> Markers:
+    return Markers(ws, f"rounds/round-{round_}/steps")
+
+
+class Round:
+    """The steps of round R over one config and workspace."""
+
+    def __init__(self, config: Config, round_: int, *, ray_address: str | None = None, show_progress: bool = False,
+                 config_path: str = "madmine.toml", export_format: str = "coco"):
+        if round_ < 0:
+            raise MadmineError(f"--round must be >= 0, got {round_}")
+        ws = Workspace.from_config(config)
+        self.ctx = RoundContext(config, round_, ws, step_markers(ws, round_), ray_address, show_progress,
+                                f"madmine --config {config_path}", export_format)
+        self.round, self.ws = round_, ws
+        path = registry_path(ws, round_)
+        self.record = ws.get_json(path) if ws.exists(path) else {
+            "round": round_,
+            "created_at": utc_now(),
+            "config_fingerprint": config.fingerprint(),
+            "stages": {},
+        }
+        self._adopt_logged_steps()
+
+    def _adopt_logged_steps(self) -> None:
+        """Workspaces written before step markers existed logged finished steps in the registry only."""
+        for name, entry in self.record["stages"].items():
+            if entry.get("status") == "done" and not self.ctx.markers.is_done(name):
+                counts = dict(entry.get("counts") or {})
+                if name == "score" and "run_id" not in counts:
+                    counts["run_id"] = self.record.get("run_id")
+                self.ctx.markers.mark_done(name, counts)
+
+    # ---- registry ----------------------------------------------------------------------
+    def _save(self) -> None:
+        self.record["updated_at"] = utc_now()
+        self.ws.put_json(registry_path(self.ws, self.round), self.record)
+
+    def _log(self, stage: str, status: str, **info) -> None:
+        entry = self.record["stages"].setdefault(stage, {})
+        entry.update(status=status, **info)
+        self._save()
+
+    # ---- executor ----------------------------------------------------------------------
     def run(self, until: str | None = None, on_stage: Callable[[str, str], None] | None = None) -> RoundStatus:
-        """Run from the first unfinished stage; stop at a waiting point, after `until`, or at the end."""
+        """Run from the first unfinished step; stop at a waiting point, after `until`, or at the end."""
         if until is not None and until not in STAGES:
             raise MadmineError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
         tell = on_stage or (lambda stage, text: None)
         status = RoundStatus(self.round, self.record["stages"])
-        for stage in STAGES:
-            entry = self.record["stages"].get(stage, {})
-            if entry.get("status") == "done":
-                tell(stage, "done before")
-                if stage == until:
+        for step in STEPS:
+            if step.is_done(self.ctx):
+                tell(step.name, "done before")
+                if step.name == until:
                     break
                 continue
             started = time.perf_counter()
-            self._mark(stage, "running", started_at=_now())
-            tell(stage, "running")
+            self._log(step.name, "running", started_at=utc_now())
+            tell(step.name, "running")
             try:
-                outcome = getattr(self, f"stage_{stage}")()
+                outcome = step.run(self.ctx)
             except Exception as exc:
-                self._mark(stage, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                self._log(step.name, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
                 raise
             seconds = time.perf_counter() - started
             if isinstance(outcome, Waiting):
-                self._mark(stage, "waiting", seconds=seconds, waiting_for=outcome.who, what=outcome.what)
+                self._log(step.name, "waiting", seconds=seconds, waiting_for=outcome.who, what=outcome.what)
                 status.waiting = outcome
                 return status
-            self._mark(stage, "done", seconds=round(seconds, 2), finished_at=_now(), counts=outcome)
-            tell(stage, f"done in {seconds:.1f} s {outcome}")
-            if stage == until:
+            if step.name == "score":
+                self.record["run_id"] = outcome["run_id"]
+            self.ctx.markers.mark_done(step.name, outcome)
+            self._log(step.name, "done", seconds=round(seconds, 2), finished_at=utc_now(), counts=outcome)
+            tell(step.name, f"done in {seconds:.1f} s {outcome}")
+            if step.name == until:
                 break
         return status

@@ -19,14 +19,13 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from madmine import duck, metrics
+from madmine import duck, metrics, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.workspace import Workspace, filesystem, split_uri
 
 log = logging.getLogger(__name__)
 
-BOUNDS_FILE = "bounds.parquet"
 _SINGLE_CHANNEL = ("P", "L", "I", "I;16", "I;16L", "I;16B", "1")
 
 
@@ -124,8 +123,7 @@ def run_bounds(config: Config, labels_uri: str, workers: int = 4) -> BoundsResul
     counts = count_labels(fs, files, config.num_classes, workers)
     table = compute_bounds(counts, config.classes, config.selection.quantiles, labels_uri)
     ws = Workspace.from_config(config)
-    path = ws.path("tables", "bounds", BOUNDS_FILE)
-    ws.write_parquet(path, table)
+    path = tables.BOUNDS.write(ws, table)
     rows = table.to_pylist()
     missing = [r["class_name"] for r in rows if r["class_id"] >= 1 and r["n_images"] == 0]
     if missing:

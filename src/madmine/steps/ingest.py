@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import posixpath
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import imagehash
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from madmine import schemas
+from madmine import tables
 from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
 from madmine.workspace import Workspace, filesystem, split_uri
 
@@ -135,12 +134,12 @@ def ingest(
     """
     storage_options = storage_options or {}
     listing = expand_sources(sources, storage_options)
-    existing = workspace.read_table("manifest")
+    existing = tables.MANIFEST.read(workspace)
     known_ids: set[str] = set(existing.column("image_id").to_pylist()) if existing is not None else set()
     known_uris: set[str] = set(existing.column("uri").to_pylist()) if existing is not None else set()
     failed_before: set[str] = set()
     if not retry_errors:
-        old_errors = workspace.read_table("errors", "ingest")
+        old_errors = tables.ERRORS.read(workspace, run_id="ingest")
         failed_before = set(old_errors.column("uri").to_pylist()) if old_errors is not None else set()
     todo = [u for u in listing.uris if u not in known_uris and u not in failed_before]
 
@@ -167,14 +166,13 @@ def ingest(
     stamp = dt.datetime.now(dt.timezone.utc)
     part = f"part-{stamp.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     if errors:
-        table = pa.Table.from_pylist(errors, schema=schemas.ERRORS)
-        workspace.write_parquet(workspace.path("tables", "errors", "ingest", f"{part}.parquet"), table)
+        table = pa.Table.from_pylist(errors, schema=tables.ERRORS.schema)
+        tables.ERRORS.write(workspace, table, run_id="ingest", shard=part)
     if rows:
         for row in rows:
             row["ingested_at"] = stamp
         rows.sort(key=lambda r: r["image_id"])
-        table = pa.Table.from_pylist(rows, schema=schemas.MANIFEST)
-        workspace.write_parquet(posixpath.join(workspace.table_dir("manifest"), f"{part}.parquet"), table)
+        tables.MANIFEST.write(workspace, pa.Table.from_pylist(rows, schema=tables.MANIFEST.schema), part=part)
     return IngestResult(
         added=len(rows),
         duplicates=duplicates,

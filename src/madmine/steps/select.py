@@ -17,31 +17,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from madmine import duck
+from madmine import duck, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace, filesystem, split_uri
 
 STRATEGIES = ("mad", "entropy", "msp", "random")
 EXCLUSION_REASONS = ("rated", "labelled", "test_set", "near_duplicate")
 
-CANDIDATES = pa.schema(
-    [
-        ("round", pa.int32()),
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("competitor", pa.string()),
-        ("direction", pa.string()),
-        ("class_id", pa.int32()),
-        ("class_name", pa.string()),
-        ("class_fraction", pa.float64()),
-        ("d", pa.float64()),
-        ("rank", pa.int32()),
-        ("strategy", pa.string()),
-        ("run_id", pa.string()),
-        ("score", pa.float64()),
-    ]
-)
 
 # Tables that exclude images; before they exist, selection reads them as empty.
 OPTIONAL_TABLES = {
@@ -73,13 +57,9 @@ class SelectResult:
         return self.table.num_rows
 
 
-def candidates_path(ws: Workspace, round_: int, strategy: str) -> str:
-    return ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
-
-
 def pick_run(ws: Workspace, run_id: str | None) -> dict:
     """The run to select from: the one named, or the newest complete one."""
-    runs = ws.runs()
+    runs = run_records(ws)
     if run_id is not None:
         for record in runs:
             if record.get("run_id") == run_id:
@@ -139,8 +119,8 @@ def _open(ws: Workspace, config: Config, run: dict):
     run_id = run["run_id"]
     if not duck.table_exists(ws, "manifest"):
         raise MadmineError(f"empty corpus: workspace {ws.uri} has no manifest; run `madmine ingest SOURCE...` first")
-    prediction_files = ws.table_files("predictions", run_id)
-    pair_files = ws.table_files("pairs", run_id)
+    prediction_files = tables.PREDICTIONS.files(ws, run_id=run_id)
+    pair_files = tables.PAIRS.files(ws, run_id=run_id)
     if not prediction_files or not pair_files:
         raise MadmineError(
             f"empty corpus: run {run_id!r} has no committed predictions or pairs; ingest images with "
@@ -248,14 +228,14 @@ def run_select(
         budget = len(set(mad.column("image_id").to_pylist()))
         step(f"{strategy} baseline, budget {budget}")
         table = _baseline(con, strategy, budget)
-    table = table.select(CANDIDATES.names).cast(CANDIDATES)
+    table = table.select(tables.CANDIDATES.schema.names).cast(tables.CANDIDATES.schema)
     reasons = dict(con.execute("SELECT reason, count(DISTINCT image_id) FROM exclusions GROUP BY reason").fetchall())
     excluded_images = con.execute("SELECT count(DISTINCT image_id) FROM exclusions").fetchone()[0]
     con.close()
 
     step("writing candidates")
     data = parquet_bytes(table)
-    path = candidates_path(ws, round_, strategy)
+    path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
     ws.put_bytes(path, data)
     if out:
         write_file(out, data, config.storage_options)

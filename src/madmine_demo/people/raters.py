@@ -21,8 +21,8 @@ from madmine.config import Config
 from madmine.steps.rating import store
 from madmine.steps.rating.roundset import load_map, load_round
 from madmine.steps.rating.tokens import add_rater, list_raters
-from madmine_demo.world.truth import Truth
 from madmine.workspace import Workspace
+from madmine_demo.world.truth import Truth
 
 NOISE_SD = 0.6
 OOD_DETECTION = 0.95

@@ -11,10 +11,10 @@ import posixpath
 import numpy as np
 from PIL import Image
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.images import resize_nearest
-from madmine_demo.world.datasets import Dataset
 from madmine.workspace import Workspace
+from madmine_demo.world.datasets import Dataset
 
 
 class Truth:
@@ -31,7 +31,7 @@ class Truth:
         self._stem: dict[str, str] = {}
 
     def add_manifest(self, ws: Workspace) -> None:
-        table = ws.read_table("manifest")
+        table = tables.MANIFEST.read(ws)
         if table is None:
             return
         for image_id, uri in zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()):

@@ -10,13 +10,15 @@ import zipfile
 
 import numpy as np
 import pytest
-import rating_world
 from label_studio_sdk.converter import brush
 from PIL import Image
 
+import rating_world
+from madmine import tables
 from madmine.steps.annotation.bundle import AnnotationError
 from madmine.steps.annotation.exchange import export, import_
 from madmine.steps.rating import selection, store
+from madmine.steps.score.map_store import MapStore
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def world(tmp_path):
 
 
 def nothing_written(world) -> bool:
-    return world.ws.read_table("labels") is None and not world.ws.glob(world.ws.path("labels", "*.png"))
+    return tables.LABELS.read(world.ws) is None and not world.ws.glob(world.ws.path("labels", "*.png"))
 
 
 def ls_tasks(world, tmp_path):
@@ -156,7 +158,7 @@ def test_exports_refuse_what_they_cannot_do_cleanly(world, tmp_path):
     (busy / "old.json").write_text("{}")
     with pytest.raises(AnnotationError, match="not empty"):
         export(world.ws, world.config, "coco", busy, 0)
-    world.ws.remove(world.ws.map_path("target", "t-v1", world.image_ids[2]))
+    MapStore(world.ws).remove("target", "t-v1", world.image_ids[2])
     with pytest.raises(AnnotationError, match=f"{world.image_ids[2]}: no cached map"):
         export(world.ws, world.config, "coco", tmp_path / "fresh", 0)
     assert not (tmp_path / "fresh").exists()

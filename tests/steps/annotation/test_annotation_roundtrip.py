@@ -10,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rating_world
 from label_studio_sdk.converter import brush
 from PIL import Image
 from pycocotools import mask as mask_util
 from typer.testing import CliRunner
 
+import rating_world
+from madmine import tables
 from madmine.cli import state as cli_state
-from madmine.steps.annotation import ignore_name, lsbrush
-from madmine.steps.annotation.exchange import export, import_
-from madmine.cli.rate import annotate_app
+from madmine.cli.annotate import annotate_app
 from madmine.images import decode_map_png
 from madmine.metrics import IGNORE
+from madmine.steps.annotation import ignore_name, lsbrush
+from madmine.steps.annotation.exchange import export, import_
 from madmine.steps.rating import selection, store
 
 # pycocotools calls np.array(copy=False) on its own objects; harmless under NumPy 2
@@ -131,7 +132,7 @@ def test_labelstudio_brush_decodes_with_the_sdk_and_imports_edits(world, tmp_pat
     for image_id, mask in expected.items():
         np.testing.assert_array_equal(stored_label(world, image_id), mask)
     assert not world.ws.exists(world.ws.path("labels", f"{skipped_id}.png"))
-    rows = world.ws.read_table("labels").to_pylist()
+    rows = tables.LABELS.read(world.ws).to_pylist()
     assert {r["image_id"] for r in rows} == set(expected)
     assert all(r["source"] == "labelstudio" and r["round"] == 0 and r["mask_uri"].endswith(".png") for r in rows)
 
@@ -149,7 +150,7 @@ def test_labelstudio_polygons_are_painted(world, tmp_path):
     import_(world.ws, world.config, "labelstudio", tmp_path / "poly.json", round_=3)
     label = stored_label(world, image_id)
     assert (label[1 : h // 2 - 1, 1 : w // 2 - 1] == 2).all() and (label[h // 2 + 2 :, :] == 0).all()
-    assert world.ws.read_table("labels").to_pylist()[0]["round"] == 3
+    assert tables.LABELS.read(world.ws).to_pylist()[0]["round"] == 3
 
 
 def test_lsbrush_matches_the_sdk_bit_for_bit():

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-import evaluate_world as world
-from references import reference
 
+import evaluate_world as world
 from madmine.steps.evaluation import compete as cp
 from madmine.steps.evaluation.sources import EvaluationError, selected_ids
+from references import reference
 
 C = len(world.CLASSES)
 

@@ -8,12 +8,10 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-import evaluate_world as world
-import typer
 from typer.testing import CliRunner
 
-from madmine.cli import state as cli_state
-from madmine.cli.evaluate import register
+import evaluate_world as world
+from madmine.cli import app
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation.testset import build
 from references import reference
@@ -91,13 +89,6 @@ def test_saved_table_and_table1_layout(evaluated):
 
 def test_cli_prints_table1_rounds_across_models_down(evaluated):
     w, result, tests, _ = evaluated
-    app = typer.Typer()
-
-    @app.callback()
-    def main(config: str = typer.Option(...)):
-        cli_state.set_config_path(config)
-
-    register(app)
     plot = w.root / "srcc.png"
     out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--per-class", "--no-quality",
                                    "--srcc-plot", str(plot)], catch_exceptions=False)

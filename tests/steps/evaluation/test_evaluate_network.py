@@ -10,20 +10,21 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-import evaluate_world as world
 import torch
 from PIL import Image
-from references import brute_ap, brute_auroc
-from worlds import write_config, write_corpus
 
+import evaluate_world as world
+from madmine import tables
 from madmine.config import load_config
-from madmine.steps.ingest import ingest
+from madmine.models import build_network, model_version
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation import quality
-from madmine.images import decode_map_png
-from madmine.models import build_network, model_version
+from madmine.steps.ingest import ingest
 from madmine.steps.score import score
+from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
+from references import brute_ap, brute_auroc
+from worlds import write_config, write_corpus
 
 MODELS = """
 [[models]]
@@ -56,7 +57,7 @@ def scored(tmp_path_factory):
     ws = Workspace.from_config(config)
     ingest(ws, [str(root / "corpus")], show_progress=False)
     result = score(config, executor="local", show_progress=False)
-    manifest = ws.read_table("manifest").to_pylist()
+    manifest = tables.MANIFEST.read(ws).to_pylist()
     by_uri = {r["uri"]: r["image_id"] for r in manifest}
     labels = {by_uri[str(p)]: colour_truth(p) for p in paths}
     world.write_labels(ws, labels, 0)
@@ -78,7 +79,7 @@ def test_cached_maps_and_the_network_give_the_same_numbers(scored):
     labels = [r.label for r in cached.refs]
     assert labels == ["target@ft-1", f"target@{version}", f"colour@{model_version(config.model('colour'))}"]
     # the fine-tuned version ran from its weights (no scoring run knew it) and was cached
-    assert ws.exists(ws.map_path("target", "ft-1", ids[0]))
+    assert MapStore(ws).has("target", "ft-1", ids[0])
     first = {r.label: cached.cell(r, 0) for r in cached.refs}
     assert first["target@ft-1"].miou == first[f"target@{version}"].miou  # same weights, same maps
     assert first[labels[2]].miou > 0.8 > first[labels[1]].miou  # colour_net reads colours; a random net does not
@@ -113,7 +114,7 @@ def test_selection_quality_against_an_independent_computation(scored):
     version = model_version(config.target)
     per_image = {}
     for image_id in ids:
-        m = decode_map_png(ws.get_bytes(ws.map_path("target", version, image_id)))[0]
+        m = MapStore(ws).get_map("target", version, image_id)
         label = labels[image_id]
         pred = np.asarray(Image.fromarray(m, "L").resize(label.shape[::-1], Image.NEAREST))
         per_image[image_id] = reference_image_miou(pred, label, config.num_classes)
@@ -123,8 +124,8 @@ def test_selection_quality_against_an_independent_computation(scored):
 
     rows = {r.strategy: r for r in quality.selection_quality(config, ws, tau=tau, n=5)}
     assert set(rows) == {"mad", "entropy", "msp", "random"}
-    preds = {r["image_id"]: r for r in ws.read_table("predictions", result.run_id).to_pylist() if r["role"] == "target"}
-    pairs = {r["image_id"]: r["d"] for r in ws.read_table("pairs", result.run_id).to_pylist()}
+    preds = {r["image_id"]: r for r in tables.PREDICTIONS.read(ws, run_id=result.run_id).to_pylist() if r["role"] == "target"}
+    pairs = {r["image_id"]: r["d"] for r in tables.PAIRS.read(ws, run_id=result.run_id).to_pylist()}
     expected_scores = {
         "mad": [pairs[i] for i in ids],
         "entropy": [preds[i]["mean_entropy"] for i in ids],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import evaluate_world as world
-
 from madmine.steps.evaluation import compete, testset
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.report import write_report

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-import evaluate_world as world
 
+import evaluate_world as world
+from madmine import tables
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.sources import EvaluationError
-from madmine.steps.evaluation import testset as ts
 from madmine.steps.evaluation.testset import build, main_classes
 
 
@@ -80,7 +80,7 @@ def test_thirty_images_by_default_and_in_the_documented_seeded_order(w):
     assert [r["position"] for r in table] == list(range(1, 31))
     keys = [hashlib.sha256(f"0:{w.round}:{r['image_id']}".encode()).hexdigest() for r in table]
     assert keys == sorted(keys)
-    written = w.ws.read_parquet([ts.testset_path(w.ws, w.round)])
+    written = w.ws.read_parquet([tables.TESTSETS.path(w.ws, round=w.round)])
     assert written.column("image_id").to_pylist() == drawn(result)
     assert set(written.column("round").to_pylist()) == {w.round}
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 import rating_world
 from browser import chromium, open_page, shown, wait_ready
-
+from madmine import tables
 from madmine.steps.rating import store
 from madmine.steps.rating.app import create_app
 from madmine.steps.rating.roundset import load_round
@@ -102,7 +103,7 @@ def test_two_raters_rate_by_click_and_key_and_resume(setup, tmp_path):
     bob.screenshot(path=str(tmp_path / "done.png"))
 
     table = store.materialise(world.ws, 0)
-    got = {(r["rater"], r["image_id"]): r["score"] for r in world.ws.read_table("ratings").to_pylist()}
+    got = {(r["rater"], r["image_id"]): r["score"] for r in tables.RATINGS.read(world.ws).to_pylist()}
     assert table.num_rows == len(got) == 3 + n
     assert {k: v for k, v in got.items() if k[0] == "alice"} == {
         ("alice", seen[0]): 2, ("alice", seen[1]): 3, ("alice", seen[2]): None

@@ -15,15 +15,16 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-import rating_world
 from PIL import Image
 
-from madmine.images import encode_map_png
+import rating_world
+from madmine import tables
 from madmine.steps.rating import store
 from madmine.steps.rating.app import create_app
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.rating.server import BackgroundServer
 from madmine.steps.rating.tokens import add_rater
+from madmine.steps.score.map_store import MapStore
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def test_invalid_votes_are_422_and_store_nothing(server, world, tokens, body):
 def test_images_outside_the_round_are_404(server, world, tokens):
     stranger = "ff" * 16
     # a cached map exists for it, but it is not a candidate of the round
-    world.ws.put_bytes(world.ws.map_path("target", "t-v1", stranger), encode_map_png(world.target_maps[world.image_ids[0]]))
+    MapStore(world.ws).put("target", "t-v1", stranger, world.target_maps[world.image_ids[0]])
     with httpx.Client(base_url=server.url, headers=bearer(tokens["alice"])) as client:
         assert client.get(f"/api/images/{stranger}").status_code == 404
         assert client.get(f"/api/maps/target/{stranger}").status_code == 404
@@ -190,7 +191,7 @@ def test_a_vote_is_committed_before_the_answer_and_the_latest_wins(server, world
         assert item["rated"] and item["score"] == 5
     table = store.materialise(world.ws, 0)
     assert table.to_pylist()[0]["score"] == 5 and table.num_rows == 1
-    assert world.ws.read_table("ratings").num_rows == 1
+    assert tables.RATINGS.read(world.ws).num_rows == 1
 
 
 def _start_cli_server(world) -> tuple[subprocess.Popen, str]:

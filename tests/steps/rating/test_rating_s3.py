@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import rating_world
 from moto.server import ThreadedMotoServer
 
+import rating_world
+from madmine import tables
 from madmine.steps.rating import selection, store
 from madmine.steps.rating.app import create_app
 from madmine.steps.rating.roundset import load_round
@@ -53,7 +54,7 @@ def test_votes_on_s3_are_stored_before_the_answer(s3_world):
             k = answer.json()["next"]
         image = client.get(f"/api/images/{item['image_id']}")
         assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
-    table = world.ws.read_table("ratings")
+    table = tables.RATINGS.read(world.ws)
     assert {r["image_id"]: r["score"] for r in table.to_pylist()} == voted
     chosen = selection.select(store.latest(store.load_events(world.ws, 0)), 0, load_round(world.ws, world.config, 0).uris,
                               n4=5, min_raters=1)

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import rating_world
 from typer.testing import CliRunner
 
+import rating_world
+from madmine import tables
 from madmine.cli import state as cli_state
 from madmine.cli.rate import rate_app
 from madmine.steps.rating import agreement, selection, store
@@ -151,7 +152,7 @@ def test_status_reports_progress_agreement_shortfall_and_costs(rated):
     assert pair["spearman"] == pytest.approx(0.7378647873726218)
     assert data["krippendorff_alpha_ordinal"] is not None
     assert data["ledger"]["ratings"] == 11 and data["ledger"]["candidates"] == 6
-    assert rated.ws.read_table("ratings").num_rows == 11
+    assert tables.RATINGS.read(rated.ws).num_rows == 11
     text = CliRunner().invoke(rate_app, ["status", "--seconds-per-mask", "100"])
     assert text.exit_code == 0 and "Krippendorff" in text.output and "saved" in text.output
 

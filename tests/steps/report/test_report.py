@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import evaluate_world as world
 from browser import chromium
-
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.report import write_report
 

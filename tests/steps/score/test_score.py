@@ -5,15 +5,15 @@ import pyarrow.compute as pc
 import pytest
 import torch
 from PIL import Image
-from references import reference_d
-from worlds import write_config, write_corpus
 
+from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
-from madmine.images import decode_map_png
 from madmine.steps.score import score
+from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
-from worlds import write_maps
+from references import reference_d
+from worlds import write_config, write_corpus, write_maps
 
 MODELS = """
 [[models]]
@@ -56,9 +56,9 @@ def scored(ray_address, tmp_path_factory):
 def test_every_image_once_per_model_and_once_per_competitor(scored):
     _, cfg, ws, result = scored
     assert result.shards_total == 3 and result.errors == 0 and result.images_scored == 20
-    ids = set(ws.read_table("manifest").column("image_id").to_pylist())
-    preds = ws.read_table("predictions", result.run_id)
-    pairs = ws.read_table("pairs", result.run_id)
+    ids = set(tables.MANIFEST.read(ws).column("image_id").to_pylist())
+    preds = tables.PREDICTIONS.read(ws, run_id=result.run_id)
+    pairs = tables.PAIRS.read(ws, run_id=result.run_id)
     assert preds.num_rows == 20 * 3 and set(counts(preds, "image_id", "model")) == {1}
     assert set(preds.column("image_id").to_pylist()) == ids
     assert pairs.num_rows == 20 * 2 and set(counts(pairs, "image_id", "competitor")) == {1}
@@ -80,16 +80,16 @@ def test_every_image_once_per_model_and_once_per_competitor(scored):
 def test_pairs_equal_an_independent_computation_from_the_maps(scored):
     root, cfg, ws, result = scored
     versions = {m["name"]: m["version"] for m in ws.get_json(ws.path("runs", result.run_id, "run.json"))["models"]}
-    manifest = {r["image_id"]: r["uri"] for r in ws.read_table("manifest").to_pylist()}
+    manifest = {r["image_id"]: r["uri"] for r in tables.MANIFEST.read(ws).to_pylist()}
     checked = 0
-    for row in ws.read_table("pairs", result.run_id).to_pylist():
-        target_map, _ = decode_map_png(ws.get_bytes(ws.map_path("target", versions["target"], row["image_id"])))
+    for row in tables.PAIRS.read(ws, run_id=result.run_id).to_pylist():
+        target_map, _ = MapStore(ws).get("target", versions["target"], row["image_id"])
         if row["competitor"] == "ext":
             stem = manifest[row["image_id"]].rsplit("/", 1)[-1].rsplit(".", 1)[0]
             other = Image.open(root / "maps" / f"{stem}.png").resize((64, 64), Image.NEAREST)
             other = np.asarray(other)
         else:
-            other, _ = decode_map_png(ws.get_bytes(ws.map_path("dlv3", versions["dlv3"], row["image_id"])))
+            other, _ = MapStore(ws).get("dlv3", versions["dlv3"], row["image_id"])
         expected = reference_d(target_map, other, 4)
         assert row["d"] == pytest.approx(expected, abs=1e-12)
         checked += 1
@@ -117,8 +117,8 @@ def test_new_target_version_reuses_cached_competitor_maps(scored, ray_address):
     second = score(cfg2, ray_address=ray_address, show_progress=False)
     assert second.run_id != first.run_id
     assert second.forwarded == {"target": 20, "dlv3": 0, "ext": 0}
-    before = ws.read_table("predictions", first.run_id).filter(pc.field("model") == "dlv3").sort_by("image_id")
-    after = ws.read_table("predictions", second.run_id).filter(pc.field("model") == "dlv3").sort_by("image_id")
+    before = tables.PREDICTIONS.read(ws, run_id=first.run_id).filter(pc.field("model") == "dlv3").sort_by("image_id")
+    after = tables.PREDICTIONS.read(ws, run_id=second.run_id).filter(pc.field("model") == "dlv3").sort_by("image_id")
     assert before.drop_columns(["run_id"]).equals(after.drop_columns(["run_id"]))
-    versions = set(ws.read_table("pairs", second.run_id).column("target_version").to_pylist())
+    versions = set(tables.PAIRS.read(ws, run_id=second.run_id).column("target_version").to_pylist())
     assert len(versions) == 1 and versions.pop().startswith("lraspp_mobilenet_v3_large-")

@@ -12,14 +12,17 @@ import numpy as np
 import psutil
 import pyarrow.compute as pc
 import pytest
-from worlds import bad_files, odd_images, write_config, write_corpus
 
+from madmine import tables
+from madmine.completion import shard_markers
 from madmine.config import load_config
-from madmine.steps.ingest import image_id_of, ingest
 from madmine.errors import MadmineError
-from madmine.images import decode_map_png
+from madmine.steps.ingest import image_id_of, ingest
 from madmine.steps.score import score
+from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
+from worlds import bad_files, odd_images, write_config, write_corpus
 
 SLOW_MODELS = """
 [[models]]
@@ -56,8 +59,8 @@ def setup_run(root: Path, n: int, workspace: str = "work/"):
 
 
 def assert_exactly_once(ws: Workspace, run_id: str, n: int) -> None:
-    preds = ws.read_table("predictions", run_id)
-    pairs = ws.read_table("pairs", run_id)
+    preds = tables.PREDICTIONS.read(ws, run_id=run_id)
+    pairs = tables.PAIRS.read(ws, run_id=run_id)
     assert preds.num_rows == 2 * n and pairs.num_rows == n
     assert len(set(zip(preds.column("image_id").to_pylist(), preds.column("model").to_pylist()))) == 2 * n
     assert len(set(pairs.column("image_id").to_pylist())) == n
@@ -75,9 +78,9 @@ def test_killed_scoring_actor_is_replaced_and_every_image_counts_once(tmp_path, 
     deadline = time.time() + 120
     while time.time() < deadline and killed is None:
         runs = ws.listdir(ws.path("runs"))
-        if runs and ws.committed_shards(runs[0]) and scorer_actor_pids():
+        if runs and shard_markers(ws, runs[0]).done() and scorer_actor_pids():
             killed = scorer_actor_pids()[0]
-            committed_at_kill = len(ws.committed_shards(runs[0]))
+            committed_at_kill = len(shard_markers(ws, runs[0]).done())
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
     thread.join(timeout=300)
@@ -100,7 +103,7 @@ def test_killed_driver_then_resume_skips_committed_shards_and_equals_an_uninterr
     committed = []
     while time.time() < deadline:
         runs = ws.listdir(ws.path("runs"))
-        committed = ws.committed_shards(runs[0]) if runs else []
+        committed = shard_markers(ws, runs[0]).done() if runs else []
         if len(committed) >= 2:
             break
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -108,15 +111,15 @@ def test_killed_driver_then_resume_skips_committed_shards_and_equals_an_uninterr
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_id = ws.listdir(ws.path("runs"))[0]
-    before = {s: ws.get_json(ws.shard_marker(run_id, s)) for s in ws.committed_shards(run_id)}
+    before = {s: ws.get_json(shard_markers(ws, run_id).path(s)) for s in shard_markers(ws, run_id).done()}
     assert 2 <= len(before) < 8, f"kill came too late or too early: {len(before)} of 8 shards"
     assert ws.get_json(ws.path("runs", run_id, "run.json"))["status"] == "running"
 
     resumed = subprocess.run(cmd + ["--resume"], env=cli_env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for shard, marker in before.items():
-        assert ws.get_json(ws.shard_marker(run_id, shard)) == marker  # not re-scored
-    assert len(ws.committed_shards(run_id)) == 8
+        assert ws.get_json(shard_markers(ws, run_id).path(shard)) == marker  # not re-scored
+    assert len(shard_markers(ws, run_id).done()) == 8
     assert_exactly_once(ws, run_id, 32)
 
     # the same corpus and config, scored without interruption in another workspace
@@ -127,8 +130,8 @@ def test_killed_driver_then_resume_skips_committed_shards_and_equals_an_uninterr
     assert ref.run_id == run_id
     ref_ws = Workspace.from_config(ref_cfg)
     for table in ("predictions", "pairs", "errors"):
-        got = ws.read_table(table, run_id).sort_by([("image_id", "ascending")])
-        want = ref_ws.read_table(table, run_id).sort_by([("image_id", "ascending")])
+        got = tables.table(table).read(ws, run_id=run_id).sort_by([("image_id", "ascending")])
+        want = tables.table(table).read(ref_ws, run_id=run_id).sort_by([("image_id", "ascending")])
         if table == "predictions":
             got, want = (t.sort_by([("image_id", "ascending"), ("model", "ascending")]) for t in (got, want))
         assert got.equals(want), table
@@ -167,11 +170,11 @@ def test_bad_input_lands_in_errors_and_odd_modes_are_scored_like_their_rgb(tmp_p
 
     with pytest.raises(MadmineError, match="above max_error_fraction"):
         score(cfg, ray_address=ray_address, show_progress=False, max_error_fraction=0.0)
-    run = ws.runs()[-1]
-    errors = ws.read_table("errors", run["run_id"]).to_pylist()
+    run = run_records(ws)[-1]
+    errors = tables.ERRORS.read(ws, run_id=run["run_id"]).to_pylist()
     assert [(e["uri"], e["error"]) for e in errors] == [(str(good[0]), "file not found")]
-    preds = ws.read_table("predictions", run["run_id"])
-    manifest = {r["uri"]: r["image_id"] for r in ws.read_table("manifest").to_pylist()}
+    preds = tables.PREDICTIONS.read(ws, run_id=run["run_id"])
+    manifest = {r["uri"]: r["image_id"] for r in tables.MANIFEST.read(ws).to_pylist()}
     scored_ids = set(preds.column("image_id").to_pylist())
     assert scored_ids == set(manifest.values()) - {manifest[str(good[0])]}
 
@@ -179,7 +182,7 @@ def test_bad_input_lands_in_errors_and_odd_modes_are_scored_like_their_rgb(tmp_p
 
     def target_map(path):
         image_id = image_id_of(path.read_bytes())
-        return decode_map_png(ws.get_bytes(ws.map_path("target", version, image_id)))[0]
+        return MapStore(ws).get_map("target", version, image_id)
 
     for name, (path, _) in odd.items():
         np.testing.assert_array_equal(target_map(path), target_map(corpus / "ref" / f"ref_{name}.png"), err_msg=name)

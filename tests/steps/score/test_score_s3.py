@@ -1,13 +1,13 @@
 """The same scoring run with the corpus, the maps and the workspace on s3:// (moto on 127.0.0.1)."""
 
 import s3fs
-from worlds import write_maps
-from worlds import write_config, write_corpus
 
+from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
 from madmine.steps.score import score
 from madmine.workspace import Workspace
+from worlds import write_config, write_corpus, write_maps
 
 MODELS = """
 [[models]]
@@ -62,8 +62,8 @@ def test_s3_run_equals_the_local_run(tmp_path, ray_address, s3_bucket, s3_endpoi
     assert fs.ls(f"{bucket}/ws/tables/predictions/{b.run_id}")  # the tables really are on S3
     local_ws, remote_ws = Workspace.from_config(local), Workspace.from_config(remote)
     for table, keys in (("predictions", ["image_id", "model"]), ("pairs", ["image_id", "competitor"])):
-        want = local_ws.read_table(table, a.run_id).sort_by([(k, "ascending") for k in keys])
-        got = remote_ws.read_table(table, b.run_id).sort_by([(k, "ascending") for k in keys])
+        want = tables.table(table).read(local_ws, run_id=a.run_id).sort_by([(k, "ascending") for k in keys])
+        got = tables.table(table).read(remote_ws, run_id=b.run_id).sort_by([(k, "ascending") for k in keys])
         assert got.num_rows == want.num_rows > 0
         assert got.equals(want), table
     # resuming on S3 works the same: a re-run finds every shard committed

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from finetune_world import (
     add_round,
     measure,
@@ -28,12 +30,10 @@ from finetune_world import (
     write_config,
     write_pairs,
 )
-from typer.testing import CliRunner
-
-from madmine import cli
+from madmine import cli, tables
 from madmine.config import load_config
-from madmine.steps.ingest import ingest
 from madmine.models.registry import build_network, model_version
+from madmine.steps.ingest import ingest
 from madmine.steps.score import score
 from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace
@@ -46,7 +46,7 @@ def curves(ws: Workspace, round_: int) -> list[dict]:
 
 
 def models(ws: Workspace) -> list[dict]:
-    return ws.read_table("models").to_pylist()
+    return tables.MODELS.read(ws).to_pylist()
 
 
 def assert_each_epoch_once(rows: list[dict], trial: str, epochs: int) -> list[dict]:
@@ -127,7 +127,7 @@ max_failures = 2
 
 @pytest.mark.timeout(1800)
 def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_worker(tmp_path, ray_address):
-    cfg = world(tmp_path, n_s=8, n_s0=8, n_t0=6, finetune=QUALITY, factory="test_finetune_world:slow_tiny_segnet")
+    cfg = world(tmp_path, n_s=8, n_s0=8, n_t0=6, finetune=QUALITY, factory="finetune_world:slow_tiny_segnet")
     ws = Workspace.from_config(cfg)
     parent_version = model_version(cfg.target)
     args = ["--config", str(cfg.path), "finetune", "--round", "0"]
@@ -221,7 +221,7 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
     path = write_config(
         tmp_path,
         workspace=f"s3://{bucket}/work",
-        factory="test_finetune_world:slow_tiny_segnet",
+        factory="finetune_world:slow_tiny_segnet",
         weights=f"s3://{bucket}/weights/target.pt",
         storage=f'\n[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n',
         folders=f"""

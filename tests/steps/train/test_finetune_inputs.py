@@ -3,11 +3,10 @@
 import pyarrow as pa
 import pytest
 from PIL import Image
-from finetune_world import world
 from typer.testing import CliRunner
 
-from madmine import cli
-from madmine.steps.rating.selection import SELECTED, selected_path
+from finetune_world import world
+from madmine import cli, tables
 from madmine.steps.train import DataError, finetune
 from madmine.workspace import Workspace
 
@@ -33,13 +32,13 @@ def refused(cfg, round_: int = 0) -> str:
 
 def test_empty_s(cfg):
     ws = Workspace.from_config(cfg)
-    ws.write_parquet(selected_path(ws, 0), pa.Table.from_pylist([], schema=SELECTED))
+    ws.write_parquet(tables.SELECTED.path(ws, round=0), pa.Table.from_pylist([], schema=tables.SELECTED.schema))
     assert "S is empty" in refused(cfg)
 
 
 def test_round_without_s(cfg):
     ws = Workspace.from_config(cfg)
-    ws.remove(selected_path(ws, 0))
+    ws.remove(tables.SELECTED.path(ws, round=0))
     message = refused(cfg)
     assert "round 0 has no S" in message and "madmine rate select --round 0" in message
 
@@ -72,7 +71,7 @@ def test_missing_images(cfg, tmp_path):
     message = refused(cfg)
     assert "S(0) label" in message and "missing image a002.*" in message
     ws = Workspace.from_config(cfg)
-    rows = ws.read_parquet([selected_path(ws, 0)]).to_pylist()
+    rows = ws.read_parquet([tables.SELECTED.path(ws, round=0)]).to_pylist()
     (tmp_path / "s0" / "images" / "a002.png").write_bytes((tmp_path / "s0" / "images" / "a001.png").read_bytes())
     (tmp_path / "corpus" / rows[0]["uri"].rsplit("/", 1)[1]).unlink()
     message = refused(cfg)
@@ -92,7 +91,6 @@ def test_every_problem_is_listed_at_once_and_the_cli_exits_2(cfg, tmp_path):
 
 def test_unconfigured_s0_and_maps_target(tmp_path):
     from finetune_world import write_config
-
     from madmine.config import load_config
 
     cfg = world(tmp_path, n_s=2, n_s0=2, n_t0=2, finetune=FAST)

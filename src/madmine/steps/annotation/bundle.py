@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
-from madmine import images
+from madmine import images, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps.rating.roundset import RoundError, load_map, load_round, read_image
@@ -48,8 +48,7 @@ def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
     if which not in SET_TABLES:
         raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
     name = SET_TABLES[which]
-    pattern = f"round-{round_}.parquet" if which == "s" else "*.parquet"
-    table = ws.read_parquet(ws.glob(ws.path("tables", name, pattern)))
+    table = tables.SELECTED.read(ws, round=round_) if which == "s" else tables.TESTSETS.read(ws)
     if table is not None and "image_id" not in table.column_names:
         raise AnnotationError(f"{ws.path('tables', name)} has no image_id column")
     rows = [] if table is None else table.to_pylist()
@@ -82,7 +81,7 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
     """Read and check everything first, so a missing image or map fails before any file is written."""
     rs = load_round(ws, cfg, round_, strategy)
     ids = set_ids(ws, round_, which)
-    manifest = ws.read_table("manifest")
+    manifest = tables.MANIFEST.read(ws)
     uris = dict(rs.uris)
     if manifest is not None:
         for row in manifest.select(["image_id", "uri"]).to_pylist():

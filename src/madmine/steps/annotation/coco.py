@@ -15,11 +15,11 @@ import numpy as np
 from pycocotools import mask as mask_util
 from rich.progress import track
 
+from madmine.config import Config
+from madmine.metrics import IGNORE
 from madmine.steps.annotation import ignore_name
 from madmine.steps.annotation.bundle import AnnotationError, ExportItem
 from madmine.steps.annotation.collect import Collector
-from madmine.config import Config
-from madmine.metrics import IGNORE
 
 ANNOTATIONS = "annotations.json"
 

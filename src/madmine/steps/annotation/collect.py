@@ -9,8 +9,8 @@ import posixpath
 
 import numpy as np
 
-from madmine.steps.annotation import ignore_name
 from madmine.metrics import IGNORE
+from madmine.steps.annotation import ignore_name
 
 MAX_SHOWN = 30
 

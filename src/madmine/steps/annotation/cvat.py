@@ -15,11 +15,11 @@ import numpy as np
 from PIL import Image
 from rich.progress import track
 
+from madmine.config import Config
+from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name
 from madmine.steps.annotation.bundle import AnnotationError, ExportItem
 from madmine.steps.annotation.collect import Collector
-from madmine.config import Config
-from madmine.metrics import IGNORE
 
 LABELMAP = "labelmap.txt"
 CLASS_DIR = "SegmentationClass"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from madmine.config import Config
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
 from madmine.steps.annotation.bundle import AnnotationError, gather, read_manifest, write_images, write_manifest
 from madmine.steps.annotation.collect import Collector
 from madmine.steps.annotation.labels import commit, known_sizes
-from madmine.config import Config
 from madmine.workspace import Workspace
 
 READERS = {"labelstudio": labelstudio.read, "cvat": cvat.read, "coco": coco.read}

@@ -13,20 +13,11 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from rich.progress import track
 
+from madmine import tables
+from madmine.images import encode_map_png
 from madmine.steps.annotation.bundle import AnnotationError
 from madmine.steps.annotation.collect import Collector
-from madmine.images import encode_map_png
 from madmine.workspace import Workspace
-
-LABELS = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("mask_uri", pa.string()),
-        ("source", pa.string()),
-        ("round", pa.int32()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 def label_path(ws: Workspace, image_id: str) -> str:
@@ -37,7 +28,7 @@ def known_sizes(ws: Workspace, meta: dict | None) -> dict[str, tuple[int, int]]:
     """(height, width) per image: the export's own record when there is one, else the manifest."""
     if meta and meta.get("images"):
         return {i["image_id"]: (int(i["height"]), int(i["width"])) for i in meta["images"]}
-    manifest = ws.read_table("manifest")
+    manifest = tables.MANIFEST.read(ws)
     if manifest is None:
         return {}
     columns = manifest.select(["image_id", "width", "height"]).to_pydict()
@@ -58,6 +49,6 @@ def commit(ws: Workspace, collector: Collector, source: str, round_: int | None)
         path = label_path(ws, image_id)
         ws.put_bytes(path, encode_map_png(mask))
         rows.append({"image_id": image_id, "mask_uri": ws.url(path), "source": source, "round": round_, "created_at": now})
-    table = pa.Table.from_pylist(rows, schema=LABELS)
-    ws.write_parquet(ws.path("tables", "labels", f"{source}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"), table)
+    table = pa.Table.from_pylist(rows, schema=tables.LABELS.schema)
+    tables.LABELS.write(ws, table, part=f"{source}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
     return table

@@ -16,11 +16,11 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from PIL import Image, ImageDraw
 
+from madmine.config import Config
+from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name, lsbrush
 from madmine.steps.annotation.bundle import AnnotationError, ExportItem
 from madmine.steps.annotation.collect import Collector
-from madmine.config import Config
-from madmine.metrics import IGNORE
 
 FROM_NAME = "label"
 TO_NAME = "image"

@@ -25,47 +25,14 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import track
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.config import Config
+from madmine.images import resize_nearest
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.evaluate import score_maps
-from madmine.steps.evaluation.predictions import MapSource, ModelRef, find_ref, model_refs
+from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, find_ref, model_refs
 from madmine.steps.evaluation.sources import EvaluationError
-from madmine.images import resize_nearest
 from madmine.workspace import Workspace
-
-SELECTION = pa.schema(
-    [
-        ("competition", pa.string()),
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("d", pa.float64()),
-        ("rank", pa.int32()),
-        ("model_a", pa.string()),
-        ("version_a", pa.string()),
-        ("model_b", pa.string()),
-        ("version_b", pa.string()),
-        ("pool", pa.int64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-RESULT = pa.schema(
-    [
-        ("competition", pa.string()),
-        ("model_a", pa.string()),
-        ("model_b", pa.string()),
-        ("selected", pa.int32()),
-        ("labelled", pa.int32()),
-        ("miou_a", pa.float64()),
-        ("miou_b", pa.float64()),
-        ("per_image_miou_a", pa.float64()),
-        ("per_image_miou_b", pa.float64()),
-        ("wins_a", pa.int32()),
-        ("wins_b", pa.int32()),
-        ("winner", pa.string()),
-        ("evaluated_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 @dataclass
@@ -110,20 +77,12 @@ class Competition:
             "winner": self.winner,
             "evaluated_at": datetime.now(UTC),
         }
-        return pa.Table.from_pylist([row], schema=RESULT)
+        return pa.Table.from_pylist([row], schema=tables.COMPETITION_RESULTS.schema)
 
 
 def competition_id(a: ModelRef, b: ModelRef) -> str:
     safe = re.compile(r"[^A-Za-z0-9_.-]+")
     return f"{safe.sub('_', a.label.replace('@', '-'))}--vs--{safe.sub('_', b.label.replace('@', '-'))}"
-
-
-def selection_path(ws: Workspace, cid: str) -> str:
-    return ws.path("tables", "competitions", f"{cid}.parquet")
-
-
-def result_path(ws: Workspace, cid: str) -> str:
-    return ws.path("tables", "competition_results", f"{cid}.parquet")
 
 
 def rank_pool(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], num_classes: int, n: int) -> list[tuple[str, float]]:
@@ -142,7 +101,7 @@ def _select(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n
     pool = sorted((i, u) for i, u in sources.uris(ws).items() if i not in trained)
     if not pool:
         raise EvaluationError("the pool is empty: ingest images (`madmine ingest`) that no S(j) holds")
-    src_a, src_b = MapSource(config, ws, a), MapSource(config, ws, b)
+    src_a, src_b = ModelMaps(config, ws, a), ModelMaps(config, ws, b)
     best: list[tuple[str, float]] = []
     for start in track(range(0, len(pool), chunk), description=f"d({a.label}, {b.label}) over {len(pool)} images"):
         items = pool[start : start + chunk]
@@ -165,7 +124,7 @@ def _select(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n
         }
         for k, (image_id, d) in enumerate(best, start=1)
     ]
-    ws.write_parquet(selection_path(ws, cid), pa.Table.from_pylist(rows, schema=SELECTION))
+    ws.write_parquet(tables.COMPETITIONS.path(ws, competition=cid), pa.Table.from_pylist(rows, schema=tables.COMPETITIONS.schema))
     return rows, len(pool)
 
 
@@ -178,7 +137,7 @@ def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int |
     if n < 1:
         raise EvaluationError("--n must be >= 1")
     cid = competition_id(a, b)
-    path = selection_path(ws, cid)
+    path = tables.COMPETITIONS.path(ws, competition=cid)
     if ws.exists(path) and not reselect:
         selection = ws.read_parquet([path]).to_pylist()
         comp = Competition(cid, a, b, selection, int(selection[0]["pool"]) if selection else 0, reused=True)
@@ -193,20 +152,20 @@ def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int |
         items = [(r["image_id"], r["uri"]) for r in selection if r["image_id"] in labelled]
         scores = {}
         for side, ref in (("a", a), ("b", b)):
-            inter, union, conf = score_maps(MapSource(config, ws, ref).maps(items), truth, comp.labelled, config.num_classes)
+            inter, union, conf = score_maps(ModelMaps(config, ws, ref).maps(items), truth, comp.labelled, config.num_classes)
             per_image = np.array([metrics.miou_from_sums(i, u) for i, u in zip(inter, union)])
             scores[side] = (metrics.dataset_miou(conf), per_image)
         comp.miou_a, comp.miou_b = scores["a"][0], scores["b"][0]
         pa_, pb_ = scores["a"][1], scores["b"][1]
         comp.per_image_a, comp.per_image_b = float(np.nanmean(pa_)), float(np.nanmean(pb_))
         comp.wins_a, comp.wins_b = int((pa_ > pb_).sum()), int((pb_ > pa_).sum())
-    ws.write_parquet(result_path(ws, cid), comp.result_table())
+    ws.write_parquet(tables.COMPETITION_RESULTS.path(ws, competition=cid), comp.result_table())
     return comp
 
 
 def results(ws: Workspace) -> pa.Table | None:
     """Every saved competition result (for the report)."""
-    return ws.read_parquet(ws.glob(ws.path("tables", "competition_results", "*.parquet")))
+    return tables.COMPETITION_RESULTS.read(ws)
 
 
 def export(config: Config, ws: Workspace, comp: Competition, fmt: str, out: Path, only_waiting: bool = True) -> tuple[int, list[Path]]:
@@ -223,7 +182,7 @@ def export(config: Config, ws: Workspace, comp: Competition, fmt: str, out: Path
     rows = [r for r in comp.selection if not only_waiting or r["image_id"] in comp.waiting]
     if not rows:
         raise EvaluationError("every image of the competition is labelled already; nothing to export")
-    maps = MapSource(config, ws, comp.a).maps([(r["image_id"], r["uri"]) for r in rows])
+    maps = ModelMaps(config, ws, comp.a).maps([(r["image_id"], r["uri"]) for r in rows])
     items = []
     for r in track(rows, description=f"gather {len(rows)} images"):
         data, ext, img = _displayed(read_image(r["uri"], config.storage_options), config.scoring.max_pixels)

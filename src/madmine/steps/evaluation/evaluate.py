@@ -20,49 +20,13 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.config import Config
-from madmine.steps.evaluation import sources
-from madmine.steps.evaluation.predictions import MapSource, ModelRef, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.images import resize_nearest
+from madmine.steps.evaluation import sources
+from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, model_refs
+from madmine.steps.evaluation.sources import EvaluationError
 from madmine.workspace import Workspace
-
-SUMMARY = pa.schema(
-    [
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("label", pa.string()),
-        ("role", pa.string()),
-        ("origin", pa.string()),
-        ("model_round", pa.int32()),
-        ("order", pa.int32()),
-        ("testset_round", pa.int32()),
-        ("testset", pa.string()),
-        ("n_images", pa.int32()),
-        ("n_labelled", pa.int32()),
-        ("miou", pa.float64()),
-        ("per_image_miou", pa.float64()),
-        ("iou", pa.list_(pa.float64())),
-        ("intersection", pa.list_(pa.int64())),
-        ("union", pa.list_(pa.int64())),
-        ("error", pa.string()),
-        ("evaluated_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-IMAGES = pa.schema(
-    [
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("label", pa.string()),
-        ("testset_round", pa.int32()),
-        ("position", pa.int32()),
-        ("image_id", pa.string()),
-        ("intersection", pa.list_(pa.int64())),
-        ("union", pa.list_(pa.int64())),
-        ("image_miou", pa.float64()),
-    ]
-)
 
 
 @dataclass
@@ -144,7 +108,7 @@ class Evaluation:
                         "evaluated_at": self.evaluated_at,
                     }
                 )
-        return pa.Table.from_pylist(rows, schema=SUMMARY)
+        return pa.Table.from_pylist(rows, schema=tables.EVALUATION.schema)
 
     def image_table(self) -> pa.Table:
         rows = []
@@ -167,7 +131,7 @@ class Evaluation:
                             "image_miou": None if np.isnan(miou) else float(miou),
                         }
                     )
-        return pa.Table.from_pylist(rows, schema=IMAGES)
+        return pa.Table.from_pylist(rows, schema=tables.EVALUATION_IMAGES.schema)
 
 
 def score_maps(
@@ -226,7 +190,7 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
     ) as progress:
         task = progress.add_task("evaluate", total=total, model="")
         for ref in refs:
-            source = MapSource(config, ws, ref)
+            source = ModelMaps(config, ws, ref)
             for r, items in plan.items():
                 progress.update(task, model=f"{ref.label} on {sources.testset_name(r)}")
                 cell = Cell(ref, r, len(tests[r]))
@@ -245,27 +209,19 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
     return Evaluation(refs, list(tests), cells, waiting, {r: len(v) for r, v in tests.items()}, config.classes, datetime.now(UTC))
 
 
-def summary_path(ws: Workspace) -> str:
-    return ws.path("tables", "evaluation", "evaluation.parquet")
-
-
-def images_path(ws: Workspace) -> str:
-    return ws.path("tables", "evaluation_images", "evaluation.parquet")
-
-
 def save(ws: Workspace, evaluation: Evaluation) -> tuple[str, str]:
     """Per-image rows first, then the summary: a reader that finds the summary finds both."""
-    ws.write_parquet(images_path(ws), evaluation.image_table())
-    ws.write_parquet(summary_path(ws), evaluation.summary_table())
-    return ws.url(summary_path(ws)), ws.url(images_path(ws))
+    ws.write_parquet(tables.EVALUATION_IMAGES.path(ws), evaluation.image_table())
+    ws.write_parquet(tables.EVALUATION.path(ws), evaluation.summary_table())
+    return ws.url(tables.EVALUATION.path(ws)), ws.url(tables.EVALUATION_IMAGES.path(ws))
 
 
 def load(ws: Workspace) -> tuple[pa.Table | None, pa.Table | None]:
     """The saved evaluation (summary, per-image), or (None, None) before the first one."""
-    if not ws.exists(summary_path(ws)):
+    if not ws.exists(tables.EVALUATION.path(ws)):
         return None, None
-    images = ws.read_parquet([images_path(ws)]) if ws.exists(images_path(ws)) else None
-    return ws.read_parquet([summary_path(ws)]), images
+    images = ws.read_parquet([tables.EVALUATION_IMAGES.path(ws)]) if ws.exists(tables.EVALUATION_IMAGES.path(ws)) else None
+    return ws.read_parquet([tables.EVALUATION.path(ws)]), images
 
 
 def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tuple[str, list[float | None]]]]:

@@ -1,8 +1,8 @@
 """Any model version's prediction map of any image, the way scoring made it.
 
 A model is a config entry at its current version, or a version from the models table
-(fine-tuned weights). Maps come from the cache that `madmine score` writes
-(cache/maps/<model>/<version>/...), else from a maps folder, else from the network run
+(fine-tuned weights). Maps come from the map store that `madmine score` fills, else from a
+maps folder, else from the network run
 with the scoring stages' own decode and preprocessing (resize to input_size, mean/std,
 channels_last, bf16 as configured), and are then cached for the next command.
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from madmine.config import Config, ModelSpec
+from madmine.images import ImageError
 from madmine.steps.evaluation.sources import EvaluationError, models_table
-from madmine.images import ImageError, decode_map_png, encode_map_png
+from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
 
 
@@ -98,19 +99,17 @@ def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
     return matches[0]
 
 
-class MapSource:
+class ModelMaps:
     """Maps of one model version: cache, maps folder or network, in that order."""
 
     def __init__(self, config: Config, ws: Workspace, ref: ModelRef):
         self.config, self.ws, self.ref = config, ws, ref
+        self.store = MapStore(ws)
         self._scorer = None
         self._folder = None
 
     def _cached(self, image_id: str) -> np.ndarray | None:
-        try:
-            return decode_map_png(self.ws.get_bytes(self.ws.map_path(self.ref.name, self.ref.version, image_id)))[0]
-        except (FileNotFoundError, ImageError, OSError):
-            return None
+        return self.store.get_map(self.ref.name, self.ref.version, image_id)
 
     def maps(self, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
         """{image_id: map} for (image_id, uri) pairs; EvaluationError names what is missing."""
@@ -137,10 +136,10 @@ class MapSource:
         return out
 
     def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-        from madmine.models.maps import MapsSource
+        from madmine.models.maps import MapsFolder
 
         if self._folder is None:
-            self._folder = MapsSource(spec.maps, self.config.num_classes, self.config.storage_options)
+            self._folder = MapsFolder(spec.maps, self.config.num_classes, self.config.storage_options)
         out = {}
         for image_id, uri in items:
             try:
@@ -150,8 +149,8 @@ class MapSource:
         return out
 
     def _from_network(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-        from madmine.steps.score.decode import decode_batch, pixels_column
         from madmine.steps.score.context import ScoreContext
+        from madmine.steps.score.decode import decode_batch, pixels_column
         from madmine.steps.score.predict import Scorer
 
         if self._scorer is None:
@@ -188,6 +187,5 @@ class MapSource:
                 out[image_id] = label_maps[k]
                 if self.config.scoring.cache_maps:
                     text = {"mean_entropy": repr(float(entropy[k])), "mean_msp": repr(float(msp[k]))}
-                    path = self.ws.map_path(self.ref.name, self.ref.version, image_id)
-                    self.ws.put_bytes(path, encode_map_png(label_maps[k], text))
+                    self.store.put(self.ref.name, self.ref.version, image_id, label_maps[k], text)
         return out

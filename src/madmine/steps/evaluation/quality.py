@@ -19,29 +19,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.config import Config
-from madmine.steps.evaluation import sources
-from madmine.steps.evaluation.predictions import MapSource, ModelRef, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.images import resize_nearest
+from madmine.steps.evaluation import sources
+from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, model_refs
+from madmine.steps.evaluation.sources import EvaluationError
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 
 STRATEGIES = ("mad", "entropy", "msp", "random")
-QUALITY = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("strategy", pa.string()),
-        ("pool", pa.int32()),
-        ("failures", pa.int32()),
-        ("tau", pa.float64()),
-        ("n", pa.int32()),
-        ("precision_at_n", pa.float64()),
-        ("auroc", pa.float64()),
-        ("aupr", pa.float64()),
-        ("base_rate", pa.float64()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -63,7 +50,7 @@ def random_score(seed: int, image_id: str) -> float:
 
 
 def _run(ws: Workspace, run_id: str | None) -> dict:
-    runs = [r for r in ws.runs() if r.get("status") == "complete"]
+    runs = [r for r in run_records(ws) if r.get("status") == "complete"]
     if run_id:
         runs = [r for r in runs if r["run_id"] == run_id]
     if not runs:
@@ -73,8 +60,8 @@ def _run(ws: Workspace, run_id: str | None) -> dict:
 
 def strategy_scores(ws: Workspace, run_id: str, seed: int = 0) -> dict[str, dict[str, float]]:
     """strategy -> {image_id: score}, higher = more likely a failure."""
-    preds = ws.read_table("predictions", run_id)
-    pairs = ws.read_table("pairs", run_id)
+    preds = tables.PREDICTIONS.read(ws, run_id=run_id)
+    pairs = tables.PAIRS.read(ws, run_id=run_id)
     out: dict[str, dict[str, float]] = {s: {} for s in STRATEGIES}
     for row in [] if preds is None else preds.to_pylist():
         if row["role"] != "target":
@@ -108,7 +95,7 @@ def selection_quality(
     refs = {r.key: r for r in model_refs(config, ws)}
     ref = refs.get((target["name"], target["version"])) or ModelRef(target["name"], target["version"], "target", None, "run")
     manifest = sources.uris(ws)
-    maps = MapSource(config, ws, ref).maps([(i, manifest.get(i, "")) for i in pool])
+    maps = ModelMaps(config, ws, ref).maps([(i, manifest.get(i, "")) for i in pool])
     failures = {}
     for image_id in pool:
         label = sources.load_label(ws, labelled[image_id], config.num_classes)
@@ -138,14 +125,10 @@ def selection_quality(
     return out
 
 
-def path(ws: Workspace) -> str:
-    return ws.path("tables", "selection_quality", "selection_quality.parquet")
-
-
 def save(ws: Workspace, rows: list[StrategyQuality]) -> str:
-    ws.write_parquet(path(ws), pa.Table.from_pylist([asdict(r) for r in rows], schema=QUALITY))
-    return ws.url(path(ws))
+    table = pa.Table.from_pylist([asdict(r) for r in rows], schema=tables.SELECTION_QUALITY.schema)
+    return ws.url(tables.SELECTION_QUALITY.write(ws, table))
 
 
 def load(ws: Workspace) -> pa.Table | None:
-    return ws.read_parquet([path(ws)]) if ws.exists(path(ws)) else None
+    return tables.SELECTION_QUALITY.read(ws)

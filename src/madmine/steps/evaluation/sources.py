@@ -5,19 +5,15 @@ measurement works at any point of a round and says what it is waiting for.
 
 from __future__ import annotations
 
-import posixpath
-import re
-
 import numpy as np
 import pyarrow as pa
 
+from madmine import tables
 from madmine.errors import MadmineError
 from madmine.images import ImageError, decode_map_png
 from madmine.metrics import IGNORE
 from madmine.steps.rating import store
 from madmine.workspace import Workspace, filesystem, split_uri
-
-_ROUND = re.compile(r"round-(\d+)")
 
 
 class EvaluationError(MadmineError):
@@ -26,7 +22,7 @@ class EvaluationError(MadmineError):
 
 def candidates(ws: Workspace, round_: int, strategy: str = "mad") -> pa.Table | None:
     """The candidates table of a round (tables/candidates/round-<R>-<strategy>.parquet)."""
-    path = ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
+    path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
     if not ws.exists(path):
         return None
     table = ws.read_parquet([path])
@@ -44,7 +40,7 @@ def votes(ws: Workspace, round_: int) -> dict[tuple[str, str], dict]:
     events = store.load_events(ws, round_)
     if events:
         return store.latest(events)
-    path = store.table_path(ws, round_)
+    path = tables.RATINGS.path(ws, round=round_)
     if not ws.exists(path):
         return {}
     rows = ws.read_parquet([path]).to_pylist()
@@ -56,7 +52,7 @@ def _round_rows(ws: Workspace, table: str) -> list[dict]:
     """Every row of a table's parts, read part by part (parts written by different tools may
     differ in integer widths, which a concatenation refuses)."""
     rows: list[dict] = []
-    for path in ws.glob(ws.path("tables", table, "*.parquet")):
+    for path in tables.table(table).files(ws):
         rows.extend(ws.read_parquet([path]).to_pylist())
     return rows
 
@@ -64,15 +60,14 @@ def _round_rows(ws: Workspace, table: str) -> list[dict]:
 def selected_ids(ws: Workspace) -> dict[str, int]:
     """image_id -> round, over every S(j) (tables/selected/round-<j>.parquet)."""
     out: dict[str, int] = {}
-    for path in ws.glob(ws.path("tables", "selected", "round-*.parquet")):
-        match = _ROUND.search(posixpath.basename(path))
-        for row in ws.read_parquet([path]).select(["image_id"]).to_pylist():
-            out.setdefault(row["image_id"], int(match.group(1)) if match else -1)
+    for round_ in tables.SELECTED.rounds(ws):
+        for row in tables.SELECTED.read_file(ws, round=round_).select(["image_id"]).to_pylist():
+            out.setdefault(row["image_id"], round_)
     return out
 
 
 def selected_exists(ws: Workspace, round_: int) -> bool:
-    return ws.exists(ws.path("tables", "selected", f"round-{round_}.parquet"))
+    return ws.exists(tables.SELECTED.path(ws, round=round_))
 
 
 def testsets(ws: Workspace) -> dict[int, list[dict]]:
@@ -118,14 +113,14 @@ def models_table(ws: Workspace) -> list[dict]:
 
 def uris(ws: Workspace) -> dict[str, str]:
     """image_id -> uri from the manifest."""
-    table = ws.read_table("manifest")
+    table = tables.MANIFEST.read(ws)
     if table is None:
         return {}
     return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
 
 
 def finetune_curves(ws: Workspace, round_: int) -> pa.Table | None:
-    path = ws.path("tables", "finetune_curves", f"round-{round_}.parquet")
+    path = tables.FINETUNE_CURVES.path(ws, round=round_)
     return ws.read_parquet([path]) if ws.exists(path) else None
 
 

@@ -24,26 +24,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.config import Config
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.sources import EvaluationError
 from madmine.steps.rating.selection import mos_by_image
 from madmine.workspace import Workspace
-
-TESTSETS = pa.schema(
-    [
-        ("round", pa.int32()),
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("position", pa.int32()),
-        ("main_class", pa.int32()),
-        ("class_name", pa.string()),
-        ("mos", pa.float64()),
-        ("n_ratings", pa.int32()),
-        ("seed", pa.int64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 @dataclass
@@ -59,10 +45,6 @@ class TestSet:
     @property
     def size(self) -> int:
         return self.table.num_rows
-
-
-def testset_path(ws: Workspace, round_: int) -> str:
-    return ws.path("tables", "testsets", f"round-{round_}.parquet")
 
 
 def draw_key(seed: int, round_: int, image_id: str) -> str:
@@ -99,7 +81,7 @@ def build(
     seed = config.evaluate.seed if seed is None else seed
     if size < 1 or per_class < 1:
         raise EvaluationError("--size and --per-class must be >= 1")
-    path = testset_path(ws, round_)
+    path = tables.TESTSETS.path(ws, round=round_)
     if ws.exists(path) and not overwrite:
         raise EvaluationError(
             f"T({round_}) already exists ({ws.url(path)}); its images may be labelled already. "
@@ -171,7 +153,7 @@ def build(
             }
             for position, (image_id, k, scores) in enumerate(chosen, start=1)
         ],
-        schema=TESTSETS,
+        schema=tables.TESTSETS.schema,
     )
     if out.num_rows == 0:
         reasons = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)

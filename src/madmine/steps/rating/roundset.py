@@ -6,18 +6,18 @@ never a path, so nothing a browser sends can reach another file.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from madmine import tables
 from madmine.config import Config
 from madmine.errors import MadmineError
-from madmine.images import decode_map_png
+from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace, filesystem, split_uri
 
 COMPLETE = "complete"
-_ROUND_FILE = re.compile(r"^round-(\d+)-([A-Za-z0-9_]+)\.parquet$")
 
 
 class RoundError(MadmineError):
@@ -44,20 +44,12 @@ class RoundSet:
         return len(self.image_ids)
 
 
-def candidates_path(ws: Workspace, round_: int, strategy: str = "mad") -> str:
-    return ws.path("tables", "candidates", f"round-{round_}-{strategy}.parquet")
-
-
 def latest_round(ws: Workspace, strategy: str = "mad") -> int:
     """The highest round that has candidates: the default for every `rate` command."""
-    rounds = []
-    for path in ws.glob(ws.path("tables", "candidates", "round-*.parquet")):
-        match = _ROUND_FILE.match(path.rsplit("/", 1)[-1])
-        if match and match.group(2) == strategy:
-            rounds.append(int(match.group(1)))
+    rounds = tables.CANDIDATES.rounds(ws, strategy=strategy)
     if not rounds:
         raise RoundError(
-            f"no candidates in {ws.path('tables', 'candidates')} for strategy {strategy!r}; "
+            f"no candidates in {ws.path(tables.CANDIDATES.folder)} for strategy {strategy!r}; "
             "run `madmine select --round R` first, or pass --round"
         )
     return max(rounds)
@@ -71,7 +63,7 @@ def _scoring_run(ws: Workspace, run_ids: list[str]) -> dict:
         if not named:
             raise RoundError(f"the candidates name scoring run(s) {run_ids} but no runs/<run_id>/run.json exists")
         return named[-1]
-    records = ws.runs()
+    records = run_records(ws)
     complete = [r for r in records if r.get("status") == COMPLETE]
     if not complete:
         raise RoundError(
@@ -82,7 +74,7 @@ def _scoring_run(ws: Workspace, run_ids: list[str]) -> dict:
 
 
 def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -> RoundSet:
-    path = candidates_path(ws, round_, strategy)
+    path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
     if not ws.exists(path):
         raise RoundError(f"no candidates for round {round_} ({path}); run `madmine select --round {round_}` first")
     table = ws.read_parquet([path])
@@ -116,12 +108,10 @@ def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -
 
 def load_map(ws: Workspace, model: str, version: str, image_id: str) -> np.ndarray:
     """A cached prediction map (uint8 class ids, 255 ignore)."""
-    path = ws.map_path(model, version, image_id)
-    try:
-        data = ws.get_bytes(path)
-    except FileNotFoundError as exc:
-        raise RoundError(f"no cached map of {model} version {version} for image {image_id} ({path})") from exc
-    return decode_map_png(data)[0]
+    label_map = MapStore(ws).get_map(model, version, image_id)
+    if label_map is None:
+        raise RoundError(f"no cached map of {model} version {version} for image {image_id}: run `madmine score`")
+    return label_map
 
 
 def read_image(uri: str, storage_options: dict | None = None) -> bytes:

@@ -11,18 +11,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.workspace import Workspace
-
-SELECTED = pa.schema(
-    [
-        ("round", pa.int32()),
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("mos", pa.float64()),
-        ("n_ratings", pa.int32()),
-        ("rank", pa.int32()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -66,16 +56,12 @@ def select(latest: dict[tuple[str, str], dict], round_: int, uris: dict[str, str
             "n_ratings": [n for _, _, n in chosen],
             "rank": list(range(1, len(chosen) + 1)),
         },
-        schema=SELECTED,
+        schema=tables.SELECTED.schema,
     )
     return Selection(table=table, eligible=len(ranked), out_of_domain=ood, short=short, unrated=unrated)
 
 
-def selected_path(ws: Workspace, round_: int) -> str:
-    return ws.path("tables", "selected", f"round-{round_}.parquet")
-
-
 def write(ws: Workspace, round_: int, selection: Selection) -> str:
-    path = selected_path(ws, round_)
+    path = tables.SELECTED.path(ws, round=round_)
     ws.write_parquet(path, selection.table)
     return path

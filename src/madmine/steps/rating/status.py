@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from madmine import tables
 from madmine.config import Config
 from madmine.steps.rating import agreement, store, tokens
 from madmine.steps.rating.ledger import ledger
@@ -15,7 +16,7 @@ from madmine.workspace import Workspace
 
 def masks_drawn(ws: Workspace, round_: int) -> int:
     """Distinct images given a pixel label for this round (the `labels` table)."""
-    table = ws.read_table("labels")
+    table = tables.LABELS.read(ws)
     if table is None:
         return 0
     rows = table.select(["image_id", "round"]).to_pylist()

@@ -15,17 +15,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.workspace import Workspace
 
-RATINGS = pa.schema(
-    [
-        ("round", pa.int32()),
-        ("image_id", pa.string()),
-        ("rater", pa.string()),
-        ("score", pa.int8()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
 ACR = {1: "bad", 2: "poor", 3: "fair", 4: "good", 5: "excellent"}
 
 
@@ -80,16 +72,12 @@ def to_table(events: list[dict]) -> pa.Table:
             "score": [e["score"] for e in rows],
             "created_at": [datetime.fromisoformat(e["created_at"]) for e in rows],
         },
-        schema=RATINGS,
+        schema=tables.RATINGS.schema,
     )
-
-
-def table_path(ws: Workspace, round_: int) -> str:
-    return ws.path("tables", "ratings", f"round-{round_}.parquet")
 
 
 def materialise(ws: Workspace, round_: int) -> pa.Table:
     """Rewrite the round's `ratings` table from its events (whole file, atomically)."""
     table = to_table(load_events(ws, round_))
-    ws.write_parquet(table_path(ws, round_), table)
+    ws.write_parquet(tables.RATINGS.path(ws, round=round_), table)
     return table

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from madmine import tables
 from madmine.config import Config
 from madmine.steps.evaluation import compete, quality, sources, srcc
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.rating import agreement
 from madmine.steps.rating.selection import mos_by_image
+from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 
 
@@ -70,15 +72,15 @@ class Facts:
 
 def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     facts = Facts(round_)
-    manifest = ws.read_table("manifest")
+    manifest = tables.MANIFEST.read(ws)
     facts.manifest_images = 0 if manifest is None else manifest.num_rows
-    runs = [r for r in ws.runs() if r.get("status") == "complete"]
+    runs = [r for r in run_records(ws) if r.get("status") == "complete"]
     facts.run = runs[-1] if runs else None
     table = sources.candidates(ws, round_, "mad")
     facts.candidates = [] if table is None else table.to_pylist()
     facts.votes = sources.votes(ws, round_)
-    path = ws.path("tables", "selected", f"round-{round_}.parquet")
-    facts.selected = ws.read_parquet([path]).to_pylist() if ws.exists(path) else []
+    selected = tables.SELECTED.read(ws, round=round_)
+    facts.selected = [] if selected is None else selected.to_pylist()
     facts.testset = sources.testsets(ws).get(round_, [])
     facts.labels = sources.labels(ws)
     facts.models = sources.models_table(ws)

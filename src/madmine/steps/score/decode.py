@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from madmine.steps.ingest import read_uri
 from madmine.images import ImageError, decode, resize_uint8
+from madmine.steps.ingest import read_uri
 
 
 def pixels_column(size: int) -> str:

@@ -15,10 +15,11 @@ import numpy as np
 
 from madmine import metrics
 from madmine.config import ModelSpec
-from madmine.images import ImageError, decode_map_png, encode_map_png, resize_nearest
-from madmine.models.maps import MapsSource
+from madmine.images import ImageError, resize_nearest
+from madmine.models.maps import MapsFolder
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
+from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
 
 UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2nd pixel (metrics.maps_entropy_msp)
@@ -43,10 +44,10 @@ class Scorer:
         threads = ctx.scoring.torch_threads or os.cpu_count() or 1
         if self.device == "cpu":
             torch.set_num_threads(threads)
-        self.workspace = Workspace(ctx.workspace_uri, dict(ctx.storage_options))
+        self.maps = MapStore(Workspace(ctx.workspace_uri, dict(ctx.storage_options)))
         self._networks: dict = {}
         self._maps = {
-            m.name: MapsSource(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network
+            m.name: MapsFolder(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network
         }
 
     # ---- models ------------------------------------------------------------------------
@@ -91,22 +92,20 @@ class Scorer:
                 entropy = msp = np.full(len(pixels), np.nan)
         return maps.cpu().numpy(), entropy, msp
 
-    # ---- cache -------------------------------------------------------------------------
+    # ---- cache ----------------------------------------------------------------------------
     def _cache_read(self, spec: ModelSpec, image_id: str):
-        path = self.workspace.map_path(spec.name, self.ctx.versions[spec.name], image_id)
-        try:
-            data = self.workspace.get_bytes(path)
-        except FileNotFoundError:
+        found = self.maps.get(spec.name, self.ctx.versions[spec.name], image_id)
+        if found is None:
             return None
+        label_map, text = found
         try:
-            label_map, text = decode_map_png(data)
             return label_map, float(text.get("mean_entropy", "nan")), float(text.get("mean_msp", "nan"))
-        except (ImageError, OSError, ValueError):
+        except ValueError:
             return None  # a damaged cache entry is recomputed
 
     def _cache_write(self, spec: ModelSpec, image_id: str, label_map: np.ndarray, entropy: float, msp: float) -> None:
-        path = self.workspace.map_path(spec.name, self.ctx.versions[spec.name], image_id)
-        self.workspace.put_bytes(path, encode_map_png(label_map, {"mean_entropy": repr(entropy), "mean_msp": repr(msp)}))
+        text = {"mean_entropy": repr(entropy), "mean_msp": repr(msp)}
+        self.maps.put(spec.name, self.ctx.versions[spec.name], image_id, label_map, text)
 
     def _network_maps(self, spec: ModelSpec, batch: dict, rows: list[int]) -> dict[int, tuple]:
         """image row -> (map, mean entropy, mean msp, whether the network ran): cache first."""

@@ -8,7 +8,6 @@ driver loses at most the shards in flight, and the next run skips every committe
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import posixpath
@@ -20,11 +19,13 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from madmine import schemas
+from madmine import tables
+from madmine.completion import shard_markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.models import check_models
 from madmine.steps.score.context import ScoreContext, column
+from madmine.steps.score.runs import read_record, run_records, write_record
 from madmine.workspace import Workspace
 
 
@@ -45,10 +46,6 @@ class ScoreResult:
         return self.errors / self.images_total if self.images_total else 0.0
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
 def default_run_id(config: Config, versions: dict[str, str]) -> str:
     """Same models and classes -> same run, so re-running continues instead of starting over."""
     payload = {
@@ -62,7 +59,7 @@ def default_run_id(config: Config, versions: dict[str, str]) -> str:
 def plan_shards(workspace: Workspace, shard_size: int) -> dict[str, pa.Table]:
     """Shard id -> rows (image_id, uri). Stable as the corpus grows: manifest parts are immutable."""
     shards: dict[str, pa.Table] = {}
-    for path in workspace.table_files("manifest"):
+    for path in tables.MANIFEST.files(workspace):
         part = posixpath.basename(path)[: -len(".parquet")]
         table = workspace.read_parquet([path]).select(["image_id", "uri"]).sort_by("image_id")
         for k, start in enumerate(range(0, table.num_rows, shard_size)):
@@ -121,9 +118,9 @@ def _shard_tables(ctx: ScoreContext, rows: list[dict]) -> tuple[pa.Table, pa.Tab
                 }
             )
     return (
-        pa.Table.from_pylist(preds, schema=schemas.PREDICTIONS),
-        pa.Table.from_pylist(pairs, schema=schemas.PAIRS),
-        pa.Table.from_pylist(errors, schema=schemas.ERRORS),
+        pa.Table.from_pylist(preds, schema=tables.PREDICTIONS.schema),
+        pa.Table.from_pylist(pairs, schema=tables.PAIRS.schema),
+        pa.Table.from_pylist(errors, schema=tables.ERRORS.schema),
     )
 
 
@@ -132,17 +129,15 @@ def commit_shard(workspace: Workspace, ctx: ScoreContext, shard: str, rows: list
     predictions, pairs, errors = _shard_tables(ctx, rows)
     forwarded = {m.name: int(sum(bool(r[column("fw", m.name)]) for r in rows if not r["error"])) for m in ctx.models}
     for name, table in (("errors", errors), ("pairs", pairs), ("predictions", predictions)):
-        workspace.write_parquet(workspace.path("tables", name, ctx.run_id, f"{shard}.parquet"), table)
+        tables.table(name).write(workspace, table, run_id=ctx.run_id, shard=shard)
     marker = {
         "shard": shard,
         "images": len(rows),
         "errors": errors.num_rows,
         "forwarded": forwarded,
-        "committed_at": _now(),
         "seconds": seconds,
     }
-    workspace.put_json(workspace.shard_marker(ctx.run_id, shard), marker)
-    return marker
+    return shard_markers(workspace, ctx.run_id).mark_done(shard, marker)
 
 
 def _unpack(batch: dict[str, np.ndarray]) -> list[dict]:
@@ -165,13 +160,12 @@ def score(
     workspace = Workspace.from_config(config)
     versions = check_models(config)
     if resume and run_id is None:
-        unfinished = [r for r in workspace.runs() if r.get("status") != "complete"]
+        unfinished = [r for r in run_records(workspace) if r.get("status") != "complete"]
         if not unfinished:
             raise MadmineError("--resume: no unfinished scoring run in the workspace; run `madmine score` to start one")
         run_id = unfinished[-1]["run_id"]
     run_id = run_id or default_run_id(config, versions)
-    record_path = workspace.path("runs", run_id, "run.json")
-    record = workspace.get_json(record_path) if workspace.exists(record_path) else None
+    record = read_record(workspace, run_id)
     if record and record.get("config_fingerprint") not in (None, config.fingerprint()):
         raise MadmineError(
             f"run {run_id!r} was started with other models or classes; pass another --run-id, or restore the config"
@@ -191,12 +185,12 @@ def score(
     shards = plan_shards(workspace, shard_size)
     if not shards:
         raise MadmineError("the manifest is empty: run `madmine ingest SOURCE...` first")
-    committed = set(workspace.committed_shards(run_id))
+    committed = set(shard_markers(workspace, run_id).done())
     pending = {s: rows for s, rows in shards.items() if s not in committed}
     images_total = sum(t.num_rows for t in shards.values())
     record = record or {
         "run_id": run_id,
-        "created_at": _now(),
+        "created_at": utc_now(),
         "shard_size": shard_size,
         "classes": list(config.classes),
         "config_fingerprint": config.fingerprint(),
@@ -208,8 +202,8 @@ def score(
     images_scored = 0
     forwarded = {m.name: 0 for m in ordered}
     if pending:
-        record.update(status="running", updated_at=_now())
-        workspace.put_json(record_path, record)
+        record.update(status="running", updated_at=utc_now())
+        write_record(workspace, record)
         rows = pa.concat_tables(
             [t.append_column("shard", pa.array([s] * t.num_rows, pa.string())) for s, t in pending.items()]
         )
@@ -253,7 +247,7 @@ def score(
                             forwarded[name] += count
                         done += 1
                         progress.update(task, shards=f"{done}/{len(pending)}")
-        missing = [s for s in pending if s not in set(workspace.committed_shards(run_id))]
+        missing = [s for s in pending if s not in set(shard_markers(workspace, run_id).done())]
         if missing:
             raise MadmineError(
                 f"run {run_id}: {len(missing)} shards did not complete ({missing[:3]}...); re-run `madmine score` to finish them"
@@ -271,12 +265,12 @@ def score(
     )
     record.update(
         status="complete",
-        updated_at=_now(),
+        updated_at=utc_now(),
         images=images_total,
         errors=result.errors,
         shards=len(shards),
     )
-    workspace.put_json(record_path, record)
+    write_record(workspace, record)
     limit = config.scoring.max_error_fraction if max_error_fraction is None else max_error_fraction
     if result.error_fraction > limit:
         raise MadmineError(
@@ -288,4 +282,4 @@ def score(
 
 
 def _marker_errors(workspace: Workspace, run_id: str, shard: str) -> int:
-    return int(workspace.get_json(workspace.shard_marker(run_id, shard)).get("errors", 0))
+    return int(shard_markers(workspace, run_id).get(shard).get("errors", 0))

@@ -13,23 +13,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.errors import MadmineError
 from madmine.steps.train import checkpoints
 from madmine.steps.train.plan import Plan, trial_name
 from madmine.steps.train.storage import RoundStorage
-
-CURVES = pa.schema(
-    [
-        ("round", pa.int32()),
-        ("trial", pa.string()),
-        ("lr", pa.float64()),
-        ("epoch", pa.int32()),
-        ("train_loss", pa.float64()),
-        ("val_miou", pa.float64()),
-        ("resumed", pa.bool_()),
-        ("seconds", pa.float64()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -76,9 +64,6 @@ def curves_table(plan: Plan, outcomes: list[Outcome]) -> pa.Table:
                     "seconds": point.get("seconds"),
                 }
             )
-    return pa.Table.from_pylist(rows, schema=CURVES)
+    return pa.Table.from_pylist(rows, schema=tables.FINETUNE_CURVES.schema)
 
 
-def curves_path(storage: RoundStorage) -> str:
-    ws = storage.workspace
-    return ws.path("tables", "finetune_curves", f"round-{storage.round}.parquet")

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from madmine.steps.ingest import read_uri
+from madmine import tables
 from madmine.errors import MadmineError
 from madmine.images import IMAGE_EXTENSIONS, ImageError, decode, decode_map_png
 from madmine.metrics import IGNORE
+from madmine.steps.ingest import read_uri
 from madmine.workspace import Workspace, filesystem, split_uri
 
-_ROUND_FILE = re.compile(r"^round-(\d+)\.parquet$")
 MAX_LISTED = 12
 
 
@@ -58,25 +57,20 @@ class TrainingData:
 # ---- S from the workspace ------------------------------------------------------------------
 def s_rounds(ws: Workspace, round_: int) -> list[int]:
     """Rounds <= R that have an S table."""
-    rounds = []
-    for path in ws.glob(ws.path("tables", "selected", "round-*.parquet")):
-        match = _ROUND_FILE.match(posixpath.basename(path))
-        if match and int(match.group(1)) <= round_:
-            rounds.append(int(match.group(1)))
-    return sorted(rounds)
+    return [r for r in tables.SELECTED.rounds(ws) if r <= round_]
 
 
 def _newest_labels(ws: Workspace) -> dict[str, str]:
     """image_id -> mask_uri of its newest label (an image labelled again counts once)."""
     rows: list[dict] = []
-    for path in ws.table_files("labels"):
+    for path in tables.LABELS.files(ws):
         rows.extend(ws.read_parquet([path]).select(["image_id", "mask_uri", "created_at"]).to_pylist())
     rows.sort(key=lambda r: str(r["created_at"]))
     return {r["image_id"]: r["mask_uri"] for r in rows}
 
 
 def _manifest_uris(ws: Workspace) -> dict[str, str]:
-    table = ws.read_table("manifest")
+    table = tables.MANIFEST.read(ws)
     if table is None:
         return {}
     return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
@@ -95,7 +89,7 @@ def collect_s(ws: Workspace, round_: int) -> tuple[tuple[Pair, ...], tuple[int, 
     pairs: dict[str, Pair] = {}
     unlabelled: dict[int, list[str]] = {}
     for r in rounds:
-        rows = ws.read_parquet([ws.path("tables", "selected", f"round-{r}.parquet")]).to_pylist()
+        rows = tables.SELECTED.read_file(ws, round=r).to_pylist()
         for row in rows:
             image_id = row["image_id"]
             if image_id in pairs:

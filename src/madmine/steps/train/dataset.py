@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from madmine.steps.ingest import read_uri
 from madmine.images import decode, decode_map_png
+from madmine.steps.ingest import read_uri
 from madmine.steps.train.augment import eval_input, train_example
 from madmine.steps.train.plan import Plan
 

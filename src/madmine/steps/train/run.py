@@ -15,11 +15,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from madmine import tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
 from madmine.steps.train import data as training_data
-from madmine.steps.train.curves import curves_path, curves_table, read_outcomes
+from madmine.steps.train.curves import curves_table, read_outcomes
 from madmine.steps.train.plan import Plan, make_plan
 from madmine.steps.train.storage import RoundStorage
 from madmine.steps.train.versions import parent_of, pick_winner, publish
@@ -53,7 +54,7 @@ def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool)
     if restart and ws.exists(storage.root):
         log.warning("round %d: --restart discards %s", plan.round, ws.url(storage.root))
         ws.remove(storage.root, recursive=True)
-        ws.remove(curves_path(storage))
+        ws.remove(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round))
     if ws.exists(storage.plan):
         previous = ws.get_json(storage.plan)
         if previous.get("fingerprint") != plan.fingerprint():
@@ -85,10 +86,9 @@ def finetune(
     storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_)
 
     def finished() -> FinetuneResult | None:
-        if not restart and ws.exists(storage.done):
-            done = ws.get_json(storage.done)
-            if done.get("fingerprint") == plan.fingerprint():
-                return FinetuneResult(**{**done["result"], "already_done": True})
+        done = None if restart else storage.markers.get("done")
+        if done is not None and done.get("fingerprint") == plan.fingerprint():
+            return FinetuneResult(**{**done["result"], "already_done": True})
         return None
 
     if (result := finished()) is not None:
@@ -105,7 +105,7 @@ def finetune(
         run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
 
         outcomes = read_outcomes(plan, storage)
-        ws.write_parquet(curves_path(storage), curves_table(plan, outcomes))
+        ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round), curves_table(plan, outcomes))
         winner = pick_winner(outcomes)
         row = publish(config, ws, plan, winner)
         result = FinetuneResult(
@@ -121,6 +121,5 @@ def finetune(
             data=data.counts(),
             seconds=time.perf_counter() - started,
         )
-        record = {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))}
-        ws.put_json(storage.done, record)
+        storage.markers.mark_done("done", {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))})
     return result

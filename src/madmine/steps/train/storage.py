@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from madmine.completion import Markers
 from madmine.workspace import Workspace
 
 
@@ -41,8 +42,9 @@ class RoundStorage:
         return self.path("plan.json")
 
     @property
-    def done(self) -> str:
-        return self.path("done.json")
+    def markers(self) -> Markers:
+        """The round's completion marker: finetune/round-<R>/done.json, holding its result."""
+        return Markers(self.workspace, posixpath.join("finetune", f"round-{self.round}"))
 
     @property
     def tune(self) -> str:

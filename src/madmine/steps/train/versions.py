@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.config import Config, ModelSpec
 from madmine.errors import MadmineError
 from madmine.models.registry import model_version
@@ -26,24 +27,6 @@ from madmine.steps.train import checkpoints
 from madmine.steps.train.curves import Outcome
 from madmine.steps.train.plan import Plan
 from madmine.workspace import Workspace
-
-MODELS = pa.schema(
-    [
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("role", pa.string()),
-        ("arch", pa.string()),
-        ("weights_uri", pa.string()),
-        ("parent_version", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("round", pa.int32()),
-        ("metrics", pa.string()),
-        ("checkpoint_uri", pa.string()),
-        ("val_miou", pa.float64()),
-        ("lr", pa.float64()),
-        ("factory", pa.string()),
-    ]
-)
 
 
 def pick_winner(outcomes: list[Outcome]) -> Outcome:
@@ -62,7 +45,7 @@ def version_of(spec: ModelSpec, weights: bytes) -> str:
 
 def models_rows(ws: Workspace) -> list[dict]:
     rows: list[dict] = []
-    for path in ws.table_files("models"):
+    for path in tables.MODELS.files(ws):
         rows.extend(ws.read_parquet([path]).to_pylist())
     return rows
 
@@ -146,7 +129,7 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "factory": spec.factory,
     }
     ws.write_parquet(
-        ws.path("tables", "models", f"{spec.name}-round-{plan.round}.parquet"),
-        pa.Table.from_pylist([row], schema=MODELS),
+        tables.MODELS.path(ws, model=spec.name, round=plan.round),
+        pa.Table.from_pylist([row], schema=tables.MODELS.schema),
     )
     return row

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from madmine.steps.score.decode import decode_batch
 from madmine.steps.score.context import ScoreContext
+from madmine.steps.score.decode import decode_batch
 from madmine.steps.score.predict import Scorer
 
 

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from madmine.steps.score.executors.local import decode_kwargs
-from madmine.steps.score.decode import decode_batch
 from madmine.steps.score.context import ScoreContext
+from madmine.steps.score.decode import decode_batch
+from madmine.steps.score.executors.local import decode_kwargs
 from madmine.steps.score.predict import Scorer
-
 
 
 def decode_memory_bytes(ctx: ScoreContext) -> int:

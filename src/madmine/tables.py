@@ -1,0 +1,480 @@
+"""The table catalog: every workspace table's name, where its files live, its schema, and
+which command writes it (ARCHITECTURE §3: the column names are a contract).
+
+No table path is built anywhere else: code asks a `Table` for `path(ws, ...)`, `files(ws)`
+or `read(ws)`. sql/views.sql spells the same layout for the duckdb CLI; a test keeps the two
+in step.
+
+Layout under the workspace root (tables; other areas are listed in docs/architecture.md):
+
+    tables/manifest/<part>.parquet              one part per ingest (immutable)
+    tables/<run table>/<run_id>/<shard>.parquet predictions, pairs, errors: visible once the
+                                                shard's marker runs/<run_id>/shards/<shard>.json exists
+    tables/<table>/<key>.parquet                every other table, one file per round, part or name
+
+Every file is written whole or not at all (Workspace.put_bytes).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import string
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from madmine.completion import shard_markers
+from madmine.workspace import Workspace
+
+_UTC = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: `pattern` is its file path under the workspace, with {keys} per file."""
+
+    name: str
+    pattern: str
+    schema: pa.Schema | None
+    written_by: str
+    run_table: bool = False  # files of scoring runs count only once their shard is committed
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
+
+    @property
+    def folder(self) -> str:
+        return posixpath.join("tables", self.name)
+
+    def path(self, ws: Workspace, **keys) -> str:
+        """The path of one file of the table (every key of the pattern given)."""
+        missing = set(self.keys) - set(keys)
+        if missing:
+            raise TypeError(f"table {self.name}: path needs {sorted(missing)}")
+        return ws.path(self.pattern.format(**keys))
+
+    def glob(self, ws: Workspace, **keys) -> str:
+        """A glob over the table's files; keys not given match anything. With no key, every
+        Parquet file of the table's folder counts (parts written by hand or by other tools too)."""
+        if not keys:
+            return ws.path(self.folder, "*", "*.parquet") if self.run_table else ws.path(self.folder, "*.parquet")
+        return ws.path(self.pattern.format(**{k: keys.get(k, "*") for k in self.keys}))
+
+    def keys_of(self, path: str) -> dict[str, str] | None:
+        """The keys of a file path of this table ({'round': '3', ...}); None when the file does not
+        follow the pattern."""
+        regex = re.escape(self.pattern)
+        for key in self.keys:
+            regex = regex.replace(re.escape("{" + key + "}"), f"(?P<{key}>[^/]+?)", 1)
+        match = re.search("(?:^|/)" + regex + "$", path)
+        return match.groupdict() if match else None
+
+    def rounds(self, ws: Workspace, **keys) -> list[int]:
+        """The rounds that have a file of this table (tables keyed by round), ascending."""
+        found = set()
+        for path in self.files(ws, **keys):
+            value = (self.keys_of(path) or {}).get("round", "")
+            if value.isdigit():
+                found.add(int(value))
+        return sorted(found)
+
+    def files(self, ws: Workspace, *, committed_only: bool = True, **keys) -> list[str]:
+        """The table's Parquet files, sorted; for run tables only those of committed shards."""
+        paths = ws.glob(self.glob(ws, **keys))
+        if not self.run_table or not committed_only:
+            return paths
+        committed: dict[str, set[str]] = {}
+        out = []
+        for path in paths:
+            file_keys = self.keys_of(path) or {"run_id": "", "shard": ""}
+            run_id = file_keys["run_id"]
+            if run_id.startswith("ingest"):  # ingest errors are written whole, without shards
+                out.append(path)
+                continue
+            if run_id not in committed:
+                committed[run_id] = set(shard_markers(ws, run_id).done())
+            if file_keys["shard"] in committed[run_id]:
+                out.append(path)
+        return out
+
+    def exists(self, ws: Workspace, **keys) -> bool:
+        return bool(self.files(ws, **keys))
+
+    def read(self, ws: Workspace, **keys) -> pa.Table | None:
+        """Every (committed) file of the table concatenated; None when there is none."""
+        return ws.read_parquet(self.files(ws, **keys))
+
+    def read_file(self, ws: Workspace, **keys) -> pa.Table:
+        """One file of the table (every key given)."""
+        return ws.read_parquet([self.path(ws, **keys)])
+
+    def write(self, ws: Workspace, table: pa.Table, **keys) -> str:
+        """Write one file of the table atomically, in the table's schema; returns its path."""
+        if self.schema is not None:
+            table = table.select(self.schema.names).cast(self.schema)
+        path = self.path(ws, **keys)
+        ws.write_parquet(path, table)
+        return path
+
+    def from_rows(self, rows: list[dict]) -> pa.Table:
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """The bytes of a Parquet file of `table`; the same table always gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+MANIFEST = Table(
+    "manifest",
+    "tables/manifest/{part}.parquet",
+    pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("bytes", pa.int64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("phash", pa.uint64()),
+            ("ingested_at", _UTC),
+        ]
+    ),
+    "madmine ingest SOURCE...",
+)
+
+PREDICTIONS = Table(
+    "predictions",
+    "tables/predictions/{run_id}/{shard}.parquet",
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("image_id", pa.string()),
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("role", pa.string()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("class_pixels", pa.list_(pa.int64())),
+            ("mean_entropy", pa.float64()),
+            ("mean_msp", pa.float64()),
+        ]
+    ),
+    "madmine score",
+    run_table=True,
+)
+
+PAIRS = Table(
+    "pairs",
+    "tables/pairs/{run_id}/{shard}.parquet",
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("image_id", pa.string()),
+            ("target_version", pa.string()),
+            ("competitor", pa.string()),
+            ("competitor_version", pa.string()),
+            ("intersection", pa.list_(pa.int64())),
+            ("union", pa.list_(pa.int64())),
+            ("d", pa.float64()),
+        ]
+    ),
+    "madmine score",
+    run_table=True,
+)
+
+ERRORS = Table(
+    "errors",
+    "tables/errors/{run_id}/{shard}.parquet",
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("uri", pa.string()),
+            ("image_id", pa.string()),
+            ("stage", pa.string()),
+            ("error", pa.string()),
+            ("detail", pa.string()),
+        ]
+    ),
+    "madmine ingest / madmine score",
+    run_table=True,
+)
+
+BOUNDS = Table(
+    "bounds",
+    "tables/bounds/bounds.parquet",
+    pa.schema(
+        [
+            ("class_id", pa.int32()),
+            ("class_name", pa.string()),
+            ("p", pa.float64()),
+            ("q", pa.float64()),
+            ("n_images", pa.int64()),
+            ("p_quantile", pa.float64()),
+            ("q_quantile", pa.float64()),
+            ("labels_uri", pa.string()),
+        ]
+    ),
+    "madmine bounds LABELS_DIR",
+)
+
+CANDIDATES = Table(
+    "candidates",
+    "tables/candidates/round-{round}-{strategy}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("competitor", pa.string()),
+            ("direction", pa.string()),
+            ("class_id", pa.int32()),
+            ("class_name", pa.string()),
+            ("class_fraction", pa.float64()),
+            ("d", pa.float64()),
+            ("rank", pa.int32()),
+            ("strategy", pa.string()),
+            ("run_id", pa.string()),
+            ("score", pa.float64()),
+        ]
+    ),
+    "madmine select --round R",
+)
+
+RATINGS = Table(
+    "ratings",
+    "tables/ratings/round-{round}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("image_id", pa.string()),
+            ("rater", pa.string()),
+            ("score", pa.int8()),
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine rate serve (the weak-labelling app)",
+)
+
+SELECTED = Table(
+    "selected",
+    "tables/selected/round-{round}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("mos", pa.float64()),
+            ("n_ratings", pa.int32()),
+            ("rank", pa.int32()),
+        ]
+    ),
+    "madmine rate select",
+)
+
+LABELS = Table(
+    "labels",
+    "tables/labels/{part}.parquet",
+    pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("mask_uri", pa.string()),
+            ("source", pa.string()),
+            ("round", pa.int32()),
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine annotate import",
+)
+
+TESTSETS = Table(
+    "testsets",
+    "tables/testsets/round-{round}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("position", pa.int32()),
+            ("main_class", pa.int32()),
+            ("class_name", pa.string()),
+            ("mos", pa.float64()),
+            ("n_ratings", pa.int32()),
+            ("seed", pa.int64()),
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine testset (or the round's testset step)",
+)
+
+MODELS = Table(
+    "models",
+    "tables/models/{model}-round-{round}.parquet",
+    pa.schema(
+        [
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("role", pa.string()),
+            ("arch", pa.string()),
+            ("weights_uri", pa.string()),
+            ("parent_version", pa.string()),
+            ("created_at", _UTC),
+            ("round", pa.int32()),
+            ("metrics", pa.string()),
+            ("checkpoint_uri", pa.string()),
+            ("val_miou", pa.float64()),
+            ("lr", pa.float64()),
+            ("factory", pa.string()),
+        ]
+    ),
+    "madmine finetune",
+)
+
+FINETUNE_CURVES = Table(
+    "finetune_curves",
+    "tables/finetune_curves/round-{round}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("trial", pa.string()),
+            ("lr", pa.float64()),
+            ("epoch", pa.int32()),
+            ("train_loss", pa.float64()),
+            ("val_miou", pa.float64()),
+            ("resumed", pa.bool_()),
+            ("seconds", pa.float64()),
+        ]
+    ),
+    "madmine finetune",
+)
+
+EVALUATION = Table(
+    "evaluation",
+    "tables/evaluation/evaluation.parquet",
+    pa.schema(
+        [
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("label", pa.string()),
+            ("role", pa.string()),
+            ("origin", pa.string()),
+            ("model_round", pa.int32()),
+            ("order", pa.int32()),
+            ("testset_round", pa.int32()),
+            ("testset", pa.string()),
+            ("n_images", pa.int32()),
+            ("n_labelled", pa.int32()),
+            ("miou", pa.float64()),
+            ("per_image_miou", pa.float64()),
+            ("iou", pa.list_(pa.float64())),
+            ("intersection", pa.list_(pa.int64())),
+            ("union", pa.list_(pa.int64())),
+            ("error", pa.string()),
+            ("evaluated_at", _UTC),
+        ]
+    ),
+    "madmine evaluate",
+)
+
+EVALUATION_IMAGES = Table(
+    "evaluation_images",
+    "tables/evaluation_images/evaluation.parquet",
+    pa.schema(
+        [
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("label", pa.string()),
+            ("testset_round", pa.int32()),
+            ("position", pa.int32()),
+            ("image_id", pa.string()),
+            ("intersection", pa.list_(pa.int64())),
+            ("union", pa.list_(pa.int64())),
+            ("image_miou", pa.float64()),
+        ]
+    ),
+    "madmine evaluate",
+)
+
+SELECTION_QUALITY = Table(
+    "selection_quality",
+    "tables/selection_quality/selection_quality.parquet",
+    pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("strategy", pa.string()),
+            ("pool", pa.int32()),
+            ("failures", pa.int32()),
+            ("tau", pa.float64()),
+            ("n", pa.int32()),
+            ("precision_at_n", pa.float64()),
+            ("auroc", pa.float64()),
+            ("aupr", pa.float64()),
+            ("base_rate", pa.float64()),
+        ]
+    ),
+    "madmine evaluate",
+)
+
+COMPETITIONS = Table(
+    "competitions",
+    "tables/competitions/{competition}.parquet",
+    pa.schema(
+        [
+            ("competition", pa.string()),
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("d", pa.float64()),
+            ("rank", pa.int32()),
+            ("model_a", pa.string()),
+            ("version_a", pa.string()),
+            ("model_b", pa.string()),
+            ("version_b", pa.string()),
+            ("pool", pa.int64()),
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine compete A B",
+)
+
+COMPETITION_RESULTS = Table(
+    "competition_results",
+    "tables/competition_results/{competition}.parquet",
+    pa.schema(
+        [
+            ("competition", pa.string()),
+            ("model_a", pa.string()),
+            ("model_b", pa.string()),
+            ("selected", pa.int32()),
+            ("labelled", pa.int32()),
+            ("miou_a", pa.float64()),
+            ("miou_b", pa.float64()),
+            ("per_image_miou_a", pa.float64()),
+            ("per_image_miou_b", pa.float64()),
+            ("wins_a", pa.int32()),
+            ("wins_b", pa.int32()),
+            ("winner", pa.string()),
+            ("evaluated_at", _UTC),
+        ]
+    ),
+    "madmine compete A B",
+)
+
+CATALOG: dict[str, Table] = {
+    t.name: t
+    for t in (
+        MANIFEST, PREDICTIONS, PAIRS, ERRORS, BOUNDS, CANDIDATES, RATINGS, SELECTED, LABELS, TESTSETS, MODELS,
+        FINETUNE_CURVES, EVALUATION, EVALUATION_IMAGES, SELECTION_QUALITY, COMPETITIONS, COMPETITION_RESULTS,
+    )
+}
+
+
+def table(name: str) -> Table:
+    return CATALOG[name]
