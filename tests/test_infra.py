@@ -71,7 +71,7 @@ def test_the_infra_covers_scoring_finetuning_and_nightly():
                 kinds.setdefault(doc["kind"], []).append(path.name)
     assert {"RayJob", "RayCronJob", "CronJob"} <= set(kinds)
     scripts = {arg for argv in commands() for arg in argv if arg.startswith("ray_jobs/")}
-    assert {"ray_jobs/score.py", "ray_jobs/finetune.py", "ray_jobs/nightly.py"} <= scripts
+    assert {"ray_jobs/score_job.py", "ray_jobs/finetune_job.py", "ray_jobs/nightly_job.py"} <= scripts
 
 
 def test_entry_points_and_their_flags_exist():
@@ -82,7 +82,7 @@ def test_entry_points_and_their_flags_exist():
     for argv in argvs:
         script = next(a for a in argv if a.startswith("ray_jobs/"))
         assert (REPO / script).is_file(), f"{script} is named in infra/ but does not exist"
-        command = Path(script).stem
+        command = Path(script).stem.removesuffix("_job")
         if command not in helps:
             result = runner.invoke(app, [command, "--help"], terminal_width=200)
             assert result.exit_code == 0, f"`madmine {command}` does not exist: {result.output}"

@@ -49,7 +49,7 @@ def submit(dashboard: str, config: Path, env: dict) -> subprocess.CompletedProce
         str(REPO),
         "--",
         sys.executable,
-        "ray_jobs/nightly.py",
+        "ray_jobs/nightly_job.py",
         "--config",
         str(config),
     ]
