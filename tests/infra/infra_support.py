@@ -8,6 +8,7 @@ kubernetes-validate (Kubernetes' built-in kinds) and from the installed Ray whee
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.resources
@@ -1049,7 +1050,8 @@ def runtime_env_problems(infra: Infra) -> list[str]:
     if unknown:
         problems.append(f"infra/runtime_env.yaml: fields Ray does not know: {sorted(unknown)}")
     try:
-        RuntimeEnv(**env)
+        with contextlib.chdir(infra.repo):  # its paths are relative to where `ray job submit` runs
+            RuntimeEnv(**env)
     except (TypeError, ValueError) as exc:
         problems.append(f"infra/runtime_env.yaml: Ray refuses it: {exc}")
     for module in env.get("py_modules") or []:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
-from infra_support import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # infra_support, whatever pytest's import mode
+from infra_support import (  # noqa: E402
     KUBERAY_CRDS,
     RAY_SCHEMA,
     SCHEMAS,

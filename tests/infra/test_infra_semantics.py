@@ -6,9 +6,15 @@ path runs at the same UTC time. Each check is also shown to fail on a broken cop
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pytest
-from infra_support import (
+
+from madmine.config import ConfigError, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # infra_support, whatever pytest's import mode
+from infra_support import (  # noqa: E402
     CONFIG_FILE,
     REPO,
     InfraCopy,
@@ -28,8 +34,6 @@ from infra_support import (
     script_of,
     submit_problems,
 )
-
-from madmine.config import ConfigError, load_config
 
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 
