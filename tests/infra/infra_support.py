@@ -1118,3 +1118,31 @@ def crontab_install_problems(infra: Infra) -> list[str]:
     if not installs:
         return [f"infra/cluster.yaml: head_setup_commands does not install {mounted[0]} (crontab FILE)"]
     return []
+
+
+def overlap_problems(infra: Infra) -> list[str]:
+    """A nightly run never overlaps the next, and a night with nothing to score starts no GPU.
+
+    RayCronJob has no concurrency policy: each RayJob must end (activeDeadlineSeconds, then
+    its cluster's ttl) within the day, and its GPU workers must start at zero (autoscaled).
+    A CronJob must forbid a second concurrent submission.
+    """
+    problems = []
+    for rel, doc in infra.docs("RayCronJob"):
+        template = (doc.get("spec") or {}).get("jobTemplate") or {}
+        label = f"infra/{rel} (RayCronJob)"
+        deadline, ttl = template.get("activeDeadlineSeconds"), template.get("ttlSecondsAfterFinished", 0)
+        if not template.get("shutdownAfterJobFinishes"):
+            problems.append(f"{label}: shutdownAfterJobFinishes is not set: every night's cluster would stay")
+        if deadline is None or deadline + ttl >= 24 * 3600:
+            problems.append(f"{label}: activeDeadlineSeconds {deadline} + ttl {ttl} does not end a run within the day")
+        spec = template.get("rayClusterSpec") or {}
+        for group in spec.get("workerGroupSpecs") or []:
+            if quantity(_limits(group.get("template") or {}).get("nvidia.com/gpu", 0)) and not (
+                spec.get("enableInTreeAutoscaling") and group.get("replicas", 0) == group.get("minReplicas", 0) == 0
+            ):
+                problems.append(f"{label}: worker group {group.get('groupName')} starts GPUs before scoring asks for them")
+    for rel, doc in infra.docs("CronJob"):
+        if (doc.get("spec") or {}).get("concurrencyPolicy") != "Forbid":
+            problems.append(f"infra/{rel} (CronJob): concurrencyPolicy is not Forbid")
+    return problems

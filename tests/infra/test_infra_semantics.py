@@ -30,6 +30,7 @@ from infra_support import (  # noqa: E402
     mentioned_path_problems,
     mount_problems,
     nightly_times,
+    overlap_problems,
     runtime_env_problems,
     script_of,
     submit_problems,
@@ -95,6 +96,24 @@ def test_the_vm_cluster_installs_the_nightly_crontab(infra, tmp_path):
     assert crontab_install_problems(broken) == [
         "infra/cluster.yaml: head_setup_commands does not install ~/madmine/crontab (crontab FILE)"
     ]
+
+
+def test_nightly_runs_do_not_overlap_nor_start_idle_gpus(infra):
+    assert overlap_problems(infra) == []
+
+
+@pytest.mark.parametrize(
+    "rel, old, new, expected",
+    [
+        ("kuberay/raycronjob-nightly.yaml", "activeDeadlineSeconds: 79200", "activeDeadlineSeconds: 90000", "within the day"),
+        ("kuberay/raycronjob-nightly.yaml", "          replicas: 0\n", "          replicas: 4\n", "starts GPUs before"),
+        ("kuberay/raycronjob-nightly.yaml", "enableInTreeAutoscaling: true", "enableInTreeAutoscaling: false", "starts GPUs"),
+        ("kuberay/cronjob-nightly.yaml", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", "not Forbid"),
+    ],
+)
+def test_overlapping_or_idle_gpu_nights_fail(tmp_path, rel, old, new, expected):
+    infra = InfraCopy(tmp_path).edit_text(rel, old, new).load()
+    assert any(expected in p for p in overlap_problems(infra)), overlap_problems(infra)
 
 
 def test_every_nightly_path_runs_at_the_same_utc_time(infra):
