@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 from madmine.config import load_config  # noqa: E402
 from madmine.models import build_network, forward_logits  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402
-from madmine.steps.score import score  # noqa: E402
+from madmine.steps.score.run import score  # noqa: E402
 from madmine.workspace import Workspace  # noqa: E402
 
 CLASSES = ["background"] + [f"class{i}" for i in range(1, 21)]

@@ -64,3 +64,21 @@ SELECT * FROM read_parquet(getvariable('workspace') || '/tables/testsets/[!.]*.p
 
 CREATE OR REPLACE VIEW models AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/models/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW finetune_curves AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/finetune_curves/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW evaluation AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/evaluation/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW evaluation_images AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/evaluation_images/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW selection_quality AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/selection_quality/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW competitions AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competitions/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW competition_results AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competition_results/[!.]*.parquet', union_by_name = true);

@@ -21,20 +21,7 @@ from madmine.errors import MadmineError
 from madmine.workspace import Workspace
 
 # Every table a workspace may hold, and the command that writes it (for "missing table").
-CREATED_BY = {
-    "manifest": "madmine ingest SOURCE...",
-    "predictions": "madmine score",
-    "pairs": "madmine score",
-    "errors": "madmine ingest / madmine score",
-    "bounds": "madmine bounds LABELS_DIR",
-    "candidates": "madmine select --round R",
-    "ratings": "madmine rate serve (the weak-labelling app)",
-    "selected": "madmine rate select",
-    "labels": "madmine annotate import",
-    "testsets": "madmine evaluate (the test-set builder)",
-    "models": "madmine score / madmine finetune",
-}
-RUN_TABLES = ("predictions", "pairs", "errors")
+CREATED_BY = {name: table.written_by for name, table in tables.CATALOG.items()}
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _VIEW_NAME = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+(\w+)", re.IGNORECASE)
@@ -106,13 +93,13 @@ def table_exists(ws: Workspace, table: str) -> bool:
     return bool(tables.table(table).files(ws))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, tables=tuple(CREATED_BY)) -> list[str]:
-    """Run sql/views.sql for `tables`, skipping the views of tables that do not exist yet."""
+def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, names=tuple(CREATED_BY)) -> list[str]:
+    """Run sql/views.sql for the tables `names`, skipping the views of tables that do not exist yet."""
     present = []
     for statement in statements("views"):
         match = _VIEW_NAME.search(statement)
         table = match.group(1) if match else None
-        if table in CREATED_BY and (table not in tables or not table_exists(ws, table)):
+        if table in CREATED_BY and (table not in names or not table_exists(ws, table)):
             continue
         con.execute(statement)
         if table in CREATED_BY:

@@ -12,7 +12,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -114,8 +114,6 @@ def resize_uint8(img: Image.Image, size: int) -> np.ndarray:
 
 def encode_map_png(label_map: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     """A class-index map as a compressed 8-bit PNG, with optional text metadata."""
-    from PIL import PngImagePlugin
-
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)

@@ -17,6 +17,8 @@ import threading
 import time
 import uuid
 
+import psutil
+
 from madmine.errors import MadmineError
 from madmine.workspace import Workspace
 
@@ -58,8 +60,6 @@ class WorkspaceLock:
 
     def _owner_is_gone(self, record: dict) -> bool:
         """The holder was a process of this machine that has exited (its pid is free or reused by us)."""
-        import psutil
-
         host, _, pid = str(record.get("owner", "")).rpartition(":")
         if host != socket.gethostname() or not pid.isdigit():
             return False

@@ -78,7 +78,7 @@ def maps_entropy_msp(logits, stride: int = 1) -> tuple:
     s = sum exp(z - m): msp = 1/s and entropy = log s - sum exp(z - m)(z - m) / s, one max
     and one exp pass instead of a softmax followed by a log and a max.
     """
-    import torch
+    import torch  # 6.5 s to import: only scoring, which has it loaded, calls this
 
     maps = logits.argmax(dim=1).to(torch.uint8)  # argmax of bf16 equals that of its exact float copy
     z = logits[:, :, ::stride, ::stride].float()
@@ -126,7 +126,7 @@ def image_miou(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> f
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # 6 s to import: not for every reader of metrics
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -161,7 +161,7 @@ def precision_at_n(scores, positives, n: int) -> float:
 def auroc(scores, positives) -> float:
     """Probability that a random failure scores above a random non-failure (ties count half):
     the Mann-Whitney U statistic over average ranks. NaN without both kinds."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # 6 s to import: not for every reader of metrics
 
     scores, positives = _detector_inputs(scores, positives)
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())

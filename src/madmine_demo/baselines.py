@@ -20,6 +20,7 @@ from madmine import tables
 from madmine.config import Config, parse_config
 from madmine.steps.annotation.exchange import export
 from madmine.steps.score.map_store import MapStore
+from madmine.steps.train import finetune
 from madmine.workspace import Workspace
 from madmine_demo.people.annotator import label_and_import
 from madmine_demo.world.truth import Truth
@@ -64,8 +65,6 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
 def finetune_baseline(main: Workspace, config: Config, strategy: str, round_: int, run: dict, n4: int, root: Path,
                       truth: Truth, ray_address: str | None = None):
     """Fork, export S as COCO, label it truly, import, fine-tune; returns the FinetuneResult."""
-    from madmine.steps.train import finetune
-
     cfg = fork_config(config, root / "workspace")
     ws = Workspace.from_config(cfg)
     if not ws.exists(ws.path("finetune", f"round-{round_}", "done.json")):  # a finished fork is kept as it is

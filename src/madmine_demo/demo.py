@@ -24,6 +24,27 @@ from pathlib import Path
 
 from rich.console import Console
 
+from madmine.config import load_config
+from madmine.pipeline.round import Round
+from madmine.steps.bounds import run_bounds
+from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.evaluation import quality
+from madmine.steps.ingest import ingest
+from madmine.steps.report import write_report
+from madmine.steps.score.executors.ray_data import ensure_ray
+from madmine.steps.select import run_select
+from madmine.steps.train.versions import latest_row, with_latest_target
+from madmine.workspace import Workspace
+from madmine_demo import baselines, measure, printout
+from madmine_demo import settings as demo_settings
+from madmine_demo.arena import run_arena
+from madmine_demo.people.annotator import label_and_import
+from madmine_demo.people.raters import rate_round
+from madmine_demo.world.datasets import write
+from madmine_demo.world.shapes import NAMES
+from madmine_demo.world.truth import Truth
+from madmine_demo.zoo.training import ensure_trained
+
 WORLD_VERSION = 1  # part of the trained models' cache key: bump when the world's drawing changes
 
 
@@ -63,8 +84,6 @@ class DemoResult:
 
 
 def _world(workdir: Path, settings, clock: Clock):
-    from madmine_demo.world.datasets import write
-
     root = workdir / "world"
     with clock.stage(f"world: {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
                      f"{settings.heldout} held-out wild images"):
@@ -80,9 +99,6 @@ def zoo_key(settings) -> str:
 
 
 def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str, str]]:
-    from madmine_demo import settings as demo_settings
-    from madmine_demo.world.shapes import NAMES
-    from madmine_demo.zoo.training import ensure_trained
 
     models = demo_settings.zoo(settings)
     with clock.stage("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
@@ -94,11 +110,6 @@ def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str
 
 def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config_path: Path, on_rate=None):
     """Round R through madmine.pipeline.round.Round; the simulated people act at its waiting points."""
-    from madmine.pipeline.round import Round
-    from madmine.steps.train.versions import with_latest_target
-    from madmine_demo.people.annotator import label_and_import
-    from madmine_demo.people.raters import rate_round
-
     cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
     rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
 
@@ -130,21 +141,6 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
              ray_address: str | None = None, console: Console | None = None) -> DemoResult:
     """Run the demo in `workdir`: `images` wild images (default 5,000), `rounds` rounds (default 2);
     `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules)."""
-    from madmine.config import load_config
-    from madmine.steps.bounds import run_bounds
-    from madmine.steps.evaluation import evaluate as ev
-    from madmine.steps.evaluation import quality
-    from madmine.steps.ingest import ingest
-    from madmine.steps.report import write_report
-    from madmine.steps.score.executors.ray_data import ensure_ray
-    from madmine.steps.select import run_select
-    from madmine.steps.train.versions import latest_row
-    from madmine.workspace import Workspace
-    from madmine_demo import baselines, measure, printout
-    from madmine_demo import settings as demo_settings
-    from madmine_demo.arena import run_arena
-    from madmine_demo.world.shapes import NAMES
-    from madmine_demo.world.truth import Truth
 
     console = console or Console(width=None if Console().is_terminal else 132)
     settings = (demo_settings.QUICK if quick else demo_settings.FULL).with_corpus(images)

@@ -20,7 +20,7 @@ def score(
     ),
 ) -> None:
     """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
-    from madmine.steps.score import score as run_score
+    from madmine.steps.score.run import score as run_score
     from madmine.steps.train.versions import with_latest_target
 
     config = with_latest_target(cli_state.get_config())  # the newest fine-tuned target, if any

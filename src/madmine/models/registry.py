@@ -18,14 +18,12 @@ import zlib
 import torch
 from torch import nn
 
-from madmine.config import Config, ConfigError, ModelSpec
+from madmine.config import Config, ConfigError, ModelSpec, is_weights_file
+from madmine.models.maps import MapsFolder
+from madmine.torchvision_compat import import_torchvision
 from madmine.workspace import filesystem, split_uri
 
 log = logging.getLogger(__name__)
-
-
-def _is_weights_file(weights: str) -> bool:
-    return "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".ckpt"))
 
 
 def _read_weights(uri: str, storage_options: dict | None) -> bytes:
@@ -44,14 +42,12 @@ def model_version(spec: ModelSpec, storage_options: dict | None = None) -> str:
     if spec.version:
         return spec.version
     if spec.kind == "maps":
-        from madmine.models.maps import MapsFolder
-
         listing = MapsFolder(spec.maps, 255, storage_options).listing_fingerprint()
         return "maps-" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]
     prefix = spec.arch or spec.factory.replace(":", ".")
     if not spec.weights:
         return f"{prefix}-init{_effective_seed(spec)}"
-    if _is_weights_file(spec.weights):
+    if is_weights_file(spec.weights):
         return f"{prefix}-" + hashlib.sha256(_read_weights(spec.weights, storage_options)).hexdigest()[:12]
     return f"{prefix}-{spec.weights}"
 
@@ -71,7 +67,7 @@ def build_network(
 ) -> nn.Module:
     """The model in eval mode on the CPU, weights loaded (or seeded random init, with a warning)."""
     state = None
-    if spec.weights and _is_weights_file(spec.weights):
+    if spec.weights and is_weights_file(spec.weights):
         data = _read_weights(spec.weights, storage_options)
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -82,13 +78,11 @@ def build_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_effective_seed(spec))
         if spec.arch:
-            from madmine.torchvision_compat import import_torchvision
-
             tv = import_torchvision()
             kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
             if state is not None and any(k.startswith("aux_classifier") for k in state):
                 kwargs["aux_loss"] = True
-            if spec.weights and not _is_weights_file(spec.weights):
+            if spec.weights and not is_weights_file(spec.weights):
                 kwargs = {"weights": spec.weights}
             model = tv.models.get_model(spec.arch, **kwargs)
         else:
@@ -124,8 +118,6 @@ def check_models(config: Config) -> dict[str, str]:
     for spec in config.models:
         versions[spec.name] = model_version(spec, config.storage_options)
         if not spec.is_network:
-            from madmine.models.maps import MapsFolder
-
             if not MapsFolder(spec.maps, config.num_classes, config.storage_options).listing_fingerprint():
                 raise ConfigError(f"model {spec.name!r}: maps folder {spec.maps!r} holds no files")
             continue

@@ -19,7 +19,7 @@ from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
 from madmine.steps.ingest import ingest
-from madmine.steps.score import score
+from madmine.steps.score.run import score
 from madmine.steps.select import run_select
 from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace

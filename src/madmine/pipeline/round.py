@@ -28,7 +28,7 @@ from madmine.steps.evaluation import testset
 from madmine.steps.rating import selection, store
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.report import write_report
-from madmine.steps.score import score
+from madmine.steps.score.run import score
 from madmine.steps.select import run_select
 from madmine.steps.train import finetune
 from madmine.steps.train.versions import with_latest_target

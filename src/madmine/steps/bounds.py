@@ -14,6 +14,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
@@ -103,8 +104,6 @@ def count_labels(fs, files: list[str], num_classes: int, workers: int = 4) -> pa
 
 def compute_bounds(label_counts: pa.Table, classes: tuple[str, ...], quantiles: tuple[float, float], labels_uri: str) -> pa.Table:
     """Run sql/bounds.sql over label counts; one row per class, NULL bounds where unseen."""
-    import duckdb
-
     con = duckdb.connect()
     con.register("label_counts", label_counts)
     duck.set_variables(

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from madmine import duck, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.steps.rating import store
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace, filesystem, split_uri
 
@@ -80,8 +81,6 @@ def pick_run(ws: Workspace, run_id: str | None) -> dict:
 def refresh_ratings(ws: Workspace, round_: int) -> None:
     """Rebuild earlier rounds' ratings tables from their events, which are the truth: a
     rating server that died before its shutdown still excludes every vote it accepted."""
-    from madmine.steps.rating import store
-
     for name in ws.listdir(ws.path("rating", "events")):
         number = name.removeprefix("round-")
         if name.startswith("round-") and number.isdigit() and int(number) < round_:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from madmine.steps.annotation import coco
+from madmine.steps.annotation.exchange import import_
 from madmine_demo.world.truth import Truth
 
 
@@ -61,8 +62,6 @@ def _background_id(doc: dict) -> int:
 
 def label_and_import(ws, config, folder: Path, truth: Truth) -> int:
     """Correct a COCO export with the true masks and bring it in with `annotate import`; returns labels imported."""
-    from madmine.steps.annotation.exchange import import_
-
     correct_export(folder, truth)
     table, unfinished = import_(ws, config, "coco", Path(folder), require_all=True)
     if unfinished:

@@ -18,8 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from madmine.config import IMAGENET_MEAN, IMAGENET_STD
+from madmine.config import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from madmine.models.registry import build_network, forward_logits
+from madmine.steps.train.augment import eval_input
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,6 @@ def weights_name(model: ZooModel, data_key: str) -> str:
 
 def load_pairs(images: Path, labels: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Every (image, label) of a folder pair at the model input: float32 (N, 3, S, S), int64 (N, S, S)."""
-    from PIL import Image
-
-    from madmine.steps.train.augment import eval_input
-
     xs, ys = [], []
     for label_path in sorted(labels.glob("*.png")):
         with Image.open(images / f"{label_path.stem}.jpg") as img:
@@ -56,11 +56,6 @@ def load_pairs(images: Path, labels: Path, size: int) -> tuple[np.ndarray, np.nd
 
 def train(model: ZooModel, images: Path, labels: Path, out: Path, num_classes: int, threads: int = 1) -> dict:
     """Train one model from scratch and save its state_dict to `out`; returns what happened."""
-    import torch
-
-    from madmine.config import ModelSpec
-    from madmine.models.registry import build_network, forward_logits
-
     torch.set_num_threads(threads)
     started = time.perf_counter()
     x, y = load_pairs(images, labels, model.input_size)

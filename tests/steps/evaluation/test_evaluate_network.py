@@ -20,8 +20,8 @@ from madmine.models import build_network, model_version
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation import quality
 from madmine.steps.ingest import ingest
-from madmine.steps.score import score
 from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import brute_ap, brute_auroc
 from worlds import write_config, write_corpus

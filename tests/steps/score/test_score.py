@@ -9,8 +9,8 @@ from PIL import Image
 from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
-from madmine.steps.score import score
 from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import reference_d
 from worlds import write_config, write_corpus, write_maps

@@ -18,8 +18,8 @@ from madmine.completion import shard_markers
 from madmine.config import load_config
 from madmine.errors import MadmineError
 from madmine.steps.ingest import image_id_of, ingest
-from madmine.steps.score import score
 from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.run import score
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 from worlds import bad_files, odd_images, write_config, write_corpus

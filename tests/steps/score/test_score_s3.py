@@ -5,7 +5,7 @@ import s3fs
 from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
-from madmine.steps.score import score
+from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from worlds import write_config, write_corpus, write_maps
 

@@ -34,7 +34,7 @@ from madmine import cli, tables
 from madmine.config import load_config
 from madmine.models.registry import build_network, model_version
 from madmine.steps.ingest import ingest
-from madmine.steps.score import score
+from madmine.steps.score.run import score
 from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace
 

@@ -28,10 +28,13 @@ from rich.progress import track
 from madmine import metrics, tables
 from madmine.config import Config
 from madmine.images import resize_nearest
+from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
+from madmine.steps.annotation.bundle import ExportItem, _displayed, _fit, write_images, write_manifest
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.evaluate import score_maps
 from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, find_ref, model_refs
 from madmine.steps.evaluation.sources import EvaluationError
+from madmine.steps.rating.roundset import read_image
 from madmine.workspace import Workspace
 
 
@@ -171,10 +174,6 @@ def results(ws: Workspace) -> pa.Table | None:
 def export(config: Config, ws: Workspace, comp: Competition, fmt: str, out: Path, only_waiting: bool = True) -> tuple[int, list[Path]]:
     """The competition's images for an annotation tool, pre-annotated with A's prediction,
     through the writers of `madmine annotate export` (so `annotate import` reads them back)."""
-    from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
-    from madmine.steps.annotation.bundle import ExportItem, _displayed, _fit, write_images, write_manifest
-    from madmine.steps.rating.roundset import read_image
-
     if fmt not in FORMATS:
         raise EvaluationError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if out.exists() and any(out.iterdir()):

@@ -16,8 +16,13 @@ import numpy as np
 
 from madmine.config import Config, ModelSpec
 from madmine.images import ImageError
+from madmine.models import model_version
+from madmine.models.maps import MapsFolder
 from madmine.steps.evaluation.sources import EvaluationError, models_table
+from madmine.steps.score.context import ScoreContext
+from madmine.steps.score.decode import decode_batch, pixels_column
 from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.predict import Scorer
 from madmine.workspace import Workspace
 
 
@@ -58,8 +63,6 @@ def _table_spec(config: Config, row: dict) -> ModelSpec | None:
 def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
     """Every target version of the models table (oldest first), then the config's models at
     their current versions; a version listed twice counts once."""
-    from madmine.models import model_version
-
     refs: dict[tuple[str, str], ModelRef] = {}
     for row in models_table(ws):
         ref = ModelRef(
@@ -136,8 +139,6 @@ class ModelMaps:
         return out
 
     def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-        from madmine.models.maps import MapsFolder
-
         if self._folder is None:
             self._folder = MapsFolder(spec.maps, self.config.num_classes, self.config.storage_options)
         out = {}
@@ -149,10 +150,6 @@ class ModelMaps:
         return out
 
     def _from_network(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
-        from madmine.steps.score.context import ScoreContext
-        from madmine.steps.score.decode import decode_batch, pixels_column
-        from madmine.steps.score.predict import Scorer
-
         if self._scorer is None:
             ctx = ScoreContext(
                 run_id="evaluate",

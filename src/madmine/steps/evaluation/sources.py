@@ -12,8 +12,10 @@ from madmine import tables
 from madmine.errors import MadmineError
 from madmine.images import ImageError, decode_map_png
 from madmine.metrics import IGNORE
+from madmine.steps.ingest import image_id_of
 from madmine.steps.rating import store
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.steps.train.data import DataError, folder_pairs
+from madmine.workspace import Workspace, filesystem, read_uri, split_uri
 
 
 class EvaluationError(MadmineError):
@@ -138,9 +140,6 @@ def held_out(config) -> list[dict]:
     f = getattr(config, "finetune", None)
     if f is None or not f.t0_images or not f.t0_labels:
         return []
-    from madmine.steps.ingest import image_id_of, read_uri
-    from madmine.steps.train.data import DataError, folder_pairs
-
     try:
         pairs = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")
     except DataError as exc:

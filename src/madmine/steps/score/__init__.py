@@ -6,8 +6,9 @@
     executors/   where the stages run: in this process, or as a Ray Data pipeline
     shards.py    shard planning and the shard commit (tables, then the marker)
     run.py       `score(config)`: the whole step, resumable shard by shard
+    map_store.py every model version's prediction maps, for scoring and every reader
+    runs.py      what each scoring run is and how far it got
+
+The package itself imports nothing: readers of the map store (the rating app, reports)
+must not pay for torch and Ray Data, which `run` needs.
 """
-
-from madmine.steps.score.run import ScoreResult, score
-
-__all__ = ["ScoreResult", "score"]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 from madmine import metrics
 from madmine.config import ModelSpec
 from madmine.images import ImageError, resize_nearest
 from madmine.models.maps import MapsFolder
+from madmine.models.registry import build_network, forward_logits
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
 from madmine.steps.score.map_store import MapStore
@@ -26,8 +28,6 @@ UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2
 
 
 def resolve_device(name: str) -> str:
-    import torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -37,8 +37,6 @@ class Scorer:
     """Callable batch stage: decoded batch -> per-image summaries for every model and pair."""
 
     def __init__(self, ctx: ScoreContext):
-        import torch
-
         self.ctx = ctx
         self.device = resolve_device(ctx.scoring.device)
         threads = ctx.scoring.torch_threads or os.cpu_count() or 1
@@ -53,10 +51,6 @@ class Scorer:
     # ---- models ------------------------------------------------------------------------
     def _network(self, spec: ModelSpec):
         if spec.name not in self._networks:
-            import torch
-
-            from madmine.models.registry import build_network
-
             net = build_network(spec, self.ctx.num_classes, self.ctx.storage_options).to(self.device)
             if self.ctx.scoring.channels_last:
                 net = net.to(memory_format=torch.channels_last)
@@ -70,10 +64,6 @@ class Scorer:
         values only, so competitors skip the softmax (NaN): it costs a sizeable fraction of
         a small model's forward pass on a CPU.
         """
-        import torch
-
-        from madmine.models.registry import forward_logits
-
         net = self._network(spec)
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)

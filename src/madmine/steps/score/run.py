@@ -25,6 +25,8 @@ from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.models import check_models
 from madmine.steps.score.context import ScoreContext, column
+from madmine.steps.score.executors.local import run_local
+from madmine.steps.score.executors.ray_data import run_ray
 from madmine.steps.score.runs import read_record, run_records, write_record
 from madmine.workspace import Workspace
 
@@ -209,12 +211,8 @@ def score(
         )
         expected = {s: t.num_rows for s, t in pending.items()}
         if executor == "local":
-            from madmine.steps.score.executors.local import run_local
-
             batches = run_local(rows, ctx)
         elif executor == "ray":
-            from madmine.steps.score.executors.ray_data import run_ray
-
             batches = run_ray(rows, ctx, ray_address)
         else:
             raise MadmineError(f"unknown executor {executor!r}: use 'ray' or 'local'")

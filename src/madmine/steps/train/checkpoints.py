@@ -8,9 +8,10 @@ uninterrupted one, plus the mark of where it resumed.
 
 from __future__ import annotations
 
-import io
 import json
 import os
+
+import torch
 
 MODEL = "model.pt"
 OPTIMIZER = "optimizer.pt"
@@ -18,8 +19,6 @@ STATE = "state.json"
 
 
 def write(directory: str, model_state: dict, optimizer_state: dict, state: dict) -> None:
-    import torch
-
     torch.save(model_state, os.path.join(directory, MODEL))
     torch.save(optimizer_state, os.path.join(directory, OPTIMIZER))
     with open(os.path.join(directory, STATE), "w") as fh:
@@ -28,8 +27,6 @@ def write(directory: str, model_state: dict, optimizer_state: dict, state: dict)
 
 def read(directory: str) -> tuple[dict, dict, dict]:
     """(model state_dict, optimizer state_dict, trial state) from a local checkpoint folder."""
-    import torch
-
     model = torch.load(os.path.join(directory, MODEL), map_location="cpu", weights_only=True)
     optimizer = torch.load(os.path.join(directory, OPTIMIZER), map_location="cpu", weights_only=True)
     with open(os.path.join(directory, STATE)) as fh:
@@ -38,11 +35,3 @@ def read(directory: str) -> tuple[dict, dict, dict]:
 
 def dir_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
-
-
-def state_dict_bytes(model_state: dict) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(model_state, buf)
-    return buf.getvalue()

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from rich.console import Console
+from rich.progress import track
 
 from madmine import tables
 from madmine.errors import MadmineError
@@ -225,9 +227,6 @@ def check(
 
     Returns a digest of every byte read: a re-run resumes only when the data is the same.
     """
-    from rich.console import Console
-    from rich.progress import track
-
     pairs = [*data.s, *data.s0, *data.t0]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: check_pair(p, num_classes, storage_options), pairs)

@@ -16,7 +16,10 @@ import tempfile
 import time
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -63,8 +66,6 @@ def set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
 def _all_reduce(values: np.ndarray, world: int) -> np.ndarray:
     if world == 1:
         return values
-    import torch.distributed as dist
-
     tensor = torch.from_numpy(np.ascontiguousarray(values))
     backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
     tensor = tensor.to(backend_device)
@@ -118,8 +119,6 @@ def train_epoch(
 
 
 def _report(metrics_: dict, net, optimizer, state: dict, rank: int, with_checkpoint: bool) -> None:
-    import ray.train
-
     if not with_checkpoint:
         ray.train.report(metrics_)
         return
@@ -142,9 +141,6 @@ def _metrics(row: dict, lr: float) -> dict:
 
 def train_loop(config: dict) -> None:
     """Entry point of every Ray Train worker: config = {"lr", "plan" (Plan.to_dict()), "storage_options"}."""
-    import ray.train
-    import ray.train.torch
-
     plan = Plan.from_dict(config["plan"])
     lr = float(config["lr"])
     storage_options = config.get("storage_options") or {}

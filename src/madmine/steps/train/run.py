@@ -19,10 +19,12 @@ from madmine import tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
+from madmine.ray_cluster import ensure_ray
 from madmine.steps.train import data as training_data
 from madmine.steps.train.curves import curves_table, read_outcomes
 from madmine.steps.train.plan import Plan, make_plan
 from madmine.steps.train.storage import RoundStorage
+from madmine.steps.train.tuning import run_grid
 from madmine.steps.train.versions import parent_of, pick_winner, publish
 from madmine.workspace import Workspace
 
@@ -97,9 +99,6 @@ def finetune(
         if (result := finished()) is not None:  # another driver finished in between
             return result
         _check_plan(ws, storage, plan, restart)
-
-        from madmine.steps.score.executors.ray_data import ensure_ray
-        from madmine.steps.train.tuning import run_grid
 
         ensure_ray(ray_address)
         run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
 from madmine.completion import Markers
 from madmine.workspace import Workspace
 
@@ -62,6 +64,4 @@ class RoundStorage:
         ws = self.workspace
         if ws.is_local:
             return None
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
-
         return PyFileSystem(FSSpecHandler(ws.fs))

@@ -17,8 +17,14 @@ from __future__ import annotations
 
 import logging
 
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from madmine.config import FinetuneConfig
 from madmine.errors import MadmineError
+from madmine.steps.train.loop import train_loop
 from madmine.steps.train.plan import Plan, trial_name
 from madmine.steps.train.storage import RoundStorage
 
@@ -34,12 +40,6 @@ class TrainingFailed(MadmineError):
 
 def _trial(config: dict, plan: dict, storage_options: dict, storage: RoundStorage, settings: FinetuneConfig) -> None:
     """One Tune trial: the TorchTrainer run of one learning rate."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from madmine.steps.train.loop import train_loop
-
     lr = float(config["train_loop_config"]["lr"])
     resources = {"CPU": settings.cpus_per_worker, **({"GPU": 1} if settings.use_gpu else {})}
     trainer = TorchTrainer(
@@ -64,8 +64,6 @@ def run_grid(
     plan: Plan, storage: RoundStorage, settings: FinetuneConfig, storage_options: dict, verbose: int = 1
 ) -> None:
     """Run (or continue) every learning rate of the grid; raises TrainingFailed when a trial failed."""
-    from ray import tune
-
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial, plan=plan.to_dict(), storage_options=storage_options, storage=storage, settings=settings

@@ -7,12 +7,14 @@ so a lost worker costs time, never images.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import ray
+from ray.data import ActorPoolStrategy, DataContext
 
+from madmine.ray_cluster import ensure_ray
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch
 from madmine.steps.score.executors.local import decode_kwargs
@@ -22,21 +24,6 @@ from madmine.steps.score.predict import Scorer
 def decode_memory_bytes(ctx: ScoreContext) -> int:
     per_image = sum(size * size * 3 for size in ctx.input_sizes) + 4 * 2**20
     return 192 * 2**20 + 3 * ctx.scoring.decode_batch_size * per_image
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to the cluster at `address` (or RAY_ADDRESS), else start an embedded local one."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 class _ScorerActor:
@@ -50,9 +37,6 @@ class _ScorerActor:
 
 
 def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> Iterator[dict[str, np.ndarray]]:
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
-
     ensure_ray(address)
     data_ctx = DataContext.get_current()
     data_ctx.enable_progress_bars = False
