@@ -32,7 +32,8 @@ SELECT
     baseline_ranked.rank::INTEGER AS rank,
     getvariable('strategy') AS strategy,
     getvariable('run_id') AS run_id,
-    baseline_ranked.score
+    baseline_ranked.score,
+    run_images.shard
 FROM baseline_ranked
 LEFT JOIN main_class USING (image_id)
 LEFT JOIN run_images USING (image_id)

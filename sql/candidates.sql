@@ -14,7 +14,8 @@ SELECT
     ranked.rank::INTEGER AS rank,
     'mad' AS strategy,
     getvariable('run_id') AS run_id,
-    NULL::DOUBLE AS score
+    NULL::DOUBLE AS score,
+    run_images.shard
 FROM ranked
 LEFT JOIN run_images USING (image_id)
 ORDER BY ranked.competitor, ranked.direction, ranked.class_id, ranked.rank;

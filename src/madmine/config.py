@@ -195,11 +195,14 @@ class ScoringConfig:
     torch_threads: Annotated[int, Field(strict=True, ge=0)] = 0  # 0: every core of the node
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: Flag = True
-    bf16: Flag = False
-    shard_size: Positive = 256
-    decode_batch_size: Positive = 8
+    # auto: bf16 autocast where the device runs it faster (CUDA with bf16; CPUs with AMX or
+    # AVX512-BF16, read from the CPU's flags), fp32 elsewhere; fp32 or bf16 to force
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    shard_size: Positive = 1024  # images per shard: per shard one object per table, per model and a marker
     max_error_fraction: Annotated[Number, Field(ge=0, le=1)] = 0.05
     cache_maps: Flag = True
+    prefetch_batches: Annotated[int, Field(strict=True, ge=0, le=64)] = 2  # decoded ahead of the forward passes
+    decode_threads: Annotated[int, Field(strict=True, ge=1, le=256)] = 2  # per actor: fetch and decode
     max_pixels: Positive = 64_000_000
     min_side: Positive = 8
 

@@ -30,6 +30,7 @@ from madmine.completion import shard_markers
 from madmine.workspace import Workspace
 
 _UTC = pa.timestamp("us", tz="UTC")
+SORTED_BY = b"madmine.sorted_by"  # file metadata of a manifest part whose rows are in image_id order
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,15 @@ class Table:
         """One file of the table (every key given)."""
         return ws.read_parquet([self.path(ws, **keys)])
 
-    def write(self, ws: Workspace, table: pa.Table, **keys) -> str:
-        """Write one file of the table atomically, in the table's schema; returns its path."""
+    def write(self, ws: Workspace, table: pa.Table, *, metadata: dict | None = None, row_group_size: int | None = None,
+              **keys) -> str:
+        """Write one file of the table atomically, in the table's schema (plus file `metadata`); returns its path."""
         if self.schema is not None:
             table = table.select(self.schema.names).cast(self.schema)
+        if metadata:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         path = self.path(ws, **keys)
-        ws.write_parquet(path, table)
+        ws.write_parquet(path, table, row_group_size=row_group_size)
         return path
 
     def from_rows(self, rows: list[dict]) -> pa.Table:
@@ -244,6 +248,7 @@ CANDIDATES = Table(
             ("strategy", pa.string()),
             ("run_id", pa.string()),
             ("score", pa.float64()),
+            ("shard", pa.string()),  # the scoring shard, where the map store keeps the image's maps
         ]
     ),
     "madmine select --round R",

@@ -113,9 +113,9 @@ class Workspace:
             self.fs.rm(path, recursive=recursive)
 
     # ---- Parquet -------------------------------------------------------------------------
-    def write_parquet(self, path: str, table: pa.Table) -> None:
+    def write_parquet(self, path: str, table: pa.Table, row_group_size: int | None = None) -> None:
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
         self.put_bytes(path, buf.getvalue())
 
     def read_parquet(self, paths: list[str], schema: pa.Schema | None = None) -> pa.Table | None:

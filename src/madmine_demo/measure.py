@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from madmine import tables
-from madmine.steps.rating.roundset import load_map
+from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
 from madmine_demo.world.truth import Truth
 
@@ -47,7 +47,10 @@ def true_ious(ws: Workspace, truth: Truth, run: dict) -> dict[str, float]:
     preds = tables.PREDICTIONS.read(ws, run_id=run["run_id"])
     ids = sorted({i for i, role in zip(preds.column("image_id").to_pylist(), preds.column("role").to_pylist())
                   if role == "target" and truth.knows(i)})
-    return {i: truth.image_iou(i, load_map(ws, target["name"], target["version"], i)) for i in ids}
+    store, maps = MapStore(ws), {}
+    for path in tables.PREDICTIONS.files(ws, run_id=run["run_id"]):  # one pack per shard of the run
+        maps.update(store.read_pack(target["name"], target["version"], tables.PREDICTIONS.keys_of(path)["shard"]) or {})
+    return {i: truth.image_iou(i, maps[i].map) for i in ids}
 
 
 def yield_of(name: str, ids, ious: dict[str, float], truth: Truth) -> Yield:

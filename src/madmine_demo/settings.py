@@ -83,7 +83,7 @@ def config_text(settings: Settings, workspace: str, weights: dict[str, str], wor
                   f"weights = {_toml(path)}", f"input_size = {INPUT_SIZE}", ""]
     t0_images, t0_labels = t0 or (f"{world}/t0/images/", f"{world}/t0/labels/")
     lines += [
-        "[scoring]", "batch_size = 32", f"shard_size = {settings.shard_size}", "decode_batch_size = 32", "",
+        "[scoring]", "batch_size = 32", f"shard_size = {settings.shard_size}", "",
         "[selection]", f"n3 = {settings.n3}", f"n4 = {settings.n4}", f"seed = {settings.seed}", "",
         "[rating]", "min_raters = 3", "",
         "[evaluate]", f"testset_size = {settings.testset_size}", f"per_class = {settings.per_class}",

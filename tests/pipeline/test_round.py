@@ -155,7 +155,7 @@ def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path,
 def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
     write_corpus(tmp_path / "corpus", 24, seed=43)
     models = MODELS.replace("worlds:colour_net", "worlds:slow_colour_net")
-    cfg = load_config(write_config(tmp_path, models, scoring="shard_size = 4\nbatch_size = 2\ndecode_batch_size = 2"))
+    cfg = load_config(write_config(tmp_path, models, scoring="shard_size = 4\nbatch_size = 2"))
     ws = Workspace.from_config(cfg)
     ingest(ws, [str(tmp_path / "corpus")], show_progress=False)
     cmd = [str(Path(sys.executable).parent / "madmine"), "--config", str(cfg.path), "round", "--round", "0", "--until", "select"]

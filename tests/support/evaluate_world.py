@@ -26,9 +26,9 @@ from madmine.completion import shard_markers
 from madmine.config import Config, load_config
 from madmine.images import encode_map_png
 from madmine.models import model_version
-from madmine.steps.score.map_store import MapStore
 from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
+from worlds import store_maps
 
 CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow"]
 TARGET, COMPETITOR = "target", "fcn"
@@ -148,15 +148,14 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
     config = load_config(config_path)
     ws = Workspace.from_config(config)
     versions = {m.name: model_version(m) for m in config.models}
-    for image_id in ids:
-        MapStore(ws).put(TARGET, versions[TARGET], image_id, tmaps[image_id])
-        MapStore(ws).put(COMPETITOR, versions[COMPETITOR], image_id, cmaps[image_id])
     manifest = [
         {"image_id": i, "uri": uris[i], "bytes": images[i].stat().st_size, "width": labels[i].shape[1],
          "height": labels[i].shape[0], "phash": k, "ingested_at": T0}
         for k, i in enumerate(ids)
     ]
     ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
+    store_maps(ws, TARGET, versions[TARGET], tmaps)
+    store_maps(ws, COMPETITOR, versions[COMPETITOR], cmaps)
     ws.put_json(
         ws.path("runs", "run-1", "run.json"),
         {"run_id": "run-1", "status": "complete", "created_at": T0.isoformat(),
@@ -232,8 +231,7 @@ def write_testset(ws, round_: int, image_ids: list[str]) -> None:
 
 def add_model_version(ws, name: str, version: str, maps: dict[str, np.ndarray], round_: int, created: datetime) -> None:
     """A fine-tuned version known only by its cached maps and its models-table row."""
-    for image_id, m in maps.items():
-        MapStore(ws).put(name, version, image_id, m)
+    store_maps(ws, name, version, maps)
     row = {"model": name, "model_version": version, "role": "target", "arch": None, "weights_uri": None,
            "parent_version": None, "created_at": created, "round": round_}
     ws.write_parquet(ws.path("tables", "models", f"{name}-{version}.parquet"), pa.Table.from_pylist([row]))

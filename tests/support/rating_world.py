@@ -15,9 +15,9 @@ import pyarrow as pa
 from PIL import Image
 
 from madmine.config import Config, load_config
-from madmine.steps.score.map_store import MapStore
 from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
+from worlds import store_maps
 
 CLASSES = ["background", "aeroplane", "bicycle", "bird"]
 TARGET, TARGET_VERSION = "target", "t-v1"
@@ -115,6 +115,7 @@ n4 = 3
     config = load_config(config_path)
     ws = Workspace.from_config(config)
     ids, sizes, maps, manifest, candidates = [], {}, {}, [], []
+    target_maps, competitor_maps = {}, {}
     now = datetime.now(UTC)
     for k in range(n_images):
         width, height = (480, 360) if large else (64 + 8 * k, 48 + 4 * k)
@@ -133,8 +134,7 @@ n4 = 3
         path.write_bytes(data)
         target_map = _scene(k, width, height, 8)[1] if large else _map(k, height, width, 0)
         competitor_map = _scene(k, width, height, 24)[1] if large else _map(k, height, width, 3)
-        MapStore(ws).put(TARGET, TARGET_VERSION, image_id, target_map)
-        MapStore(ws).put(COMPETITOR, COMPETITOR_VERSION, image_id, competitor_map)
+        target_maps[image_id], competitor_maps[image_id] = target_map, competitor_map
         ids.append(image_id)
         sizes[image_id] = (height, width)
         maps[image_id] = target_map
@@ -147,6 +147,8 @@ n4 = 3
              "direction": "target", "class_id": 1 + (k % 3), "class_fraction": 0.1, "d": 0.5 - k / 100, "rank": k + 1}
         )
     ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
+    store_maps(ws, TARGET, TARGET_VERSION, target_maps)
+    store_maps(ws, COMPETITOR, COMPETITOR_VERSION, competitor_maps)
     ws.write_parquet(ws.path("tables", "candidates", "round-0-mad.parquet"), pa.Table.from_pylist(candidates))
     ws.put_json(
         ws.path("runs", "run-1", "run.json"),

@@ -16,6 +16,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from madmine.steps.score.map_store import MapStore, StoredMap
+from madmine.steps.score.shards import shards_of
+
 CLASSES = ["background", "red", "green", "blue"]
 
 
@@ -208,3 +211,32 @@ def write_maps(folder, paths, seed=0):
         m = rng.integers(0, 4, size=(24, 36)).astype(np.uint8)
         m[rng.random(m.shape) < 0.05] = 255
         Image.fromarray(m, "L").save(folder / f"{p.stem}.png")
+
+
+# ---- the map store, as scoring would fill it ------------------------------------------------
+def store_maps(ws, model: str, version: str, maps: dict, shard_size: int = 1024) -> None:
+    """Maps into the map store the way scoring keeps them: one pack per shard of the manifest
+    (write the manifest first); images outside the manifest go to a pack of their own."""
+    where = shards_of(ws, list(maps), shard_size)
+    packs: dict[str, dict] = {}
+    for image_id, label_map in maps.items():
+        packs.setdefault(where.get(image_id, "extra"), {})[image_id] = StoredMap(np.asarray(label_map, dtype=np.uint8))
+    store = MapStore(ws)
+    for pack, entries in packs.items():
+        store.add(model, version, pack, entries)
+
+
+def stored_map(ws, model: str, version: str, image_id: str):
+    """The stored map of an image (uint8 array), wherever its pack is; None when none holds it."""
+    found = MapStore(ws).find(model, version, [image_id], max_packs=10_000)
+    return found[image_id].map if image_id in found else None
+
+
+def drop_map(ws, model: str, version: str, image_id: str) -> None:
+    """Remove one image's map from the pack that holds it (a map lost from the store)."""
+    store = MapStore(ws)
+    for pack in store.packs(model, version):
+        entries = store.read_pack(model, version, pack) or {}
+        if entries.pop(image_id, None) is not None:
+            store.write_pack(model, version, pack, entries)
+

@@ -22,6 +22,7 @@ from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
 from madmine.workspace import Workspace, filesystem, split_uri
 
 URI_LIST_SUFFIXES = (".txt", ".lst", ".uris")
+MANIFEST_ROW_GROUP = 1024
 
 
 def image_id_of(data: bytes) -> str:
@@ -172,7 +173,10 @@ def ingest(
         for row in rows:
             row["ingested_at"] = stamp
         rows.sort(key=lambda r: r["image_id"])
-        tables.MANIFEST.write(workspace, pa.Table.from_pylist(rows, schema=tables.MANIFEST.schema), part=part)
+        table = pa.Table.from_pylist(rows, schema=tables.MANIFEST.schema)
+        # sorted, in small row groups: a scoring worker reads only its shard's rows
+        tables.MANIFEST.write(workspace, table, metadata={tables.SORTED_BY: b"image_id"}, row_group_size=MANIFEST_ROW_GROUP,
+                              part=part)
     return IngestResult(
         added=len(rows),
         duplicates=duplicates,

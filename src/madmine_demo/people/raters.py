@@ -19,7 +19,7 @@ import numpy as np
 
 from madmine.config import Config
 from madmine.steps.rating import store
-from madmine.steps.rating.roundset import load_map, load_round
+from madmine.steps.rating.roundset import load_round
 from madmine.steps.rating.tokens import add_rater, list_raters
 from madmine.workspace import Workspace
 from madmine_demo.world.truth import Truth
@@ -63,10 +63,9 @@ def rate_round(ws: Workspace, config: Config, truth: Truth, round_: int, seed: i
         if rater.name not in known:
             add_rater(ws, rater.name)
     rs = load_round(ws, config, round_)
-    version = rs.versions[rs.target]
     ious = {}
     for image_id in rs.image_ids:
-        iou = truth.image_iou(image_id, load_map(ws, rs.target, version, image_id))
+        iou = truth.image_iou(image_id, rs.load_map(rs.target, image_id))
         ood = truth.kind(image_id) == "ood"
         ious[image_id] = iou
         for rater in raters:

@@ -18,7 +18,7 @@ from madmine import tables
 from madmine.steps.annotation.bundle import AnnotationError
 from madmine.steps.annotation.exchange import export, import_
 from madmine.steps.rating import selection, store
-from madmine.steps.score.map_store import MapStore
+from worlds import drop_map
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_exports_refuse_what_they_cannot_do_cleanly(world, tmp_path):
     (busy / "old.json").write_text("{}")
     with pytest.raises(AnnotationError, match="not empty"):
         export(world.ws, world.config, "coco", busy, 0)
-    MapStore(world.ws).remove("target", "t-v1", world.image_ids[2])
+    drop_map(world.ws, "target", "t-v1", world.image_ids[2])
     with pytest.raises(AnnotationError, match=f"{world.image_ids[2]}: no cached map"):
         export(world.ws, world.config, "coco", tmp_path / "fresh", 0)
     assert not (tmp_path / "fresh").exists()

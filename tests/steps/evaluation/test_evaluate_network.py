@@ -20,11 +20,10 @@ from madmine.models import build_network, model_version
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation import quality
 from madmine.steps.ingest import ingest
-from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import brute_ap, brute_auroc
-from worlds import write_config, write_corpus
+from worlds import stored_map, write_config, write_corpus
 
 MODELS = """
 [[models]]
@@ -79,7 +78,7 @@ def test_cached_maps_and_the_network_give_the_same_numbers(scored):
     labels = [r.label for r in cached.refs]
     assert labels == ["target@ft-1", f"target@{version}", f"colour@{model_version(config.model('colour'))}"]
     # the fine-tuned version ran from its weights (no scoring run knew it) and was cached
-    assert MapStore(ws).has("target", "ft-1", ids[0])
+    assert stored_map(ws, "target", "ft-1", ids[0]) is not None
     first = {r.label: cached.cell(r, 0) for r in cached.refs}
     assert first["target@ft-1"].miou == first[f"target@{version}"].miou  # same weights, same maps
     assert first[labels[2]].miou > 0.8 > first[labels[1]].miou  # colour_net reads colours; a random net does not
@@ -114,7 +113,7 @@ def test_selection_quality_against_an_independent_computation(scored):
     version = model_version(config.target)
     per_image = {}
     for image_id in ids:
-        m = MapStore(ws).get_map("target", version, image_id)
+        m = stored_map(ws, "target", version, image_id)
         label = labels[image_id]
         pred = np.asarray(Image.fromarray(m, "L").resize(label.shape[::-1], Image.NEAREST))
         per_image[image_id] = reference_image_miou(pred, label, config.num_classes)

@@ -24,7 +24,7 @@ from madmine.steps.rating.app import create_app
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.rating.server import BackgroundServer
 from madmine.steps.rating.tokens import add_rater
-from madmine.steps.score.map_store import MapStore
+from worlds import store_maps
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_invalid_votes_are_422_and_store_nothing(server, world, tokens, body):
 def test_images_outside_the_round_are_404(server, world, tokens):
     stranger = "ff" * 16
     # a cached map exists for it, but it is not a candidate of the round
-    MapStore(world.ws).put("target", "t-v1", stranger, world.target_maps[world.image_ids[0]])
+    store_maps(world.ws, "target", "t-v1", {stranger: world.target_maps[world.image_ids[0]]})
     with httpx.Client(base_url=server.url, headers=bearer(tokens["alice"])) as client:
         assert client.get(f"/api/images/{stranger}").status_code == 404
         assert client.get(f"/api/maps/target/{stranger}").status_code == 404

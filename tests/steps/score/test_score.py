@@ -9,11 +9,10 @@ from PIL import Image
 from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
-from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import reference_d
-from worlds import write_config, write_corpus, write_maps
+from worlds import stored_map, write_config, write_corpus, write_maps
 
 MODELS = """
 [[models]]
@@ -83,13 +82,13 @@ def test_pairs_equal_an_independent_computation_from_the_maps(scored):
     manifest = {r["image_id"]: r["uri"] for r in tables.MANIFEST.read(ws).to_pylist()}
     checked = 0
     for row in tables.PAIRS.read(ws, run_id=result.run_id).to_pylist():
-        target_map, _ = MapStore(ws).get("target", versions["target"], row["image_id"])
+        target_map = stored_map(ws, "target", versions["target"], row["image_id"])
         if row["competitor"] == "ext":
             stem = manifest[row["image_id"]].rsplit("/", 1)[-1].rsplit(".", 1)[0]
             other = Image.open(root / "maps" / f"{stem}.png").resize((64, 64), Image.NEAREST)
             other = np.asarray(other)
         else:
-            other, _ = MapStore(ws).get("dlv3", versions["dlv3"], row["image_id"])
+            other = stored_map(ws, "dlv3", versions["dlv3"], row["image_id"])
         expected = reference_d(target_map, other, 4)
         assert row["d"] == pytest.approx(expected, abs=1e-12)
         checked += 1

@@ -21,7 +21,7 @@ from rich.progress import track
 from madmine import images, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
-from madmine.steps.rating.roundset import RoundError, load_map, load_round, read_image
+from madmine.steps.rating.roundset import RoundError, load_round, read_image
 from madmine.workspace import Workspace
 
 MANIFEST_NAME = "madmine-export.json"
@@ -94,7 +94,7 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
             continue
         try:
             data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options), cfg.scoring.max_pixels)
-            mask = _fit(load_map(ws, rs.target, version, image_id), *img.size)
+            mask = _fit(rs.load_map(rs.target, image_id), *img.size)
         except (RoundError, images.ImageError) as exc:
             problems.append(f"{image_id}: {exc}")
             continue

@@ -10,6 +10,7 @@ channels_last, bf16 as configured), and are then cached for the next command.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,10 @@ from madmine.models.maps import MapsFolder
 from madmine.steps.evaluation.sources import EvaluationError, models_table
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch, pixels_column
-from madmine.steps.score.map_store import MapStore
+from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.predict import Scorer
+from madmine.steps.score.runs import run_records
+from madmine.steps.score.shards import shards_of
 from madmine.workspace import Workspace
 
 
@@ -103,7 +106,12 @@ def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
 
 
 class ModelMaps:
-    """Maps of one model version: cache, maps folder or network, in that order."""
+    """Maps of one model version: the map store, a maps folder or the network, in that order.
+
+    The store holds a version's maps in the packs of the runs that scored it (one per shard)
+    and, for images no run scored (T(0), other versions on a test set), in one pack per set of
+    images that this class computed, named after the set.
+    """
 
     def __init__(self, config: Config, ws: Workspace, ref: ModelRef):
         self.config, self.ws, self.ref = config, ws, ref
@@ -111,31 +119,46 @@ class ModelMaps:
         self._scorer = None
         self._folder = None
 
-    def _cached(self, image_id: str) -> np.ndarray | None:
-        return self.store.get_map(self.ref.name, self.ref.version, image_id)
+    def _run_shards(self) -> list[int]:
+        """Shard sizes of the runs that scored this version (their packs hold its maps)."""
+        sizes = []
+        for run in run_records(self.ws):
+            if any(m.get("name") == self.ref.name and m.get("version") == self.ref.version for m in run.get("models", [])):
+                sizes.append(int(run.get("shard_size") or 1024))
+        return sorted(set(sizes))
+
+    def _stored(self, ids: list[str], pack: str) -> dict[str, np.ndarray]:
+        name, version = self.ref.name, self.ref.version
+        found = {i: m.map for i, m in self.store.get_many(name, version, {i: pack for i in ids}).items()}
+        for shard_size in self._run_shards():
+            rest = [i for i in ids if i not in found]
+            if not rest:
+                break
+            where = shards_of(self.ws, rest, shard_size)
+            found.update({i: m.map for i, m in self.store.get_many(name, version, where).items()})
+        rest = [i for i in ids if i not in found]
+        if rest:  # maps stored under another set of images
+            found.update({i: m.map for i, m in self.store.find(name, version, rest).items()})
+        return found
 
     def maps(self, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
         """{image_id: map} for (image_id, uri) pairs; EvaluationError names what is missing."""
-        out: dict[str, np.ndarray] = {}
-        missing = []
-        for image_id, uri in items:
-            cached = self._cached(image_id)
-            if cached is not None:
-                out[image_id] = cached
-            else:
-                missing.append((image_id, uri))
+        ids = [image_id for image_id, _ in items]
+        pack = "set-" + hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()[:16]
+        out = self._stored(ids, pack)
+        missing = [(image_id, uri) for image_id, uri in items if image_id not in out]
         if not missing:
             return out
         spec = self.ref.spec
         if spec is None:
             raise EvaluationError(
-                f"model {self.ref.label}: no cached map for {len(missing)} image(s) (e.g. {missing[0][0]}) and no "
+                f"model {self.ref.label}: no stored map for {len(missing)} image(s) (e.g. {missing[0][0]}) and no "
                 "weights to run it; run `madmine score` with this version, or record its weights in the models table"
             )
         if not spec.is_network:
             out.update(self._from_folder(spec, missing))
         else:
-            out.update(self._from_network(spec, missing))
+            out.update(self._from_network(spec, missing, pack))
         return out
 
     def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
@@ -149,7 +172,7 @@ class ModelMaps:
                 raise EvaluationError(f"model {self.ref.label}: {exc}") from exc
         return out
 
-    def _from_network(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    def _from_network(self, spec: ModelSpec, items: list[tuple[str, str]], pack: str) -> dict[str, np.ndarray]:
         if self._scorer is None:
             ctx = ScoreContext(
                 run_id="evaluate",
@@ -161,7 +184,7 @@ class ModelMaps:
                 scoring=self.config.scoring,
             )
             self._scorer = Scorer(ctx)
-        out = {}
+        out, computed = {}, {}
         step = max(1, self.config.scoring.batch_size)
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
@@ -180,9 +203,10 @@ class ModelMaps:
             if bad:
                 raise EvaluationError(f"image {bad[0][0]} cannot be decoded: {bad[0][1]} ({bad[0][2]})")
             label_maps, entropy, msp = self._scorer.forward(spec, batch[pixels_column(spec.input_size)])
+            label_maps = label_maps.cpu().numpy()
             for k, (image_id, _) in enumerate(chunk):
                 out[image_id] = label_maps[k]
-                if self.config.scoring.cache_maps:
-                    text = {"mean_entropy": repr(float(entropy[k])), "mean_msp": repr(float(msp[k]))}
-                    self.store.put(self.ref.name, self.ref.version, image_id, label_maps[k], text)
+                computed[image_id] = StoredMap(label_maps[k], float(entropy[k]), float(msp[k]))
+        if self.config.scoring.cache_maps and computed:
+            self.store.add(self.ref.name, self.ref.version, pack, computed)
         return out

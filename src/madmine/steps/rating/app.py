@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from madmine.config import Config
 from madmine.images import ImageError
 from madmine.steps.rating import render, store
-from madmine.steps.rating.roundset import RoundError, RoundSet, load_map, read_image
+from madmine.steps.rating.roundset import RoundError, RoundSet, read_image
 from madmine.steps.rating.sessions import Sessions
 from madmine.steps.rating.tokens import RaterRegistry
 from madmine.workspace import Workspace
@@ -76,7 +76,7 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
 
     @lru_cache(maxsize=128)
     def label_map(model: str, image_id: str):
-        return load_map(ws, model, rs.versions[model], image_id)
+        return rs.load_map(model, image_id)
 
     @lru_cache(maxsize=512)
     def overlay(model: str, image_id: str) -> bytes:

@@ -6,7 +6,7 @@ never a path, so nothing a browser sends can reach another file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import run_records
+from madmine.steps.score.shards import shards_of
 from madmine.workspace import Workspace, filesystem, split_uri
 
 COMPLETE = "complete"
@@ -36,6 +37,19 @@ class RoundSet:
     versions: dict[str, str]
     competitors: tuple[str, ...]
     run_id: str
+    packs: dict[str, str] = field(default_factory=dict)  # image_id -> the map-store pack (scoring shard) of its maps
+    store: MapStore | None = field(default=None, compare=False, repr=False)
+    shard_size: int = 1024  # the run's, to find the pack of an image that is not a candidate
+
+    def load_map(self, model: str, image_id: str) -> np.ndarray:
+        """The model's prediction map of an image of the run (uint8 class ids, 255 ignore), from the map store."""
+        if image_id not in self.packs and self.store is not None:
+            self.packs.update(shards_of(self.store.ws, [image_id], self.shard_size))
+        found = self.store.get(model, self.versions[model], image_id, self.packs.get(image_id, "")) if self.store else None
+        if found is None:
+            raise RoundError(f"no stored map of {model} version {self.versions.get(model)} for image {image_id}: "
+                             "run `madmine score`")
+        return found.map
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self.uris
@@ -94,6 +108,10 @@ def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -
     if target not in versions:
         raise RoundError(f"scoring run {run.get('run_id')!r} has no version of the target {target!r}")
     competitors = tuple(m.name for m in cfg.competitors if m.name in versions)
+    packs = {r["image_id"]: r["shard"] for r in rows if r.get("shard")}
+    shard_size = int(run.get("shard_size") or 1024)
+    if len(packs) < len(uris):  # candidates written without shards: find them in the manifest
+        packs.update(shards_of(ws, [i for i in uris if i not in packs], shard_size))
     return RoundSet(
         round=round_,
         strategy=strategy,
@@ -103,15 +121,10 @@ def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -
         versions=versions,
         competitors=competitors,
         run_id=str(run.get("run_id", "")),
+        packs=packs,
+        store=MapStore(ws),
+        shard_size=shard_size,
     )
-
-
-def load_map(ws: Workspace, model: str, version: str, image_id: str) -> np.ndarray:
-    """A cached prediction map (uint8 class ids, 255 ignore)."""
-    label_map = MapStore(ws).get_map(model, version, image_id)
-    if label_map is None:
-        raise RoundError(f"no cached map of {model} version {version} for image {image_id}: run `madmine score`")
-    return label_map
 
 
 def read_image(uri: str, storage_options: dict | None = None) -> bytes:

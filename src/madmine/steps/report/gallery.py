@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from madmine.config import Config
 from madmine.images import ImageError
 from madmine.steps.rating import render
-from madmine.steps.rating.roundset import RoundError, load_map, load_round, read_image
+from madmine.steps.rating.roundset import RoundError, load_round, read_image
 from madmine.steps.report.plots import data_uri
 from madmine.workspace import Workspace
 
@@ -49,8 +49,8 @@ def tiles(config: Config, ws: Workspace, round_: int, candidates: list[dict], mo
         competitor = r.get("competitor") or (rs.competitors[0] if rs.competitors else None)
         try:
             photo = render.display_jpeg(read_image(rs.uris[image_id], config.storage_options), THUMB, config.scoring.max_pixels)
-            target = render.overlay_png(load_map(ws, rs.target, rs.versions[rs.target], image_id), config.colors)
-            other = render.overlay_png(load_map(ws, competitor, rs.versions[competitor], image_id), config.colors)
+            target = render.overlay_png(rs.load_map(rs.target, image_id), config.colors)
+            other = render.overlay_png(rs.load_map(competitor, image_id), config.colors)
         except (RoundError, ImageError, KeyError, OSError) as exc:
             problems.append(f"{image_id}: {exc}")
             continue

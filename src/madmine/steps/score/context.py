@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from madmine.config import ModelSpec, ScoringConfig
 
@@ -18,6 +18,7 @@ class ScoreContext:
     workspace_uri: str
     storage_options: dict
     scoring: ScoringConfig
+    stored_packs: dict = field(default_factory=dict)  # model -> the packs the map store held when the run was planned
 
     @property
     def num_classes(self) -> int:

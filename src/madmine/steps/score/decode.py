@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from madmine.images import ImageError, decode, resize_uint8
-from madmine.steps.ingest import read_uri
+from madmine.workspace import read_uri
 
 
 def pixels_column(size: int) -> str:
@@ -23,6 +23,20 @@ def _fetch(uri: str, storage_options: dict) -> bytes | ImageError:
         return ImageError("unreadable", f"{type(exc).__name__}: {exc}")
 
 
+def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pixels: int, min_side: int, draft: int):
+    """One image -> {size: uint8 (size, size, 3)}, or (reason, detail) when it cannot be used."""
+    try:
+        data = _fetch(uri, storage_options)
+        if isinstance(data, ImageError):
+            raise data
+        img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft)
+        return {size: resize_uint8(img, size) for size in sizes}
+    except ImageError as exc:
+        return exc.reason, exc.detail
+    except Exception as exc:  # a decoder bug must not kill the batch: record it
+        return "decode failed", f"{type(exc).__name__}: {exc}"
+
+
 def decode_batch(
     batch: dict[str, np.ndarray],
     *,
@@ -30,31 +44,35 @@ def decode_batch(
     storage_options: dict | None = None,
     max_pixels: int = 64_000_000,
     min_side: int = 8,
-    fetch_threads: int = 4,
+    threads: int = 4,
+    pool: ThreadPoolExecutor | None = None,
 ) -> dict[str, np.ndarray]:
     """image_id, uri, shard -> the same plus error/stage/detail and one uint8 array per size.
 
-    A failed image keeps its row (error set, pixels zero) so that the driver can account
-    for every image of a shard.
+    Fetching, decoding and resizing release the GIL, so images of a batch go through a thread
+    pool (`pool`, or one made for the call). A failed image keeps its row (error set, pixels
+    zero) so that every image of a shard is accounted for.
     """
     uris = [str(u) for u in batch["uri"]]
     n = len(uris)
     errors, details = [""] * n, [""] * n
     pixels = {size: np.zeros((n, size, size, 3), dtype=np.uint8) for size in sizes}
     draft = max(sizes) if sizes else 64
-    with ThreadPoolExecutor(max_workers=max(1, min(fetch_threads, n))) as pool:
-        fetched = list(pool.map(lambda u: _fetch(u, storage_options or {}), uris))
-    for i, data in enumerate(fetched):
-        try:
-            if isinstance(data, ImageError):
-                raise data
-            img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft)
-            for size in sizes:
-                pixels[size][i] = resize_uint8(img, size)
-        except ImageError as exc:
-            errors[i], details[i] = exc.reason, exc.detail
-        except Exception as exc:  # a decoder bug must not kill the batch: record it
-            errors[i], details[i] = "decode failed", f"{type(exc).__name__}: {exc}"
+
+    def one(uri: str):
+        return _decode_one(uri, sizes, storage_options or {}, max_pixels, min_side, draft)
+
+    if pool is None:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, n))) as own:
+            results = list(own.map(one, uris))
+    else:
+        results = list(pool.map(one, uris))
+    for i, result in enumerate(results):
+        if isinstance(result, tuple):
+            errors[i], details[i] = result
+            continue
+        for size in sizes:
+            pixels[size][i] = result[size]
     out = {
         "image_id": np.asarray(batch["image_id"], dtype=object),
         "uri": np.asarray(uris, dtype=object),

@@ -1,18 +1,24 @@
-"""Stage: predict every model on a decoded batch and summarise the maps.
+"""Stage: every model on a decoded batch, the maps summarised per image and per pair.
 
-One `Scorer` holds all models on its device, so each image is decoded once. Network maps
-are cached as compressed PNGs keyed by model version: a model whose version did not change
-is read back instead of run again (competitors across rounds, or any model after a crash).
-The output is one row per image with fixed-shape numeric columns, cheap to move between
-processes; the driver turns it into the `predictions`, `pairs` and `errors` tables.
+One `Scorer` holds all models on its device, so each image is decoded once. Maps a caller
+already has (a competitor's maps from the map store, when only the target changed) are used
+instead of running the network again. Everything per image that torch can do per batch is
+done per batch, on the device: the argmax, the target's entropy and max-softmax, the class
+pixel counts and the intersections and unions of every pair (one bincount each). Only maps
+of their own sizes (precomputed maps folders) go image by image.
+
+The output is one row per image with fixed-shape numeric columns (`columns`), plus the maps
+the networks computed (`computed`), which the shard job stores as packs.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from madmine import metrics
 from madmine.config import ModelSpec
@@ -21,16 +27,16 @@ from madmine.models.maps import MapsFolder
 from madmine.models.registry import build_network, forward_logits
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
-from madmine.steps.score.map_store import MapStore
-from madmine.workspace import Workspace
+from madmine.steps.score.device import resolve_device, resolve_precision
+from madmine.steps.score.map_store import StoredMap
 
 UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2nd pixel (metrics.maps_entropy_msp)
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+@dataclass
+class ScoredBatch:
+    columns: dict[str, np.ndarray]
+    computed: dict[str, dict[str, StoredMap]] = field(default_factory=dict)  # model -> image_id -> map it ran
 
 
 class Scorer:
@@ -39,16 +45,13 @@ class Scorer:
     def __init__(self, ctx: ScoreContext):
         self.ctx = ctx
         self.device = resolve_device(ctx.scoring.device)
-        threads = ctx.scoring.torch_threads or os.cpu_count() or 1
+        self.precision = resolve_precision(ctx.scoring.precision, self.device)
         if self.device == "cpu":
-            torch.set_num_threads(threads)
-        self.maps = MapStore(Workspace(ctx.workspace_uri, dict(ctx.storage_options)))
+            torch.set_num_threads(ctx.scoring.torch_threads or os.cpu_count() or 1)
         self._networks: dict = {}
-        self._maps = {
-            m.name: MapsFolder(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network
-        }
+        self._folders = {m.name: MapsFolder(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network}
 
-    # ---- models ------------------------------------------------------------------------
+    # ---- networks ----------------------------------------------------------------------------
     def _network(self, spec: ModelSpec):
         if spec.name not in self._networks:
             net = build_network(spec, self.ctx.num_classes, self.ctx.storage_options).to(self.device)
@@ -57,22 +60,29 @@ class Scorer:
             self._networks[spec.name] = net
         return self._networks[spec.name]
 
-    def forward(self, spec: ModelSpec, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (N, S, S, 3) -> maps uint8 (N, S, S), mean entropy (N,), mean max-softmax (N,).
-
-        Entropy and max-softmax feed the uncertainty baselines, which rank by the target's
-        values only, so competitors skip the softmax (NaN): it costs a sizeable fraction of
-        a small model's forward pass on a CPU.
-        """
-        net = self._network(spec)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+    def _input(self, spec: ModelSpec, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (N, S, S, 3) -> the normalised float batch on the device (pinned, asynchronous on CUDA)."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.startswith("cuda"):
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
         x = (x - mean) / std
         if self.ctx.scoring.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, spec: ModelSpec, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, 3) -> maps uint8 (N, S, S) on the device, mean entropy (N,), mean max-softmax (N,).
+
+        Entropy and max-softmax feed the uncertainty baselines, which rank by the target's
+        values only, so competitors skip the softmax (NaN).
+        """
+        net = self._network(spec)
+        x = self._input(spec, pixels)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.ctx.scoring.bf16):
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = forward_logits(net, x)
         with torch.inference_mode():
             if spec.role == "target":
@@ -80,45 +90,37 @@ class Scorer:
             else:  # argmax of bf16 logits equals that of their (exact) float copy
                 maps = logits.argmax(dim=1).to(torch.uint8)
                 entropy = msp = np.full(len(pixels), np.nan)
-        return maps.cpu().numpy(), entropy, msp
+        return maps, entropy, msp
 
-    # ---- cache ----------------------------------------------------------------------------
-    def _cache_read(self, spec: ModelSpec, image_id: str):
-        found = self.maps.get(spec.name, self.ctx.versions[spec.name], image_id)
-        if found is None:
-            return None
-        label_map, text = found
-        try:
-            return label_map, float(text.get("mean_entropy", "nan")), float(text.get("mean_msp", "nan"))
-        except ValueError:
-            return None  # a damaged cache entry is recomputed
-
-    def _cache_write(self, spec: ModelSpec, image_id: str, label_map: np.ndarray, entropy: float, msp: float) -> None:
-        text = {"mean_entropy": repr(entropy), "mean_msp": repr(msp)}
-        self.maps.put(spec.name, self.ctx.versions[spec.name], image_id, label_map, text)
-
-    def _network_maps(self, spec: ModelSpec, batch: dict, rows: list[int]) -> dict[int, tuple]:
-        """image row -> (map, mean entropy, mean msp, whether the network ran): cache first."""
-        use_cache = self.ctx.scoring.cache_maps
-        results: dict[int, tuple] = {}
-        misses = []
-        for i in rows:
-            hit = self._cache_read(spec, str(batch["image_id"][i])) if use_cache else None
+    # ---- maps of one model for the batch's good rows -------------------------------------------
+    def _model_maps(self, spec: ModelSpec, batch: dict, rows: list[int], cached: dict[str, StoredMap], fail) -> dict:
+        """row -> (map tensor on the device, entropy, msp, whether the network ran)."""
+        ids = [str(batch["image_id"][i]) for i in rows]
+        out: dict[int, tuple] = {}
+        if not spec.is_network:
+            for i in rows:
+                try:
+                    m = self._folders[spec.name].load(str(batch["uri"][i]))
+                    out[i] = (torch.tensor(m, device=self.device), float("nan"), float("nan"), False)
+                except ImageError as exc:
+                    fail(i, exc.reason, f"model {spec.name}: {exc.detail}")
+            return out
+        missing = []
+        for i, image_id in zip(rows, ids):
+            hit = cached.get(image_id)
             if hit is None:
-                misses.append(i)
+                missing.append(i)
             else:
-                results[i] = (*hit, False)
-        if misses:
-            pixels = batch[pixels_column(spec.input_size)][misses]
-            maps, entropy, msp = self.forward(spec, pixels)
-            for k, i in enumerate(misses):
-                results[i] = (maps[k], float(entropy[k]), float(msp[k]), True)
-                if use_cache:
-                    self._cache_write(spec, str(batch["image_id"][i]), maps[k], float(entropy[k]), float(msp[k]))
-        return results
+                out[i] = (torch.tensor(hit.map, device=self.device), hit.mean_entropy, hit.mean_msp, False)
+        if missing:
+            maps, entropy, msp = self.forward(spec, batch[pixels_column(spec.input_size)][missing])
+            for k, i in enumerate(missing):
+                out[i] = (maps[k], float(entropy[k]), float(msp[k]), True)
+        return out
 
-    # ---- the stage ---------------------------------------------------------------------
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # ---- the stage ---------------------------------------------------------------------------
+    def __call__(self, batch: dict[str, np.ndarray], cached: dict[str, dict[str, StoredMap]] | None = None) -> ScoredBatch:
+        cached = cached or {}
         c = self.ctx.num_classes
         n = len(batch["image_id"])
         errors = [str(e) for e in batch["error"]]
@@ -131,16 +133,8 @@ class Scorer:
         maps: dict[str, dict[int, tuple]] = {}
         for spec in self.ctx.models:
             rows = [i for i in range(n) if not errors[i]]
-            if spec.is_network:
-                maps[spec.name] = self._network_maps(spec, batch, rows) if rows else {}
-                continue
-            loaded = {}
-            for i in rows:
-                try:
-                    loaded[i] = (self._maps[spec.name].load(str(batch["uri"][i])), float("nan"), float("nan"), False)
-                except ImageError as exc:
-                    fail(i, exc.reason, f"model {spec.name}: {exc.detail}")
-            maps[spec.name] = loaded
+            maps[spec.name] = self._model_maps(spec, batch, rows, cached.get(spec.name, {}), fail) if rows else {}
+        good = [i for i in range(n) if not errors[i]]
 
         out: dict[str, np.ndarray] = {
             "image_id": np.asarray(batch["image_id"], dtype=object),
@@ -158,26 +152,67 @@ class Scorer:
             out[column("I", spec.name)] = np.zeros((n, c), dtype=np.int64)
             out[column("U", spec.name)] = np.zeros((n, c), dtype=np.int64)
             out[column("d", spec.name)] = np.full(n, np.nan)
-
-        target = self.ctx.target.name
-        for i in range(n):
-            if errors[i]:
-                continue
-            for spec in self.ctx.models:
-                label_map, entropy, msp, forwarded = maps[spec.name][i]
-                out[column("fw", spec.name)][i] = forwarded
-                out[column("cp", spec.name)][i] = metrics.class_pixels(label_map, c)
-                out[column("h", spec.name)][i], out[column("w", spec.name)][i] = label_map.shape
-                out[column("ent", spec.name)][i] = entropy
-                out[column("msp", spec.name)][i] = msp
-            target_map = maps[target][i][0]
-            for spec in self.ctx.competitors:
-                other = resize_nearest(maps[spec.name][i][0], target_map.shape)
-                inter, union, d = metrics.pair_summary(target_map, other, c)
-                out[column("I", spec.name)][i] = inter
-                out[column("U", spec.name)][i] = union
-                out[column("d", spec.name)][i] = np.nan if d is None else d
+        computed: dict[str, dict[str, StoredMap]] = {}
+        if good:
+            with torch.inference_mode():
+                self._summarise(out, maps, good, computed, batch)
         out["error"] = np.asarray(errors, dtype=object)
         out["stage"] = np.asarray(stages, dtype=object)
         out["detail"] = np.asarray(details, dtype=object)
-        return out
+        return ScoredBatch(out, computed)
+
+    def _summarise(self, out: dict, maps: dict, good: list[int], computed: dict, batch: dict) -> None:
+        c = self.ctx.num_classes
+        index = np.asarray(good)
+        for spec in self.ctx.models:
+            rows = [maps[spec.name][i] for i in good]
+            out[column("ent", spec.name)][index] = [r[1] for r in rows]
+            out[column("msp", spec.name)][index] = [r[2] for r in rows]
+            out[column("fw", spec.name)][index] = [r[3] for r in rows]
+            stacked = _stack([r[0] for r in rows])
+            if stacked is not None:
+                out[column("cp", spec.name)][index] = metrics.batch_class_pixels(stacked, c).cpu().numpy()
+                out[column("h", spec.name)][index], out[column("w", spec.name)][index] = stacked.shape[1:]
+            else:
+                for i, r in zip(good, rows):
+                    out[column("cp", spec.name)][i] = metrics.class_pixels(r[0].cpu().numpy(), c)
+                    out[column("h", spec.name)][i], out[column("w", spec.name)][i] = r[0].shape
+            ran = [(i, r) for i, r in zip(good, rows) if r[3]]
+            if ran:
+                cpu = _stack([r[0] for _, r in ran]).cpu().numpy()
+                computed[spec.name] = {
+                    str(batch["image_id"][i]): StoredMap(cpu[k], r[1], r[2]) for k, (i, r) in enumerate(ran)
+                }
+        target = [maps[self.ctx.target.name][i][0] for i in good]
+        target_stack = _stack(target)
+        for spec in self.ctx.competitors:
+            other = [maps[spec.name][i][0] for i in good]
+            if target_stack is not None:
+                inter, union = metrics.batch_pair_summary(target_stack, _resized(other, target_stack.shape[1:]), c)
+                inter, union = inter.cpu().numpy(), union.cpu().numpy()
+            else:  # target maps of their own sizes: image by image
+                pairs = [metrics.pair_summary(t.cpu().numpy(), resize_nearest(o.cpu().numpy(), tuple(t.shape)), c)
+                         for t, o in zip(target, other)]
+                inter = np.stack([p[0] for p in pairs])
+                union = np.stack([p[1] for p in pairs])
+            out[column("I", spec.name)][index] = inter
+            out[column("U", spec.name)][index] = union
+            out[column("d", spec.name)][index] = metrics.batch_discrepancy(inter, union)
+
+
+def _stack(maps: list[torch.Tensor]) -> torch.Tensor | None:
+    """One (N, H, W) tensor when every map has the same size, else None."""
+    if not maps or any(m.shape != maps[0].shape for m in maps):
+        return None
+    return torch.stack(maps)
+
+
+def _resized(maps: list[torch.Tensor], shape) -> torch.Tensor:
+    """Maps at `shape`, nearest neighbour as PIL's NEAREST (pairs are computed at the target's size)."""
+    stacked = _stack(maps)
+    if stacked is not None:
+        if tuple(stacked.shape[1:]) == tuple(shape):
+            return stacked
+        return F.interpolate(stacked[:, None].float(), size=tuple(shape), mode="nearest-exact")[:, 0].to(torch.uint8)
+    device = maps[0].device
+    return torch.stack([torch.from_numpy(resize_nearest(m.cpu().numpy(), tuple(shape))).to(device) for m in maps])

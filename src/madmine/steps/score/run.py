@@ -1,22 +1,22 @@
-"""`madmine score`: the manifest, in shards, through the scoring stages into Parquet.
+"""`madmine score`: the driver. It plans shards, hands them to workers, and counts.
 
 A run is identified by its models' versions, so re-running the same command after an
-ingest scores only the new images, and a finished run re-run does nothing. Each shard's
-predictions, pairs and errors are written whole, then its completion marker: a killed
-driver loses at most the shards in flight, and the next run skips every committed one.
+ingest scores only the new images, and a finished run re-run does nothing. The driver plans
+shards from the manifest parts' footers, lists the committed markers and the map packs the
+store holds (a few listings), and hands each pending shard to a worker (`shard_job`), which
+reads, scores and commits it; the driver receives one summary per shard. Its memory does not
+grow with the corpus, and a killed driver loses at most the shards in flight: the next run
+skips every committed one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from madmine import tables
@@ -24,10 +24,12 @@ from madmine.completion import shard_markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.models import check_models
-from madmine.steps.score.context import ScoreContext, column
+from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.executors.local import run_local
 from madmine.steps.score.executors.ray_data import run_ray
+from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import read_record, run_records, write_record
+from madmine.steps.score.shards import plan_shards
 from madmine.workspace import Workspace
 
 
@@ -58,93 +60,14 @@ def default_run_id(config: Config, versions: dict[str, str]) -> str:
     return f"score-{config.target.name}-{digest}"
 
 
-def plan_shards(workspace: Workspace, shard_size: int) -> dict[str, pa.Table]:
-    """Shard id -> rows (image_id, uri). Stable as the corpus grows: manifest parts are immutable."""
-    shards: dict[str, pa.Table] = {}
-    for path in tables.MANIFEST.files(workspace):
-        part = posixpath.basename(path)[: -len(".parquet")]
-        table = workspace.read_parquet([path]).select(["image_id", "uri"]).sort_by("image_id")
-        for k, start in enumerate(range(0, table.num_rows, shard_size)):
-            shards[f"{part}-{k:05d}"] = table.slice(start, shard_size)
-    return shards
-
-
-def _nan_to_none(x: float):
-    return None if np.isnan(x) else float(x)
-
-
-def _shard_tables(ctx: ScoreContext, rows: list[dict]) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """One shard's per-image results -> (predictions, pairs, errors), sorted for reproducibility."""
-    rows = sorted(rows, key=lambda r: r["image_id"])
-    preds, pairs, errors = [], [], []
-    target = ctx.target
-    for r in rows:
-        if r["error"]:
-            errors.append(
-                {
-                    "run_id": ctx.run_id,
-                    "uri": r["uri"],
-                    "image_id": r["image_id"],
-                    "stage": r["stage"],
-                    "error": r["error"],
-                    "detail": r["detail"],
-                }
-            )
-            continue
-        for spec in ctx.models:
-            preds.append(
-                {
-                    "run_id": ctx.run_id,
-                    "image_id": r["image_id"],
-                    "model": spec.name,
-                    "model_version": ctx.versions[spec.name],
-                    "role": spec.role,
-                    "height": int(r[column("h", spec.name)]),
-                    "width": int(r[column("w", spec.name)]),
-                    "class_pixels": r[column("cp", spec.name)].tolist(),
-                    "mean_entropy": _nan_to_none(r[column("ent", spec.name)]),
-                    "mean_msp": _nan_to_none(r[column("msp", spec.name)]),
-                }
-            )
-        for spec in ctx.competitors:
-            pairs.append(
-                {
-                    "run_id": ctx.run_id,
-                    "image_id": r["image_id"],
-                    "target_version": ctx.versions[target.name],
-                    "competitor": spec.name,
-                    "competitor_version": ctx.versions[spec.name],
-                    "intersection": r[column("I", spec.name)].tolist(),
-                    "union": r[column("U", spec.name)].tolist(),
-                    "d": _nan_to_none(r[column("d", spec.name)]),
-                }
-            )
-    return (
-        pa.Table.from_pylist(preds, schema=tables.PREDICTIONS.schema),
-        pa.Table.from_pylist(pairs, schema=tables.PAIRS.schema),
-        pa.Table.from_pylist(errors, schema=tables.ERRORS.schema),
-    )
-
-
-def commit_shard(workspace: Workspace, ctx: ScoreContext, shard: str, rows: list[dict], seconds: float) -> dict:
-    """Write the shard's three tables, then its marker (the commit). Returns the marker."""
-    predictions, pairs, errors = _shard_tables(ctx, rows)
-    forwarded = {m.name: int(sum(bool(r[column("fw", m.name)]) for r in rows if not r["error"])) for m in ctx.models}
-    for name, table in (("errors", errors), ("pairs", pairs), ("predictions", predictions)):
-        tables.table(name).write(workspace, table, run_id=ctx.run_id, shard=shard)
-    marker = {
-        "shard": shard,
-        "images": len(rows),
-        "errors": errors.num_rows,
-        "forwarded": forwarded,
-        "seconds": seconds,
-    }
-    return shard_markers(workspace, ctx.run_id).mark_done(shard, marker)
-
-
-def _unpack(batch: dict[str, np.ndarray]) -> list[dict]:
-    n = len(batch["image_id"])
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+def run_errors(ws: Workspace, run_id: str) -> int:
+    """Images that failed in a run: the rows of its committed error files (only shards with
+    errors have one; their footers hold the counts)."""
+    total = 0
+    for path in tables.ERRORS.files(ws, run_id=run_id):
+        with ws.fs.open(path, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def score(
@@ -159,6 +82,8 @@ def score(
 ) -> ScoreResult:
     """Score every uncommitted shard of the manifest; raise MadmineError above the error budget."""
     started = time.perf_counter()
+    if executor not in ("ray", "local"):
+        raise MadmineError(f"unknown executor {executor!r}: use 'ray' or 'local'")
     workspace = Workspace.from_config(config)
     versions = check_models(config)
     if resume and run_id is None:
@@ -174,6 +99,15 @@ def score(
         )
     shard_size = record["shard_size"] if record else config.scoring.shard_size
     ordered = (config.target, *config.competitors)
+
+    shards = plan_shards(workspace, shard_size)
+    if not shards:
+        raise MadmineError("the manifest is empty: run `madmine ingest SOURCE...` first")
+    markers = shard_markers(workspace, run_id)
+    committed = set(markers.done())
+    pending = [s for s in shards if s.shard not in committed]
+    images_total = sum(s.size for s in shards)
+    store = MapStore(workspace)
     ctx = ScoreContext(
         run_id=run_id,
         classes=config.classes,
@@ -182,14 +116,9 @@ def score(
         workspace_uri=config.workspace_uri,
         storage_options=dict(config.storage_options),
         scoring=config.scoring,
+        stored_packs={m.name: frozenset(store.packs(m.name, versions[m.name])) for m in ordered if m.is_network}
+        if pending and config.scoring.cache_maps else {},
     )
-
-    shards = plan_shards(workspace, shard_size)
-    if not shards:
-        raise MadmineError("the manifest is empty: run `madmine ingest SOURCE...` first")
-    committed = set(shard_markers(workspace, run_id).done())
-    pending = {s: rows for s, rows in shards.items() if s not in committed}
-    images_total = sum(t.num_rows for t in shards.values())
     record = record or {
         "run_id": run_id,
         "created_at": utc_now(),
@@ -199,25 +128,11 @@ def score(
         "models": [{"name": m.name, "role": m.role, "version": versions[m.name], "kind": m.kind} for m in ordered],
     }
 
-    errors_before = sum(_marker_errors(workspace, run_id, s) for s in committed if s in shards)
-    new_errors = 0
     images_scored = 0
     forwarded = {m.name: 0 for m in ordered}
     if pending:
         record.update(status="running", updated_at=utc_now())
         write_record(workspace, record)
-        rows = pa.concat_tables(
-            [t.append_column("shard", pa.array([s] * t.num_rows, pa.string())) for s, t in pending.items()]
-        )
-        expected = {s: t.num_rows for s, t in pending.items()}
-        if executor == "local":
-            batches = run_local(rows, ctx)
-        elif executor == "ray":
-            batches = run_ray(rows, ctx, ray_address)
-        else:
-            raise MadmineError(f"unknown executor {executor!r}: use 'ray' or 'local'")
-        received: dict[str, dict[str, dict]] = defaultdict(dict)
-        shard_started: dict[str, float] = {}
         with Progress(
             TextColumn("score [bold]{task.fields[shards]}[/] shards"),
             BarColumn(),
@@ -226,37 +141,31 @@ def score(
             TimeRemainingColumn(),
             disable=not show_progress,
         ) as progress:
-            task = progress.add_task("score", total=rows.num_rows, shards=f"0/{len(pending)}")
-            done = 0
-            for batch in batches:
-                for row in _unpack(batch):
-                    shard = str(row["shard"])
-                    shard_started.setdefault(shard, time.perf_counter())
-                    if row["image_id"] in received[shard]:
-                        continue  # a retried batch: each image counts once
-                    received[shard][row["image_id"]] = row
-                    images_scored += 1
-                    progress.advance(task)
-                    if len(received[shard]) == expected[shard]:
-                        seconds = time.perf_counter() - shard_started[shard]
-                        marker = commit_shard(workspace, ctx, shard, list(received.pop(shard).values()), seconds)
-                        new_errors += marker["errors"]
-                        for name, count in marker["forwarded"].items():
-                            forwarded[name] += count
-                        done += 1
-                        progress.update(task, shards=f"{done}/{len(pending)}")
-        missing = [s for s in pending if s not in set(shard_markers(workspace, run_id).done())]
+            task = progress.add_task("score", total=sum(s.size for s in pending), shards=f"0/{len(pending)}")
+            advance = lambda n: progress.advance(task, n)  # noqa: E731  (images decoded and scored, as they go)
+            summaries = run_local(pending, ctx, advance) if executor == "local" else run_ray(pending, ctx, ray_address, advance)
+            done: set[str] = set()
+            for summary in summaries:
+                if summary["shard"] in done:
+                    continue  # a retried shard: it counts once
+                done.add(summary["shard"])
+                images_scored += summary["images"]
+                for name, count in summary["forwarded"].items():
+                    forwarded[name] += count
+                progress.update(task, shards=f"{len(done)}/{len(pending)}")
+        missing = [s.shard for s in pending if s.shard not in set(markers.done())]
         if missing:
             raise MadmineError(
                 f"run {run_id}: {len(missing)} shards did not complete ({missing[:3]}...); re-run `madmine score` to finish them"
             )
+    errors = run_errors(workspace, run_id)
     result = ScoreResult(
         run_id=run_id,
         shards_total=len(shards),
         shards_skipped=len(shards) - len(pending),
         shards_scored=len(pending),
         images_scored=images_scored,
-        errors=errors_before + new_errors,
+        errors=errors,
         images_total=images_total,
         seconds=time.perf_counter() - started,
         forwarded=forwarded,
@@ -277,7 +186,3 @@ def score(
             f"`madmine sql \"select error, count(*) from errors where run_id = '{run_id}' group by 1\"`"
         )
     return result
-
-
-def _marker_errors(workspace: Workspace, run_id: str, shard: str) -> int:
-    return int(shard_markers(workspace, run_id).get(shard).get("errors", 0))

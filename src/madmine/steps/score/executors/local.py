@@ -1,30 +1,15 @@
-"""Run the scoring stages in this process, batch by batch (tests, debugging, tiny corpora)."""
+"""Score shards in this process, one after the other (tests, debugging, tiny corpora)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numpy as np
-import pyarrow as pa
+from collections.abc import Callable, Iterator
 
 from madmine.steps.score.context import ScoreContext
-from madmine.steps.score.decode import decode_batch
-from madmine.steps.score.predict import Scorer
+from madmine.steps.score.shard_job import ShardWorker
+from madmine.steps.score.shards import ShardSpec
 
 
-def decode_kwargs(ctx: ScoreContext) -> dict:
-    return {
-        "sizes": ctx.input_sizes,
-        "storage_options": dict(ctx.storage_options),
-        "max_pixels": ctx.scoring.max_pixels,
-        "min_side": ctx.scoring.min_side,
-    }
-
-
-def run_local(rows: pa.Table, ctx: ScoreContext) -> Iterator[dict[str, np.ndarray]]:
-    scorer = Scorer(ctx)
-    step = ctx.scoring.batch_size
-    for start in range(0, rows.num_rows, step):
-        chunk = rows.slice(start, step)
-        batch = {name: np.asarray(chunk.column(name).to_pylist(), dtype=object) for name in chunk.column_names}
-        yield scorer(decode_batch(batch, **decode_kwargs(ctx)))
+def run_local(specs: list[ShardSpec], ctx: ScoreContext, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+    worker = ShardWorker(ctx)
+    for spec in specs:
+        yield worker(spec, progress)

@@ -1,71 +1,96 @@
-"""Run the scoring stages as a Ray Data pipeline.
+"""Score shards on a Ray cluster: one Ray Data pool of actors that each hold every model.
 
-decode (stateless CPU tasks) -> one actor pool whose actors hold every model on their
-device -> the driver, streaming. Actors that die are restarted and their batches retried,
-so a lost worker costs time, never images.
+The dataset is the list of pending shards (one small row each: the driver never holds the
+manifest); each actor scores and commits a whole shard and returns its summary. Ray Data
+restarts an actor that dies (a lost node, an out-of-memory kill) and retries its shard on a
+live one; a shard's outputs are idempotent and committed by a marker written last, so every
+image is counted exactly once. The pool grows up to `[scoring] actors` as nodes join.
+
+Progress is finer than shards: actors add the images of each batch to a small counter actor
+(fire and forget), which the driver reads twice a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Callable, Iterator
 
-import numpy as np
-import pyarrow as pa
 import ray
 from ray.data import ActorPoolStrategy, DataContext
 
 from madmine.ray_cluster import ensure_ray
 from madmine.steps.score.context import ScoreContext
-from madmine.steps.score.decode import decode_batch
-from madmine.steps.score.executors.local import decode_kwargs
-from madmine.steps.score.predict import Scorer
+from madmine.steps.score.shard_job import ShardWorker
+from madmine.steps.score.shards import ShardSpec
 
 
-def decode_memory_bytes(ctx: ScoreContext) -> int:
-    per_image = sum(size * size * 3 for size in ctx.input_sizes) + 4 * 2**20
-    return 192 * 2**20 + 3 * ctx.scoring.decode_batch_size * per_image
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    """Images scored since the driver last looked."""
+
+    def __init__(self):
+        self.pending = 0
+
+    def add(self, n: int) -> None:
+        self.pending += n
+
+    def take(self) -> int:
+        n, self.pending = self.pending, 0
+        return n
 
 
-class _ScorerActor:
-    """Ray Data callable class: one Scorer per actor, built once."""
+class ShardActor:
+    """Ray Data callable class: one ShardWorker per actor, built once; one shard per call."""
 
-    def __init__(self, ctx: ScoreContext):
-        self.scorer = Scorer(ctx)
+    def __init__(self, ctx: ScoreContext, counter):
+        self.worker = ShardWorker(ctx, node=ray.get_runtime_context().get_node_id())
+        self.counter = counter
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.scorer(batch)
+    def __call__(self, batch: dict) -> dict:
+        summaries = []
+        for row in zip(*(batch[k] for k in ("shard", "part_path", "start", "stop"))):
+            spec = ShardSpec(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
+            summary = self.worker(spec, progress=lambda n: self.counter.add.remote(n))
+            summaries.append(json.dumps(summary))
+        return {"summary": summaries}
 
 
-def run_ray(rows: pa.Table, ctx: ScoreContext, address: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+def run_ray(specs: list[ShardSpec], ctx: ScoreContext, address: str | None = None,
+            progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     ensure_ray(address)
     data_ctx = DataContext.get_current()
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
     s = ctx.scoring
-    # Small input blocks: results reach the driver (and shards commit) a few batches at a
-    # time, instead of once per large block; not so small that a million-image corpus
-    # becomes millions of objects.
-    step = max(s.decode_batch_size, min(s.shard_size, 4 * s.decode_batch_size))
-    blocks = [rows.slice(i, step) for i in range(0, rows.num_rows, step)]
-    ds = ray.data.from_arrow(blocks)
+    counter = ProgressCounter.remote()
+    ds = ray.data.from_items([spec.to_dict() for spec in specs], override_num_blocks=len(specs))
     ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs=decode_kwargs(ctx),
-        batch_size=s.decode_batch_size,
-        batch_format="numpy",
-        num_cpus=1,
-        # A memory request (what a decode batch needs) also makes the decode tasks' remote
-        # arguments differ from the actors', so Ray Data never fuses decoding into the
-        # scoring actors: decoding overlaps with inference instead of stalling it.
-        memory=decode_memory_bytes(ctx),
-    )
-    ds = ds.map_batches(
-        _ScorerActor,
-        fn_constructor_kwargs={"ctx": ctx},
-        compute=ActorPoolStrategy(size=s.actors),
-        batch_size=s.batch_size,
+        ShardActor,
+        fn_constructor_kwargs={"ctx": ctx, "counter": counter},
+        compute=ActorPoolStrategy(min_size=1, max_size=s.actors),
+        batch_size=1,
         batch_format="numpy",
         num_cpus=s.num_cpus_per_actor,
         num_gpus=s.num_gpus_per_actor,
-    )  # Ray Data restarts dead pool actors and retries their batches (max_restarts=-1 by default)
-    yield from ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)
+    )  # Ray Data restarts dead pool actors and retries their shards
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(0.5):
+            n = ray.get(counter.take.remote())
+            if n and progress is not None:
+                progress(n)
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        for row in ds.iter_rows():
+            yield json.loads(row["summary"])
+    finally:
+        stop.set()
+        reporter.join(timeout=5)
+        left = ray.get(counter.take.remote())
+        if left and progress is not None:
+            progress(left)
+        ray.kill(counter)
