@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import posixpath
 import textwrap
 import time
@@ -222,3 +223,14 @@ def world(
     cfg = load_config(write_config(root, workspace="work/", finetune=finetune, **kwargs))
     add_round(Workspace.from_config(cfg), round_, scenes(n_s, "shift", seed + 3), root / "corpus")
     return cfg
+
+
+def registered_epoch(snapshot: bytes) -> int:
+    """The newest epoch whose checkpoint Ray Train has registered (0: none yet).
+
+    Ray Train learns of a report when its controller next polls the workers (every 2 s): a
+    checkpoint written but not yet registered would be lost with its worker, so the tests
+    interrupt only after a registration.
+    """
+    latest = json.loads(snapshot).get("latest_checkpoint_result") or {}
+    return int(latest.get("checkpoint_dir_name", "epoch-0000").split("-")[1])

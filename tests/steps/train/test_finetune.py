@@ -7,7 +7,6 @@ interrupt them mid-training.
 """
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from finetune_world import (
     add_round,
     measure,
     pretrained,
+    registered_epoch,
     scenes,
     world,
     write_config,
@@ -55,17 +55,6 @@ def assert_each_epoch_once(rows: list[dict], trial: str, epochs: int) -> list[di
     assert mine[0]["train_loss"] is None and all(r["train_loss"] is not None for r in mine[1:])
     assert all(0.0 <= r["val_miou"] <= 1.0 for r in mine)
     return mine
-
-
-def registered_epoch(snapshot: bytes) -> int:
-    """The newest epoch whose checkpoint Ray Train has registered (0: none yet).
-
-    Ray Train learns of a report when its controller next polls the workers (every 2 s): a
-    checkpoint written but not yet registered would be lost with its worker, so the tests
-    interrupt only after a registration.
-    """
-    latest = json.loads(snapshot).get("latest_checkpoint_result") or {}
-    return int(latest.get("checkpoint_dir_name", "epoch-0000").split("-")[1])
 
 
 def train_workers(ray_address: str) -> list[psutil.Process]:
