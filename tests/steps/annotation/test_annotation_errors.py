@@ -159,7 +159,7 @@ def test_exports_refuse_what_they_cannot_do_cleanly(world, tmp_path):
     with pytest.raises(AnnotationError, match="not empty"):
         export(world.ws, world.config, "coco", busy, 0)
     drop_map(world.ws, "target", "t-v1", world.image_ids[2])
-    with pytest.raises(AnnotationError, match=f"{world.image_ids[2]}: no cached map"):
+    with pytest.raises(AnnotationError, match=f"{world.image_ids[2]}: no stored map"):
         export(world.ws, world.config, "coco", tmp_path / "fresh", 0)
     assert not (tmp_path / "fresh").exists()
     with pytest.raises(AnnotationError, match="does not exist"):

@@ -115,7 +115,7 @@ def test_a_version_without_maps_or_weights_is_reported_not_fatal(tmp_path):
     world.add_model_version(w.ws, "target", "lost", {}, 1, world.T0 + timedelta(days=2))
     result = ev.evaluate(w.config, w.ws, show_progress=False)
     lost = next(r for r in result.refs if r.version == "lost")
-    assert "no cached map" in result.cell(lost, 0).error
+    assert "no stored map" in result.cell(lost, 0).error
     row = next(r for r in result.summary_table().to_pylist() if r["model_version"] == "lost")
     assert row["miou"] is None and row["error"]
     assert all(result.cell(r, 0).error is None for r in result.refs if r.version != "lost")
