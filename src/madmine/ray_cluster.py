@@ -12,13 +12,22 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import ray  # noqa: E402  (after the environment that keeps an embedded Ray on loopback)
 
+from madmine.errors import MadmineError  # noqa: E402
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start an embedded local one."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
+        where = f"the Ray cluster at {address}" if address else "an embedded local Ray"
+        raise MadmineError(
+            f"could not reach {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+            "check the address (--ray-address or RAY_ADDRESS) and that the cluster is up, or retry when the machine is less busy"
+        ) from exc

@@ -1,0 +1,190 @@
+"""Scale benchmark: `madmine score` as the corpus grows, measured in shards, requests and memory.
+
+Small generated JPEGs (96x96) and three tiny networks at 64x64, so that the figures are about
+madmine rather than the models. For each N (default 20,000 and 100,000; BENCH_SCALE_N="20000,100000"):
+
+  (a) `madmine score`, whole process (Ray start included), against an in-process loop doing
+      the same decode, forward passes and metrics with no storage and no Ray  (aim >= 0.8)
+  (b) objects written per image                                              (aim <= 0.02)
+  (c) peak RSS of the driver process; at the largest N over the smallest      (aim <= 1.15)
+  (d) on moto's S3 server (loopback): requests per image of round 0 and of a
+      re-score with a new target version                                     (aim <= 0.05)
+  (e) on S3: re-score time over round-0 time                                (aim <= 1.3/(m+1))
+
+    python -m bench.scale                 # both sizes (about 25 minutes on 2 cores)
+    BENCH_SCALE_N=2000 python -m bench.scale
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts requests
+
+from counting_s3 import CountingS3Server  # noqa: E402
+
+from madmine.config import load_config  # noqa: E402
+from madmine.models import check_models  # noqa: E402
+from madmine.steps.ingest import ingest  # noqa: E402
+from madmine.steps.score.context import ScoreContext  # noqa: E402
+from madmine.steps.score.decode import decode_batch  # noqa: E402
+from madmine.steps.score.predict import Scorer  # noqa: E402
+from madmine.workspace import Workspace  # noqa: E402
+
+WORK = REPO / "bench-work" / "scale"
+CLASSES = ["background", "a", "b", "c", "d"]
+MODELS = [("target", "target", "madmine.models.tiny:tiny_segnet", "{seed}"),
+          ("dilated", "competitor", "madmine.models.tiny:tiny_dilated", "0"),
+          ("segnet", "competitor", "madmine.models.tiny:tiny_segnet", "1")]
+BATCH = 64
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+       "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def make_corpus(n: int) -> list[Path]:
+    """n JPEGs of 96x96 with a few coloured shapes (kept between runs)."""
+    folder = WORK / "corpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"img_{i:06d}.jpg" for i in range(n)]
+
+    def one(i: int) -> None:
+        if paths[i].exists():
+            return
+        rng = np.random.default_rng(i)
+        img = np.full((96, 96, 3), rng.integers(0, 80), dtype=np.uint8)
+        for _ in range(3):
+            y, x = rng.integers(0, 80, 2)
+            img[y : y + rng.integers(8, 40), x : x + rng.integers(8, 40)] = rng.integers(0, 256, 3)
+        Image.fromarray(img).save(paths[i], quality=90)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(n)))
+    return paths
+
+
+def write_config(root: Path, workspace: str, seed: int = 0, storage: str = "") -> Path:
+    text = f'[workspace]\nuri = "{workspace}"\n\n[classes]\nnames = {CLASSES!r}\n'.replace("'", '"')
+    for name, role, factory, model_seed in MODELS:
+        text += (f'\n[[models]]\nname = "{name}"\nrole = "{role}"\nfactory = "{factory}"\ninput_size = 64\n'
+                 f"seed = {model_seed.format(seed=seed)}\n")
+    text += f"\n[scoring]\nbatch_size = {BATCH}\n{storage}"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"madmine-{seed}.toml"
+    path.write_text(text)
+    return path
+
+
+def timed_score(config: Path) -> tuple[float, int]:
+    """(seconds, peak RSS of the driver) of `madmine score` as a user runs it."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "madmine.cli.main", "--config", str(config), "score"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, driver.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(f"madmine score failed: {proc.stderr.read()[-3000:]}")
+    return seconds, peak
+
+
+def loop_seconds(config: Path, uris: list[str]) -> float:
+    """The same decode, forward passes and metrics in one process, nothing stored."""
+    cfg = load_config(config)
+    ctx = ScoreContext("loop", cfg.classes, (cfg.target, *cfg.competitors), check_models(cfg), cfg.workspace_uri,
+                       {}, cfg.scoring)
+    scorer = Scorer(ctx)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cfg.scoring.decode_threads) as pool:
+        for start in range(0, len(uris), BATCH):
+            chunk = uris[start : start + BATCH]
+            batch = {"image_id": np.array([str(i) for i in range(len(chunk))], dtype=object),
+                     "uri": np.array(chunk, dtype=object), "shard": np.array(["s"] * len(chunk), dtype=object)}
+            scorer(decode_batch(batch, sizes=ctx.input_sizes, pool=pool))
+    return time.perf_counter() - started
+
+
+def files_under(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.is_file() and "manifest" not in p.parts and "ingest" not in p.parts)
+
+
+def measure(n: int, paths: list[Path], server: CountingS3Server) -> dict:
+    out = {"n": n}
+    listing = WORK / f"uris-{n}.txt"
+    listing.write_text("\n".join(str(p) for p in paths[:n]) + "\n")
+
+    local = WORK / f"local-{n}"
+    shutil.rmtree(local, ignore_errors=True)
+    config = write_config(local, str(local / "ws") + "/")
+    ingest(Workspace.from_config(load_config(config)), [str(listing)], show_progress=False)
+    out["score_s"], out["driver_rss"] = timed_score(config)
+    out["objects"] = files_under(local / "ws")
+    out["loop_s"] = loop_seconds(config, [str(p) for p in paths[:n]])
+
+    bucket = f"scale-{n}"
+    storage = f'\n[storage]\nendpoint_url = "{server.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
+    remote = WORK / f"s3-{n}"
+    shutil.rmtree(remote, ignore_errors=True)
+    config0 = write_config(remote, f"s3://{bucket}/ws", seed=0, storage=storage)
+    ws = Workspace.from_config(load_config(config0))
+    ws.fs.mkdir(bucket)
+    ingest(ws, [str(listing)], show_progress=False)
+    before = server.total()
+    out["s3_round0_s"], _ = timed_score(config0)
+    out["s3_round0_requests"] = server.total() - before
+    before = server.total()
+    out["s3_rescore_s"], _ = timed_score(write_config(remote, f"s3://{bucket}/ws", seed=1, storage=storage))
+    out["s3_rescore_requests"] = server.total() - before
+    return out
+
+
+def main() -> None:
+    sizes = [int(x) for x in os.environ.get("BENCH_SCALE_N", "20000,100000").split(",")]
+    m = len(MODELS) - 1
+    print(f"corpus: JPEGs 96x96; 3 tiny networks at 64x64 (m = {m} competitors); batches of {BATCH}; "
+          f"{os.cpu_count()} CPUs; N = {sizes}", flush=True)
+    paths = make_corpus(max(sizes))
+    server = CountingS3Server()
+    server.start()
+    rows = []
+    try:
+        for n in sizes:
+            row = measure(n, paths, server)
+            rows.append(row)
+            print(f"\nN = {n:,}", flush=True)
+            ratio = row["loop_s"] / row["score_s"]
+            print(f"  (a) madmine score {row['score_s']:.1f} s ({n / row['score_s']:.0f} images/s) against the "
+                  f"in-process loop {row['loop_s']:.1f} s ({n / row['loop_s']:.0f} images/s): {ratio:.2f}   aim >= 0.8")
+            print(f"  (b) objects written: {row['objects']}, {row['objects'] / n:.4f} per image   aim <= 0.02")
+            print(f"  (c) driver peak RSS: {row['driver_rss'] / 2**20:.0f} MiB")
+            for key, label in (("round0", "round 0"), ("rescore", "re-score, new target version")):
+                req = row[f"s3_{key}_requests"]
+                print(f"  (d) S3 {label}: {req} requests, {req / n:.4f} per image   aim <= 0.05")
+            rescore = row["s3_rescore_s"] / row["s3_round0_s"]
+            print(f"  (e) S3 re-score {row['s3_rescore_s']:.1f} s over round 0 {row['s3_round0_s']:.1f} s: {rescore:.2f}"
+                  f"   aim <= 1.3/(m+1) = {1.3 / (m + 1):.2f}")
+        if len(rows) > 1:
+            grow = rows[-1]["driver_rss"] / rows[0]["driver_rss"]
+            print(f"\n  (c) driver peak RSS at N = {rows[-1]['n']:,} over N = {rows[0]['n']:,}: {grow:.2f}   aim <= 1.15")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
