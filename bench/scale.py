@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts requests
 
 from counting_s3 import CountingS3Server  # noqa: E402
-
 from madmine.config import load_config  # noqa: E402
 from madmine.models import check_models  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402

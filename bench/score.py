@@ -1,14 +1,23 @@
-"""Benchmark of `madmine score` against the bare forward passes of the same models.
+"""Benchmark of `madmine score` with the default config against the bare forward passes of
+the same models, and where every second of the pipeline goes.
 
-Prints, in one run on this machine:
-  (a) images/s of the scoring pipeline end to end (Ray start excluded);
-  (b) images/s of the bare forward passes of the same models, same dtype and layout, on
-      preloaded tensors in one process: the ceiling;
-  (c) a / b;
-  (d) time to re-score with a new target version (competitor maps cached) / round-0 time;
-  (e) peak memory (driver + every Ray process) at 1x and 4x the corpus.
+For each mix of models it prints, in one run on this machine:
+  (a) images/s of `madmine score`, whole process (Ray start, model checks, writes included);
+  (b) images/s of the bare forward passes of the same models, in one process, on
+      preloaded tensors, in the layout and precision the default config picks here;
+  (c) a / b (aim >= 0.85);
+  (d) seconds per image by phase, summed from the shards' markers (the decode threads
+      overlap the forward passes), next to the bare forward time per model, and what is
+      left for the driver and start-up.
+Mixes: `mobile` (lraspp target, deeplabv3-mobilenet and lraspp competitors, 513x513),
+`heavy` (a deeplabv3_resnet50 target and two mobile competitors), `big` (the mobile mix with
+one competitor at 1024x1024).
 
-    python -m bench.score [--images 256] [--memory-images 128] [--size 513]
+Then what bf16 autocast changes against fp32, on a few images of the mobile mix: pixel
+agreement of the maps, correlation of d, overlap of the top-n3 images per (competitor,
+class) group.
+
+    python -m bench.score [--mixes mobile,heavy,big] [--images 256] [--precision-images 24]
 """
 
 from __future__ import annotations
@@ -16,37 +25,38 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
-import textwrap
-import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import numpy as np
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from madmine.config import load_config  # noqa: E402
-from madmine.models import build_network, forward_logits  # noqa: E402
-from madmine.steps.ingest import ingest  # noqa: E402
-from madmine.steps.score.run import score  # noqa: E402
-from madmine.workspace import Workspace  # noqa: E402
+from madmine.completion import shard_markers
+from madmine.config import load_config
+from madmine.models import build_network, check_models, forward_logits
+from madmine.steps.ingest import ingest
+from madmine.steps.score.context import ScoreContext, column
+from madmine.steps.score.decode import decode_batch
+from madmine.steps.score.device import resolve_device, resolve_precision
+from madmine.steps.score.predict import Scorer
+from madmine.steps.score.runs import run_records
+from madmine.workspace import Workspace
 
 CLASSES = ["background"] + [f"class{i}" for i in range(1, 21)]
-MAIN_MODELS = [
-    ("target", "target", "lraspp_mobilenet_v3_large", 0),
-    ("dlv3", "competitor", "deeplabv3_mobilenet_v3_large", 0),
-    ("lraspp2", "competitor", "lraspp_mobilenet_v3_large", 1),
-]
-LIGHT_MODELS = [
-    ("target", "target", "lraspp_mobilenet_v3_large", 0),
-    ("lraspp2", "competitor", "lraspp_mobilenet_v3_large", 1),
-    ("lraspp3", "competitor", "lraspp_mobilenet_v3_large", 2),
-]
+MOBILE = [("target", "target", "lraspp_mobilenet_v3_large", 0, 513),
+          ("dlv3", "competitor", "deeplabv3_mobilenet_v3_large", 0, 513),
+          ("lraspp2", "competitor", "lraspp_mobilenet_v3_large", 1, 513)]
+MIXES = {
+    "mobile": MOBILE,
+    "heavy": [("target", "target", "deeplabv3_resnet50", 0, 513), *MOBILE[1:]],
+    "big": [MOBILE[0], MOBILE[1], ("lraspp2", "competitor", "lraspp_mobilenet_v3_large", 1, 1024)],
+}
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def make_corpus(folder: Path, n: int, seed: int) -> None:
@@ -65,150 +75,161 @@ def make_corpus(folder: Path, n: int, seed: int) -> None:
         Image.fromarray(img).save(folder / f"photo_{seed}_{i:05d}.jpg", quality=88)
 
 
-def write_config(root: Path, models, size: int, weights: dict | None = None) -> Path:
+def write_config(root: Path, models, scoring: str = "") -> Path:
+    """The models and nothing else: the default [scoring] section is what is measured."""
     text = f'[workspace]\nuri = "ws/"\n\n[classes]\nnames = {CLASSES!r}\n'.replace("'", '"')
-    for name, role, arch, seed in models:
+    for name, role, arch, seed, size in models:
         text += f'\n[[models]]\nname = "{name}"\nrole = "{role}"\narch = "{arch}"\ninput_size = {size}\nseed = {seed}\n'
-        if weights and name in weights:
-            text += f'weights = "{weights[name]}"\n'
-    text += textwrap.dedent(
-        """
-        [scoring]
-        batch_size = 4
-        bf16 = true
-        channels_last = true
-        shard_size = 64
-        decode_batch_size = 8
-        """
-    )
+    if scoring:
+        text += f"\n[scoring]\n{scoring}\n"
     path = root / "madmine.toml"
     path.write_text(text)
     return path
 
 
-class PeakMemory:
-    """Samples the summed RSS of this process and all its descendants (Ray's raylet, workers)."""
-
-    def __init__(self, interval: float = 0.25):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def _sample(self) -> int:
-        me = psutil.Process()
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+def bare_forward(config, uris: list[str]) -> tuple[float, dict[str, float]]:
+    """The ceiling: images/s of every model on preloaded, normalised tensors, as the default
+    scoring config runs them (batch size, channels_last, the precision `auto` picks), and
+    seconds per image per model."""
+    s = config.scoring
+    device = resolve_device(s.device)
+    bf16 = resolve_precision(s.precision, device) == "bf16"
+    torch.set_num_threads(s.torch_threads or os.cpu_count() or 1)
+    per_model: dict[str, float] = {}
+    for spec in config.models:
+        mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std).view(1, 3, 1, 1)
+        tensors = []
+        for uri in uris:
+            img = Image.open(uri).convert("RGB").resize((spec.input_size, spec.input_size), Image.BILINEAR)
+            tensors.append((torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float() / 255.0 - mean) / std)
+        batches = [torch.cat(tensors[i : i + s.batch_size]).contiguous(memory_format=torch.channels_last)
+                   for i in range(0, len(tensors), s.batch_size)]
+        net = build_network(spec, config.num_classes).to(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            forward_logits(net, batches[0])  # warm-up, as an actor's first batch
+            started = time.perf_counter()
+            for x in batches:
+                forward_logits(net, x).argmax(dim=1)
+            per_model[spec.name] = (time.perf_counter() - started) / len(uris)
+    return 1.0 / sum(per_model.values()), per_model
 
 
-def bare_forward_rate(config, n: int) -> float:
-    """The ceiling: every model on preloaded, normalised, channels_last tensors, bf16 autocast."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    manifest = Workspace.from_config(config).read_table("manifest").column("uri").to_pylist()[:n]
-    size = config.target.input_size
-    mean = torch.tensor(config.target.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.target.std).view(1, 3, 1, 1)
-    tensors = []
-    for uri in manifest:
-        img = Image.open(uri).convert("RGB").resize((size, size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float() / 255.0
-        tensors.append(((x - mean) / std))
-    batch = config.scoring.batch_size
-    batches = [torch.cat(tensors[i : i + batch]).contiguous(memory_format=torch.channels_last) for i in range(0, n, batch)]
-    nets = [build_network(m, config.num_classes).to(memory_format=torch.channels_last) for m in config.models]
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.scoring.bf16):
-        for net in nets:  # warm-up, as the pipeline's actors warm up on their first batch
-            forward_logits(net, batches[0])
-        start = time.perf_counter()
-        for x in batches:
-            for net in nets:
-                forward_logits(net, x).float().argmax(dim=1)
-        seconds = time.perf_counter() - start
-    return n / seconds
+def timed_score(config_path: Path) -> float:
+    """Seconds of `madmine score` as a user runs it, in a fresh process (Ray start included)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "madmine.cli.main", "--config", str(config_path), "score"], env=ENV,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"madmine score failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
 
 
-def timed_score(config) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = score(config, show_progress=False)
-    return time.perf_counter() - start, result
+def breakdown(ws: Workspace) -> tuple[dict[str, float], float, int]:
+    """Seconds per phase summed over the run's shards, the shards' own seconds, images."""
+    run = run_records(ws)[-1]
+    markers = shard_markers(ws, run["run_id"])
+    phases: dict[str, float] = defaultdict(float)
+    seconds = images = 0
+    for shard in markers.done():
+        marker = markers.get(shard)
+        seconds += marker["seconds"]
+        images += marker["images"]
+        for phase, value in marker.get("timings", {}).items():
+            phases[phase] += value
+    return phases, seconds, images
+
+
+def run_mix(name: str, models, images: int, work: Path) -> None:
+    root = work / name
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    make_corpus(root / "corpus", images, seed=0)
+    config_path = write_config(root, models)
+    config = load_config(config_path)
+    ws = Workspace.from_config(config)
+    ingest(ws, [str(root / "corpus")], show_progress=False)
+    uris = sorted(str(p) for p in (root / "corpus").glob("*.jpg"))
+    device = resolve_device(config.scoring.device)
+    precision = resolve_precision(config.scoring.precision, device)
+    print(f"\n[{name}] {images} JPEGs 500x375; " + ", ".join(f"{m[0]} {m[2]} at {m[4]}" for m in models)
+          + f"; default [scoring]: batch {config.scoring.batch_size}, precision auto -> {precision} on {device}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    seconds = timed_score(config_path)
+    ceiling, per_model = bare_forward(config, uris)
+    rate = images / seconds
+    print(f"  (a) madmine score, whole process: {rate:.2f} images/s ({seconds:.1f} s)")
+    print(f"  (b) bare forward passes:          {ceiling:.2f} images/s")
+    print(f"  (c) a / b = {rate / ceiling:.3f}   (aim >= 0.85)")
+    phases, shard_seconds, scored = breakdown(ws)
+    print(f"  (d) where the time goes, ms per image ({scored} images, {shard_seconds:.1f} s inside shards):")
+    for phase, value in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"      {phase:<45} {1000 * value / scored:8.1f}")
+    for model, value in per_model.items():
+        print(f"      {'bare forward ' + model:<45} {1000 * value:8.1f}")
+    print(f"      {'driver, Ray start, model checks (whole - shards)':<45} {1000 * (seconds - shard_seconds) / scored:8.1f}")
+
+
+def precision_check(images: int, work: Path) -> None:
+    """What bf16 changes against fp32: the same images through the same Scorer in both."""
+    root = work / "precision"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    make_corpus(root / "corpus", images, seed=7)
+    uris = sorted(str(p) for p in (root / "corpus").glob("*.jpg"))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        config = load_config(write_config(root, MOBILE, scoring=f'precision = "{precision}"'))
+        ctx = ScoreContext("check", config.classes, (config.target, *config.competitors), check_models(config),
+                           config.workspace_uri, {}, config.scoring)
+        scorer, batches, started = Scorer(ctx), [], time.perf_counter()
+        for i in range(0, len(uris), 4):
+            chunk = uris[i : i + 4]
+            batch = {"image_id": np.array([f"{j:04d}" for j in range(i, i + len(chunk))], dtype=object),
+                     "uri": np.array(chunk, dtype=object), "shard": np.array(["s"] * len(chunk), dtype=object)}
+            batches.append(scorer(decode_batch(batch, sizes=ctx.input_sizes)))
+        out[precision] = (batches, time.perf_counter() - started, ctx)
+    (fp, fp_s, ctx), (bf, bf_s, _) = out["fp32"], out["bf16"]
+    print(f"\n[precision] {images} images, mobile mix: fp32 {fp_s:.1f} s, bf16 {bf_s:.1f} s on this machine "
+          f"(bf16 {'faster' if bf_s < fp_s else 'slower'}: `auto` picks {resolve_precision('auto', 'cpu')} here)")
+    for spec in ctx.models:
+        agree = total = 0
+        for a, b in zip(fp, bf):
+            for image_id, m in a.computed[spec.name].items():
+                agree += int((m.map == b.computed[spec.name][image_id].map).sum())
+                total += m.map.size
+        print(f"  pixel agreement of {spec.name}'s maps: {100 * agree / total:.2f}%")
+    n3 = 5
+    for spec in ctx.competitors:
+        d_fp = np.concatenate([a.columns[column("d", spec.name)] for a in fp])
+        d_bf = np.concatenate([b.columns[column("d", spec.name)] for b in bf])
+        cp = np.concatenate([a.columns[column("cp", "target")] for a in fp])
+        cp_bf = np.concatenate([b.columns[column("cp", "target")] for b in bf])
+        kept = total = 0
+        for k in range(1, len(CLASSES)):  # groups by the target's map; no size filter here
+            top_fp = {i for i in np.argsort(-d_fp)[: len(d_fp)] if cp[i, k] > 0}
+            top_bf = {i for i in np.argsort(-d_bf)[: len(d_bf)] if cp_bf[i, k] > 0}
+            a = sorted(top_fp, key=lambda i: -d_fp[i])[:n3]
+            b = sorted(top_bf, key=lambda i: -d_bf[i])[:n3]
+            if a:
+                kept += len(set(a) & set(b))
+                total += len(a)
+        rho = spearmanr(d_fp, d_bf).statistic
+        print(f"  {spec.name}: Spearman of d {rho:.4f}; top-{n3} per class group kept {kept} of {total}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--memory-images", type=int, default=128, help="corpus size of the 1x memory run")
-    parser.add_argument("--size", type=int, default=513)
+    parser.add_argument("--mixes", default="mobile,heavy,big")
+    parser.add_argument("--images", type=int, default=0, help="images per mix (default: 256 mobile, 96 heavy and big)")
+    parser.add_argument("--precision-images", type=int, default=24)
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/score"))
     args = parser.parse_args()
-
-    import ray
-
-    from madmine.steps.score.executors.ray_data import ensure_ray
-
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    main_root = args.workdir / "main"
-    main_root.mkdir(parents=True)
-    make_corpus(main_root / "corpus", args.images, seed=0)
-    config = load_config(write_config(main_root, MAIN_MODELS, args.size))
-    ingest(Workspace.from_config(config), [str(main_root / "corpus")], show_progress=False)
-    print(f"corpus: {args.images} JPEGs 500x375; models at {args.size}x{args.size}, bf16 autocast, channels_last, "
-          f"{os.cpu_count()} cores; target {MAIN_MODELS[0][2]}, competitors {MAIN_MODELS[1][2]}, {MAIN_MODELS[2][2]}")
-
-    ceiling = bare_forward_rate(config, args.images)
-    ensure_ray()
-    pipeline_seconds, result = timed_score(config)
-    pipeline = result.images_scored / pipeline_seconds
-    print(f"(a) madmine score end to end: {pipeline:.2f} images/s ({pipeline_seconds:.1f} s)")
-    print(f"(b) bare forward passes:       {ceiling:.2f} images/s")
-    print(f"(c) a / b = {pipeline / ceiling:.3f}   (aim >= 0.85)")
-
-    new_target = build_network(config.target, config.num_classes)
-    with torch.no_grad():
-        for p in new_target.parameters():
-            p.mul_(1.01)
-    torch.save(new_target.state_dict(), main_root / "target_v2.pt")
-    config_v2 = load_config(write_config(main_root, MAIN_MODELS, args.size, weights={"target": "target_v2.pt"}))
-    rescore_seconds, rescored = timed_score(config_v2)
-    m = len(config.competitors)
-    print(
-        f"(d) re-score with a new target version: {rescore_seconds:.1f} s = {rescore_seconds / pipeline_seconds:.3f} "
-        f"of round 0 (aim <= 1.3/(m+1) = {1.3 / (m + 1):.3f}); forwarded {rescored.forwarded}"
-    )
-    ray.shutdown()
-
-    peaks = {}
-    for factor in (1, 4):
-        root = args.workdir / f"memory{factor}x"
-        root.mkdir(parents=True)
-        make_corpus(root / "corpus", args.memory_images * factor, seed=factor)
-        cfg = load_config(write_config(root, LIGHT_MODELS, args.size))
-        ingest(Workspace.from_config(cfg), [str(root / "corpus")], show_progress=False)
-        ensure_ray()
-        with PeakMemory() as mem:
-            seconds, res = timed_score(cfg)
-        ray.shutdown()
-        peaks[factor] = mem.peak
-        print(
-            f"(e) peak memory at {factor}x ({res.images_scored} images, {res.images_scored / seconds:.2f} images/s): "
-            f"{mem.peak / 2**30:.2f} GiB"
-        )
-    print(f"(e) 4x / 1x peak memory = {peaks[4] / peaks[1]:.3f}   (aim <= 1.15)")
+    defaults = {"mobile": 256, "heavy": 96, "big": 96}
+    for name in args.mixes.split(","):
+        run_mix(name, MIXES[name], args.images or defaults[name], args.workdir)
+    if args.precision_images:
+        precision_check(args.precision_images, args.workdir)
 
 
 if __name__ == "__main__":

@@ -70,11 +70,11 @@ def rate_everything(ws: Workspace, cfg, round_: int) -> None:
     """One simulated rater: the score follows the target's true IoU on the image."""
     from madmine import metrics
     from madmine.steps.rating import store
-    from madmine.steps.rating.roundset import load_map, load_round
+    from madmine.steps.rating.roundset import load_round
 
     rs = load_round(ws, cfg, round_)
     for image_id, uri in rs.uris.items():
-        predicted = load_map(ws, rs.target, rs.versions[rs.target], image_id)
+        predicted = rs.load_map(rs.target, image_id)
         rgb = np.asarray(Image.open(uri).convert("RGB").resize(predicted.shape[::-1], Image.NEAREST))
         conf = metrics.confusion(predicted, true_mask(rgb), cfg.num_classes)
         store.record(ws, round_, image_id, "sim", int(np.clip(1 + 4 * metrics.dataset_miou(conf), 1, 5)))

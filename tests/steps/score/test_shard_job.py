@@ -78,6 +78,11 @@ def test_a_worker_commits_whole_shards_and_a_new_target_reads_the_competitor_bac
     summaries = [worker(spec) for spec in specs]
     assert [s["forwarded"] for s in summaries] == [{"target": s.size, "dilated": s.size} for s in specs]
     assert sorted(shard_markers(ws, "run").done()) == sorted(s.shard for s in specs)
+    marker = shard_markers(ws, "run").get(specs[0].shard)
+    phases = marker["timings"]
+    assert {"forward target", "forward dilated", "decode (decode threads)", "encode and write map packs"} <= set(phases)
+    main_thread = sum(v for k, v in phases.items() if "decode threads" not in k)  # the rest overlaps these
+    assert 0 < main_thread <= marker["seconds"] * 1.01
     store = MapStore(ws)
     for name in ("target", "dilated"):  # one pack per (model, shard): no object per image
         assert store.packs(name, versions[name]) == {s.shard for s in specs}

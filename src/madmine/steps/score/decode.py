@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,17 +25,27 @@ def _fetch(uri: str, storage_options: dict) -> bytes | ImageError:
 
 
 def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pixels: int, min_side: int, draft: int):
-    """One image -> {size: uint8 (size, size, 3)}, or (reason, detail) when it cannot be used."""
+    """One image -> ({size: uint8 (size, size, 3)} or (reason, detail), seconds of fetch, decode, resize)."""
+    clock = [time.perf_counter()]
+
+    def lap() -> None:
+        clock.append(time.perf_counter())
+
     try:
         data = _fetch(uri, storage_options)
+        lap()
         if isinstance(data, ImageError):
             raise data
         img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft)
-        return {size: resize_uint8(img, size) for size in sizes}
+        lap()
+        out = {size: resize_uint8(img, size) for size in sizes}
     except ImageError as exc:
-        return exc.reason, exc.detail
+        out = (exc.reason, exc.detail)
     except Exception as exc:  # a decoder bug must not kill the batch: record it
-        return "decode failed", f"{type(exc).__name__}: {exc}"
+        out = ("decode failed", f"{type(exc).__name__}: {exc}")
+    lap()
+    laps = [b - a for a, b in zip(clock, clock[1:])] + [0.0, 0.0]
+    return out, laps[:3]
 
 
 def decode_batch(
@@ -67,7 +78,9 @@ def decode_batch(
             results = list(own.map(one, uris))
     else:
         results = list(pool.map(one, uris))
-    for i, result in enumerate(results):
+    laps = np.zeros((n, 3))
+    for i, (result, seconds) in enumerate(results):
+        laps[i] = seconds
         if isinstance(result, tuple):
             errors[i], details[i] = result
             continue
@@ -83,4 +96,5 @@ def decode_batch(
     }
     for size, arr in pixels.items():
         out[pixels_column(size)] = arr
+    out["t_fetch"], out["t_decode"], out["t_resize"] = laps[:, 0], laps[:, 1], laps[:, 2]  # seconds, per image
     return out

@@ -29,6 +29,7 @@ from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
 from madmine.steps.score.device import resolve_device, resolve_precision
 from madmine.steps.score.map_store import StoredMap
+from madmine.steps.score.timing import Timings
 
 UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2nd pixel (metrics.maps_entropy_msp)
 
@@ -49,6 +50,7 @@ class Scorer:
         if self.device == "cpu":
             torch.set_num_threads(ctx.scoring.torch_threads or os.cpu_count() or 1)
         self._networks: dict = {}
+        self.timings = Timings()
         self._folders = {m.name: MapsFolder(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network}
 
     # ---- networks ----------------------------------------------------------------------------
@@ -80,17 +82,28 @@ class Scorer:
         values only, so competitors skip the softmax (NaN).
         """
         net = self._network(spec)
-        x = self._input(spec, pixels)
+        with self.timings("to device and normalise"):
+            x = self._input(spec, pixels)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with self.timings(f"forward {spec.name}"), torch.inference_mode(), \
+                torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = forward_logits(net, x)
+            self._sync()
         with torch.inference_mode():
             if spec.role == "target":
-                maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE)
+                with self.timings("argmax, entropy and max-softmax (target)"):
+                    maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE)
             else:  # argmax of bf16 logits equals that of their (exact) float copy
-                maps = logits.argmax(dim=1).to(torch.uint8)
+                with self.timings("argmax (competitors)"):
+                    maps = logits.argmax(dim=1).to(torch.uint8)
+                    self._sync()
                 entropy = msp = np.full(len(pixels), np.nan)
         return maps, entropy, msp
+
+    def _sync(self) -> None:
+        """On a GPU, wait for queued kernels so the timings say where the time went."""
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     # ---- maps of one model for the batch's good rows -------------------------------------------
     def _model_maps(self, spec: ModelSpec, batch: dict, rows: list[int], cached: dict[str, StoredMap], fail) -> dict:
@@ -154,7 +167,7 @@ class Scorer:
             out[column("d", spec.name)] = np.full(n, np.nan)
         computed: dict[str, dict[str, StoredMap]] = {}
         if good:
-            with torch.inference_mode():
+            with self.timings("class pixels and pair metrics"), torch.inference_mode():
                 self._summarise(out, maps, good, computed, batch)
         out["error"] = np.asarray(errors, dtype=object)
         out["stage"] = np.asarray(stages, dtype=object)

@@ -31,6 +31,7 @@ from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.outputs import concat, shard_tables
 from madmine.steps.score.predict import Scorer
 from madmine.steps.score.shards import ShardSpec, read_shard_rows
+from madmine.steps.score.timing import Timings
 from madmine.workspace import Workspace
 
 
@@ -59,11 +60,13 @@ class ShardWorker:
 
     def __call__(self, spec: ShardSpec, progress: Callable[[int], None] | None = None) -> dict:
         started = time.perf_counter()
-        ctx = self.ctx
-        rows = read_shard_rows(self.ws, spec)
+        ctx, timings = self.ctx, Timings()
+        with timings("read the shard's manifest rows"):
+            rows = read_shard_rows(self.ws, spec)
         ids = np.asarray(rows.column("image_id").to_pylist(), dtype=object)
         uris = np.asarray(rows.column("uri").to_pylist(), dtype=object)
-        cached = self._cached(spec)
+        with timings("read stored maps (packs)"):
+            cached = self._cached(spec)
         sizes = tuple(sorted({m.input_size for m in ctx.models if m.is_network and not set(ids) <= set(cached.get(m.name, {}))}))
         step = ctx.scoring.batch_size
         starts = list(range(0, len(ids), step))
@@ -80,36 +83,47 @@ class ShardWorker:
         queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ctx.scoring.prefetch_batches + 1]]
         batches, computed = [], {}
         for k in range(len(starts)):
-            batch = queue.pop(0).result()
+            with timings("wait for decoded images"):
+                batch = queue.pop(0).result()
             nxt = k + len(queue) + 1
             if nxt < len(starts):
                 queue.append(self.ahead.submit(decoded, starts[nxt]))
+            for phase in ("fetch", "decode", "resize"):  # in the decode threads, overlapping the forward passes
+                if f"t_{phase}" in batch:
+                    timings.add(f"{phase} (decode threads)", float(np.sum(batch[f"t_{phase}"])))
             scored = self.scorer(batch, cached)
             batches.append(scored.columns)
             for model, maps in scored.computed.items():
                 computed.setdefault(model, {}).update(maps)
             if progress is not None:
                 progress(len(batch["image_id"]))
-        return self._commit(spec, batches, cached, computed, time.perf_counter() - started)
+        for phase, seconds in self.scorer.timings.take().items():
+            timings.add(phase, seconds)
+        return self._commit(spec, batches, cached, computed, started, timings)
 
-    def _commit(self, spec: ShardSpec, batches: list[dict], cached: dict, computed: dict, seconds: float) -> dict:
+    def _commit(self, spec: ShardSpec, batches: list[dict], cached: dict, computed: dict, started: float,
+                timings: Timings) -> dict:
         """Write the shard's packs and tables, then its marker; returns the marker."""
         ctx = self.ctx
-        for model, maps in computed.items():  # a pack holds the whole shard: what the store had and what ran
-            self.store.write_pack(model, ctx.versions[model], spec.shard, {**cached.get(model, {}), **maps})
-        cols = concat(batches) if batches else None
-        predictions, pairs, errors = shard_tables(ctx, cols) if cols is not None else (None, None, None)
-        if cols is not None:
-            if errors.num_rows:
-                tables.ERRORS.write(self.ws, errors, run_id=ctx.run_id, shard=spec.shard)
-            tables.PAIRS.write(self.ws, pairs, run_id=ctx.run_id, shard=spec.shard)
-            tables.PREDICTIONS.write(self.ws, predictions, run_id=ctx.run_id, shard=spec.shard)
+        with timings("encode and write map packs"):
+            for model, maps in computed.items():  # a pack holds the whole shard: what the store had and what ran
+                self.store.write_pack(model, ctx.versions[model], spec.shard, {**cached.get(model, {}), **maps})
+        with timings("build and write tables"):
+            cols = concat(batches) if batches else None
+            predictions, pairs, errors = shard_tables(ctx, cols) if cols is not None else (None, None, None)
+            if cols is not None:
+                if errors.num_rows:
+                    tables.ERRORS.write(self.ws, errors, run_id=ctx.run_id, shard=spec.shard)
+                tables.PAIRS.write(self.ws, pairs, run_id=ctx.run_id, shard=spec.shard)
+                tables.PREDICTIONS.write(self.ws, predictions, run_id=ctx.run_id, shard=spec.shard)
+        seconds = time.perf_counter() - started
         marker = {
             "shard": spec.shard,
             "images": spec.size,
             "errors": 0 if errors is None else errors.num_rows,
             "forwarded": {m.name: len(computed.get(m.name, {})) for m in ctx.models},
             "seconds": round(seconds, 3),
+            "timings": timings.take(),
             "node": self.node,
             "pid": os.getpid(),
         }
