@@ -1,4 +1,4 @@
-"""`madmine annotate export | import`: pixel labels through the annotation tools people use (thin)."""
+"""`madmine annotate export | import | push | pull`: pixel labels through the annotation tools people use (thin)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,62 @@ def import_cmd(
         err.print(f"[yellow]warning:[/] {unknown_round_warning(path)}", highlight=False)
     if unfinished:
         err.print(f"[yellow]{unfinished} image(s) have no finished annotation yet[/]; import again when they do")
+
+
+def _live(tool: str) -> None:
+    if tool != "labelstudio":
+        raise typer.BadParameter(f"only labelstudio can be driven live, got {tool!r}; use export/import for cvat and coco")
+
+
+@annotate_app.command("push")
+def push_cmd(
+    to: str = typer.Option(..., "--to", help="labelstudio"),
+    round_: int = RoundOpt,
+    which: str = typer.Option("s", "--set", help="s: the images of lowest MOS; test: the round's test set."),
+    strategy: str = StrategyOpt,
+    prefill: bool = typer.Option(None, "--prefill/--no-prefill",
+                                 help="The target's prediction as a pre-annotation (default: for s, not for test)."),
+) -> None:
+    """Create or reuse the round's Label Studio project ([labelstudio] url and token), serve its images, add
+    the tasks it lacks. Pushing again adds only what is missing."""
+    from madmine.steps.annotation.lsproject import push
+    from madmine.steps.rating.roundset import latest_round
+
+    _live(to)
+    config = cli_state.get_config()
+    ws = Workspace.from_config(config)
+    round_ = latest_round(ws, strategy) if round_ is None else round_
+    result = push(ws, config, round_, which, strategy, prefill)
+    verb = "created" if result.created else "reused"
+    out.print(f"{verb} project {result.project_id}: added {result.added} tasks, {result.present} already there; "
+              f"images served by {result.storage} storage", highlight=False)
+    out.print(f"label here: {result.project_url}", highlight=False)
+    out.print(f"then: madmine annotate pull --from labelstudio --round {round_} --set {which}", highlight=False)
+
+
+@annotate_app.command("pull")
+def pull_cmd(
+    source: str = typer.Option(..., "--from", help="labelstudio"),
+    round_: int = RoundOpt,
+    which: str = typer.Option("s", "--set", help="s: the images of lowest MOS; test: the round's test set."),
+    strategy: str = StrategyOpt,
+    force: bool = typer.Option(False, help="Import every finished annotation again, not only new or changed ones."),
+    require_all: bool = typer.Option(False, help="Fail unless every task has a finished annotation."),
+) -> None:
+    """Finished annotations of the round's project -> labels (same checks as `import`); lists what is unlabelled."""
+    from madmine.steps.annotation.lsproject import pull
+    from madmine.steps.rating.roundset import latest_round
+
+    _live(source)
+    config = cli_state.get_config()
+    ws = Workspace.from_config(config)
+    round_ = latest_round(ws, strategy) if round_ is None else round_
+    result = pull(ws, config, round_, which, strategy, force, require_all)
+    out.print(f"imported {result.imported} label masks from project {result.project_id} "
+              f"({result.unchanged} unchanged since the last pull)", highlight=False)
+    if result.unlabelled:
+        shown = ", ".join(result.unlabelled[:10]) + (" ..." if len(result.unlabelled) > 10 else "")
+        err.print(f"[yellow]{len(result.unlabelled)} image(s) still unlabelled[/]: {shown}; label them at "
+                  f"{result.project_url} and pull again", highlight=False)
+    if result.not_pushed:
+        err.print(f"[yellow]{len(result.not_pushed)} image(s) were never pushed[/]; push again", highlight=False)

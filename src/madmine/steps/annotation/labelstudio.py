@@ -251,7 +251,7 @@ def load_export(path: Path) -> tuple[str, list[dict]]:
     return file.name, tasks
 
 
-def _finished(task: dict) -> dict | None:
+def finished(task: dict) -> dict | None:
     done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not done:
         return None
@@ -311,7 +311,7 @@ def read_tasks(name: str, tasks: list[dict], collector: Collector, skip=None) ->
         where = f"{name} task {task.get('id', n)}"
         if data.get("madmine_round") is not None:
             collector.rounds.add(int(data["madmine_round"]))
-        annotation = _finished(task)
+        annotation = finished(task)
         if annotation is None:
             unfinished.append(task)
             continue
