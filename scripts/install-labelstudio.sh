@@ -17,9 +17,9 @@ fi
 command -v "$PY" >/dev/null 2>&1 || { echo "install-labelstudio: need $PY on PATH" >&2; exit 1; }
 test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
 VENV="$(cd "$VENV" && pwd)"
-"$VENV/bin/pip" install --quiet --upgrade pip
+"$VENV/bin/pip" install --quiet --upgrade "pip==26.3"
 "$VENV/bin/pip" install --quiet --no-deps -r "$REQS"
-"$VENV/bin/pip" check >/dev/null
+"$VENV/bin/pip" check
 # migrate an empty database once, in a scratch data dir (never the user's ~/.local/share/label-studio)
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
