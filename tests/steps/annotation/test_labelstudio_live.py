@@ -215,8 +215,12 @@ def test_cli_pushes_a_blank_test_set_with_the_env_token_and_lists_the_unlabelled
         assert result.exit_code == 0, result.output
         project_id = int(re.search(r"created project (\d+)", result.output).group(1))
         assert f"{labelstudio.url}/projects/{project_id}/data" in result.output
+        world.ws.remove(world.ws.path("exports", "labelstudio-round-0-test", "madmine-export.json"))
+        again = runner.invoke(annotate_app, ["push", "--to", "labelstudio", "--round", "0", "--set", "test"])
+        assert again.exit_code == 0 and f"reused project {project_id}: added 0 tasks, 2 already there" in again.output
         tasks = tasks_of(labelstudio, project_id)
         assert sorted(t["data"]["image_id"] for t in tasks) == sorted(ids[1:3])
+        assert len({t["data"]["madmine_export"] for t in tasks}) == 1
         assert all(t["total_predictions"] == 0 for t in tasks)  # test sets are labelled from scratch
         pulled = runner.invoke(annotate_app, ["pull", "--from", "labelstudio", "--round", "0", "--set", "test"])
         assert pulled.exit_code == 0, pulled.output

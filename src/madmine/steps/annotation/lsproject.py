@@ -222,15 +222,18 @@ def _find_project(client, key: str, record: dict | None):
     return None
 
 
-def _existing_tasks(client, project_id: int) -> dict[str, list[int]]:
-    """image_id -> task ids already in the project."""
+def _existing_tasks(client, project_id: int) -> tuple[dict[str, list[int]], set[str]]:
+    """(image_id -> task ids already in the project, the madmine export ids the tasks name)."""
     found: dict[str, list[int]] = {}
+    exports: set[str] = set()
     with _api("list the project's tasks"):
         for t in client.tasks.list(project=project_id, fields="task_only", page_size=500):
-            image_id = (t.data or {}).get("image_id")
-            if image_id:
-                found.setdefault(image_id, []).append(t.id)
-    return found
+            data = t.data or {}
+            if data.get("image_id"):
+                found.setdefault(data["image_id"], []).append(t.id)
+            if data.get("madmine_export"):
+                exports.add(data["madmine_export"])
+    return found, exports
 
 
 def _write_images(ws: Workspace, images: str, items: list[ExportItem]) -> None:
@@ -270,7 +273,9 @@ def push(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
             client.projects.update(id=project.id, label_config=config_xml)
     storage.ensure(client, project.id)
 
-    existing = _existing_tasks(client, project.id)
+    existing, exports = _existing_tasks(client, project.id)
+    if not (record and record.get("export_id")) and len(exports) == 1:
+        meta["export_id"] = exports.pop()  # the record was lost: the tasks already there name the export
     new = [labelstudio.task(i, meta, cfg, storage.url(i.file), prefill) for i in items if i.image_id not in existing]
     for start in track(range(0, len(new), BATCH), description=f"import {len(new)} tasks") if new else ():
         with _api("import the tasks"):
