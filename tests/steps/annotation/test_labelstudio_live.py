@@ -171,6 +171,7 @@ def test_push_twice_serve_annotate_pull_pixel_exact(labelstudio, request):
     storages = sdk.import_storage.local.list(project=first.project_id)
     assert len(storages) == 1
     sdk.import_storage.local.sync(id=storages[0].id)  # what a user's "Sync" press does: no duplicate
+    assert len(tasks_of(labelstudio, first.project_id)) == len(world.image_ids)
     by_id = check_served_and_prefilled(labelstudio, world, first.project_id)
     assert sdk.projects.get(id=first.project_id).label_config.count("<Label ") == len(CLASSES)  # 3 classes + ignore
     annotate_and_pull(labelstudio, world, by_id)

@@ -142,15 +142,16 @@ def readme(out: Path, root: Path, meta: dict, count: int, local_files: bool, exp
    label-studio start
    ```
 
-   A server already running with this document root (or one above it) needs no restart.
+   A server already running with exactly this document root needs no restart. For one with
+   another root above this folder, export again into a new folder with
+   `madmine annotate export ... --document-root THAT_ROOT`: the image URLs are relative to the root.
 """
         if local_files
         else "1. Start Label Studio. The images are served from the URL prefix given at export time.\n"
     )
     storage = (
         f"""3. *Settings → Cloud Storage → Add Source Storage*: storage type **Local files**,
-   absolute local path `{out / 'images'}`, **Treat every bucket object as a source file**
-   on, then *Add Storage*. Do **not** press *Sync*: the tasks come from `tasks.json` (with
+   absolute local path `{out / 'images'}`, then *Add Storage*. Do **not** press *Sync*: the tasks come from `tasks.json` (with
    the pre-annotations); a sync would add every image a second time, without them. Without
    this storage every image is a 404: Label Studio serves a local file only through a
    storage whose path holds it.
@@ -162,7 +163,7 @@ def readme(out: Path, root: Path, meta: dict, count: int, local_files: bool, exp
 
 madmine export `{export_id}`: {what}, target `{meta.get('target')}@{meta.get('target_version')}`.
 Each image comes with the target's prediction as a pre-annotation (a brush layer per class);
-paint over what is wrong. The label `ignore` marks pixels nobody can label.
+paint over what is wrong. The label `{ignore_name(tuple(meta.get('classes') or ()))}` marks pixels nobody can label.
 
 {serve}
 2. *Create Project* (any name). *Labeling Setup → Custom template → Code*: replace the
