@@ -85,8 +85,10 @@ def push_cmd(
     prefill: bool = typer.Option(None, "--prefill/--no-prefill",
                                  help="The target's prediction as a pre-annotation (default: for s, not for test)."),
 ) -> None:
-    """Create or reuse the round's Label Studio project ([labelstudio] url and token), serve its images, add
-    the tasks it lacks. Pushing again adds only what is missing."""
+    """The round's Label Studio project (url and token: the config's labelstudio section): images served, tasks added.
+
+    Creates the project once per round and set, or reuses it; pushing again adds only what is missing.
+    """
     from madmine.steps.annotation.lsproject import push
     from madmine.steps.rating.roundset import latest_round
 
