@@ -3,10 +3,14 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Label Studio's server, for the tests against a real one, in its own environment: its pins
+# (numpy, pyarrow, label-studio-sdk) clash with madmine's.
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LS_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH"; exit 1; }
@@ -19,10 +23,14 @@ $(STAMP): pyproject.toml
 	sh scripts/install-browser.sh
 	touch $(STAMP)
 
+$(LS_STAMP): scripts/labelstudio-requirements.txt scripts/install-labelstudio.sh
+	PY=$(PY) sh scripts/install-labelstudio.sh $(LS_VENV)
+	touch $(LS_STAMP)
+
 demo: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/madmine demo --workdir demo-work
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q tests
 
 # Benchmarks print their figures; each runs as a module of the bench package.
@@ -31,4 +39,4 @@ bench: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.selection
 
 clean:
-	rm -rf $(VENV) demo-work .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) demo-work .pytest_cache

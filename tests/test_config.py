@@ -58,6 +58,10 @@ def test_the_minimal_file_of_the_architecture_works_as_written(tmp_path):
         (('uri = "work/"', ''), "[workspace] uri is missing"),
         (('maps = "preds/fcn/"', 'maps = "preds/nowhere/"'), "does not exist"),
         (('arch = "deeplabv3_resnet50"', 'arch = "deeplabv3_resnet50"\nfactory = "a.b:c"'), "exactly one of"),
+        (('[selection]', '[labelstudio]\nurl = "127.0.0.1:8080"\n[selection]'), "[labelstudio] url must be an http(s) URL"),
+        (('[selection]', '[labelstudio]\ntoken = "Token abc"\n[selection]'), "without spaces or a 'Token ' prefix"),
+        (('[selection]', '[labelstudio]\npresign_ttl = 0\n[selection]'), "[labelstudio] presign_ttl must be >= 1"),
+        (('[selection]', '[labelstudio]\ndocument_root = "s3://b/x"\n[selection]'), "on the Label Studio server's disk"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(tmp_path, change, message):
@@ -112,3 +116,11 @@ def test_weights_with_another_class_count_fail_before_any_work(tmp_path):
     torch.save(tiny_segnet(3).state_dict(), tmp_path / "w21.pt")
     versions = check_models(cfg)
     assert versions["t"].startswith("madmine.models.tiny.tiny_segnet-") and "init" in versions["c"]
+
+
+def test_labelstudio_section_resolves_the_document_root_and_trims_the_url(tmp_path):
+    text = MINIMAL + '\n[labelstudio]\nurl = "http://127.0.0.1:8080/"\ndocument_root = "ls-files"\n'
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.labelstudio.url == "http://127.0.0.1:8080"
+    assert cfg.labelstudio.document_root == str(tmp_path / "ls-files") and cfg.labelstudio.token == ""
+    assert load_config(write(tmp_path, MINIMAL)).labelstudio.url == ""

@@ -344,6 +344,44 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True, config=SECTION)
+class LabelStudioConfig:
+    """`madmine annotate push|pull`: the Label Studio server, and how it reaches the images.
+
+    The token is better kept out of the file: LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL)
+    are read when the keys are empty. See docs/labelstudio.md.
+    """
+
+    url: Text = ""            # e.g. "http://127.0.0.1:8080"; empty: $LABEL_STUDIO_URL
+    token: Text = ""          # the API token (Account & Settings); empty: $LABEL_STUDIO_API_KEY
+    document_root: Text = ""  # the server's LOCAL_FILES_DOCUMENT_ROOT; empty: <workspace>/exports (local workspaces)
+    s3_endpoint: Text = ""    # the S3 endpoint as the server reaches it; empty: [storage] endpoint_url
+    presign_ttl: Annotated[int, Field(strict=True, ge=1, le=10080)] = 60  # minutes a presigned image URL lives
+    timeout_s: Annotated[Number, Field(gt=0, le=3600)] = 60.0
+
+    @field_validator("url", "s3_endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not (value.startswith(("http://", "https://")) and len(value.split("://", 1)[1].strip("/")) > 0):
+            raise ValueError(f'must be an http(s) URL such as "http://127.0.0.1:8080", got {value!r}')
+        return value.rstrip("/")
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value != value.strip() or any(c.isspace() for c in value):
+            raise ValueError("must be the token alone, without spaces or a 'Token ' prefix")
+        return value
+
+    @field_validator("document_root")
+    @classmethod
+    def _root(cls, value: str, info: ValidationInfo) -> str:
+        base = _base(info)
+        if value and _is_remote(value):
+            raise ValueError(f"must be a folder on the Label Studio server's disk, got {value!r}")
+        return _resolve(base, value).rstrip("/") if value and base is not None else value
+
+
+@dataclass(frozen=True, config=SECTION)
 class WorkspaceSection:
     uri: Text
 
@@ -409,6 +447,7 @@ SECTIONS = {
     "evaluate": EvaluateConfig,
     "nightly": NightlyConfig,
     "finetune": FinetuneConfig,
+    "labelstudio": LabelStudioConfig,
 }
 
 
@@ -429,6 +468,7 @@ class Config:
     colors: tuple[tuple[int, int, int], ...] = ()
     evaluate: EvaluateConfig = EvaluateConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    labelstudio: LabelStudioConfig = LabelStudioConfig()
 
     @property
     def num_classes(self) -> int:
@@ -579,7 +619,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
     classes = _validate(ClassesSection, classes, "[classes]", base)
     sections = {
         name: _validate(SECTIONS[name], raw.get(name) or {}, f"[{name}]", base)
-        for name in ("scoring", "selection", "rating", "evaluate", "nightly", "finetune")
+        for name in ("scoring", "selection", "rating", "evaluate", "nightly", "finetune", "labelstudio")
     }
     return Config(
         path=path,

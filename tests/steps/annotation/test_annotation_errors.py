@@ -177,3 +177,81 @@ def test_cvat_zip_from_a_subfolder_is_read(world, tmp_path):
     assert table.num_rows == len(world.image_ids)
     label = world.ws.get_bytes(world.ws.path("labels", f"{world.image_ids[0]}.png"))
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(label))), world.target_maps[world.image_ids[0]])
+
+
+def test_labelstudio_min_csv_and_zip_exports_are_named(world, tmp_path):
+    out, tasks = ls_tasks(world, tmp_path)
+    json_min = [{"image": t["data"]["image"], "id": n + 1, "label": [], "annotator": 1, "annotation_id": n + 1,
+                 "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "lead_time": 3.2}
+                for n, t in enumerate(tasks)]
+    (out / "project-1-at-min.json").write_text(json.dumps(json_min))
+    with pytest.raises(AnnotationError, match="this is Label Studio's JSON-MIN export.*Export -> JSON"):
+        import_(world.ws, world.config, "labelstudio", out / "project-1-at-min.json")
+    (out / "project-1.csv").write_text("image,id,label,annotator,annotation_id\n/data/x.png,1,[],1,1\n")
+    with pytest.raises(AnnotationError, match="this is Label Studio's CSV export"):
+        import_(world.ws, world.config, "labelstudio", out / "project-1.csv")
+    (out / "project-1.zip").write_bytes(b"PK\x03\x04rest")
+    with pytest.raises(AnnotationError, match="this is a zip"):
+        import_(world.ws, world.config, "labelstudio", out / "project-1.zip")
+    (out / "project-1-at-min.json").unlink()
+    with pytest.raises(AnnotationError, match=r"found \[\].*export as JSON instead"):
+        import_(world.ws, world.config, "labelstudio", out)
+    assert nothing_written(world)
+
+
+def test_labelstudio_round_comes_from_the_tasks_or_is_reported_unknown(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from madmine.cli import state as cli_state
+    from madmine.cli.annotate import annotate_app
+
+    out, tasks = ls_tasks(world, tmp_path)
+    (out / "madmine-export.json").unlink()  # the user kept only the download
+    (tmp_path / "named.json").write_text(json.dumps(tasks[:2]))
+    table, _ = import_(world.ws, world.config, "labelstudio", tmp_path / "named.json")
+    assert table.column("round").to_pylist() == [0, 0]
+    for task in tasks:  # tasks made by hand, or by an older madmine: no round in them
+        for key in ("madmine_round", "madmine_set", "madmine_export"):
+            task["data"].pop(key)
+    (tmp_path / "anonymous.json").write_text(json.dumps(tasks[2:4]))
+    cli_state.set_config_path(world.config_path)
+    try:
+        result = CliRunner().invoke(annotate_app, ["import", "--format", "labelstudio", str(tmp_path / "anonymous.json")])
+    finally:
+        cli_state.set_config_path("madmine.toml")
+    assert result.exit_code == 0, result.output
+    assert "imported 2 label masks" in result.output and "the round of these labels is unknown" in result.output
+    rows = tables.LABELS.read(world.ws).to_pylist()
+    assert sorted(r["round"] for r in rows if r["round"] is not None) == [0, 0] and sum(r["round"] is None for r in rows) == 2
+
+
+def test_labelstudio_export_of_another_round_is_refused(world, tmp_path):
+    out, tasks = ls_tasks(world, tmp_path)
+    for task in tasks:
+        task["data"].update(madmine_export="0123456789ab", madmine_round=4)
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError, match=r"another project's export: .*export 0123456789ab \(round 4"):
+        import_(world.ws, world.config, "labelstudio", out / "export.json")
+    for task in tasks:
+        for key in ("madmine_round", "madmine_set", "madmine_export"):
+            task["data"].pop(key)
+        task["data"]["image"] = task["data"]["image"].replace("ab", "cd")
+        task["data"]["image_id"] = task["data"]["image_id"].replace("ab", "cd")
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError, match="none of its 6 tasks shows an image"):
+        import_(world.ws, world.config, "labelstudio", out / "export.json")
+    assert nothing_written(world)
+
+
+def test_labelstudio_prefixes_follow_the_folder_and_refuse_a_root_below_it(world, tmp_path):
+    export(world.ws, world.config, "labelstudio", tmp_path / "rounds" / "r0 s", 0)
+    tasks = json.loads((tmp_path / "rounds" / "r0 s" / "tasks.json").read_text())
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=r0%20s/images/") for t in tasks)
+    readme = (tmp_path / "rounds" / "r0 s" / "README.md").read_text()
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path / 'rounds'}" in readme and "JSON-MIN" in readme
+    export(world.ws, world.config, "labelstudio", tmp_path / "deep" / "a" / "b", 0, document_root=tmp_path / "deep")
+    tasks = json.loads((tmp_path / "deep" / "a" / "b" / "tasks.json").read_text())
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=a/b/images/") for t in tasks)
+    with pytest.raises(AnnotationError, match="is not inside the document root"):
+        export(world.ws, world.config, "labelstudio", tmp_path / "x", 0, document_root=tmp_path / "x" / "below")
+    assert not (tmp_path / "x").exists()

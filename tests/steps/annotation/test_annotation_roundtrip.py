@@ -91,7 +91,7 @@ def test_labelstudio_brush_decodes_with_the_sdk_and_imports_edits(world, tmp_pat
     assert all(f'"{name}"' in config_xml for name in CLASSES[1:] + [IGNORE_NAME])
     for task in tasks:
         image_id = task["data"]["image_id"]
-        assert task["data"]["image"] == f"/data/local-files/?d=images/{Path(task['data']['image']).name}"
+        assert task["data"]["image"] == f"/data/local-files/?d=ls/images/{image_id}{Path(task['data']['image']).suffix}"
         h, w = world.sizes[image_id]
         decoded = np.zeros((h, w), dtype=np.uint8)
         for result in task["predictions"][0]["result"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +109,7 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
         "target_version": version,
         "classes": list(cfg.classes),
         "created_at": datetime.now(UTC).isoformat(),
+        "export_id": uuid.uuid4().hex[:12],
         "images": [{"image_id": i.image_id, "file": i.file, "width": i.width, "height": i.height} for i in items],
     }
     return items, meta

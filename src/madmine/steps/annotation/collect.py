@@ -24,6 +24,7 @@ class Collector:
         self._id_lengths = sorted({len(k) for k in sizes})
         self.masks: dict[str, np.ndarray] = {}
         self.problems: list[str] = []
+        self.rounds: set[int] = set()  # the rounds the tool's files say they belong to (Label Studio tasks do)
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
@@ -36,8 +37,8 @@ class Collector:
         self.problem(f"{where}: unknown class name {name!r}; known: {', '.join(self.classes)} and {self.ignore!r}")
         return None
 
-    def image_id(self, ref: str, where: str) -> str | None:
-        """An image id from a file name or id; tools may prefix uploads ('1a2b3c4d-<name>')."""
+    def matches(self, ref: str) -> str | None:
+        """The image id a file name, URL or id refers to; tools may prefix uploads ('1a2b3c4d-<name>')."""
         stem = posixpath.splitext(posixpath.basename(str(ref).replace("\\", "/").split("?d=")[-1]))[0]
         if stem in self.sizes:
             return stem
@@ -45,6 +46,13 @@ class Collector:
             tail = stem[-length:]
             if len(stem) > length and stem[-length - 1] in "-_" and tail in self.sizes:
                 return tail
+        return None
+
+    def image_id(self, ref: str, where: str) -> str | None:
+        """An image id from a file name or id, or a problem naming it."""
+        found = self.matches(ref)
+        if found is not None:
+            return found
         self.problem(f"{where}: image {ref!r} is not in {self.scope} (missing image: not exported, not ingested, or renamed)")
         return None
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from madmine.config import Config
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
-from madmine.steps.annotation.bundle import AnnotationError, gather, read_manifest, write_images, write_manifest
+from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, gather, read_manifest, write_images, write_manifest
 from madmine.steps.annotation.collect import Collector
 from madmine.steps.annotation.labels import commit, known_sizes
 from madmine.workspace import Workspace
@@ -23,18 +23,25 @@ def _check_format(fmt: str) -> None:
 
 
 def export(ws: Workspace, cfg: Config, fmt: str, out: Path, round_: int, which: str = "s",
-           strategy: str = "mad", image_prefix: str = labelstudio.DEFAULT_PREFIX) -> tuple[int, list[Path]]:
-    """Returns (images exported, the files a person opens in the tool)."""
+           strategy: str = "mad", image_prefix: str | None = labelstudio.DEFAULT_PREFIX,
+           document_root: Path | None = None) -> tuple[int, list[Path]]:
+    """Returns (images exported, the files a person opens in the tool).
+
+    Label Studio: images are served by a local-files storage below `document_root` (default:
+    the parent of `out`), unless `image_prefix` says where else they are.
+    """
     _check_format(fmt)
     if out.exists() and any(out.iterdir()):
         raise AnnotationError(f"{out} is not empty; export into a new folder so no older files mix in")
+    if fmt == "labelstudio" and image_prefix is None:
+        labelstudio.local_files_prefix(out / "images", document_root or out.parent)  # refuse before any work
     items, meta = gather(ws, cfg, round_, which, strategy)
     if not items:
         raise AnnotationError(f"the {which!r} set of round {round_} is empty; nothing to export")
     out.mkdir(parents=True, exist_ok=True)
     write_images(items, out)
     if fmt == "labelstudio":
-        files = labelstudio.export(items, meta, out, cfg, image_prefix)
+        files = labelstudio.export(items, meta, out, cfg, image_prefix, document_root)
     elif fmt == "cvat":
         files = cvat.export(items, meta, out, cfg)
     else:
@@ -54,11 +61,31 @@ def import_(ws: Workspace, cfg: Config, fmt: str, path: Path, round_: int | None
     collector = Collector(cfg.classes, known_sizes(ws, meta), scope)
     if meta and tuple(meta.get("classes", cfg.classes)) != cfg.classes:
         collector.problem(f"the export was made for classes {meta['classes']}, the config has {list(cfg.classes)}")
-    unfinished = READERS[fmt](path, collector)
+    if fmt == "labelstudio":
+        unfinished = labelstudio.read(path, collector, meta)
+    else:
+        unfinished = READERS[fmt](path, collector)
     if require_all and meta:
         missing = sorted({i["image_id"] for i in meta["images"]} - set(collector.masks))
         for image_id in missing:
             collector.problem(f"image {image_id} of the export has no finished annotation (missing image)")
-    if round_ is None and meta:
-        round_ = meta.get("round")
-    return commit(ws, collector, fmt, round_), unfinished
+    return commit(ws, collector, fmt, label_round(round_, meta, collector)), unfinished
+
+
+def label_round(round_: int | None, meta: dict | None, collector: Collector) -> int | None:
+    """--round, else the export's record, else the one round the tasks name; None when unknown."""
+    if round_ is not None:
+        return round_
+    if meta and meta.get("round") is not None:
+        return int(meta["round"])
+    if len(collector.rounds) > 1:
+        collector.problem(f"the annotations come from rounds {sorted(collector.rounds)}; import each round's export on its own")
+    return next(iter(collector.rounds)) if len(collector.rounds) == 1 else None
+
+
+def unknown_round_warning(path) -> str:
+    return (
+        f"the round of these labels is unknown ({MANIFEST_NAME} is not beside {path} and its tasks name no round): "
+        "they are stored with round = NULL, which `rate status` and fine-tuning do not count as this round's masks; "
+        "import again with --round R"
+    )

@@ -1,16 +1,25 @@
 """Label Studio: tasks with the target's prediction as brush pre-annotations, a labelling
-config to paste into the project, and an importer for Label Studio's JSON export.
+config for the project, a README with the exact steps, and an importer for Label Studio's
+JSON export. `lsproject` does the same through the API (push and pull).
+
+Every task carries, next to the image, `image_id` and where it came from (`madmine_round`,
+`madmine_set`, `madmine_export`), so an import can tell a task of another export, and knows
+the round even when madmine-export.json was not kept.
 
 Import takes, per task, the newest annotation that was not cancelled; brush layers and
 polygons are painted in order (a later region wins where two overlap), unpainted pixels are
-background. Tasks without a finished annotation are left for a later import.
+background. A brush layer's pixel is painted where its alpha is >= 128: Label Studio's brush
+draws soft edges (alpha 1..254), and the middle of the ramp is where the stroke's edge is
+drawn on screen. Tasks without a finished annotation are left for a later import.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -19,13 +28,17 @@ from PIL import Image, ImageDraw
 from madmine.config import Config
 from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name, lsbrush
-from madmine.steps.annotation.bundle import AnnotationError, ExportItem
+from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, ExportItem
 from madmine.steps.annotation.collect import Collector
 
 FROM_NAME = "label"
 TO_NAME = "image"
 TASKS = "tasks.json"
-DEFAULT_PREFIX = "/data/local-files/?d=images/"
+CONFIG_FILE = "labeling-config.xml"
+README = "README.md"
+LOCAL_FILES = "/data/local-files/?d="
+DEFAULT_PREFIX = None  # None: LOCAL_FILES + "<export folder name>/images/" (document root = the folder's parent)
+JSON_MIN_KEYS = {"annotation_id", "annotator", "lead_time"}
 
 
 def _hex(rgb) -> str:
@@ -66,33 +79,180 @@ def _results(item: ExportItem, cfg: Config) -> list[dict]:
     return results
 
 
-def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config, image_prefix: str = DEFAULT_PREFIX) -> list[Path]:
-    model_version = f"{meta['target']}@{meta['target_version']}"
-    tasks = [
-        {
-            "data": {"image": image_prefix + item.file, "image_id": item.image_id},
-            "predictions": [{"model_version": model_version, "result": _results(item, cfg)}],
-        }
-        for item in items
-    ]
+def new_export_id(meta: dict) -> str:
+    """The export's identity, written to madmine-export.json and into every task."""
+    return meta.setdefault("export_id", uuid.uuid4().hex[:12])
+
+
+def task(item: ExportItem, meta: dict, cfg: Config, image_url: str, prefill: bool = True) -> dict:
+    """One Label Studio task: the image, where it came from, and (prefill) the target's map."""
+    data = {
+        "image": image_url,
+        "image_id": item.image_id,
+        "madmine_round": meta.get("round"),
+        "madmine_set": meta.get("set"),
+        "madmine_export": meta.get("export_id"),
+    }
+    out = {"data": data}
+    if prefill:
+        out["predictions"] = [{"model_version": f"{meta['target']}@{meta['target_version']}", "result": _results(item, cfg)}]
+    return out
+
+
+def local_files_prefix(folder: Path, document_root: Path) -> str:
+    """The URL prefix under which Label Studio's local-files storage serves `folder`."""
+    folder, document_root = Path(os.path.abspath(folder)), Path(os.path.abspath(document_root))
+    if folder == document_root or document_root not in folder.parents:
+        raise AnnotationError(
+            f"{folder} is not inside the document root {document_root}; Label Studio serves local files only "
+            "below its LOCAL_FILES_DOCUMENT_ROOT (pick a document root above the folder)"
+        )
+    return LOCAL_FILES + quote(folder.relative_to(document_root).as_posix()) + "/"
+
+
+def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config, image_prefix: str | None = DEFAULT_PREFIX,
+           document_root: Path | None = None) -> list[Path]:
+    """tasks.json, labeling-config.xml and README.md into `out` (its images/ are written by the caller).
+
+    Images are served by a local-files storage below `document_root` (default: the parent of
+    `out`, so that every export folder beside this one is served by the same server without
+    a restart); `image_prefix` replaces that URL prefix when the images are served elsewhere.
+    """
+    export_id = new_export_id(meta)  # also written to madmine-export.json by the caller
+    root = Path(os.path.abspath(document_root or out.parent))
+    prefix = image_prefix if image_prefix is not None else local_files_prefix(out / "images", root)
+    tasks = [task(item, meta, cfg, prefix + item.file) for item in items]
     (out / TASKS).write_text(json.dumps(tasks))
-    (out / "labeling-config.xml").write_text(labeling_config(cfg))
-    return [out / TASKS, out / "labeling-config.xml"]
+    (out / CONFIG_FILE).write_text(labeling_config(cfg))
+    (out / README).write_text(readme(out, root, meta, len(items), image_prefix is None, export_id))
+    return [out / TASKS, out / CONFIG_FILE, out / README]
 
 
+def readme(out: Path, root: Path, meta: dict, count: int, local_files: bool, export_id: str) -> str:
+    """The steps from this folder to imported masks, with this folder's own paths."""
+    out = Path(os.path.abspath(out))
+    what = f"round {meta.get('round')}, set {meta.get('set')!r}" if meta.get("round") is not None else f"set {meta.get('set')!r}"
+    serve = (
+        f"""1. Start Label Studio so that it serves files below `{root}` (once; every export folder in
+   `{root}` then works side by side, with no restart):
+
+   ```sh
+   LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
+   LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} \\
+   label-studio start
+   ```
+
+   A server already running with exactly this document root needs no restart. For one with
+   another root above this folder, export again into a new folder with
+   `madmine annotate export ... --document-root THAT_ROOT`: the image URLs are relative to the root.
+"""
+        if local_files
+        else "1. Start Label Studio. The images are served from the URL prefix given at export time.\n"
+    )
+    storage = (
+        f"""3. *Settings → Cloud Storage → Add Source Storage*: storage type **Local files**,
+   absolute local path `{out / 'images'}`, then *Add Storage*. Do **not** press *Sync*: the tasks come from `tasks.json` (with
+   the pre-annotations); a sync would add every image a second time, without them. Without
+   this storage every image is a 404: Label Studio serves a local file only through a
+   storage whose path holds it.
+"""
+        if local_files
+        else "3. (No storage: the images are served from elsewhere.)\n"
+    )
+    return f"""# Label these {count} images in Label Studio
+
+madmine export `{export_id}`: {what}, target `{meta.get('target')}@{meta.get('target_version')}`.
+Each image comes with the target's prediction as a pre-annotation (a brush layer per class);
+paint over what is wrong. The label `{ignore_name(tuple(meta.get('classes') or ()))}` marks pixels nobody can label.
+
+{serve}
+2. *Create Project* (any name). *Labeling Setup → Custom template → Code*: replace the
+   XML with the contents of `{CONFIG_FILE}`, then *Save*.
+
+{storage}
+4. *Import*: upload `{TASKS}` from this folder. The project shows {count} tasks.
+
+5. Label: open a task, correct the brush layers, *Submit* (or *Update*). *Skip* leaves the
+   image for later.
+
+6. *Export* → **JSON** (not JSON-MIN, not CSV: they drop the brush masks) → save the file
+   **into this folder**, next to `{MANIFEST_NAME}` (it tells madmine the round and the image sizes).
+
+7. Import the masks:
+
+   ```sh
+   madmine annotate import --format labelstudio {out}/project-<id>-at-<time>.json
+   ```
+
+   Everything is checked first (class names, sizes, unknown images); nothing is written
+   unless all of it is right. Unfinished tasks are counted and can be imported later:
+   export again and import the new file.
+
+With a server madmine can reach, `madmine annotate push --to labelstudio` and
+`madmine annotate pull --from labelstudio` do steps 2-7 without files (docs/labelstudio.md).
+"""
+
+
+# ---- import ---------------------------------------------------------------------------------
 def _export_file(path: Path) -> Path:
     if path.is_file():
         return path
-    found = [p for p in sorted(path.glob("*.json")) if p.name not in (TASKS, "madmine-export.json")]
+    found = [p for p in sorted(path.glob("*.json")) if p.name not in (TASKS, MANIFEST_NAME)]
+    others = [p.name for p in sorted(path.glob("*")) if p.suffix.lower() in (".csv", ".tsv", ".zip")]
     if len(found) != 1:
+        hint = f" (found {others}: export as JSON instead)" if others and not found else ""
         raise AnnotationError(
-            f"{path}: expected one Label Studio JSON export (Export -> JSON) in the folder, found {[p.name for p in found]}; "
-            "pass the file itself"
+            f"{path}: expected one Label Studio JSON export (Export -> JSON) in the folder, found {[p.name for p in found]}"
+            f"{hint}; pass the file itself"
         )
     return found[0]
 
 
-def _finished(task: dict) -> dict | None:
+def _not_json_export(file: Path, text: str) -> str | None:
+    """What a file that is not Label Studio's JSON export is, when it can be told."""
+    suffix = file.suffix.lower()
+    head = text.lstrip()[:2000]
+    if suffix in (".csv", ".tsv") or (head and head[0] not in "[{" and ("annotation_id" in head or "\t" in head or "," in head)):
+        kind = "TSV" if suffix == ".tsv" or "\t" in head.split("\n", 1)[0] else "CSV"
+        return f"this is Label Studio's {kind} export, which drops the brush masks"
+    if suffix == ".zip" or text.startswith("PK\x03\x04"):
+        return "this is a zip (Label Studio's COCO, YOLO or brush-PNG export?)"
+    return None
+
+
+def _kind_of(tasks) -> str | None:
+    if isinstance(tasks, dict):
+        if {"images", "annotations", "categories"} <= set(tasks):
+            return "this is a COCO file (import it with --format coco, or export the project as JSON)"
+        return "this is one JSON object, not a list of tasks"
+    if not isinstance(tasks, list):
+        return "this is not a list of tasks"
+    dicts = [t for t in tasks if isinstance(t, dict)]
+    if len(dicts) != len(tasks):
+        return "this list holds something other than tasks"
+    if dicts and not any("data" in t or "annotations" in t for t in dicts) and any(JSON_MIN_KEYS & set(t) for t in dicts):
+        return "this is Label Studio's JSON-MIN export, which keeps no brush masks"
+    return None
+
+
+def load_export(path: Path) -> tuple[str, list[dict]]:
+    """(the file's name, its tasks) from a file or folder; clear errors for the wrong export."""
+    file = _export_file(path)
+    raw = file.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    what = _not_json_export(file, text)
+    if what is None:
+        try:
+            tasks = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(f"{file}: not JSON ({exc}); export the project as 'JSON'") from exc
+        what = _kind_of(tasks)
+    if what:
+        raise AnnotationError(f"{file}: {what}; in Label Studio use Export -> JSON and import that file")
+    return file.name, tasks
+
+
+def finished(task: dict) -> dict | None:
     done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not done:
         return None
@@ -112,22 +272,51 @@ def _paint(result: dict, height: int, width: int, where: str) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
-def read(path: Path, collector: Collector) -> int:
-    """Decode the export into the collector; returns how many tasks had no finished annotation."""
-    file = _export_file(path)
-    try:
-        tasks = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{file}: not JSON ({exc}); export the project as 'JSON'") from exc
-    if not isinstance(tasks, list):
-        raise AnnotationError(f"{file}: expected a list of tasks (Label Studio's 'JSON' export)")
-    unfinished = 0
+def _origin(data: dict) -> tuple | None:
+    if not data.get("madmine_export"):
+        return None
+    return data.get("madmine_export"), data.get("madmine_round"), data.get("madmine_set")
+
+
+def check_origin(name: str, tasks: list[dict], meta: dict | None, sizes: dict) -> None:
+    """Refuse another export's tasks: by the export id every task carries, else by its images."""
+    if not meta or not tasks:
+        return
+    origins = {o for o in (_origin(t.get("data") or {}) for t in tasks) if o}
+    ours = meta.get("export_id")
+    foreign = sorted((o for o in origins if ours and o[0] != ours), key=str)
+    if foreign:
+        e, r, s = foreign[0]
+        raise AnnotationError(
+            f"{name} is another project's export: its tasks come from madmine export {e} (round {r}, set {s!r}), "
+            f"but {MANIFEST_NAME} beside it is export {ours} (round {meta.get('round')}, set {meta.get('set')!r}); "
+            "import it from its own export folder, or pass its path there"
+        )
+    collector = Collector((), sizes)
+    refs = [(t.get("data") or {}) for t in tasks]
+    if not origins and not any(collector.matches(d.get("image_id") or d.get("image", "")) for d in refs):
+        raise AnnotationError(
+            f"{name} is another project's export: none of its {len(tasks)} tasks shows an image of {MANIFEST_NAME} "
+            f"beside it (round {meta.get('round')}, set {meta.get('set')!r})"
+        )
+
+
+def read_tasks(name: str, tasks: list[dict], collector: Collector, skip=None) -> list[dict]:
+    """Decode tasks into the collector; returns the tasks with no finished annotation.
+
+    `skip(task, annotation)` may leave out annotations imported before (pull).
+    """
+    unfinished = []
     for n, task in enumerate(tasks):
         data = task.get("data") or {}
-        where = f"{file.name} task {task.get('id', n)}"
-        annotation = _finished(task)
+        where = f"{name} task {task.get('id', n)}"
+        if data.get("madmine_round") is not None:
+            collector.rounds.add(int(data["madmine_round"]))
+        annotation = finished(task)
         if annotation is None:
-            unfinished += 1
+            unfinished.append(task)
+            continue
+        if skip is not None and skip(task, annotation):
             continue
         image_id = collector.image_id(data.get("image_id") or data.get("image", ""), where)
         if image_id is None:
@@ -162,3 +351,11 @@ def read(path: Path, collector: Collector) -> int:
         if ok:
             collector.add(image_id, mask, where)
     return unfinished
+
+
+def read(path: Path, collector: Collector, meta: dict | None = None) -> int:
+    """Decode the export file into the collector; returns how many tasks had no finished annotation."""
+    name, tasks = load_export(path)
+    check_origin(name, tasks, meta, collector.sizes)
+    return len(read_tasks(name, tasks, collector))
+
