@@ -202,6 +202,9 @@ class ScoringConfig:
     cache_maps: Flag = True
     max_pixels: Positive = 64_000_000
     min_side: Positive = 8
+    # the untrusted-bytes boundary (madmine.untrusted), for ingest, scoring and the rating app
+    max_bytes: Annotated[int, Field(strict=True, ge=1024, le=1 << 36)] = 256 << 20
+    decode_timeout_s: Annotated[Number, Field(gt=0, le=3600)] = 30.0
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -62,10 +62,13 @@ def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
 def _displayed(data: bytes, max_pixels: int) -> tuple[bytes, str, Image.Image]:
     """The original bytes when a browser shows them as decoded; else a PNG of the decoded image."""
     img = images.decode(data, max_pixels=max_pixels, min_side=1)
-    with Image.open(io.BytesIO(data)) as raw:
-        orientation = raw.getexif().get(0x0112, 1)
-        if raw.format in ("JPEG", "PNG") and raw.mode in ("RGB", "L") and orientation in (0, 1):
-            return data, ".jpg" if raw.format == "JPEG" else ".png", img
+    try:
+        with Image.open(io.BytesIO(data)) as raw:
+            orientation = raw.getexif().get(0x0112, 1)
+            if raw.format in ("JPEG", "PNG") and raw.mode in ("RGB", "L") and orientation in (0, 1):
+                return data, ".jpg" if raw.format == "JPEG" else ".png", img
+    except Exception:  # noqa: BLE001 - odd metadata: export the decoded pixels instead of the original bytes
+        pass
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue(), ".png", img
@@ -93,7 +96,8 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
             problems.append(f"{image_id}: not in the manifest or the round's candidates")
             continue
         try:
-            data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options), cfg.scoring.max_pixels)
+            data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options, cfg.scoring.max_bytes),
+                                        cfg.scoring.max_pixels)
             mask = _fit(load_map(ws, rs.target, version, image_id), *img.size)
         except (RoundError, images.ImageError) as exc:
             problems.append(f"{image_id}: {exc}")

@@ -71,8 +71,8 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
 
     @lru_cache(maxsize=128)
     def photo(image_id: str) -> bytes:
-        data = read_image(rs.uris[image_id], cfg.storage_options)
-        return render.display_jpeg(data, cfg.rating.display_max_side, cfg.scoring.max_pixels)
+        data = read_image(rs.uris[image_id], cfg.storage_options, cfg.scoring.max_bytes)
+        return render.display_jpeg(data, cfg.rating.display_max_side, cfg.scoring.max_pixels, cfg.scoring.decode_timeout_s)
 
     @lru_cache(maxsize=128)
     def label_map(model: str, image_id: str):

@@ -15,7 +15,8 @@ from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import run_records
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.untrusted import DEFAULT_MAX_BYTES, ImageError, read_bytes
+from madmine.workspace import Workspace
 
 COMPLETE = "complete"
 
@@ -114,9 +115,12 @@ def load_map(ws: Workspace, model: str, version: str, image_id: str) -> np.ndarr
     return label_map
 
 
-def read_image(uri: str, storage_options: dict | None = None) -> bytes:
-    """The original bytes of an image from the manifest (local path or object store URI)."""
+def read_image(uri: str, storage_options: dict | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The original bytes of an image from the manifest (local path or object store URI),
+    through the untrusted-bytes boundary: a regular file of at most max_bytes, else ImageError."""
     try:
-        return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
-    except FileNotFoundError as exc:
-        raise RoundError(f"image {uri} is gone from where it was ingested") from exc
+        return read_bytes(uri, storage_options, max_bytes=max_bytes)
+    except ImageError as exc:
+        if exc.reason == "file not found":
+            raise RoundError(f"image {uri} is gone from where it was ingested") from exc
+        raise

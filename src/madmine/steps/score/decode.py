@@ -7,20 +7,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from madmine.images import ImageError, decode, resize_uint8
-from madmine.steps.ingest import read_uri
+from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, read_bytes
 
 
 def pixels_column(size: int) -> str:
     return f"pixels_{size}"
 
 
-def _fetch(uri: str, storage_options: dict) -> bytes | ImageError:
+def _fetch(uri: str, storage_options: dict, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | ImageError:
+    """The bytes through the untrusted-bytes boundary: a regular file or object up to max_bytes."""
     try:
-        return read_uri(uri, storage_options)
-    except FileNotFoundError:
-        return ImageError("file not found", f"{uri} no longer exists")
-    except OSError as exc:
-        return ImageError("unreadable", f"{type(exc).__name__}: {exc}")
+        return read_bytes(uri, storage_options, max_bytes=max_bytes)
+    except ImageError as exc:
+        return exc
 
 
 def decode_batch(
@@ -31,6 +30,8 @@ def decode_batch(
     max_pixels: int = 64_000_000,
     min_side: int = 8,
     fetch_threads: int = 4,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
     """image_id, uri, shard -> the same plus error/stage/detail and one uint8 array per size.
 
@@ -43,12 +44,12 @@ def decode_batch(
     pixels = {size: np.zeros((n, size, size, 3), dtype=np.uint8) for size in sizes}
     draft = max(sizes) if sizes else 64
     with ThreadPoolExecutor(max_workers=max(1, min(fetch_threads, n))) as pool:
-        fetched = list(pool.map(lambda u: _fetch(u, storage_options or {}), uris))
+        fetched = list(pool.map(lambda u: _fetch(u, storage_options or {}, max_bytes), uris))
     for i, data in enumerate(fetched):
         try:
             if isinstance(data, ImageError):
                 raise data
-            img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft)
+            img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft, timeout_s=decode_timeout_s)
             for size in sizes:
                 pixels[size][i] = resize_uint8(img, size)
         except ImageError as exc:

@@ -18,6 +18,8 @@ def decode_kwargs(ctx: ScoreContext) -> dict:
         "storage_options": dict(ctx.storage_options),
         "max_pixels": ctx.scoring.max_pixels,
         "min_side": ctx.scoring.min_side,
+        "max_bytes": ctx.scoring.max_bytes,
+        "decode_timeout_s": ctx.scoring.decode_timeout_s,
     }
 
 
