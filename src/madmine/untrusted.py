@@ -51,8 +51,9 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _too_large(where: str, size: int, max_bytes: int) -> ImageError:
-    return ImageError("file too large", f"{where} is {size} bytes, over max_bytes={max_bytes} ([scoring] max_bytes)")
+def _too_large(where: str, size: int | None, max_bytes: int) -> ImageError:
+    how_big = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
+    return ImageError("file too large", f"{where} is {how_big}, over max_bytes={max_bytes} ([scoring] max_bytes)")
 
 
 def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -95,8 +96,8 @@ def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    if total > max_bytes:
-        raise _too_large(path, total, max_bytes)
+    if total > max_bytes:  # it grew after the stat
+        raise _too_large(path, None, max_bytes)
     return b"".join(chunks)
 
 
@@ -116,11 +117,12 @@ def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int 
     except IsADirectoryError:
         raise ImageError("not a regular file", f"{uri} is a folder") from None
     except Exception as exc:  # noqa: BLE001 - any client error is this item's error, never the run's
-        if "InvalidRange" in str(exc) or "416" in str(exc):  # a ranged GET of an empty object
+        text = str(exc)
+        if "InvalidRange" in text or "not satisfiable" in text.lower():  # a ranged GET of an empty object (416)
             return b""
         raise ImageError("unreadable", f"{uri}: {type(exc).__name__}: {exc}") from None
     if len(data) > max_bytes:
-        raise _too_large(uri, len(data), max_bytes)
+        raise _too_large(uri, None, max_bytes)
     return data
 
 

@@ -3,11 +3,8 @@ the truth. Anything that could hang or eat memory runs in a bounded child proces
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ import pytest
 from PIL import Image
 
 import bounded
+from fuzz_corpus import corrupt_idat_png
 from madmine import tables
 from madmine.steps.ingest import ingest
 from madmine.workspace import Workspace
@@ -37,20 +35,6 @@ name = "c"
 role = "competitor"
 maps = "maps/"
 """
-
-
-def corrupt_idat_png(seed: int = 0) -> bytes:
-    """A PNG with a valid header and a damaged IDAT whose CRC is right (so only decoding finds it)."""
-    buf = io.BytesIO()
-    Image.fromarray((np.random.default_rng(seed).random((40, 50, 3)) * 255).astype(np.uint8)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    at = data.index(b"IDAT")
-    length = struct.unpack(">I", data[at - 4 : at])[0]
-    for k in range(at + 10, at + 4 + length - 4, 7):
-        data[k] ^= 0x55
-    crc = zlib.crc32(bytes(data[at : at + 4 + length])) & 0xFFFFFFFF
-    data[at + 4 + length : at + 8 + length] = struct.pack(">I", crc)
-    return bytes(data)
 
 
 def test_a_png_with_corrupt_image_data_is_an_error_row_and_the_ingest_goes_on(tmp_path):
