@@ -21,7 +21,10 @@ from PIL import Image
 import fuzz_corpus
 from madmine.images import ImageError, decode, probe
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = [
+    pytest.mark.usefixtures("memory_ceiling"),  # a memory bomb fails the test, not the machine
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+]
 
 SEED = 20261129
 MAX_PIXELS = 4_000_000
@@ -30,10 +33,10 @@ SLACK_S = 3.0  # thread start and scheduling on a busy 2-core machine: the limit
 MAX_RSS_GROWTH = 512 << 20
 REASONS = {
     "empty file", "not an image", "corrupt header", "truncated or corrupt image data", "decompression bomb",
-    "image too small", "decode timed out", "decode failed", "too large to decode",
-}
+    "image too small", "decode timed out", "decode failed",
+}  # not "too large to decode": under the memory ceiling that is how a memory bomb shows
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=150,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 
 
 def peak_rss() -> int:

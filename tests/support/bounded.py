@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,28 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     lines = error_lines(result)
     assert len(lines) == 1, text
     return lines[0]
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextmanager
+def address_space_ceiling(extra: int = 4 << 30):
+    """Lower this process's address-space limit to what it uses now plus `extra` for the
+    duration: a decoder that tries to allocate gigabytes gets MemoryError instead of taking
+    the machine (the soft limit is restored after, as any process may raise it back)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _vm_size() + extra
+    for bound in (soft, hard):
+        if bound != resource.RLIM_INFINITY:
+            limit = min(limit, bound)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

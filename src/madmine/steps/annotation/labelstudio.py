@@ -9,6 +9,7 @@ background. Tasks without a finished annotation are left for a later import.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -19,7 +20,7 @@ from PIL import Image, ImageDraw
 from madmine.config import Config
 from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name, lsbrush
-from madmine.steps.annotation.bundle import AnnotationError, ExportItem
+from madmine.steps.annotation.bundle import AnnotationError, ExportItem, read_json
 from madmine.steps.annotation.collect import Collector
 
 FROM_NAME = "label"
@@ -93,7 +94,7 @@ def _export_file(path: Path) -> Path:
 
 
 def _finished(task: dict) -> dict | None:
-    done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if not done:
         return None
     return max(enumerate(done), key=lambda ia: (ia[1].get("updated_at") or ia[1].get("created_at") or "", ia[0]))[1]
@@ -104,9 +105,13 @@ def _paint(result: dict, height: int, width: int, where: str) -> np.ndarray:
     kind = result.get("type", "").lower()
     if kind == "brushlabels":
         return lsbrush.decode_mask(value["rle"], height, width)
-    points = [(x * width / 100.0, y * height / 100.0) for x, y in value.get("points", [])]
+    points = [(float(x) * width / 100.0, float(y) * height / 100.0) for x, y in value.get("points", [])]
     if len(points) < 3:
         raise ValueError(f"{where}: a polygon needs 3 points")
+    if not all(math.isfinite(v) for point in points for v in point):
+        raise ValueError(f"{where}: a polygon point is not a finite number")
+    # a point far outside the image paints the same pixels as one on its border
+    points = [(min(max(x, -1.0), width + 1.0), min(max(y, -1.0), height + 1.0)) for x, y in points]
     canvas = Image.new("L", (width, height), 0)
     ImageDraw.Draw(canvas).polygon(points, fill=1)
     return np.asarray(canvas, dtype=bool)
@@ -115,50 +120,57 @@ def _paint(result: dict, height: int, width: int, where: str) -> np.ndarray:
 def read(path: Path, collector: Collector) -> int:
     """Decode the export into the collector; returns how many tasks had no finished annotation."""
     file = _export_file(path)
-    try:
-        tasks = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{file}: not JSON ({exc}); export the project as 'JSON'") from exc
+    tasks = read_json(file, "Label Studio's 'JSON' export")
     if not isinstance(tasks, list):
         raise AnnotationError(f"{file}: expected a list of tasks (Label Studio's 'JSON' export)")
     unfinished = 0
     for n, task in enumerate(tasks):
-        data = task.get("data") or {}
-        where = f"{file.name} task {task.get('id', n)}"
-        annotation = _finished(task)
-        if annotation is None:
-            unfinished += 1
-            continue
-        image_id = collector.image_id(data.get("image_id") or data.get("image", ""), where)
-        if image_id is None:
-            continue
-        height, width = collector.size(image_id)
-        mask = np.zeros((height, width), dtype=np.uint8)
-        ok = True
-        for result in annotation.get("result", []):
-            kind = result.get("type", "").lower()
-            if kind not in ("brushlabels", "polygonlabels"):
-                continue
-            names = (result.get("value") or {}).get(kind) or []
-            rh, rw = result.get("original_height", height), result.get("original_width", width)
-            if not collector.check_size(image_id, rh, rw, where):
-                ok = False
-                continue
-            if len(names) != 1:
-                collector.problem(f"{where}: a region with labels {names}; give each region exactly one label")
-                ok = False
-                continue
-            class_id = collector.class_id(names[0], where)
-            try:
-                painted = _paint(result, height, width, where)
-            except (KeyError, ValueError) as exc:
-                collector.problem(f"{where}: unreadable region ({exc})")
-                ok = False
-                continue
-            if class_id is None:
-                ok = False
-                continue
-            mask[painted] = class_id
-        if ok:
-            collector.add(image_id, mask, where)
+        where = f"{file.name} task {task.get('id', n) if isinstance(task, dict) else n}"
+        try:
+            unfinished += _read_task(task, where, collector)
+        except Exception as exc:  # noqa: BLE001 - one malformed task is one problem, never a crash
+            collector.problem(f"{where}: unreadable task ({type(exc).__name__}: {str(exc)[:200]})")
     return unfinished
+
+
+def _read_task(task: dict, where: str, collector: Collector) -> int:
+    """Paint one task's annotation into the collector; 1 when it has no finished annotation."""
+    if not isinstance(task, dict):
+        raise ValueError("a task must be a JSON object")
+    data = task.get("data") or {}
+    annotation = _finished(task)
+    if annotation is None:
+        return 1
+    image_id = collector.image_id(str(data.get("image_id") or data.get("image", "")), where)
+    if image_id is None:
+        return 0
+    height, width = collector.size(image_id)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    ok = True
+    for result in annotation.get("result", []):
+        kind = str(result.get("type", "")).lower()
+        if kind not in ("brushlabels", "polygonlabels"):
+            continue
+        names = (result.get("value") or {}).get(kind) or []
+        rh, rw = result.get("original_height", height), result.get("original_width", width)
+        if not collector.check_size(image_id, rh, rw, where):
+            ok = False
+            continue
+        if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
+            collector.problem(f"{where}: a region with labels {names!r:.100}; give each region exactly one label")
+            ok = False
+            continue
+        class_id = collector.class_id(names[0], where)
+        try:
+            painted = _paint(result, height, width, where)
+        except (KeyError, ValueError, TypeError) as exc:
+            collector.problem(f"{where}: unreadable region ({str(exc)[:200]})")
+            ok = False
+            continue
+        if class_id is None:
+            ok = False
+            continue
+        mask[painted] = class_id
+    if ok:
+        collector.add(image_id, mask, where)
+    return 0
