@@ -347,6 +347,13 @@ class FinetuneConfig:
 class WorkspaceSection:
     uri: Text
 
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
 
 @dataclass(frozen=True, config=SECTION)
 class StorageSection:
