@@ -247,6 +247,9 @@ class RatingConfig:
     port: Annotated[int, Field(strict=True, ge=0, le=65535)] = 8765
     public_url: Text = ""
     display_max_side: Annotated[int, Field(strict=True, ge=64, le=8192)] = 1024
+    behind_tls: Flag = False  # raters reach the app through a TLS proxy: the cookie is Secure
+    trusted_proxies: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"  # whose X-Forwarded-Proto counts
+    max_body_bytes: Annotated[int, Field(strict=True, ge=256, le=1 << 20)] = 16 << 10  # a vote is ~100 bytes
 
 
 @dataclass(frozen=True, config=SECTION)
