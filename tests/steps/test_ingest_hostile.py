@@ -138,3 +138,11 @@ def test_more_failures_than_the_error_budget_exit_non_zero(project):
 def test_zero_workers_is_a_one_line_error(project):
     line = bounded.one_line_error(bounded.madmine("ingest", "good", "--workers", "0", cwd=project))
     assert "--workers must be at least 1, got 0" in line
+
+
+def test_ingest_of_dev_zero_is_refused_unread(project):
+    """`ingest /dev/zero` once read until MemoryError; now one error row and exit 2 (1 of 1 failed)."""
+    result = bounded.madmine("ingest", "/dev/zero", cwd=project, timeout=60, memory=2 << 30)
+    line = bounded.one_line_error(result)
+    assert "1 of 1 files failed" in line
+    assert "not a regular file: /dev/zero" in result.stderr
