@@ -131,7 +131,7 @@ def test_only_the_formats_of_image_extensions_are_opened(tmp_path):
         buf = io.BytesIO()
         img.save(buf, fmt)
         assert decode(buf.getvalue()).size == (16, 16), fmt
-    for fmt in ("EPS", "PCX", "SGI", "TGA", "PPM", "IM"):  # EPS would be handed to Ghostscript
+    for fmt in ("EPS", "PCX", "SGI", "TGA", "PPM", "QOI"):  # EPS would be handed to Ghostscript
         buf = io.BytesIO()
         img.save(buf, fmt)
         with pytest.raises(ImageError) as info:
