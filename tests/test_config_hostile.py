@@ -173,7 +173,7 @@ def documents(draw):
     return doc
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)
 @given(doc=documents())
 def test_arbitrary_documents(folder, doc):
     accepts_or_refuses(lambda: parse_config(doc, folder, folder / "madmine.toml"))
