@@ -103,6 +103,16 @@ def cli_env(ray_address) -> dict:
     return env
 
 
+@pytest.fixture()
+def memory_ceiling():
+    """The fuzz tests' guard: an input that makes a decoder allocate gigabytes raises
+    MemoryError (which those tests count as a failure) instead of exhausting the machine."""
+    from bounded import address_space_ceiling
+
+    with address_space_ceiling():
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint (moto's server) on 127.0.0.1, stopped at the end of the session."""

@@ -205,6 +205,9 @@ class ScoringConfig:
     decode_threads: Annotated[int, Field(strict=True, ge=1, le=256)] = 2  # per actor: fetch and decode
     max_pixels: Positive = 64_000_000
     min_side: Positive = 8
+    # the untrusted-bytes boundary (madmine.untrusted), for ingest, scoring and the rating app
+    max_bytes: Annotated[int, Field(strict=True, ge=1024, le=1 << 36)] = 256 << 20
+    decode_timeout_s: Annotated[Number, Field(gt=0, le=3600)] = 30.0
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -247,6 +250,9 @@ class RatingConfig:
     port: Annotated[int, Field(strict=True, ge=0, le=65535)] = 8765
     public_url: Text = ""
     display_max_side: Annotated[int, Field(strict=True, ge=64, le=8192)] = 1024
+    behind_tls: Flag = False  # raters reach the app through a TLS proxy: the cookie is Secure
+    trusted_proxies: Annotated[str, Field(strict=True, min_length=1)] = "127.0.0.1"  # whose X-Forwarded-Proto counts
+    max_body_bytes: Annotated[int, Field(strict=True, ge=256, le=1 << 20)] = 16 << 10  # a vote is ~100 bytes
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -384,6 +390,13 @@ class LabelStudioConfig:
 @dataclass(frozen=True, config=SECTION)
 class WorkspaceSection:
     uri: Text
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 @dataclass(frozen=True, config=SECTION)

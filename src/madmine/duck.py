@@ -125,6 +125,23 @@ def missing_table_error(exc: Exception, ws: Workspace) -> MadmineError | None:
     return MadmineError(f"no table named {table!r}; workspace tables are {', '.join(CREATED_BY)}")
 
 
+READ_ONLY = ("SELECT", "EXPLAIN")
+
+
+def refuse_writes(text: str) -> None:
+    """A MadmineError unless every statement of `text` only reads."""
+    try:
+        kinds = [s.type.name for s in duckdb.extract_statements(text)]
+    except duckdb.Error as exc:
+        raise MadmineError(f"query failed: {exc}") from exc
+    refused = sorted({k for k in kinds if k not in READ_ONLY})
+    if refused:
+        raise MadmineError(
+            f"madmine sql is read-only: {', '.join(refused)} statements are refused (queries only: SELECT, WITH, "
+            "FROM, DESCRIBE, SUMMARIZE, EXPLAIN); to save a result use --out FILE --format csv|json|parquet"
+        )
+
+
 class Session:
     """`madmine sql`: a connection whose views follow the workspace as tables appear."""
 
@@ -138,7 +155,12 @@ class Session:
         return self.tables
 
     def query(self, text: str) -> pa.Table:
-        """Run one user query; missing tables and SQL mistakes become clear errors."""
+        """Run one user query; missing tables and SQL mistakes become clear errors.
+
+        The session is read-only: only queries run (SELECT and its forms, EXPLAIN). COPY ... TO,
+        CREATE, INSERT, ATTACH, EXPORT, SET, PRAGMA and the rest are refused before anything runs,
+        so no statement can write over a workspace table (or anywhere else)."""
+        refuse_writes(text)
         self.refresh()
         try:
             relation = self.con.sql(text)

@@ -4,6 +4,12 @@ Web corpora hold every kind of broken or odd file. Decoding must turn each valid
 the RGB image a person would see (EXIF orientation applied, CMYK / 16-bit / palette /
 alpha converted) and refuse the rest with a short reason, without ever decoding a
 decompression bomb.
+
+`decode`, `probe` and `decode_map_png` are the decoding half of the untrusted-bytes
+boundary (madmine.untrusted): each gives a result or an ImageError, never another
+exception, within `timeout_s`. Only the formats of IMAGE_EXTENSIONS are opened, so bytes
+that only an exotic Pillow plugin recognises (EPS hands its input to Ghostscript) are
+"not an image".
 """
 
 from __future__ import annotations
@@ -14,29 +20,29 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, ImageError, guarded
+
+__all__ = ["IMAGE_EXTENSIONS", "FORMATS", "ImageError", "decode", "probe", "decode_map_png", "encode_map_png"]
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")  # the plugins for those extensions (JPEG also opens MPO)
+MAP_FORMATS = ("PNG",)
+
+# The size limit is max_pixels, checked on the declared size before any pixel is decoded;
+# Pillow's own process-wide warning would only repeat it, and catching it per call with
+# warnings.catch_warnings is not thread-safe. Its hard limit (DecompressionBombError) stays.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-class ImageError(ValueError):
-    """An image that cannot be used: `reason` is short (a table column), `detail` is free text."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int, formats: tuple[str, ...] = FORMATS) -> Image.Image:
     if not data:
         raise ImageError("empty file", "0 bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("decompression bomb", str(exc)) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError("not an image", f"{len(data)} bytes that no decoder recognises") from exc
+        raise ImageError("not an image", f"{len(data)} bytes that no decoder of {', '.join(formats)} recognises") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         reason = "truncated or corrupt image data" if "truncat" in str(exc).lower() else "corrupt header"
         raise ImageError(reason, str(exc)) from exc
@@ -71,12 +77,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode(data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8, draft: int | None = None) -> Image.Image:
+def decode(
+    data: bytes,
+    *,
+    max_pixels: int = 64_000_000,
+    min_side: int = 8,
+    draft: int | None = None,
+    timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+) -> Image.Image:
     """Bytes -> RGB PIL image as displayed, or ImageError with a short reason.
 
     `draft` lets the JPEG decoder scale down by DCT while decoding (never below that size),
     which makes large photos several times cheaper when models want ~513 px inputs.
     """
+    return guarded(_decode, data, max_pixels, min_side, draft, timeout_s=timeout_s)
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int, draft: int | None) -> Image.Image:
     img = _open(data, max_pixels)
     w, h = img.size
     if min(w, h) < min_side:
@@ -94,16 +111,29 @@ def decode(data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8, draf
     return _to_rgb(img)
 
 
-def probe(data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8) -> tuple[Image.Image, int, int]:
+def probe(
+    data: bytes, *, max_pixels: int = 64_000_000, min_side: int = 8, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S
+) -> tuple[Image.Image, int, int]:
     """Full validation at ingest: (small RGB copy for hashing, displayed width, displayed height)."""
+    return guarded(_probe, data, max_pixels, min_side, timeout_s=timeout_s)
+
+
+def _probe(data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, int, int]:
     img = _open(data, max_pixels)
     w, h = img.size
     if min(w, h) < min_side:
         raise ImageError("image too small", f"{w}x{h}, smaller than min_side={min_side} pixels")
-    orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    rgb = _decode(data, max_pixels, min_side, 64)
+    if img.format not in ("JPEG", "MPO"):
+        return rgb, *rgb.size  # never drafted: the decoded image has the displayed size
+    # a drafted JPEG is smaller than displayed: its size comes from the header and EXIF
+    # (reading a JPEG's EXIF decodes no pixels; a PNG's getexif() would decode them all again)
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not a reason to drop the pixels
+        orientation = 1
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    rgb = decode(data, max_pixels=max_pixels, min_side=min_side, draft=64)
     return rgb, w, h
 
 
@@ -122,9 +152,19 @@ def encode_map_png(label_map: np.ndarray, text: dict[str, str] | None = None) ->
     return buf.getvalue()
 
 
-def decode_map_png(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
-    """A class-index PNG -> (uint8 map, text metadata). Palette PNGs keep their indices."""
-    img = Image.open(io.BytesIO(data))
+def decode_map_png(
+    data: bytes, *, max_pixels: int = 64_000_000, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S
+) -> tuple[np.ndarray, dict[str, str]]:
+    """A class-index PNG -> (uint8 map, text metadata), or ImageError. Palette PNGs keep their indices."""
+    return guarded(_decode_map_png, data, max_pixels, timeout_s=timeout_s, what="map decode")
+
+
+def _decode_map_png(data: bytes, max_pixels: int) -> tuple[np.ndarray, dict[str, str]]:
+    img = _open(data, max_pixels, MAP_FORMATS)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("truncated or corrupt image data", str(exc)) from exc
     if img.mode not in ("L", "P", "I", "I;16"):
         raise ImageError("not a class-index map", f"PNG mode {img.mode}; expected a single-channel map")
     arr = np.asarray(img)

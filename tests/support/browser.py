@@ -67,7 +67,7 @@ def screenshot(out: Path) -> None:
         token = add_rater(world.ws, "alice")
         app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
         with BackgroundServer(app) as server, chromium() as browser:
-            page = open_page(browser, f"{server.url}/?token={token}")
+            page = open_page(browser, f"{server.url}/login#{token}")
             page.keyboard.press("4")
             wait_ready(page)
             page.keyboard.press("c")

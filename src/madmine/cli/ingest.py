@@ -4,30 +4,47 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from madmine.cli import state as cli_state
+from madmine.errors import MadmineError
 
 console = Console(stderr=True)
 
 
+@cli_state.user_errors
 def ingest(
     sources: list[str] = typer.Argument(
         ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
     ),
-    workers: int = typer.Option(8, help="Parallel readers."),
+    workers: int = typer.Option(8, help="Parallel readers (at least 1)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
+    max_error_fraction: float = typer.Option(
+        None, help="Exit non-zero when more files than this fraction fail; default [scoring] max_error_fraction."
+    ),
 ) -> None:
-    """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images)."""
+    """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images).
+
+    Exits non-zero (2) when a SOURCE is missing or more files fail than the error budget
+    allows; what could be read is added all the same.
+    """
     from madmine.steps.ingest import ingest as run_ingest
     from madmine.workspace import Workspace
 
+    if workers < 1:
+        raise MadmineError(f"--workers must be at least 1, got {workers}")
     config = cli_state.get_config()
+    budget = config.scoring.max_error_fraction if max_error_fraction is None else max_error_fraction
+    if not 0 <= budget <= 1:
+        raise MadmineError(f"--max-error-fraction must be within [0, 1], got {budget}")
     result = run_ingest(
         Workspace.from_config(config),
         sources,
         storage_options=config.storage_options,
         max_pixels=config.scoring.max_pixels,
         min_side=config.scoring.min_side,
+        max_bytes=config.scoring.max_bytes,
+        decode_timeout_s=config.scoring.decode_timeout_s,
         workers=workers,
         retry_errors=retry_errors,
     )
@@ -38,9 +55,12 @@ def ingest(
         + (f", {result.failed_before} that failed before skipped (--retry-errors)" if result.failed_before else "")
     )
     for err in result.errors[:10]:
-        console.print(f"  [yellow]{err['error']}[/]: {err['uri']} ({err['detail']})")
+        console.print(f"  [yellow]{escape(err['error'])}[/]: {escape(err['uri'])} ({escape(err['detail'])})", highlight=False)
     if len(result.errors) > 10:
         console.print(f"  ... {len(result.errors) - 10} more in the errors table (run_id = 'ingest')")
+    failure = result.failure(budget)
+    if failure:
+        raise MadmineError(failure)
 
 
 def register(app: typer.Typer) -> None:

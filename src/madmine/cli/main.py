@@ -66,12 +66,23 @@ for _module in (validate, ingest, score, bounds, select, sql, rate, annotate, fi
     _module.register(app)
 
 
+def os_message(exc: OSError) -> str:
+    """An OSError as one line: what failed, on which path."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = "; check that the workspace is writable" if isinstance(exc, PermissionError) or exc.errno == 30 else ""
+    return f"{what}{where}{hint}".replace("\n", " ")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; `argv` lets thin wrappers (ray_jobs/) pass their own arguments."""
     try:
         app(args=argv)
     except MadmineError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # a read-only workspace, a full disk, a busy port: what and where, in one line
+        console.print(f"[bold red]error:[/] {escape(os_message(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: committed work is kept; re-run the same command to continue")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from madmine.cli import state as cli_state
+from madmine.errors import MadmineError
 from madmine.workspace import Workspace
 
 out = Console()
@@ -36,28 +39,55 @@ def _context(round_: int | None, strategy: str):
     return config, ws, load_round(ws, config, round_, strategy)
 
 
+def _check_writable(ws: Workspace) -> None:
+    """Votes are stored as they come: a workspace that cannot be written fails now, not at the first vote."""
+    probe = ws.path("rating", f".tmp-write-check-{uuid.uuid4().hex}")
+    try:
+        ws.put_bytes(probe, b"")
+        ws.remove(probe)
+    except OSError as exc:
+        raise MadmineError(
+            f"the workspace {ws.uri} cannot be written ({exc.strerror or exc}): votes could not be stored; "
+            "serve from a writable workspace"
+        ) from None
+
+
 @rate_app.command()
+@cli_state.user_errors
 def serve(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
-    host: str = typer.Option(None, help="Address to bind; default [rating] host (127.0.0.1)."),
+    host: str = typer.Option(None, help="Address to bind; default [rating] host (127.0.0.1). Others get a warning."),
     port: int = typer.Option(None, help="Port; default [rating] port (8765); 0 picks a free one."),
+    behind_tls: bool = typer.Option(
+        None, "--behind-tls/--no-behind-tls", help="Raters reach the app through a TLS proxy: Secure cookies; "
+        "default [rating] behind_tls. X-Forwarded-Proto: https from [rating] trusted_proxies does the same."
+    ),
 ) -> None:
     """Serve the rating page until Ctrl-C. Every vote is stored before the next image shows."""
     from madmine.steps.rating.app import create_app
-    from madmine.steps.rating.server import base_url, bind
+    from madmine.steps.rating.server import base_url, bind, exposure_warning
     from madmine.steps.rating.server import serve as run
 
     config, ws, rs = _context(round_, strategy)
-    sock = bind(host or config.rating.host, config.rating.port if port is None else port)
+    host = host or config.rating.host
+    port = config.rating.port if port is None else port
+    warning = exposure_warning(host)
+    if warning:
+        err.print(f"[bold red]{escape(warning)}[/]", highlight=False, soft_wrap=True)
+    _check_writable(ws)
+    sock = bind(host, port)
     url = base_url(sock)
     target = f"{rs.target}@{rs.versions[rs.target]}"
     out.print(f"rating round {rs.round} ({len(rs)} images, target {target}) at {url}/", highlight=False)
-    out.print("give each rater their link: madmine rate add-rater NAME --url " + url, highlight=False)
-    run(create_app(ws, config, rs), sock)
+    out.print("give each rater their link: madmine rate add-rater NAME --url " + (config.rating.public_url or url),
+              highlight=False)
+    tls = config.rating.behind_tls if behind_tls is None else behind_tls
+    run(create_app(ws, config, rs, behind_tls=tls), sock, config.rating.trusted_proxies)
 
 
 @rate_app.command("add-rater")
+@cli_state.user_errors
 def add_rater(
     name: str = typer.Argument(..., help="The rater's name (letters, digits, . - _)."),
     url: str = typer.Option(None, help="Where raters reach the server; default [rating] public_url or http://host:port."),
@@ -68,8 +98,20 @@ def add_rater(
     config = cli_state.get_config()
     token = add(Workspace.from_config(config), name)
     base = (url or config.rating.public_url or f"http://{config.rating.host}:{config.rating.port}").rstrip("/")
-    out.print(f"{base}/?token={token}", highlight=False, soft_wrap=True)
-    err.print(f"link for {name}: only its hash is stored; adding {name} again retires this link")
+    out.print(f"{base}/login#{token}", highlight=False, soft_wrap=True)
+    err.print(f"link for {name}: only its hash is stored; adding {name} again retires this link, "
+              f"`madmine rate revoke {name}` ends it", highlight=False)
+
+
+@rate_app.command()
+@cli_state.user_errors
+def revoke(name: str = typer.Argument(..., help="The rater whose link and token stop working.")) -> None:
+    """End a rater's access at once (every server on the workspace refuses their link). Their votes stay."""
+    from madmine.steps.rating.tokens import revoke as end
+
+    config = cli_state.get_config()
+    end(Workspace.from_config(config), name)
+    out.print(f"revoked {name}: their link and token no longer work; their votes are kept", highlight=False)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -77,6 +119,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 @rate_app.command()
+@cli_state.user_errors
 def status(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
@@ -84,7 +127,8 @@ def status(
     seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default [rating] seconds_per_mask (135)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Progress per rater, agreement between raters, images short of raters, and the cost ledger."""
+    """Progress per rater, agreement between raters, images short of raters, the cost ledger, and
+    the files of the rating storage that were skipped as unreadable."""
     from madmine.steps.rating.status import report
 
     config, ws, rs = _context(round_, strategy)
@@ -121,9 +165,22 @@ def status(
     ledger.add_row(f"dense labelling of all {led['candidates']} candidates", _fmt(led["dense_hours"]))
     ledger.add_row("saved", _fmt(led["saved_hours"]))
     out.print(ledger)
+    _print_skipped(data["skipped_files"])
+
+
+def _print_skipped(skipped: list[dict]) -> None:
+    if not skipped:
+        return
+    table = Table(title=f"skipped {len(skipped)} unreadable file(s) of the rating storage (fix or remove them)")
+    table.add_column("file")
+    table.add_column("why")
+    for item in skipped:
+        table.add_row(escape(item["path"]), escape(item["reason"]))
+    err.print(table)
 
 
 @rate_app.command("select")
+@cli_state.user_errors
 def select_(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
@@ -131,7 +188,6 @@ def select_(
     min_raters: int = typer.Option(None, help="Raters an image needs to count; default [rating] min_raters."),
 ) -> None:
     """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>.parquet."""
-    from madmine.errors import MadmineError
     from madmine.steps.rating import selection, store
 
     config, ws, rs = _context(round_, strategy)
@@ -139,8 +195,10 @@ def select_(
     min_raters = config.rating.min_raters if min_raters is None else min_raters
     if n4 < 1 or min_raters < 1:
         raise MadmineError("--n4 and --min-raters must be >= 1")
-    events = [e for e in store.load_events(ws, rs.round) if e["image_id"] in rs]
-    store.materialise(ws, rs.round)
+    problems: list = []
+    snapshot = store.load_events(ws, rs.round, problems=problems)  # S and the ratings table from this one read
+    store.materialise(ws, rs.round, snapshot)
+    events = [e for e in snapshot if e["image_id"] in rs]
     chosen = selection.select(store.latest(events), rs.round, rs.uris, n4, min_raters)
     path = selection.write(ws, rs.round, chosen)
     out.print(
@@ -151,3 +209,4 @@ def select_(
     )
     if chosen.table.num_rows < n4:
         err.print(f"[yellow]S has {chosen.table.num_rows} images, fewer than n4={n4}[/]: rate more images or lower --min-raters")
+    _print_skipped([{"path": p.path, "reason": p.reason} for p in problems])

@@ -26,18 +26,41 @@ from madmine.workspace import Workspace
 def sql(
     query: str = typer.Argument(None, help="SQL over the workspace views; omit for an interactive shell."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or parquet (parquet needs --out)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the result to this file instead of the terminal."),
+    out_arg: str = typer.Option(None, "--out", "-o", help="Write the result to this file (outside the workspace)."),
 ) -> None:
     """DuckDB over every workspace table (manifest, predictions, pairs, ..., models), local or s3://."""
     if fmt not in FORMATS:
         raise MadmineError(f"unknown --format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if fmt == "parquet" and out is None:
+    if fmt == "parquet" and out_arg is None:
         raise MadmineError("--format parquet writes a file: add --out FILE.parquet")
-    session = Session(Workspace.from_config(get_config()))
+    ws = Workspace.from_config(get_config())
+    out = check_out(out_arg, ws) if out_arg is not None else None
+    session = Session(ws)
     if query is None:
         shell(session, sys.stdin, Console())
         return
-    emit(session.query(query), fmt, out, Console())
+    result = session.query(query)
+    try:
+        emit(result, fmt, out, Console())
+    except OSError as exc:
+        raise MadmineError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+
+
+def check_out(out_arg: str, ws: Workspace) -> Path:
+    """--out names a file this command may create: not a folder, in a folder that exists, outside the workspace."""
+    out = Path(out_arg)
+    if out_arg.endswith(("/", "\\")) or out.is_dir():
+        raise MadmineError(f"--out {out_arg} is a folder: name a file, e.g. {out / 'result.csv'}")
+    if not out.resolve().parent.is_dir():
+        raise MadmineError(f"--out {out_arg}: the folder {out.resolve().parent} does not exist")
+    if out.exists() and not out.is_file():
+        raise MadmineError(f"--out {out_arg} is not a regular file")
+    if ws.is_local:
+        root = Path(ws.root).resolve()
+        if out.resolve() == root or root in out.resolve().parents:
+            raise MadmineError(f"--out {out_arg} is inside the workspace {ws.uri}: madmine sql writes nothing there; "
+                               "write the result elsewhere")
+    return out
 
 
 FORMATS = ("table", "csv", "json", "parquet")

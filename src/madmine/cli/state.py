@@ -40,7 +40,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except MadmineError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
     return wrapper

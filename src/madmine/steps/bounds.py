@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from madmine import duck, metrics, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.untrusted import ImageError, guarded
 from madmine.workspace import Workspace, filesystem, split_uri
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,17 @@ def list_label_files(labels_uri: str, storage_options: dict | None = None) -> tu
     return fs, files
 
 
+def _load(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
 def decode_label(data: bytes, name: str, num_classes: int) -> np.ndarray:
     """A label map of class indices; refuses RGB masks and out-of-range classes by name."""
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError) as exc:
+        img = guarded(_load, data, what="label decode")
+    except ImageError as exc:
         raise MadmineError(f"label map {name}: not a readable PNG ({exc})") from exc
     if img.mode not in _SINGLE_CHANNEL:
         raise MadmineError(

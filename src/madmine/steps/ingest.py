@@ -2,7 +2,9 @@
 
 image_id is a hash of the bytes, so exact duplicates collapse wherever they come from, and
 re-running an ingest adds only what is new. Every unreadable source becomes a row of the
-`errors` table; none stops the ingest.
+`errors` table; none stops the ingest. Bytes are read and decoded through the untrusted-bytes
+boundary (madmine.untrusted): only regular files up to max_bytes, decoded within
+decode_timeout_s, any failure that file's error row.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from madmine import tables
+from madmine.errors import MadmineError
 from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
+from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, read_bytes
 from madmine.workspace import Workspace, filesystem, split_uri
 
 URI_LIST_SUFFIXES = (".txt", ".lst", ".uris")
 MANIFEST_ROW_GROUP = 1024
+SOURCE_ERRORS = ("source not found", "source unreadable")
 
 
 def image_id_of(data: bytes) -> str:
@@ -90,19 +95,18 @@ def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
     return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
 
 
-def _ingest_one(uri: str, storage_options: dict, max_pixels: int, min_side: int) -> dict:
+def _ingest_one(uri: str, storage_options: dict, max_pixels: int, min_side: int,
+                max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S) -> dict:
+    image_id = None
     try:
-        data = read_uri(uri, storage_options)
-    except FileNotFoundError:
-        return {"error": _error(uri, None, "file not found", f"{uri} does not exist")}
-    except OSError as exc:
-        return {"error": _error(uri, None, "unreadable", f"{type(exc).__name__}: {exc}")}
-    image_id = image_id_of(data)
-    try:
-        small, width, height = probe(data, max_pixels=max_pixels, min_side=min_side)
+        data = read_bytes(uri, storage_options, max_bytes=max_bytes)
+        image_id = image_id_of(data)
+        small, width, height = probe(data, max_pixels=max_pixels, min_side=min_side, timeout_s=timeout_s)
+        phash = int(str(imagehash.phash(small)), 16)
     except ImageError as exc:
         return {"error": _error(uri, image_id, exc.reason, exc.detail)}
-    phash = int(str(imagehash.phash(small)), 16)
+    except Exception as exc:  # noqa: BLE001 - one file never stops an ingest
+        return {"error": _error(uri, image_id, "ingest failed", f"{type(exc).__name__}: {exc}"[:500])}
     return {"row": {"image_id": image_id, "uri": uri, "bytes": len(data), "width": width, "height": height, "phash": phash}}
 
 
@@ -115,6 +119,32 @@ class IngestResult:
     skipped_non_images: int
     part: str | None
     failed_before: int = 0
+    tried: int = 0  # files read in this ingest (new URIs)
+
+    @property
+    def missing_sources(self) -> list[dict]:
+        """Errors of SOURCE arguments themselves (not found, unreadable), as opposed to files in them."""
+        return [e for e in self.errors if e["error"] in SOURCE_ERRORS]
+
+    @property
+    def file_errors(self) -> list[dict]:
+        return [e for e in self.errors if e["error"] not in SOURCE_ERRORS]
+
+    def failure(self, max_error_fraction: float) -> str | None:
+        """Why this ingest must exit non-zero (a source missing, the error budget exceeded), or None."""
+        problems = []
+        if self.missing_sources:
+            shown = ", ".join(e["uri"] for e in self.missing_sources[:3])
+            problems.append(f"{len(self.missing_sources)} source(s) not found or unreadable ({shown})")
+        failed = len(self.file_errors)
+        if self.tried and failed / self.tried > max_error_fraction:
+            problems.append(
+                f"{failed} of {self.tried} files failed ({failed / self.tried:.1%}), above max_error_fraction="
+                f"{max_error_fraction:.1%}"
+            )
+        if not problems:
+            return None
+        return "ingest: " + "; ".join(problems) + "; what could be read was added (errors table, run_id = 'ingest')"
 
 
 def ingest(
@@ -124,6 +154,8 @@ def ingest(
     storage_options: dict | None = None,
     max_pixels: int = 64_000_000,
     min_side: int = 8,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     workers: int = 8,
     show_progress: bool = True,
     retry_errors: bool = False,
@@ -133,6 +165,8 @@ def ingest(
     URIs that failed an earlier ingest are skipped unless `retry_errors` (a nightly run
     would otherwise record the same broken files every night).
     """
+    if workers < 1:
+        raise MadmineError(f"ingest needs at least 1 worker, got {workers}")
     storage_options = storage_options or {}
     listing = expand_sources(sources, storage_options)
     existing = tables.MANIFEST.read(workspace)
@@ -152,7 +186,10 @@ def ingest(
     ) as progress:
         task = progress.add_task("ingest", total=len(todo))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(lambda u: _ingest_one(u, storage_options, max_pixels, min_side), todo):
+            def one(uri: str) -> dict:
+                return _ingest_one(uri, storage_options, max_pixels, min_side, max_bytes, decode_timeout_s)
+
+            for result in pool.map(one, todo):
                 progress.advance(task)
                 if "error" in result:
                     errors.append(result["error"])
@@ -185,4 +222,5 @@ def ingest(
         errors=errors,
         skipped_non_images=listing.skipped,
         part=part if rows else None,
+        tried=len(todo),
     )

@@ -48,8 +48,8 @@ def image_loaded(page, selector: str) -> bool:
 def test_two_raters_rate_by_click_and_key_and_resume(setup, tmp_path):
     world, tokens, server, browser = setup
     n = len(world.image_ids)
-    alice = open_page(browser, f"{server.url}/?token={tokens['alice']}")
-    bob = open_page(browser, f"{server.url}/?token={tokens['bob']}")
+    alice = open_page(browser, f"{server.url}/login#{tokens['alice']}")
+    bob = open_page(browser, f"{server.url}/login#{tokens['bob']}")
 
     # the page: image, target overlay, legend, progress, competitor on demand, opacity
     k0, first = shown(alice)
@@ -115,3 +115,23 @@ def test_two_raters_rate_by_click_and_key_and_resume(setup, tmp_path):
 
     alice.screenshot(path=str(tmp_path / "page.png"))
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_the_link_leaves_its_token_in_neither_the_address_bar_nor_the_history(setup):
+    world, tokens, server, browser = setup
+    page = open_page(browser, f"{server.url}/login#{tokens['alice']}")
+    assert page.url == f"{server.url}/"
+    assert tokens["alice"] not in page.evaluate("document.cookie")  # HttpOnly: no script reads it
+    assert page.locator("#rater").inner_text() == "alice"
+    visited = [page.url]
+    for _ in range(4):  # back through every entry of the tab's history
+        page.go_back(timeout=5_000)
+        if page.url == visited[-1]:
+            break
+        visited.append(page.url)
+    assert visited == [f"{server.url}/", "about:blank"]  # the link's entry was replaced, token and all
+    refused = browser.new_context().new_page()
+    refused.goto(f"{server.url}/login#alice.not-the-token")
+    refused.wait_for_selector("body[data-state='refused']", timeout=15_000)
+    assert "not valid" in refused.locator("#login-status").inner_text()
+    assert refused.url == f"{server.url}/login"

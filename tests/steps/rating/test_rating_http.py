@@ -84,15 +84,19 @@ def test_requests_without_a_valid_token_are_refused(server, world, tokens):
             assert client.request(method, path, json=body, headers=bearer(wrong)).status_code == 403, path
             cookie = {"Cookie": f"madmine_token={wrong}"}
             assert client.request(method, path, json=body, headers=cookie).status_code == 403, path
-        assert client.get("/", params={"token": wrong}).status_code == 403
+        assert client.post("/api/login", headers=bearer(wrong)).status_code == 403
+        assert client.post("/api/login").status_code == 401
     assert store.load_events(world.ws, 0) == []
 
 
-def test_the_link_sets_a_cookie_that_opens_the_page(server, tokens):
+def test_the_link_is_exchanged_for_a_cookie_that_opens_the_page(server, tokens):
     with httpx.Client(base_url=server.url) as client:
-        first = client.get("/", params={"token": tokens["alice"]})
-        assert first.status_code == 303 and first.headers["location"] == "/"
-        assert "httponly" in first.headers["set-cookie"].lower()
+        login = client.get("/login")  # the page the link opens: the token stays in the fragment
+        assert login.status_code == 200 and "/static/login.js" in login.text
+        first = client.post("/api/login", headers=bearer(tokens["alice"]))
+        assert first.status_code == 200 and first.json()["rater"] == "alice"
+        cookie = first.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
         page = client.get("/")
         assert page.status_code == 200 and "out of domain" in page.text
         assert client.get("/api/session").json()["rater"] == "alice"

@@ -56,6 +56,9 @@ def test_votes_on_s3_are_stored_before_the_answer(s3_world):
         assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
     table = tables.RATINGS.read(world.ws)
     assert {r["image_id"]: r["score"] for r in table.to_pylist()} == voted
+    # one object per vote where docs/rating.md says, under the workspace root (not the root twice)
+    assert len(world.ws.listdir(world.ws.path("rating", "events", "round-0", "alice"))) == 3
+    assert world.ws.listdir(world.ws.path("ratings-bucket")) == []
     chosen = selection.select(store.latest(store.load_events(world.ws, 0)), 0, load_round(world.ws, world.config, 0).uris,
                               n4=5, min_raters=1)
     assert [r["mos"] for r in chosen.table.to_pylist()] == [2.0, 4.0]

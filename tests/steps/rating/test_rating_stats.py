@@ -134,8 +134,8 @@ def test_add_rater_prints_a_working_link(rated):
     result = CliRunner().invoke(rate_app, ["add-rater", "carol", "--url", "http://127.0.0.1:9999/"])
     assert result.exit_code == 0, result.output
     link = next(line for line in result.output.splitlines() if line.startswith("http"))
-    assert link.startswith("http://127.0.0.1:9999/?token=")
-    assert RaterRegistry(rated.ws).lookup(link.split("token=", 1)[1]) == "carol"
+    assert link.startswith("http://127.0.0.1:9999/login#carol.") and "?" not in link
+    assert RaterRegistry(rated.ws).lookup(link.split("#", 1)[1]) == "carol"
 
 
 def test_status_reports_progress_agreement_shortfall_and_costs(rated):

@@ -23,6 +23,7 @@ from madmine import images, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps.rating.roundset import RoundError, load_round, read_image
+from madmine.untrusted import DEFAULT_MAX_BYTES, ImageError, read_local
 from madmine.workspace import Workspace
 
 MANIFEST_NAME = "madmine-export.json"
@@ -63,10 +64,13 @@ def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
 def _displayed(data: bytes, max_pixels: int) -> tuple[bytes, str, Image.Image]:
     """The original bytes when a browser shows them as decoded; else a PNG of the decoded image."""
     img = images.decode(data, max_pixels=max_pixels, min_side=1)
-    with Image.open(io.BytesIO(data)) as raw:
-        orientation = raw.getexif().get(0x0112, 1)
-        if raw.format in ("JPEG", "PNG") and raw.mode in ("RGB", "L") and orientation in (0, 1):
-            return data, ".jpg" if raw.format == "JPEG" else ".png", img
+    try:
+        with Image.open(io.BytesIO(data)) as raw:
+            orientation = raw.getexif().get(0x0112, 1)
+            if raw.format in ("JPEG", "PNG") and raw.mode in ("RGB", "L") and orientation in (0, 1):
+                return data, ".jpg" if raw.format == "JPEG" else ".png", img
+    except Exception:  # noqa: BLE001 - odd metadata: export the decoded pixels instead of the original bytes
+        pass
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue(), ".png", img
@@ -94,7 +98,8 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
             problems.append(f"{image_id}: not in the manifest or the round's candidates")
             continue
         try:
-            data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options), cfg.scoring.max_pixels)
+            data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options, cfg.scoring.max_bytes),
+                                        cfg.scoring.max_pixels)
             mask = _fit(rs.load_map(rs.target, image_id), *img.size)
         except (RoundError, images.ImageError) as exc:
             problems.append(f"{image_id}: {exc}")
@@ -126,10 +131,42 @@ def write_manifest(out: Path, meta: dict, fmt: str) -> None:
     (out / MANIFEST_NAME).write_text(json.dumps({**meta, "format": fmt}, indent=1))
 
 
+def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A file of an import, through the untrusted-bytes boundary (a regular file up to max_bytes)."""
+    try:
+        return read_local(str(path), max_bytes)
+    except ImageError as exc:
+        raise AnnotationError(f"{path}: {exc.reason} ({exc.detail})") from None
+
+
+def read_json(path: Path, what: str = "JSON", max_bytes: int = DEFAULT_MAX_BYTES):
+    """A JSON file of an import; anything but UTF-8 JSON is one AnnotationError naming the file."""
+    return parse_json(read_bytes(path, max_bytes), path, what)
+
+
+def parse_json(data: bytes, path: Path, what: str = "JSON"):
+    """The JSON of a file's bytes; anything but UTF-8 JSON is one AnnotationError naming the file."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); export as {what}") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to be {what}") from None
+    except ValueError as exc:
+        raise AnnotationError(f"{path}: not JSON ({exc}); export as {what}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_manifest(path: Path) -> dict | None:
     """madmine-export.json beside (or inside) an import path, if the user kept it."""
     for folder in ([path] if path.is_dir() else []) + [path.parent, path.parent.parent]:
         candidate = folder / MANIFEST_NAME
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            meta = read_json(candidate, MANIFEST_NAME)
+            if not isinstance(meta, dict) or not isinstance(meta.get("images", []), list):
+                raise AnnotationError(f"{candidate}: not a {MANIFEST_NAME} written by `madmine annotate export`")
+            return meta
     return None

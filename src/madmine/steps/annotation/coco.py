@@ -8,6 +8,7 @@ fine; it accepts RLE (compressed or not) and polygons, painted in order (later w
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from rich.progress import track
 from madmine.config import Config
 from madmine.metrics import IGNORE
 from madmine.steps.annotation import ignore_name
-from madmine.steps.annotation.bundle import AnnotationError, ExportItem
+from madmine.steps.annotation.bundle import AnnotationError, ExportItem, read_json
 from madmine.steps.annotation.collect import Collector
 
 ANNOTATIONS = "annotations.json"
@@ -74,61 +75,141 @@ def _file(path: Path) -> Path:
     return found[0]
 
 
-def decode(segmentation, height: int, width: int) -> np.ndarray:
-    """Polygons, uncompressed or compressed RLE -> boolean (h, w) mask."""
-    if isinstance(segmentation, list):
-        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_util.frPyObjects(segmentation, height, width)
-    else:
-        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
-    if list(rle["size"]) != [height, width]:
-        raise ValueError(f"mask is {rle['size'][1]}x{rle['size'][0]}, image entry says {width}x{height} (wrong size)")
+def _string_counts(text: str) -> list[int]:
+    """pycocotools' compressed RLE string -> run lengths (its rleFrString, with every check it lacks)."""
+    counts: list[int] = []
+    p = 0
+    while p < len(text):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(text):
+                raise ValueError("compressed RLE ends inside a run length")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError("compressed RLE holds a character outside '0'..'o'")
+            if k > 12:
+                raise ValueError("compressed RLE holds a run length beyond 64 bits")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _rle_mask(counts, height: int, width: int) -> np.ndarray:
+    """Run lengths (background first, column-major, as COCO stores them) -> boolean (h, w) mask."""
+    if isinstance(counts, str):
+        counts = _string_counts(counts)
+    if not isinstance(counts, list) or not all(type(c) is int for c in counts):
+        raise ValueError("RLE counts must be a string or a list of whole numbers")
+    if any(c < 0 for c in counts):
+        raise ValueError("RLE holds a negative run length")
+    if sum(counts) != height * width:
+        raise ValueError(f"RLE covers {sum(counts)} pixels, the image has {height * width} (wrong size)")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, counts).reshape((height, width), order="F")
+
+
+def _polygons(segmentation: list, height: int, width: int) -> np.ndarray:
+    polygons = []
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError("a polygon is a flat list of at least 3 x, y points")
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in polygon):
+            raise ValueError("a polygon point is not a finite number")
+        # a point far outside the image paints the same pixels as one just past its border
+        polygons.append([min(max(float(v), -1.0), (width if k % 2 == 0 else height) + 1.0) for k, v in enumerate(polygon)])
+    if not polygons:
+        raise ValueError("an empty list of polygons")
+    rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools' __array__ predates NumPy 2
         return mask_util.decode(rle).astype(bool)
 
 
+def decode(segmentation, height: int, width: int) -> np.ndarray:
+    """Polygons, uncompressed or compressed RLE -> boolean (h, w) mask; ValueError for anything else.
+
+    RLE is decoded here rather than by pycocotools, whose decoder trusts the run lengths
+    (a sum beyond h x w writes past its buffer); polygons are checked and clipped first.
+    """
+    if isinstance(segmentation, list):
+        return _polygons(segmentation, height, width)
+    if not isinstance(segmentation, dict) or "counts" not in segmentation:
+        raise ValueError("a segmentation is a list of polygons or an RLE object {size, counts}")
+    size = segmentation.get("size", [height, width])
+    if not isinstance(size, list) or len(size) != 2 or [v for v in size] != [height, width]:
+        raise ValueError(f"mask is {size!r:.40} (height, width), image entry says {width}x{height} (wrong size)")
+    return _rle_mask(segmentation["counts"], height, width)
+
+
 def read(path: Path, collector: Collector) -> int:
     file = _file(path)
-    try:
-        doc = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{file}: not JSON ({exc})") from exc
-    if not all(key in doc for key in ("images", "annotations", "categories")):
+    doc = read_json(file, "a COCO instances file")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(key), list) for key in ("images", "annotations", "categories")):
         raise AnnotationError(f"{file}: not a COCO instances file (needs images, annotations, categories)")
-    cats = {c["id"]: collector.class_id(c["name"], f"{file.name} category {c['id']}") for c in doc["categories"]}
+    cats: dict = {}
+    for c in doc["categories"]:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), (int, str)) or not isinstance(c.get("name"), str):
+            collector.problem(f"{file.name}: a category without a whole-number id and a name ({str(c)[:80]})")
+            continue
+        cats[c["id"]] = collector.class_id(c["name"], f"{file.name} category {c['id']}")
     by_image: dict = {}
     for ann in doc["annotations"]:
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)):
+            collector.problem(f"{file.name}: an annotation without an image_id ({str(ann)[:80]})")
+            continue
         by_image.setdefault(ann["image_id"], []).append(ann)
-    for orphan in sorted(set(by_image) - {image["id"] for image in doc["images"]}, key=str):
+    ids = {image.get("id") for image in doc["images"] if isinstance(image, dict) and isinstance(image.get("id"), (int, str))}
+    for orphan in sorted(set(by_image) - ids, key=str):
         collector.problem(f"{file.name}: annotations refer to image id {orphan!r}, which is not in 'images' (missing image)")
     unfinished = 0
-    for image in track(doc["images"], description="decode masks"):
-        where = f"{file.name} image {image.get('file_name', image['id'])}"
-        anns = by_image.get(image["id"], [])
-        if not anns:
-            unfinished += 1
-            continue
-        image_id = collector.image_id(image.get("image_id") or image["file_name"], where)
-        if image_id is None or not collector.check_size(image_id, image["height"], image["width"], where):
-            continue
-        mask = np.zeros((image["height"], image["width"]), dtype=np.uint8)
-        ok = True
-        for ann in anns:
-            class_id = cats.get(ann["category_id"])
-            if ann["category_id"] not in cats:
-                collector.problem(f"{where}: annotation {ann.get('id')} has category {ann['category_id']}, not in categories")
-            try:
-                painted = decode(ann["segmentation"], image["height"], image["width"])
-            except (KeyError, ValueError, TypeError) as exc:
-                collector.problem(f"{where}: annotation {ann.get('id')}: {exc}")
-                ok = False
-                continue
-            if class_id is None:
-                ok = False
-                continue
-            mask[painted] = class_id
-        if ok:
-            collector.add(image_id, mask, where)
+    for n, image in enumerate(track(doc["images"], description="decode masks")):
+        where = f"{file.name} image {image.get('file_name', image.get('id')) if isinstance(image, dict) else n}"
+        try:
+            unfinished += _read_image(image, by_image, cats, where, collector)
+        except Exception as exc:  # noqa: BLE001 - one malformed entry is one problem, never a crash
+            collector.problem(f"{where}: unreadable entry ({type(exc).__name__}: {str(exc)[:200]})")
     return unfinished
+
+
+def _read_image(image: dict, by_image: dict, cats: dict, where: str, collector: Collector) -> int:
+    if not isinstance(image, dict) or not isinstance(image.get("id"), (int, str)):
+        raise ValueError("an image entry needs an id")
+    anns = by_image.get(image["id"], [])
+    if not anns:
+        return 1
+    image_id = collector.image_id(str(image.get("image_id") or image.get("file_name", "")), where)
+    if image_id is None:
+        return 0
+    height, width = image.get("height"), image.get("width")
+    if type(height) is not int or type(width) is not int:
+        raise ValueError("height and width must be whole numbers")
+    if not collector.check_size(image_id, height, width, where):
+        return 0
+    mask = np.zeros((height, width), dtype=np.uint8)
+    ok = True
+    for ann in anns:
+        class_id = cats.get(ann.get("category_id"))
+        if ann.get("category_id") not in cats:
+            collector.problem(f"{where}: annotation {ann.get('id')} has category {ann.get('category_id')}, not in categories")
+        try:
+            painted = decode(ann["segmentation"], height, width)
+        except (KeyError, ValueError, TypeError) as exc:
+            collector.problem(f"{where}: annotation {ann.get('id')}: {str(exc)[:200]}")
+            ok = False
+            continue
+        if class_id is None:
+            ok = False
+            continue
+        mask[painted] = class_id
+    if ok:
+        collector.add(image_id, mask, where)
+    return 0

@@ -18,8 +18,9 @@ from rich.progress import track
 from madmine.config import Config
 from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name
-from madmine.steps.annotation.bundle import AnnotationError, ExportItem
+from madmine.steps.annotation.bundle import AnnotationError, ExportItem, read_bytes
 from madmine.steps.annotation.collect import Collector
+from madmine.untrusted import DEFAULT_MAX_BYTES, ImageError, guarded
 
 LABELMAP = "labelmap.txt"
 CLASS_DIR = "SegmentationClass"
@@ -65,10 +66,15 @@ def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config) -> list[
 
 
 class _Source:
-    """A CVAT export as a folder or a zip, read the same way."""
+    """A CVAT export as a folder or a zip, read the same way, every file through the
+    untrusted-bytes boundary (a regular file, or a zip member, of at most max_bytes)."""
 
-    def __init__(self, path: Path):
-        self.zip = zipfile.ZipFile(path) if path.is_file() else None
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+        try:
+            self.zip = zipfile.ZipFile(path) if path.is_file() else None
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise AnnotationError(f"{path}: not a zip file ({exc}); pass CVAT's export as a .zip or a folder") from None
         self.root = path
         names = self.zip.namelist() if self.zip else [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
         labelmaps = sorted((n for n in names if n.rsplit("/", 1)[-1] == LABELMAP), key=len)
@@ -78,7 +84,28 @@ class _Source:
         self.masks = sorted(n for n in names if n.startswith(self.prefix + CLASS_DIR + "/") and n.lower().endswith(".png"))
 
     def read(self, name: str) -> bytes:
-        return self.zip.read(name) if self.zip else (self.root / name).read_bytes()
+        if not self.zip:
+            return read_bytes(self.root / name, self.max_bytes)
+        info = self.zip.getinfo(name)
+        if info.file_size > self.max_bytes:
+            raise AnnotationError(f"{self.root}/{name}: {info.file_size} bytes unpacked, over max_bytes={self.max_bytes}")
+        try:
+            with self.zip.open(info) as member:
+                data = member.read(self.max_bytes + 1)  # the header's size is the sender's word: read no further
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise AnnotationError(f"{self.root}/{name}: unreadable zip member ({exc})") from None
+        if len(data) > self.max_bytes:
+            raise AnnotationError(f"{self.root}/{name}: over max_bytes={self.max_bytes} unpacked")
+        return data
+
+
+def _mask_rgb(data: bytes, height: int, width: int) -> np.ndarray | tuple[int, int]:
+    """The mask's colours, or its declared (height, width) when that is not the image's: a
+    mask of the wrong size is never decoded."""
+    img = Image.open(io.BytesIO(data), formats=("PNG",))
+    if img.size != (width, height):
+        return img.height, img.width
+    return np.asarray(img.convert("RGB"), dtype=np.int64)
 
 
 def _labelmap(text: str, collector: Collector, where: str) -> dict[int, int]:
@@ -102,7 +129,8 @@ def _labelmap(text: str, collector: Collector, where: str) -> dict[int, int]:
 
 def read(path: Path, collector: Collector) -> int:
     source = _Source(path)
-    colors = _labelmap(source.read(source.prefix + LABELMAP).decode(), collector, f"{path.name}/{LABELMAP}")
+    text = source.read(source.prefix + LABELMAP).decode("utf-8", errors="replace")
+    colors = _labelmap(text, collector, f"{path.name}/{LABELMAP}")
     keys = np.array(sorted(colors), dtype=np.int64)
     values = np.array([colors[k] for k in sorted(colors)], dtype=np.uint8)
     for name in track(source.masks, description="read masks"):
@@ -110,7 +138,14 @@ def read(path: Path, collector: Collector) -> int:
         image_id = collector.image_id(name, where)
         if image_id is None:
             continue
-        rgb = np.asarray(Image.open(io.BytesIO(source.read(name))).convert("RGB"), dtype=np.int64)
+        try:
+            rgb = guarded(_mask_rgb, source.read(name), *collector.size(image_id), what="mask decode")
+        except ImageError as exc:
+            collector.problem(f"{where}: not a readable PNG mask ({exc})")
+            continue
+        if isinstance(rgb, tuple):
+            collector.check_size(image_id, *rgb, where)
+            continue
         packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         index = np.clip(np.searchsorted(keys, packed), 0, max(len(keys) - 1, 0))
         known = keys.size > 0 and bool((keys[index] == packed).all())

@@ -61,10 +61,17 @@ def import_(ws: Workspace, cfg: Config, fmt: str, path: Path, round_: int | None
     collector = Collector(cfg.classes, known_sizes(ws, meta), scope)
     if meta and tuple(meta.get("classes", cfg.classes)) != cfg.classes:
         collector.problem(f"the export was made for classes {meta['classes']}, the config has {list(cfg.classes)}")
-    if fmt == "labelstudio":
-        unfinished = labelstudio.read(path, collector, meta)
-    else:
-        unfinished = READERS[fmt](path, collector)
+    try:
+        if fmt == "labelstudio":
+            unfinished = labelstudio.read(path, collector, meta)
+        else:
+            unfinished = READERS[fmt](path, collector)
+    except AnnotationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the boundary for imported masks: one clear error, nothing written
+        raise AnnotationError(
+            f"nothing imported: {path} cannot be read as a {fmt} export ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
     if require_all and meta:
         missing = sorted({i["image_id"] for i in meta["images"]} - set(collector.masks))
         for image_id in missing:

@@ -27,7 +27,13 @@ def label_path(ws: Workspace, image_id: str) -> str:
 def known_sizes(ws: Workspace, meta: dict | None) -> dict[str, tuple[int, int]]:
     """(height, width) per image: the export's own record when there is one, else the manifest."""
     if meta and meta.get("images"):
-        return {i["image_id"]: (int(i["height"]), int(i["width"])) for i in meta["images"]}
+        try:
+            sizes = {str(i["image_id"]): (int(i["height"]), int(i["width"])) for i in meta["images"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AnnotationError(f"madmine-export.json: an image entry without image_id, height and width ({exc})") from None
+        if any(not (0 < h <= 1 << 16 and 0 < w <= 1 << 16) for h, w in sizes.values()):
+            raise AnnotationError("madmine-export.json: an image size outside 1..65536 pixels")
+        return sizes
     manifest = tables.MANIFEST.read(ws)
     if manifest is None:
         return {}

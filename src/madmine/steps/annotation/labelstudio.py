@@ -16,6 +16,7 @@ drawn on screen. Tasks without a finished annotation are left for a later import
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ from PIL import Image, ImageDraw
 from madmine.config import Config
 from madmine.metrics import IGNORE
 from madmine.steps.annotation import IGNORE_COLOR, ignore_name, lsbrush
-from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, ExportItem
+from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, ExportItem, parse_json, read_bytes
 from madmine.steps.annotation.collect import Collector
 
 FROM_NAME = "label"
@@ -238,14 +239,11 @@ def _kind_of(tasks) -> str | None:
 def load_export(path: Path) -> tuple[str, list[dict]]:
     """(the file's name, its tasks) from a file or folder; clear errors for the wrong export."""
     file = _export_file(path)
-    raw = file.read_bytes()
+    raw = read_bytes(file)  # the untrusted-bytes boundary: a regular file, within the size limit
     text = raw.decode("utf-8", errors="replace")
     what = _not_json_export(file, text)
     if what is None:
-        try:
-            tasks = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise AnnotationError(f"{file}: not JSON ({exc}); export the project as 'JSON'") from exc
+        tasks = parse_json(raw, file, "Label Studio's 'JSON' export")
         what = _kind_of(tasks)
     if what:
         raise AnnotationError(f"{file}: {what}; in Label Studio use Export -> JSON and import that file")
@@ -253,7 +251,7 @@ def load_export(path: Path) -> tuple[str, list[dict]]:
 
 
 def finished(task: dict) -> dict | None:
-    done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if not done:
         return None
     return max(enumerate(done), key=lambda ia: (ia[1].get("updated_at") or ia[1].get("created_at") or "", ia[0]))[1]
@@ -264,9 +262,13 @@ def _paint(result: dict, height: int, width: int, where: str) -> np.ndarray:
     kind = result.get("type", "").lower()
     if kind == "brushlabels":
         return lsbrush.decode_mask(value["rle"], height, width)
-    points = [(x * width / 100.0, y * height / 100.0) for x, y in value.get("points", [])]
+    points = [(float(x) * width / 100.0, float(y) * height / 100.0) for x, y in value.get("points", [])]
     if len(points) < 3:
         raise ValueError(f"{where}: a polygon needs 3 points")
+    if not all(math.isfinite(v) for point in points for v in point):
+        raise ValueError(f"{where}: a polygon point is not a finite number")
+    # a point far outside the image paints the same pixels as one on its border
+    points = [(min(max(x, -1.0), width + 1.0), min(max(y, -1.0), height + 1.0)) for x, y in points]
     canvas = Image.new("L", (width, height), 0)
     ImageDraw.Draw(canvas).polygon(points, fill=1)
     return np.asarray(canvas, dtype=bool)
@@ -308,49 +310,60 @@ def read_tasks(name: str, tasks: list[dict], collector: Collector, skip=None) ->
     """
     unfinished = []
     for n, task in enumerate(tasks):
-        data = task.get("data") or {}
-        where = f"{name} task {task.get('id', n)}"
-        if data.get("madmine_round") is not None:
-            collector.rounds.add(int(data["madmine_round"]))
-        annotation = finished(task)
-        if annotation is None:
-            unfinished.append(task)
-            continue
-        if skip is not None and skip(task, annotation):
-            continue
-        image_id = collector.image_id(data.get("image_id") or data.get("image", ""), where)
-        if image_id is None:
-            continue
-        height, width = collector.size(image_id)
-        mask = np.zeros((height, width), dtype=np.uint8)
-        ok = True
-        for result in annotation.get("result", []):
-            kind = result.get("type", "").lower()
-            if kind not in ("brushlabels", "polygonlabels"):
-                continue
-            names = (result.get("value") or {}).get(kind) or []
-            rh, rw = result.get("original_height", height), result.get("original_width", width)
-            if not collector.check_size(image_id, rh, rw, where):
-                ok = False
-                continue
-            if len(names) != 1:
-                collector.problem(f"{where}: a region with labels {names}; give each region exactly one label")
-                ok = False
-                continue
-            class_id = collector.class_id(names[0], where)
-            try:
-                painted = _paint(result, height, width, where)
-            except (KeyError, ValueError) as exc:
-                collector.problem(f"{where}: unreadable region ({exc})")
-                ok = False
-                continue
-            if class_id is None:
-                ok = False
-                continue
-            mask[painted] = class_id
-        if ok:
-            collector.add(image_id, mask, where)
+        where = f"{name} task {task.get('id', n) if isinstance(task, dict) else n}"
+        try:
+            if _read_task(task, where, collector, skip):
+                unfinished.append(task)
+        except Exception as exc:  # noqa: BLE001 - one malformed task is one problem, never a crash
+            collector.problem(f"{where}: unreadable task ({type(exc).__name__}: {str(exc)[:200]})")
     return unfinished
+
+
+def _read_task(task: dict, where: str, collector: Collector, skip) -> bool:
+    """Paint one task's annotation into the collector; True when it has no finished annotation."""
+    if not isinstance(task, dict):
+        raise ValueError("a task must be a JSON object")
+    data = task.get("data") or {}
+    if data.get("madmine_round") is not None:
+        collector.rounds.add(int(data["madmine_round"]))
+    annotation = finished(task)
+    if annotation is None:
+        return True
+    if skip is not None and skip(task, annotation):
+        return False
+    image_id = collector.image_id(str(data.get("image_id") or data.get("image", "")), where)
+    if image_id is None:
+        return False
+    height, width = collector.size(image_id)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    ok = True
+    for result in annotation.get("result", []):
+        kind = str(result.get("type", "")).lower()
+        if kind not in ("brushlabels", "polygonlabels"):
+            continue
+        names = (result.get("value") or {}).get(kind) or []
+        rh, rw = result.get("original_height", height), result.get("original_width", width)
+        if not collector.check_size(image_id, rh, rw, where):
+            ok = False
+            continue
+        if len(names) != 1:
+            collector.problem(f"{where}: a region with labels {names}; give each region exactly one label")
+            ok = False
+            continue
+        class_id = collector.class_id(names[0], where)
+        try:
+            painted = _paint(result, height, width, where)
+        except (KeyError, ValueError, TypeError) as exc:
+            collector.problem(f"{where}: unreadable region ({exc})")
+            ok = False
+            continue
+        if class_id is None:
+            ok = False
+            continue
+        mask[painted] = class_id
+    if ok:
+        collector.add(image_id, mask, where)
+    return False
 
 
 def read(path: Path, collector: Collector, meta: dict | None = None) -> int:

@@ -54,8 +54,14 @@ def encode(values: np.ndarray) -> list[int]:
     return list(int(bits, 2).to_bytes(len(bits) // 8, "big"))
 
 
-def decode(rle: list[int]) -> np.ndarray:
-    """RLE byte list -> flat uint8 array; ValueError on a malformed stream."""
+def decode(rle: list[int], expected: int | None = None) -> np.ndarray:
+    """RLE byte list -> flat uint8 array; ValueError on a malformed stream.
+
+    `expected` is the number of values the caller needs: a stream that declares another
+    count is refused before anything is allocated (the 32-bit count is the sender's word).
+    """
+    if not isinstance(rle, (list, tuple)) or not all(type(b) is int and 0 <= b <= 255 for b in rle):
+        raise ValueError("brush RLE must be a list of byte values 0..255")
     bits = "".join(f"{b:08b}" for b in bytes(rle))
     pos = 0
 
@@ -67,7 +73,13 @@ def decode(rle: list[int]) -> np.ndarray:
         return int(bits[pos - width : pos], 2)
 
     n = read(32)
+    if expected is not None and n != expected:
+        raise ValueError(f"brush RLE holds {n} values; {expected} expected")
+    if n > len(bits) * (1 << 16):  # no chunk spans more than 2**16 values: this stream cannot hold n
+        raise ValueError(f"brush RLE declares {n} values but is {len(rle)} bytes long")
     word = read(5) + 1
+    if word > 8:
+        raise ValueError(f"brush RLE words of {word} bits; Label Studio writes 8")
     sizes = [read(4) + 1 for _ in range(4)]
     out = np.zeros(n, dtype=np.uint8)
     i = 0
@@ -91,7 +103,10 @@ def encode_mask(mask: np.ndarray) -> list[int]:
 
 def decode_mask(rle: list[int], height: int, width: int) -> np.ndarray:
     """The RLE of an RGBA brush layer -> boolean (h, w) mask (painted where alpha >= 128)."""
-    flat = decode(rle)
-    if flat.size != height * width * 4:
-        raise ValueError(f"brush RLE holds {flat.size} values; a {width}x{height} RGBA layer needs {height * width * 4}")
+    try:
+        flat = decode(rle, expected=height * width * 4)
+    except ValueError as exc:
+        if "expected" not in str(exc):
+            raise
+        raise ValueError(f"{exc}: a {width}x{height} RGBA layer needs {height * width * 4}") from None
     return flat.reshape(height, width, 4)[:, :, 3] >= 128

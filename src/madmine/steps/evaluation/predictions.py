@@ -163,7 +163,10 @@ class ModelMaps:
 
     def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
         if self._folder is None:
-            self._folder = MapsFolder(spec.maps, self.config.num_classes, self.config.storage_options)
+            scoring = self.config.scoring
+            self._folder = MapsFolder(spec.maps, self.config.num_classes, self.config.storage_options,
+                                      max_bytes=scoring.max_bytes, timeout_s=scoring.decode_timeout_s,
+                                      max_pixels=scoring.max_pixels)
         out = {}
         for image_id, uri in items:
             try:
@@ -198,6 +201,8 @@ class ModelMaps:
                 storage_options=self.config.storage_options,
                 max_pixels=self.config.scoring.max_pixels,
                 min_side=self.config.scoring.min_side,
+                max_bytes=self.config.scoring.max_bytes,
+                decode_timeout_s=self.config.scoring.decode_timeout_s,
             )
             bad = [(str(i), str(e), str(d)) for i, e, d in zip(batch["image_id"], batch["error"], batch["detail"]) if e]
             if bad:

@@ -1,12 +1,19 @@
 """The rating web app (FastAPI): one page, a small JSON API, images by image_id only.
 
-Access: a rater's link `/?token=...` sets an HttpOnly, SameSite=Strict cookie and redirects
-to `/`; API clients may send `Authorization: Bearer <token>` instead. No token: 401; an
-unknown token: 403. Every image or map is looked up by image_id among the round's
+Access: a rater's link is `/login#<token>`. The token sits in the fragment, which browsers
+never send to a server or a proxy log; the login page reads it, takes it out of the address
+bar and the history entry, and exchanges it (POST /api/login with `Authorization: Bearer`)
+for an HttpOnly, SameSite=Strict cookie, Secure when served behind TLS. API clients may send
+`Authorization: Bearer <token>` with every request instead. No token: 401; an unknown or
+revoked token: 403. Every image or map is looked up by image_id among the round's
 candidates, so no request path ever reaches the filesystem.
+
+Requests are hostile input too: a body over [rating] max_body_bytes is refused (413) before
+it is read, a vote's body is parsed only after the token is checked, and a 422 names the
+field that is wrong without ever echoing what was sent.
 """
 
-
+import json
 import logging
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -14,8 +21,10 @@ from importlib.resources import files
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from madmine.config import Config
 from madmine.images import ImageError
@@ -27,9 +36,11 @@ from madmine.workspace import Workspace
 
 log = logging.getLogger("madmine.steps.rating")
 COOKIE = "madmine_token"
+COOKIE_MAX_AGE = 30 * 24 * 3600
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "login.js": "text/javascript; charset=utf-8",
 }
 SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
@@ -37,6 +48,12 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
 }
+VOTE_HINT = 'send {"image_id": "...", "score": 1..5} or {"image_id": "...", "out_of_domain": true}'
+OLD_LINK = (
+    "<h1>This link format is no longer accepted.</h1>"
+    "<p>Rating links now keep the token after '#', where it never reaches a server log or the browser history. "
+    "Ask for a new link (madmine rate add-rater NAME).</p>"
+)
 
 
 class Vote(BaseModel):
@@ -54,6 +71,47 @@ class Vote(BaseModel):
         return self
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over `max_bytes` before reading it (Content-Length), or as
+    soon as a chunked body passes the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    return await _too_large(send, self.max_bytes)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+async def _too_large(send, max_bytes: int) -> None:
+    body = json.dumps({"detail": f"request body over {max_bytes} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _static(name: str) -> str:
     return files("madmine.steps.rating").joinpath("static", name).read_text(encoding="utf-8")
 
@@ -62,17 +120,33 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _problems(errors) -> list[dict]:
+    """Pydantic's errors without the input: where (our own field names only) and what kind."""
+    out = []
+    for error in errors[:10]:
+        loc = [p for p in error.get("loc", ()) if isinstance(p, int) or p in ("body", "path", "query", "header", "cookie")
+               or p in Vote.model_fields or p in ("k", "image_id", "model", "name")]
+        out.append({"loc": loc, "type": str(error.get("type", "invalid"))[:40]})
+    return out
+
+
+def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | None = None) -> FastAPI:
     registry = RaterRegistry(ws)
     sessions = Sessions(ws, rs)
     models = (rs.target, *rs.competitors)
     page = _static("index.html")
+    login_page = _static("login.html")
     assets = {name: _static(name) for name in STATIC}
+    tls = cfg.rating.behind_tls if behind_tls is None else behind_tls
 
     @lru_cache(maxsize=128)
     def photo(image_id: str) -> bytes:
-        data = read_image(rs.uris[image_id], cfg.storage_options)
-        return render.display_jpeg(data, cfg.rating.display_max_side, cfg.scoring.max_pixels)
+        data = read_image(rs.uris[image_id], cfg.storage_options, cfg.scoring.max_bytes)
+        return render.display_jpeg(data, cfg.rating.display_max_side, cfg.scoring.max_pixels, cfg.scoring.decode_timeout_s)
 
     @lru_cache(maxsize=128)
     def label_map(model: str, image_id: str):
@@ -91,6 +165,7 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
             log.exception("could not materialise the ratings table of round %s", rs.round)
 
     app = FastAPI(title="madmine rating", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=cfg.rating.max_body_bytes)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -99,6 +174,21 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
         if request.url.path.startswith("/api/") and "cache-control" not in response.headers:
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": f"request body over {cfg.rating.max_body_bytes} bytes"}, status_code=413,
+                            headers={"Connection": "close"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": "invalid request", "errors": _problems(exc.errors())}, status_code=422)
+
+    @app.exception_handler(OSError)
+    async def storage_down(_request: Request, exc: OSError) -> JSONResponse:
+        log.error("rating storage: %s", exc)
+        return JSONResponse({"detail": "the rating storage cannot be written or read; nothing was stored, try again"},
+                            status_code=503)
 
     def token_of(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -128,18 +218,32 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
         return {"ok": True}
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, token: str | None = None):
-        if token is not None:
-            if registry.lookup(token) is None:
-                return HTMLResponse("<h1>This rating link is not valid.</h1>", status_code=403)
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=30 * 24 * 3600)
-            return response
+    def index(request: Request):
+        if "token" in request.query_params:  # the old link format: the token is in the history already
+            return HTMLResponse(OLD_LINK, status_code=400)
         try:
             rater(request)
         except HTTPException as exc:
             return HTMLResponse(f"<h1>{exc.detail}</h1>", status_code=exc.status_code, headers=exc.headers)
         return HTMLResponse(page)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form() -> HTMLResponse:
+        return HTMLResponse(login_page)
+
+    @app.post("/api/login")
+    def login(request: Request, name: Rater) -> JSONResponse:
+        """Bearer token in, session cookie out: what the login page does with the link's fragment."""
+        response = JSONResponse({"ok": True, "rater": name})
+        response.set_cookie(COOKIE, token_of(request), httponly=True, samesite="strict", max_age=COOKIE_MAX_AGE,
+                            secure=tls or request.url.scheme == "https", path="/")
+        return response
+
+    @app.post("/api/logout")
+    def logout() -> JSONResponse:
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(COOKIE, path="/")
+        return response
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:
@@ -172,7 +276,7 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
         for model in models:
             try:
                 present[model] = render.classes_present(label_map(model, image_id), cfg.num_classes)
-            except RoundError:
+            except (RoundError, ImageError):
                 present[model] = []
         return {
             "k": k,
@@ -206,9 +310,16 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet) -> FastAPI:
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/ratings")
-    def rate(vote: Vote, name: Rater) -> JSONResponse:
+    async def rate(request: Request, name: Rater) -> JSONResponse:
+        # the token was checked (Rater) before a byte of the body is read
+        body = await request.body()
+        try:
+            vote = Vote.model_validate(json.loads(body, parse_constant=_no_constant))
+        except (ValueError, RecursionError) as exc:  # not JSON (NaN and Infinity included), or nested too deep
+            errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": ["body"], "type": "json_invalid"}]
+            return JSONResponse({"detail": VOTE_HINT, "errors": _problems(errors)}, status_code=422)
         in_round(vote.image_id)
-        s, following = sessions.vote(name, vote.image_id, None if vote.out_of_domain else vote.score)
+        s, following = await run_in_threadpool(sessions.vote, name, vote.image_id, None if vote.out_of_domain else vote.score)
         return JSONResponse({"ok": True, "next": following, "n": len(s.order), "done": s.done})
 
     return app

@@ -14,8 +14,9 @@ from madmine import images
 from madmine.metrics import IGNORE
 
 
-def display_jpeg(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> bytes:
-    img = images.decode(data, max_pixels=max_pixels, min_side=1, draft=max_side)
+def display_jpeg(data: bytes, max_side: int, max_pixels: int = 64_000_000,
+                 timeout_s: float | None = images.DEFAULT_DECODE_TIMEOUT_S) -> bytes:
+    img = images.decode(data, max_pixels=max_pixels, min_side=1, draft=max_side, timeout_s=timeout_s)
     img.thumbnail((max_side, max_side), Image.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=88)

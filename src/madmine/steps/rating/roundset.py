@@ -16,7 +16,8 @@ from madmine.errors import MadmineError
 from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import run_records
 from madmine.steps.score.shards import shards_of
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.untrusted import DEFAULT_MAX_BYTES, ImageError, read_bytes
+from madmine.workspace import Workspace
 
 COMPLETE = "complete"
 
@@ -127,9 +128,12 @@ def load_round(ws: Workspace, cfg: Config, round_: int, strategy: str = "mad") -
     )
 
 
-def read_image(uri: str, storage_options: dict | None = None) -> bytes:
-    """The original bytes of an image from the manifest (local path or object store URI)."""
+def read_image(uri: str, storage_options: dict | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The original bytes of an image from the manifest (local path or object store URI),
+    through the untrusted-bytes boundary: a regular file of at most max_bytes, else ImageError."""
     try:
-        return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
-    except FileNotFoundError as exc:
-        raise RoundError(f"image {uri} is gone from where it was ingested") from exc
+        return read_bytes(uri, storage_options, max_bytes=max_bytes)
+    except ImageError as exc:
+        if exc.reason == "file not found":
+            raise RoundError(f"image {uri} is gone from where it was ingested") from exc
+        raise

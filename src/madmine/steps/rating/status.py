@@ -25,10 +25,13 @@ def masks_drawn(ws: Workspace, round_: int) -> int:
 
 def report(ws: Workspace, cfg: Config, rs: RoundSet, *, measure: bool = True,
            seconds_per_rating: float | None = None, seconds_per_mask: float | None = None) -> dict:
-    events = [e for e in store.load_events(ws, rs.round) if e["image_id"] in rs]
-    store.materialise(ws, rs.round)
+    problems: list[tokens.Problem] = []
+    snapshot = store.load_events(ws, rs.round, problems=problems)
+    store.materialise(ws, rs.round, snapshot)
+    events = [e for e in snapshot if e["image_id"] in rs]
     latest = store.latest(events)
-    raters = sorted(set(tokens.list_raters(ws)) | {r for _, r in latest})
+    records, rater_problems = tokens.scan(ws)
+    raters = sorted(set(records) | {r for _, r in latest})
     progress = []
     for rater in raters:
         mine = [e for (_, r), e in latest.items() if r == rater]
@@ -70,4 +73,5 @@ def report(ws: Workspace, cfg: Config, rs: RoundSet, *, measure: bool = True,
         "short_of_raters": short,
         "out_of_domain": sorted({i for i, evs in per_image.items() if any(e["score"] is None for e in evs)}),
         "ledger": costs.as_dict(),
+        "skipped_files": [{"path": p.path, "reason": p.reason} for p in rater_problems + problems],
     }

@@ -5,18 +5,28 @@ object stores) before the server answers: rating/events/round-<R>/<rater>/<time>
 Events are never rewritten; the latest per (round, image, rater) wins, so changing one's
 mind is just another event. The `ratings` table (tables/ratings/round-<R>.parquet) is
 materialised from the events whenever status, select or a server shutdown asks for it.
+
+An event file that cannot be read as an event (empty, garbled, wrong fields) is skipped and
+reported in `problems`, never fatal to the other events or raters.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import posixpath
 import uuid
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
 from madmine import tables
+from madmine.steps.rating.tokens import Problem, valid_name
 from madmine.workspace import Workspace
+
+log = logging.getLogger(__name__)
+MAX_EVENT_BYTES = 16 << 10
+FIELDS = ("round", "image_id", "rater", "score", "created_at", "event_id")
 
 ACR = {1: "bad", 2: "poor", 3: "fair", 4: "good", 5: "excellent"}
 
@@ -38,20 +48,89 @@ def record(ws: Workspace, round_: int, image_id: str, rater: str, score: int | N
         "created_at": now.isoformat(),
         "event_id": event_id,
     }
-    name = f"{now:%Y%m%dT%H%M%S%fZ}-{event_id[:12]}.json"
-    ws.put_bytes(ws.path(events_dir(ws, round_, rater), name), json.dumps(event).encode())
+    ws.put_bytes(posixpath.join(events_dir(ws, round_, rater), event_name(event)), json.dumps(event).encode())
     return event
 
 
-def load_events(ws: Workspace, round_: int, rater: str | None = None) -> list[dict]:
-    """Every committed event of a round (optionally one rater's), oldest first."""
-    pattern = ws.path(events_dir(ws, round_, rater), "*.json") if rater else ws.path(events_dir(ws, round_), "*", "*.json")
-    paths = ws.glob(pattern)
-    if not paths:
-        return []
-    blobs = ws.fs.cat(paths)
-    events = [json.loads(blobs[p]) for p in paths]
-    return sorted(events, key=lambda e: (e["created_at"], e["event_id"]))
+def event_name(event: dict) -> str:
+    """The file name of an event: its time, then its id (so names sort by time)."""
+    return f"{datetime.fromisoformat(event['created_at']):%Y%m%dT%H%M%S%fZ}-{event['event_id'][:12]}.json"
+
+
+def parse_event(data: bytes, round_: int, rater: str) -> dict:
+    """One event file's JSON, checked field by field; ValueError says what is wrong."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise ValueError(f"{len(data)} bytes; an event is under 300")
+    if not data.strip():
+        raise ValueError("empty file")
+    try:
+        event = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(event, dict) or any(key not in event for key in FIELDS):
+        raise ValueError(f"not an event (needs {', '.join(FIELDS)})")
+    if event["round"] != round_ or type(event["round"]) is not int:
+        raise ValueError(f"its round is {str(event['round'])[:20]!r}, not {round_}")
+    if event["rater"] != rater:
+        raise ValueError(f"its rater is {str(event['rater'])[:40]!r}, not the folder's {rater!r}")
+    if not isinstance(event["image_id"], str) or not 0 < len(event["image_id"]) <= 128:
+        raise ValueError("no image_id")
+    score = event["score"]
+    if score is not None and (type(score) is not int or not 1 <= score <= 5):
+        raise ValueError(f"score {str(score)[:20]} is neither 1..5 nor null (out of domain)")
+    if not isinstance(event["event_id"], str) or not event["event_id"]:
+        raise ValueError("no event_id")
+    try:
+        stamp = datetime.fromisoformat(event["created_at"])
+    except (TypeError, ValueError):
+        raise ValueError("created_at is not an ISO time") from None
+    if stamp.tzinfo is None:
+        raise ValueError("created_at has no time zone")
+    return event
+
+
+def _event_paths(ws: Workspace, round_: int, rater: str | None) -> list[tuple[str, str]]:
+    """(path, rater) of every event file of a round (or of one rater)."""
+    raters = [rater] if rater else ws.listdir(events_dir(ws, round_))
+    out = []
+    for name in raters:
+        folder = events_dir(ws, round_, name)
+        out += [(posixpath.join(folder, f), name) for f in ws.listdir(folder) if not f.startswith(".tmp-")]
+    return out
+
+
+def read_events(ws: Workspace, paths: list[tuple[str, str]], round_: int, problems: list | None = None) -> list[dict]:
+    """The events in `paths` ((path, rater) pairs); unreadable files go to `problems`."""
+    events = []
+    readable = [(p, r) for p, r in paths if p.endswith(".json") and valid_name(r)]
+    for path, rater in paths:
+        if (path, rater) not in readable and problems is not None:
+            problems.append(Problem(path, "not <rater>/<time>-<id>.json"))
+    blobs = ws.fs.cat([p for p, _ in readable], on_error="return") if readable else {}
+    for path, rater in readable:
+        blob = blobs.get(path)
+        try:
+            if isinstance(blob, BaseException) or blob is None:
+                raise ValueError(f"unreadable ({type(blob).__name__})")
+            events.append(parse_event(blob, round_, rater))
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(Problem(path, str(exc)))
+            else:
+                log.warning("skipping %s: %s", path, exc)
+    return events
+
+
+def load_events(ws: Workspace, round_: int, rater: str | None = None, problems: list | None = None) -> list[dict]:
+    """Every committed event of a round (optionally one rater's), oldest first.
+
+    Files that are not events are skipped; pass a list as `problems` to learn which and why.
+    """
+    return chronological(read_events(ws, _event_paths(ws, round_, rater), round_, problems))
+
+
+def chronological(events: list[dict]) -> list[dict]:
+    return sorted(events, key=lambda e: (datetime.fromisoformat(e["created_at"]), e["event_id"]))
 
 
 def latest(events: list[dict]) -> dict[tuple[str, str], dict]:
@@ -76,8 +155,11 @@ def to_table(events: list[dict]) -> pa.Table:
     )
 
 
-def materialise(ws: Workspace, round_: int) -> pa.Table:
-    """Rewrite the round's `ratings` table from its events (whole file, atomically)."""
-    table = to_table(load_events(ws, round_))
+def materialise(ws: Workspace, round_: int, events: list[dict] | None = None) -> pa.Table:
+    """Rewrite the round's `ratings` table from its events (whole file, atomically).
+
+    Pass the events a caller already read so that what it computes and the table it writes
+    come from one snapshot (a vote committed in between counts in neither)."""
+    table = to_table(load_events(ws, round_) if events is None else events)
     ws.write_parquet(tables.RATINGS.path(ws, round=round_), table)
     return table

@@ -1,29 +1,57 @@
 """Raters and their secret links.
 
-A token is 32 random bytes; only its SHA-256 is stored (rating/raters/<name>.json), so the
-workspace never holds a usable secret. A fast hash is enough for tokens of that entropy.
-Adding a rater again gives a new token and retires the old one.
+A token is `<name>.<secret>`: the rater's name, then 32 random bytes. Only the SHA-256 of the
+whole token is stored (rating/raters/<name>.json), so the workspace never holds a usable
+secret; a fast hash is enough for tokens of that entropy. The name tells the server which
+record to read, so every request checks the token against the rater's current record:
+a new rater's link works at once, `add-rater` again (a new token) retires the old one at
+once, and `rate revoke` (the record deleted) ends the rater's access at once, in every
+server process that shares the workspace. Tokens made before names were part of them are
+still found, by comparing against every record.
+
+A file in rating/raters/ that cannot be read as a rater record is skipped and reported
+(`problems`), never fatal to the other raters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
-import threading
-import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from madmine.errors import MadmineError
 from madmine.workspace import Workspace
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RELOAD_S = 5.0
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_RECORD_BYTES = 64 << 10
 
 
 class RaterError(MadmineError):
     """A rater name that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file of the rating storage that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+def valid_name(name: object) -> bool:
+    """A full match: no newline after the name, no path separator inside it."""
+    return isinstance(name, str) and NAME.fullmatch(name) is not None
+
+
+def check_name(name: str) -> str:
+    if not valid_name(name):
+        raise RaterError(f"rater name {name!r} must be 1-64 letters, digits, '.', '-' or '_' (starting with a letter or digit)")
+    return name
 
 
 def hash_token(token: str) -> str:
@@ -34,45 +62,99 @@ def raters_dir(ws: Workspace) -> str:
     return ws.path("rating", "raters")
 
 
+def record_path(ws: Workspace, name: str) -> str:
+    return ws.path("rating", "raters", f"{check_name(name)}.json")
+
+
 def add_rater(ws: Workspace, name: str) -> str:
     """Create (or re-key) a rater; returns the token, shown once."""
-    if not NAME.match(name):
-        raise RaterError(f"rater name {name!r} must be 1-64 letters, digits, '.', '-' or '_' (starting with a letter or digit)")
-    token = secrets.token_urlsafe(32)
+    check_name(name)
+    token = f"{name}.{secrets.token_urlsafe(32)}"
     record = {"name": name, "token_sha256": hash_token(token), "created_at": datetime.now(UTC).isoformat()}
-    ws.put_json(ws.path("rating", "raters", f"{name}.json"), record)
+    ws.put_json(record_path(ws, name), record)
     return token
 
 
+def revoke(ws: Workspace, name: str) -> None:
+    """Delete the rater's record: their link and API token stop working at once. Votes stay."""
+    path = record_path(ws, name)
+    if not ws.exists(path):
+        known = ", ".join(list_raters(ws)) or "none"
+        raise RaterError(f"no rater named {name!r} (raters: {known})")
+    ws.remove(path)
+
+
 def list_raters(ws: Workspace) -> list[str]:
-    return [n[: -len(".json")] for n in ws.listdir(raters_dir(ws)) if n.endswith(".json") and not n.startswith(".tmp-")]
+    """Names of the rater records (files named like a rater; their content is not checked here)."""
+    names = [n[: -len(".json")] for n in ws.listdir(raters_dir(ws)) if n.endswith(".json") and not n.startswith(".tmp-")]
+    return [n for n in names if valid_name(n)]
+
+
+def parse_record(data: bytes, name: str) -> dict:
+    """A rater record's JSON, checked; ValueError says what is wrong with it."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"{len(data)} bytes; a rater record is under 200")
+    if not data.strip():
+        raise ValueError("empty file")
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("name") != name:
+        raise ValueError(f"its name field is {str(record.get('name'))[:40]!r}, not {name!r}")
+    if not isinstance(record.get("token_sha256"), str) or not _HEX64.fullmatch(record["token_sha256"]):
+        raise ValueError("no token_sha256 (64 hex digits)")
+    return record
+
+
+def scan(ws: Workspace) -> tuple[dict[str, dict], list[Problem]]:
+    """Every readable rater record by name, and the files that were skipped."""
+    records, problems = {}, []
+    for name in ws.listdir(raters_dir(ws)):
+        if name.startswith(".tmp-"):
+            continue
+        path = ws.path("rating", "raters", name)
+        stem = name[: -len(".json")] if name.endswith(".json") else ""
+        if not valid_name(stem):
+            problems.append(Problem(path, "not named <rater>.json"))
+            continue
+        try:
+            records[stem] = parse_record(ws.get_bytes(path), stem)
+        except (ValueError, OSError) as exc:
+            problems.append(Problem(path, str(exc) or type(exc).__name__))
+    return records, problems
 
 
 class RaterRegistry:
-    """token -> rater name, re-read from the workspace every few seconds so new raters work at once."""
+    """token -> rater name, checked against the workspace on every lookup."""
 
     def __init__(self, ws: Workspace):
         self.ws = ws
-        self._by_hash: dict[str, str] = {}
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
 
-    def _reload(self) -> None:
-        by_hash = {}
-        for name in list_raters(self.ws):
-            record = self.ws.get_json(self.ws.path("rating", "raters", f"{name}.json"))
-            by_hash[record["token_sha256"]] = record["name"]
-        self._by_hash = by_hash
-        self._loaded_at = time.monotonic()
+    def _record(self, name: str) -> dict | None:
+        try:
+            data = self.ws.get_bytes(record_path(self.ws, name))
+        except FileNotFoundError:
+            return None
+        try:
+            return parse_record(data, name)
+        except ValueError:
+            return None  # `rate status` reports the file
 
     def lookup(self, token: str | None) -> str | None:
-        if not token:
+        if not token or not isinstance(token, str) or len(token) > 256:
             return None
         digest = hash_token(token)
-        with self._lock:
-            if time.monotonic() - self._loaded_at > RELOAD_S:
-                self._reload()
-            for known, name in self._by_hash.items():
-                if hmac.compare_digest(known, digest):
-                    return name
-        return None
+        name, _, secret = token.rpartition(".")
+        if name and secret:
+            if not valid_name(name):
+                return None
+            record = self._record(name)
+            return name if record and hmac.compare_digest(record["token_sha256"], digest) else None
+        found = None  # a token made before names were part of tokens: compare with every record
+        for name, record in scan(self.ws)[0].items():
+            if hmac.compare_digest(record["token_sha256"], digest):
+                found = name
+        return found

@@ -8,23 +8,23 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from madmine.images import ImageError, decode, resize_uint8
-from madmine.workspace import read_uri
+from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, read_bytes
 
 
 def pixels_column(size: int) -> str:
     return f"pixels_{size}"
 
 
-def _fetch(uri: str, storage_options: dict) -> bytes | ImageError:
+def _fetch(uri: str, storage_options: dict, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | ImageError:
+    """The bytes through the untrusted-bytes boundary: a regular file or object up to max_bytes."""
     try:
-        return read_uri(uri, storage_options)
-    except FileNotFoundError:
-        return ImageError("file not found", f"{uri} no longer exists")
-    except OSError as exc:
-        return ImageError("unreadable", f"{type(exc).__name__}: {exc}")
+        return read_bytes(uri, storage_options, max_bytes=max_bytes)
+    except ImageError as exc:
+        return exc
 
 
-def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pixels: int, min_side: int, draft: int):
+def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pixels: int, min_side: int, draft: int,
+                max_bytes: int, timeout_s: float | None):
     """One image -> ({size: uint8 (size, size, 3)} or (reason, detail), seconds of fetch, decode, resize)."""
     clock = [time.perf_counter()]
 
@@ -32,11 +32,11 @@ def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pix
         clock.append(time.perf_counter())
 
     try:
-        data = _fetch(uri, storage_options)
+        data = _fetch(uri, storage_options, max_bytes)
         lap()
         if isinstance(data, ImageError):
             raise data
-        img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft)
+        img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft, timeout_s=timeout_s)
         lap()
         out = {size: resize_uint8(img, size) for size in sizes}
     except ImageError as exc:
@@ -57,6 +57,8 @@ def decode_batch(
     min_side: int = 8,
     threads: int = 4,
     pool: ThreadPoolExecutor | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
     """image_id, uri, shard -> the same plus error/stage/detail and one uint8 array per size.
 
@@ -71,7 +73,7 @@ def decode_batch(
     draft = max(sizes) if sizes else 64
 
     def one(uri: str):
-        return _decode_one(uri, sizes, storage_options or {}, max_pixels, min_side, draft)
+        return _decode_one(uri, sizes, storage_options or {}, max_pixels, min_side, draft, max_bytes, decode_timeout_s)
 
     if pool is None:
         with ThreadPoolExecutor(max_workers=max(1, min(threads, n))) as own:

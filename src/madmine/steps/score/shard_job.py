@@ -78,7 +78,8 @@ class ShardWorker:
                 blank = np.full(len(chunk["image_id"]), "", dtype=object)
                 return {**chunk, "error": blank, "stage": blank.copy(), "detail": blank.copy()}
             return decode_batch(chunk, sizes=sizes, storage_options=ctx.storage_options, max_pixels=ctx.scoring.max_pixels,
-                                min_side=ctx.scoring.min_side, pool=self.decoders)
+                                min_side=ctx.scoring.min_side, pool=self.decoders, max_bytes=ctx.scoring.max_bytes,
+                                decode_timeout_s=ctx.scoring.decode_timeout_s)
 
         queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ctx.scoring.prefetch_batches + 1]]
         batches, computed = [], {}

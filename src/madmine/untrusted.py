@@ -1,0 +1,167 @@
+"""The one boundary for untrusted bytes: images, prediction maps, imported masks.
+
+A web corpus holds every kind of broken, hostile or odd file, and a source folder may hold
+things that are not files at all (FIFOs, devices, symlink loops). Whatever crosses into
+madmine goes through two functions here:
+
+- `read_bytes(uri, ...)`: the bytes of a local regular file or an object, at most
+  `max_bytes` of them. A FIFO, a device, a folder, a symlink loop or a file over the limit
+  is refused without reading it (a FIFO never blocks, /dev/zero is never read).
+- `guarded(fn, ...)`: runs a decoder on those bytes with a time limit; any exception it
+  raises (a decoder bug, MemoryError, RecursionError, ...) becomes an `ImageError`.
+
+Every refusal is an `ImageError(reason, detail)`: `reason` is short and stable (it goes to
+the `errors` table's `error` column), `detail` says what and where. Callers record it for
+that one item and go on: a run never stops for one input.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+from madmine.workspace import filesystem, split_uri
+
+DEFAULT_MAX_BYTES = 256 << 20  # 256 MiB: larger than any photo or scan a segmentation corpus holds
+DEFAULT_DECODE_TIMEOUT_S = 30.0  # a 64-megapixel PNG decodes in ~2 s here
+_CHUNK = 1 << 20
+
+
+class ImageError(ValueError):
+    """An input that cannot be used: `reason` is short (a table column), `detail` is free text."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _too_large(where: str, size: int | None, max_bytes: int) -> ImageError:
+    how_big = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
+    return ImageError("file too large", f"{where} is {how_big}, over max_bytes={max_bytes} ([scoring] max_bytes)")
+
+
+def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a local regular file of at most `max_bytes`, else ImageError.
+
+    The path is checked with stat before it is opened (a device is never opened), opened
+    non-blocking (a FIFO swapped in meanwhile cannot block) and checked again with fstat;
+    reading stops at max_bytes + 1 whatever the file claims.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError("file not found", f"{path} does not exist") from None
+    except OSError as exc:  # ELOOP (a symlink loop), EACCES, ENAMETOOLONG, ...
+        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an embedded NUL byte
+        raise ImageError("unreadable", f"{path!r}: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError("not a regular file", f"{path} is a {_kind(st.st_mode)}; only regular files are read")
+    if st.st_size > max_bytes:
+        raise _too_large(path, st.st_size, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError("file not found", f"{path} disappeared while being read") from None
+    except OSError as exc:
+        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError("not a regular file", f"{path} is a {_kind(mode)}; only regular files are read")
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if total > max_bytes:  # it grew after the stat
+        raise _too_large(path, None, max_bytes)
+    return b"".join(chunks)
+
+
+def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes behind a local path or an object-store URI, at most `max_bytes`, else ImageError.
+
+    Objects are read with one ranged GET of max_bytes + 1 bytes: one request per object, as
+    before, and never more than the limit in memory.
+    """
+    protocol, path = split_uri(uri)
+    if protocol in ("file", "local"):
+        return read_local(path, max_bytes)
+    try:
+        data = filesystem(uri, storage_options).cat_file(path, start=0, end=max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError("file not found", f"{uri} does not exist") from None
+    except IsADirectoryError:
+        raise ImageError("not a regular file", f"{uri} is a folder") from None
+    except Exception as exc:  # noqa: BLE001 - any client error is this item's error, never the run's
+        text = str(exc)
+        if "InvalidRange" in text or "not satisfiable" in text.lower():  # a ranged GET of an empty object (416)
+            return b""
+        raise ImageError("unreadable", f"{uri}: {type(exc).__name__}: {exc}") from None
+    if len(data) > max_bytes:
+        raise _too_large(uri, None, max_bytes)
+    return data
+
+
+def guarded(fn, *args, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, what: str = "decode", **kwargs):
+    """fn(*args, **kwargs) with a time limit; any exception but ImageError becomes one.
+
+    The call runs in a daemon thread, so that a decoder caught in a pathological loop is
+    abandoned after `timeout_s` (its thread ends with the decoder; Pillow's decoders release
+    the GIL, so it does not stall the caller). `timeout_s=None` runs it in this thread.
+    """
+    if timeout_s is None:
+        return _call(fn, args, kwargs, what)
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, _call(fn, args, kwargs, what)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name=f"madmine-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive() or not outcome:
+        raise ImageError(f"{what} timed out", f"took more than {timeout_s:g} s ([scoring] decode_timeout_s)")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+def _call(fn, args, kwargs, what: str):
+    try:
+        return fn(*args, **kwargs)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("too large to decode", f"out of memory while running {what}") from None
+    except RecursionError:
+        raise ImageError(f"{what} failed", "nested too deeply (RecursionError)") from None
+    except Exception as exc:  # noqa: BLE001 - the boundary: any decoder failure is this item's error
+        raise ImageError(f"{what} failed", f"{type(exc).__name__}: {exc}"[:500]) from None
