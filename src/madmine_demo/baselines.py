@@ -49,10 +49,9 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
     _copy(main, ws, candidates)
     rows = sorted(ws.read_parquet([ws.path(candidates)]).to_pylist(), key=lambda r: r["rank"])[:n4]
     target = next(m for m in run["models"] if m["role"] == "target")
-    maps, forked_maps = MapStore(main), MapStore(ws)
-    for r in rows:
-        label_map, text = maps.get(target["name"], target["version"], r["image_id"])
-        forked_maps.put(target["name"], target["version"], r["image_id"], label_map, text)
+    store = MapStore(main)
+    for shard in sorted({r["shard"] for r in rows}):  # the packs that hold S's target maps
+        _copy(main, ws, str(Path(store.path(target["name"], target["version"], shard)).relative_to(main.root)))
     table = pa.Table.from_pylist(
         [{"round": round_, "image_id": r["image_id"], "uri": r["uri"], "mos": None, "n_ratings": 0, "rank": k}
          for k, r in enumerate(rows, start=1)],
