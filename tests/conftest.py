@@ -55,6 +55,8 @@ def ray_cluster(tmp_path_factory) -> dict:
         "--num-cpus=3",
         "--dashboard-host=127.0.0.1",  # the job server (ray job submit) lives in the dashboard
         f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}",  # not Ray's fixed 52365: other clusters run here too
+        f"--ray-client-server-port={free_port()}",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
     ]

@@ -13,7 +13,7 @@ from multinode import Cluster
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when this folder is done, before other tests start clusters
 def multinode():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([SUPPORT, env.get("PYTHONPATH", "")])  # the test model factories

@@ -75,9 +75,19 @@ class Cluster:
             self.proc.wait()
 
 
+def _retry(start, attempts: int = 3):
+    """Ray gives a starting node 30 s to register; on a loaded 2-core machine it can miss that."""
+    for attempt in range(attempts):
+        try:
+            return start()
+        except Exception:  # Ray raises a bare Exception on a start-up timeout
+            if attempt == attempts - 1:
+                raise
+
+
 def _serve(cpus_per_worker: int, dashboard_port: int) -> None:
     """The child: start the head, then obey add / kill NODE / quit, one JSON line per answer."""
-    cluster = RayCluster(
+    cluster = _retry(lambda: RayCluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 0,
@@ -85,8 +95,9 @@ def _serve(cpus_per_worker: int, dashboard_port: int) -> None:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
+            "dashboard_agent_listen_port": _free_port(),  # not Ray's fixed 52365: the session's cluster has one too
         },
-    )
+    ))
     nodes = {}
 
     def say(obj) -> None:
@@ -98,7 +109,7 @@ def _serve(cpus_per_worker: int, dashboard_port: int) -> None:
         if not command:
             continue
         if command[0] == "add":
-            node = cluster.add_node(num_cpus=cpus_per_worker, node_ip_address="127.0.0.1")
+            node = _retry(lambda: cluster.add_node(num_cpus=cpus_per_worker, node_ip_address="127.0.0.1"))
             nodes[node.node_id] = node
             cluster.wait_for_nodes()
             say({"node": node.node_id})
