@@ -107,7 +107,7 @@ def batch_discrepancy(intersection: np.ndarray, union: np.ndarray) -> np.ndarray
         return np.where(counts > 0, 1.0 - ratio.sum(axis=1) / counts, np.nan)
 
 
-def maps_entropy_msp(logits, stride: int = 1) -> tuple:
+def maps_entropy_msp(logits, stride: int = 1, lut=None, num_classes: int | None = None) -> tuple:
     """Label maps, per-image mean pixel entropy (nats) and mean max-softmax probability.
 
     `logits` is a torch tensor (N, C, H, W), any float dtype; returns maps as a uint8 tensor
@@ -131,6 +131,23 @@ def maps_entropy_msp(logits, stride: int = 1) -> tuple:
     s = e.sum(dim=1)
     entropy = torch.log(s) - (e * z).sum(dim=1) / s
     msp = s.reciprocal()
+    return (
+        maps,
+        entropy.mean(dim=(1, 2)).double().cpu().numpy(),
+        msp.mean(dim=(1, 2)).double().cpu().numpy(),
+    )
+
+
+def _mapped_entropy_msp(logits, stride: int, lut, num_classes: int) -> tuple:
+    import torch
+
+    maps = lut[logits.argmax(dim=1)].to(torch.uint8)
+    p = torch.softmax(logits[:, :, ::stride, ::stride].float(), dim=1)
+    buckets = torch.where(lut == IGNORE, torch.full_like(lut, num_classes), lut)
+    merged = torch.zeros((p.shape[0], num_classes + 1, *p.shape[2:]), dtype=p.dtype, device=p.device)
+    merged.index_add_(1, buckets, p)
+    entropy = -(merged * torch.log(merged.clamp_min(torch.finfo(merged.dtype).tiny))).sum(dim=1)
+    msp = merged.amax(dim=1)
     return (
         maps,
         entropy.mean(dim=(1, 2)).double().cpu().numpy(),
