@@ -106,12 +106,13 @@ ClassMapValue = Annotated[
 ]
 
 
-def _existing_file(value: str | None, info: ValidationInfo, what: str) -> str | None:
+def _existing_file(value: str | None, info: ValidationInfo, what: str, exists=os.path.isfile) -> str | None:
+    """The value resolved against the config's folder; a local path that `exists` refuses is an error."""
     base = _base(info)
     if not value or base is None:
         return value
     value = _resolve(base, value)
-    if not _is_remote(value) and not os.path.isfile(value):
+    if not _is_remote(value) and not exists(value):
         raise ValueError(f"{what} {value!r} does not exist")
     return value
 
@@ -180,13 +181,7 @@ class ModelSpec:
     @field_validator("maps")
     @classmethod
     def _maps(cls, value: str | None, info: ValidationInfo) -> str | None:
-        base = _base(info)
-        if not value or base is None:
-            return value
-        value = _resolve(base, value)
-        if not _is_remote(value) and not os.path.isdir(value):
-            raise ValueError(f"maps folder {value!r} does not exist")
-        return value
+        return _existing_file(value, info, "maps folder", exists=os.path.isdir)
 
     @field_validator("hf")
     @classmethod
