@@ -11,13 +11,14 @@ For each mix of models it prints, in one run on this machine:
       left for the driver and start-up.
 Mixes: `mobile` (lraspp target, deeplabv3-mobilenet and lraspp competitors, 513x513),
 `heavy` (a deeplabv3_resnet50 target and two mobile competitors), `big` (the mobile mix with
-one competitor at 1024x1024).
+one competitor at 1024x1024), `onnx` (the mobile mix with the deeplabv3-mobilenet competitor
+exported to ONNX and run by ONNX Runtime beside the torch target: the mixed-kind case).
 
 Then what bf16 autocast changes against fp32, on a few images of the mobile mix: pixel
 agreement of the maps, correlation of d, overlap of the top-n3 images per (competitor,
 class) group.
 
-    python -m bench.score [--mixes mobile,heavy,big] [--images 256] [--precision-images 24]
+    python -m bench.score [--mixes mobile,heavy,big,onnx] [--images 256] [--precision-images 24]
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.stats import spearmanr
+from torch import nn
 
 from madmine.completion import shard_markers
-from madmine.config import load_config
+from madmine.config import ModelSpec, load_config
 from madmine.models import build_network, check_models, forward_logits
 from madmine.steps.ingest import ingest
 from madmine.steps.score.context import ScoreContext, column
@@ -55,7 +57,9 @@ MIXES = {
     "mobile": MOBILE,
     "heavy": [("target", "target", "deeplabv3_resnet50", 0, 513), *MOBILE[1:]],
     "big": [MOBILE[0], MOBILE[1], ("lraspp2", "competitor", "lraspp_mobilenet_v3_large", 1, 1024)],
+    "onnx": [MOBILE[0], ("dlv3", "competitor", "onnx:deeplabv3_mobilenet_v3_large", 0, 513), MOBILE[2]],
 }
+ONNX = "onnx:"  # an arch of a mix exported to an ONNX file: the model entry names the file
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
@@ -75,11 +79,38 @@ def make_corpus(folder: Path, n: int, seed: int) -> None:
         Image.fromarray(img).save(folder / f"photo_{seed}_{i:05d}.jpg", quality=88)
 
 
+class _Logits(nn.Module):
+    """A torchvision model's "out" logits as one tensor: what an ONNX export returns."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+def export_onnx(path: Path, name: str, arch: str, seed: int, size: int) -> None:
+    """The randomly initialised torchvision model, exported with a dynamic batch (legacy exporter)."""
+    if path.exists():
+        return
+    spec = ModelSpec(name=name, role="competitor", arch=arch, seed=seed, input_size=size)
+    net = _Logits(build_network(spec, len(CLASSES))).eval()
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(path), input_names=["pixels"], output_names=["logits"],
+                          dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+
+
 def write_config(root: Path, models, scoring: str = "") -> Path:
     """The models and nothing else: the default [scoring] section is what is measured."""
     text = f'[workspace]\nuri = "ws/"\n\n[classes]\nnames = {CLASSES!r}\n'.replace("'", '"')
     for name, role, arch, seed, size in models:
-        text += f'\n[[models]]\nname = "{name}"\nrole = "{role}"\narch = "{arch}"\ninput_size = {size}\nseed = {seed}\n'
+        if arch.startswith(ONNX):
+            export_onnx(root / f"{name}.onnx", name, arch[len(ONNX):], seed, size)
+            kind = f'onnx = "{name}.onnx"'
+        else:
+            kind = f'arch = "{arch}"\nseed = {seed}'
+        text += f'\n[[models]]\nname = "{name}"\nrole = "{role}"\n{kind}\ninput_size = {size}\n'
     if scoring:
         text += f"\n[scoring]\n{scoring}\n"
     path = root / "madmine.toml"
@@ -220,12 +251,12 @@ def precision_check(images: int, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mixes", default="mobile,heavy,big")
-    parser.add_argument("--images", type=int, default=0, help="images per mix (default: 256 mobile, 96 heavy and big)")
+    parser.add_argument("--mixes", default="mobile,heavy,big,onnx")
+    parser.add_argument("--images", type=int, default=0, help="images per mix (default: 256 mobile, 96 the others)")
     parser.add_argument("--precision-images", type=int, default=24)
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/score"))
     args = parser.parse_args()
-    defaults = {"mobile": 256, "heavy": 96, "big": 96}
+    defaults = {"mobile": 256, "heavy": 96, "big": 96, "onnx": 96}
     for name in args.mixes.split(","):
         run_mix(name, MIXES[name], args.images or defaults[name], args.workdir)
     if args.precision_images:

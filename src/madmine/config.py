@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import field
 from pathlib import Path
@@ -87,9 +88,38 @@ def _did_you_mean(value: str, choices) -> str:
 
 
 # ---- sections ----------------------------------------------------------------------------
+MODEL_KINDS = ("arch", "factory", "hf", "smp", "torchscript", "onnx", "maps")
+TRAINABLE_KINDS = ("arch", "factory", "hf", "smp")
+WEIGHTED_KINDS = ("arch", "factory", "hf", "smp")  # `weights = ...` applies a state_dict to them
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _table_pairs(value):
+    """An inline class_map table ({model class: config class}) as sorted-free (key, value) pairs; a string as is."""
+    if isinstance(value, dict):
+        return tuple((str(k), v) for k, v in value.items())
+    return value
+
+
+ClassMapValue = Annotated[
+    Text | tuple[tuple[Text, Text | Annotated[int, Field(strict=True)]], ...], BeforeValidator(_table_pairs)
+]
+
+
+def _existing_file(value: str | None, info: ValidationInfo, what: str, exists=os.path.isfile) -> str | None:
+    """The value resolved against the config's folder; a local path that `exists` refuses is an error."""
+    base = _base(info)
+    if not value or base is None:
+        return value
+    value = _resolve(base, value)
+    if not _is_remote(value) and not exists(value):
+        raise ValueError(f"{what} {value!r} does not exist")
+    return value
+
+
 @dataclass(frozen=True, config=SECTION)
 class ModelSpec:
-    """How to build one model: exactly one of arch, factory or maps."""
+    """How to build one model: exactly one of arch, factory, hf, smp, torchscript, onnx or maps."""
 
     name: Text
     role: Literal["target", "competitor"]
@@ -100,9 +130,15 @@ class ModelSpec:
     input_size: Annotated[int, Field(strict=True, ge=8, le=4096)] = 513
     mean: Triple = IMAGENET_MEAN
     std: Triple = IMAGENET_STD
-    classes: Positive | None = None
+    classes: Positive | None = None  # the model's own class count (with a class_map), else the config's
     version: Text | None = None
     seed: Whole = 0
+    hf: Text | None = None  # a Hugging Face checkpoint: folder, s3:// folder or Hub name
+    smp: Text | None = None  # a segmentation_models_pytorch architecture ("Unet", "FPN", "DeepLabV3Plus"...)
+    encoder: Text | None = None  # its encoder (smp only; default resnet34)
+    torchscript: Text | None = None  # a TorchScript file
+    onnx: Text | None = None  # an ONNX file
+    class_map: ClassMapValue | None = None  # the model's classes -> the config's (see madmine.models.classmap)
 
     @field_validator("name")
     @classmethod
@@ -145,12 +181,42 @@ class ModelSpec:
     @field_validator("maps")
     @classmethod
     def _maps(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, "maps folder", exists=os.path.isdir)
+
+    @field_validator("hf")
+    @classmethod
+    def _hf(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A folder (relative to the config), an s3:// folder, or a Hub name such as "nvidia/segformer-b0-..."."""
         base = _base(info)
-        if not value or base is None:
+        if not value or base is None or _is_remote(value):
             return value
-        value = _resolve(base, value)
-        if not _is_remote(value) and not os.path.isdir(value):
-            raise ValueError(f"maps folder {value!r} does not exist")
+        local = _resolve(base, value)
+        if os.path.isdir(local):
+            return local.rstrip("/")
+        if not os.path.isabs(value) and not value.startswith((".", "~")) and HUB_NAME.fullmatch(value):
+            return value  # a Hub name: fetched where the machine may download
+        raise ValueError(f"checkpoint folder {local!r} does not exist (and {value!r} is no Hub name such as \"org/model\")")
+
+    @field_validator("torchscript")
+    @classmethod
+    def _torchscript(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, "TorchScript file")
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info, "ONNX file")
+
+    @field_validator("class_map")
+    @classmethod
+    def _class_map(cls, value, info: ValidationInfo):
+        if isinstance(value, str):
+            from madmine.models.classmap import is_builtin_name
+
+            if not value.strip():
+                raise ValueError('must name a shipped map ("ade20k-voc"), a CSV file, or be an inline table')
+            if not is_builtin_name(value):
+                return _existing_file(value, info, "class_map file")
         return value
 
     @field_validator("std")
@@ -161,22 +227,32 @@ class ModelSpec:
         return value
 
     def __post_init__(self) -> None:
-        sources = [k for k in ("arch", "factory", "maps") if getattr(self, k)]
+        sources = [k for k in MODEL_KINDS if getattr(self, k)]
         if len(sources) != 1:
             raise ValueError(
-                'set exactly one of arch = "deeplabv3_resnet50", factory = "pkg.mod:fn" '
+                'set exactly one of arch = "deeplabv3_resnet50", factory = "pkg.mod:fn", hf = "checkpoint/", '
+                'smp = "Unet", torchscript = "model.pt", onnx = "model.onnx" '
                 f"or maps = \"dir/\" (found {sources or 'none'})"
             )
         if self.maps and self.weights is not None:
             raise ValueError("a maps model takes no weights (remove weights = ...)")
+        if self.weights is not None and self.kind not in WEIGHTED_KINDS:
+            raise ValueError(f"the {self.kind} file holds its weights (remove weights = ...)")
+        if self.encoder is not None and not self.smp:
+            raise ValueError('encoder applies to smp models only (smp = "Unet", encoder = "resnet34")')
 
     @property
     def kind(self) -> str:
-        return "arch" if self.arch else "factory" if self.factory else "maps"
+        return next(k for k in MODEL_KINDS if getattr(self, k))
 
     @property
     def is_network(self) -> bool:
         return self.kind != "maps"
+
+    @property
+    def trainable(self) -> bool:
+        """A kind fine-tuning can train (a Hugging Face universal model is refused when it is built)."""
+        return self.kind in TRAINABLE_KINDS
 
 
 def is_weights_file(weights: str) -> bool:
@@ -585,7 +661,55 @@ def _colors(section: ClassesSection) -> tuple[tuple[int, int, int], ...]:
     return colors
 
 
-def _models(raw_models, base: Path, num_classes: int) -> tuple[ModelSpec, ...]:
+def _hf_preprocessing(spec: ModelSpec, data: dict, where: str, storage_options: dict) -> ModelSpec:
+    """A Hugging Face model's input size, mean and std from its processor, unless the entry sets them."""
+    unset = [k for k in ("input_size", "mean", "std") if k not in data]
+    if not unset:
+        return spec
+    from madmine.models.kinds.hf import preprocessing, read_processor_config
+
+    processor = read_processor_config(spec.hf, storage_options)
+    if processor is None:  # no processor file: madmine's defaults, as for any other kind
+        return spec
+    found = preprocessing(processor)
+    change = {k: found[k] for k in unset if k in found}
+    if not change:
+        return spec
+    try:
+        return dataclasses.replace(spec, **change)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: the checkpoint's preprocessor_config.json gives {change}: {exc.errors()[0]['msg']}") from None
+
+
+def _class_map(spec: ModelSpec, where: str, classes: tuple[str, ...], storage_options: dict, num_classes: int) -> None:
+    """Check a model's class count and class_map against each other and the config's classes."""
+    if spec.class_map is None:
+        if spec.classes is not None and spec.classes != num_classes:
+            raise ConfigError(
+                f"{where}: the model predicts {spec.classes} classes but [classes] names lists {num_classes}; "
+                "all models of a run must share the class list, or map the model's classes with class_map"
+            )
+        return
+    from madmine.models.classmap import load_class_map
+
+    value = spec.class_map
+    if isinstance(value, str) and _is_remote(value):
+        return  # read when the models are checked, with the storage options
+    try:
+        cmap = load_class_map(value, classes, storage_options)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cmap.size is not None and spec.classes is not None and cmap.size != spec.classes:
+        raise ConfigError(f"{where}: classes = {spec.classes} but its class_map lists {cmap.size} model classes")
+    if spec.kind in ("arch", "factory", "smp", "maps") and cmap.size is None and spec.classes is None:
+        raise ConfigError(
+            f"{where}: set classes = N, the number of classes the {spec.kind} model predicts (its inline class_map "
+            "does not list them all)"
+        )
+
+
+def _models(raw_models, base: Path, classes: tuple[str, ...], storage_options: dict | None = None) -> tuple[ModelSpec, ...]:
+    num_classes = len(classes)
     if not raw_models or not isinstance(raw_models, list):
         raise ConfigError("no [[models]] entries: add one target and at least one competitor")
     models = []
@@ -595,11 +719,9 @@ def _models(raw_models, base: Path, num_classes: int) -> tuple[ModelSpec, ...]:
         if isinstance(data, dict) and not name:
             raise ConfigError(f'{where}: set name = "..." (a short unique model name)')
         spec = _validate(ModelSpec, data, where, base)
-        if spec.classes is not None and spec.classes != num_classes:
-            raise ConfigError(
-                f"{where}: the model predicts {spec.classes} classes but [classes] names lists {num_classes}; "
-                "all models of a run must share the class list"
-            )
+        _class_map(spec, where, classes, storage_options or {}, num_classes)
+        if spec.kind == "hf":
+            spec = _hf_preprocessing(spec, data, where, storage_options or {})
         models.append(spec)
     seen = set()
     for m in models:
@@ -639,7 +761,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         workspace_uri=uri,
         storage_options=storage.options(),
         classes=tuple(classes.names),
-        models=_models(raw.get("models"), base, len(classes.names)),
+        models=_models(raw.get("models"), base, tuple(classes.names), storage.options()),
         raw=raw,
         colors=_colors(classes),
         **sections,

@@ -171,7 +171,10 @@ def write_config(
     finetune: str = "",
     storage: str = "",
     folders: str = "",
+    target: str | None = None,
 ) -> Path:
+    """The config of a fine-tuning world; `target` (TOML lines) replaces the target's factory and weights."""
+    kind = target or f'factory = "{factory}"\nweights = "{weights}"'
     text = textwrap.dedent(f"""
         [workspace]
         uri = "{workspace}"
@@ -182,8 +185,7 @@ def write_config(
         [[models]]
         name = "target"
         role = "target"
-        factory = "{factory}"
-        weights = "{weights}"
+        {{kind}}
         input_size = {SIZE}
 
         [[models]]
@@ -191,7 +193,7 @@ def write_config(
         role = "competitor"
         factory = "madmine.models.tiny:tiny_dilated"
         input_size = {SIZE}
-        """)
+        """).replace("{kind}", kind)
     text += textwrap.dedent(storage)
     text += "\n[finetune]\n" + (textwrap.dedent(folders) or textwrap.dedent("""
         s0_images = "s0/images/"

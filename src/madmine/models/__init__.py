@@ -1,6 +1,23 @@
-"""Model registry: torchvision architectures, user factories, precomputed maps, tiny nets."""
+"""Model registry: every kind of model (models/kinds/), class maps, precomputed maps, tiny nets."""
 
 from madmine.models.maps import MapsFolder
-from madmine.models.registry import build_network, check_models, forward_logits, model_version
+from madmine.models.registry import (
+    LoadedModel,
+    build_network,
+    check_models,
+    forward_logits,
+    inspect_models,
+    load_model,
+    model_version,
+)
 
-__all__ = ["MapsFolder", "build_network", "check_models", "forward_logits", "model_version"]
+__all__ = [
+    "LoadedModel",
+    "MapsFolder",
+    "build_network",
+    "check_models",
+    "forward_logits",
+    "inspect_models",
+    "load_model",
+    "model_version",
+]

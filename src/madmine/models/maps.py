@@ -23,16 +23,21 @@ def uri_stem(uri: str) -> str:
 
 
 class MapsFolder:
-    """Reads the map of an image from `maps_dir/<stem>.png`, validating its class ids."""
+    """Reads the map of an image from `maps_dir/<stem>.png`, validating its class ids.
+
+    With `lut` (a class map's table, model class id -> config id or 255) the PNGs hold the
+    model's own class ids, which must be < len(lut), and come back mapped to config ids.
+    """
 
     def __init__(self, maps_dir: str, num_classes: int, storage_options: dict | None = None, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
-                 max_pixels: int = 64_000_000):
+                 max_pixels: int = 64_000_000, lut: np.ndarray | None = None):
         self.protocol, self.root = split_uri(maps_dir)
         self.root = self.root.rstrip("/")
         self.fs = filesystem(maps_dir, storage_options)
         self.storage_options = storage_options
-        self.num_classes = num_classes
+        self.lut = None if lut is None else np.asarray(lut, dtype=np.uint8)
+        self.num_classes = num_classes if lut is None else len(lut)
         self.max_bytes, self.timeout_s, self.max_pixels = max_bytes, timeout_s, max_pixels
 
     def path_for(self, uri: str) -> str:
@@ -58,6 +63,11 @@ class MapsFolder:
                 "map has unknown class ids",
                 f"{path} holds {values}; ids must be < {self.num_classes} or 255",
             )
+        if self.lut is not None:
+            mapped = np.full(256, IGNORE, dtype=np.uint8)
+            mapped[: len(self.lut)] = self.lut[:256]
+            mapped[IGNORE] = IGNORE
+            label_map = mapped[label_map]
         return label_map
 
     def listing_fingerprint(self) -> list[tuple[str, int]]:

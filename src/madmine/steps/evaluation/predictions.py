@@ -18,7 +18,7 @@ import numpy as np
 from madmine.config import Config, ModelSpec
 from madmine.images import ImageError
 from madmine.models import model_version
-from madmine.models.maps import MapsFolder
+from madmine.models.registry import maps_folder
 from madmine.steps.evaluation.sources import EvaluationError, models_table
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch, pixels_column
@@ -79,7 +79,7 @@ def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
         )
         refs.setdefault(ref.key, ref)
     for spec in config.models:
-        key = (spec.name, model_version(spec, config.storage_options))
+        key = (spec.name, model_version(spec, config.storage_options, config.classes))
         known = refs.get(key)
         refs[key] = (
             dataclasses.replace(known, spec=spec, current=True)
@@ -164,9 +164,9 @@ class ModelMaps:
     def _from_folder(self, spec: ModelSpec, items: list[tuple[str, str]]) -> dict[str, np.ndarray]:
         if self._folder is None:
             scoring = self.config.scoring
-            self._folder = MapsFolder(spec.maps, self.config.num_classes, self.config.storage_options,
-                                      max_bytes=scoring.max_bytes, timeout_s=scoring.decode_timeout_s,
-                                      max_pixels=scoring.max_pixels)
+            self._folder = maps_folder(spec, self.config.classes, self.config.storage_options,
+                                       max_bytes=scoring.max_bytes, timeout_s=scoring.decode_timeout_s,
+                                       max_pixels=scoring.max_pixels)
         out = {}
         for image_id, uri in items:
             try:

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from madmine import metrics
 from madmine.config import ModelSpec
 from madmine.images import ImageError, resize_nearest
-from madmine.models.maps import MapsFolder
-from madmine.models.registry import build_network, forward_logits
+from madmine.models.registry import LoadedModel, forward_logits, load_model, map_ids, maps_folder
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
 from madmine.steps.score.device import resolve_device, resolve_precision
@@ -51,15 +50,17 @@ class Scorer:
             torch.set_num_threads(ctx.scoring.torch_threads or os.cpu_count() or 1)
         self._networks: dict = {}
         self.timings = Timings()
-        self._folders = {m.name: MapsFolder(m.maps, ctx.num_classes, ctx.storage_options) for m in ctx.models if not m.is_network}
+        self._folders = {m.name: maps_folder(m, ctx.classes, ctx.storage_options) for m in ctx.models if not m.is_network}
 
     # ---- networks ----------------------------------------------------------------------------
-    def _network(self, spec: ModelSpec):
+    def _network(self, spec: ModelSpec) -> LoadedModel:
+        """The model on the device, with its class map (every kind: models/kinds/)."""
         if spec.name not in self._networks:
-            net = build_network(spec, self.ctx.num_classes, self.ctx.storage_options).to(self.device)
+            loaded = load_model(spec, self.ctx.classes, self.ctx.storage_options)
+            loaded.net = loaded.net.to(self.device)
             if self.ctx.scoring.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            self._networks[spec.name] = net
+                loaded.net = loaded.net.to(memory_format=torch.channels_last)
+            self._networks[spec.name] = loaded
         return self._networks[spec.name]
 
     def _input(self, spec: ModelSpec, pixels: np.ndarray) -> torch.Tensor:
@@ -78,10 +79,14 @@ class Scorer:
     def forward(self, spec: ModelSpec, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """uint8 (N, S, S, 3) -> maps uint8 (N, S, S) on the device, mean entropy (N,), mean max-softmax (N,).
 
-        Entropy and max-softmax feed the uncertainty baselines, which rank by the target's
-        values only, so competitors skip the softmax (NaN).
+        Maps hold config class ids: a model with a class map has its argmax mapped through the
+        map's table on the device (255 where its class is ignored). Entropy and max-softmax feed
+        the uncertainty baselines, which rank by the target's values only, so competitors skip
+        the softmax (NaN); with a class map they are computed over the config's classes
+        (metrics.maps_entropy_msp).
         """
-        net = self._network(spec)
+        loaded = self._network(spec)
+        net = loaded.net
         with self.timings("to device and normalise"):
             x = self._input(spec, pixels)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
@@ -90,12 +95,14 @@ class Scorer:
             logits = forward_logits(net, x)
             self._sync()
         with torch.inference_mode():
+            lut = loaded.lut(int(logits.shape[1]), logits.device)
             if spec.role == "target":
                 with self.timings("argmax, entropy and max-softmax (target)"):
-                    maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE)
+                    maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE, lut=lut,
+                                                                  num_classes=self.ctx.num_classes)
             else:  # argmax of bf16 logits equals that of their (exact) float copy
                 with self.timings("argmax (competitors)"):
-                    maps = logits.argmax(dim=1).to(torch.uint8)
+                    maps = map_ids(logits.argmax(dim=1), lut)
                     self._sync()
                 entropy = msp = np.full(len(pixels), np.nan)
         return maps, entropy, msp

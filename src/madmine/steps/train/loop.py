@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from madmine import metrics
-from madmine.models.registry import build_network, forward_logits
+from madmine.errors import MadmineError
+from madmine.models.kinds.base import load_weights, weights_state
+from madmine.models.registry import LoadedModel, config_log_probs, forward_logits, load_model, map_ids
 from madmine.steps.train import checkpoints
 from madmine.steps.train.dataset import EvalSet, TrainSet
 from madmine.steps.train.plan import Plan
@@ -73,8 +75,15 @@ def _all_reduce(values: np.ndarray, world: int) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int) -> float:
-    """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed."""
+def _outputs(out) -> int:
+    return int((out["out"] if isinstance(out, dict) else out).shape[1])
+
+
+def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
+             loaded: LoadedModel | None = None) -> float:
+    """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed.
+
+    A model with a class map is judged as scoring sees it: its argmax mapped to config ids."""
     c = plan.num_classes
     conf = np.zeros((c, c), dtype=np.int64)
     loader = torch.utils.data.DataLoader(
@@ -87,15 +96,20 @@ def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
     with torch.inference_mode():
         for x, label in loader:
             logits = _resize_to(forward_logits(net, x.to(device)), label.shape)
-            pred = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            lut = loaded.lut(_outputs(logits), logits.device) if loaded is not None else None
+            pred = map_ids(logits.argmax(dim=1), lut)[0].cpu().numpy()
             conf += metrics.confusion(np.asarray(label), pred, c)
     return metrics.dataset_miou(_all_reduce(conf, world))
 
 
 def train_epoch(
-    model, net, optimizer, plan: Plan, lr: float, epoch: int, device, rank: int, world: int, dataset
+    model, net, optimizer, plan: Plan, lr: float, epoch: int, device, rank: int, world: int, dataset,
+    loaded: LoadedModel | None = None,
 ) -> float:
-    """One pass over S; returns the mean training loss over every worker's steps."""
+    """One pass over S; returns the mean training loss over every worker's steps.
+
+    A model with a class map is trained on the likelihood of the config's labels: its
+    probabilities summed per config class (registry.config_log_probs)."""
     n_s, n_0 = len(plan.s), len(plan.s0)
     primary = n_s if plan.mixing == "alternate" else n_s + n_0
     steps = steps_per_epoch(primary, plan.batch_size, world)
@@ -109,7 +123,10 @@ def train_epoch(
     for step, (x, y) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(lr, (epoch - 1) * steps + step, total_steps, plan.poly_power)
-        loss = segmentation_loss(model(x.to(device)), y.to(device))
+        out = model(x.to(device))
+        if loaded is not None and loaded.class_map is not None:
+            out = config_log_probs(out, loaded.lut(_outputs(out), device), plan.num_classes)
+        loss = segmentation_loss(out, y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -125,7 +142,7 @@ def _report(metrics_: dict, net, optimizer, state: dict, rank: int, with_checkpo
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            model_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            model_state = weights_state(net)  # the library model's own state_dict: what a weights file holds
             checkpoints.write(directory, model_state, optimizer.state_dict(), state)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics_, checkpoint=checkpoint, checkpoint_dir_name=checkpoints.dir_name(state["epoch"]))
@@ -149,14 +166,17 @@ def train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(plan.seed)
 
-    net = build_network(plan.parent_spec(), plan.num_classes, storage_options)
+    loaded = load_model(plan.parent_spec(), plan.classes, storage_options)
+    if not loaded.trainable:
+        raise MadmineError(f"model {loaded.spec.name!r} ({loaded.kind.label}) cannot be fine-tuned by madmine")
+    net = loaded.net
     state = {"lr": lr, "epoch": 0, "curve": [], "plan": plan.fingerprint()}
     optimizer_state = None
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as directory:
             model_state, optimizer_state, state = checkpoints.read(directory)
-        net.load_state_dict(model_state)
+        load_weights(net, model_state)
     model = ray.train.torch.prepare_model(net)
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
@@ -164,7 +184,7 @@ def train_loop(config: dict) -> None:
         optimizer.load_state_dict(optimizer_state)
 
     if not state["curve"]:
-        baseline = evaluate(net, plan, storage_options, device, rank, world)
+        baseline = evaluate(net, plan, storage_options, device, rank, world, loaded)
         state["curve"].append({"epoch": 0, "train_loss": None, "val_miou": baseline, "resumed": False, "seconds": 0.0})
     if state["epoch"] >= plan.epochs:  # finished before a driver restart: report the result again
         ray.train.report(_metrics(state["curve"][-1], lr))
@@ -174,9 +194,9 @@ def train_loop(config: dict) -> None:
     resumed = restored is not None
     for epoch in range(state["epoch"] + 1, plan.epochs + 1):
         started = time.perf_counter()
-        loss = train_epoch(model, net, optimizer, plan, lr, epoch, device, rank, world, dataset)
+        loss = train_epoch(model, net, optimizer, plan, lr, epoch, device, rank, world, dataset, loaded)
         last = epoch == plan.epochs
-        val = evaluate(net, plan, storage_options, device, rank, world) if last or epoch % plan.val_every == 0 else None
+        val = evaluate(net, plan, storage_options, device, rank, world, loaded) if last or epoch % plan.val_every == 0 else None
         state["epoch"] = epoch
         row = {
             "epoch": epoch,

@@ -1,9 +1,11 @@
 """Model versions: the winner of a round becomes a new target version in the `models` table.
 
-Its weights are the final checkpoint's state_dict, copied to models/<name>/<version>.pt, so
-that the config's arch (or factory) plus `weights = <that file>` builds it; the version is
-computed the way madmine.models.registry.model_version names any weights file
-(<arch>-<sha256[:12] of the file>), so scoring finds the same version either way.
+Its weights are the final checkpoint's state_dict (the library model's own: torchvision's,
+the factory's, the Hugging Face model's, smp's), copied to models/<name>/<version>.pt, so
+that the config's entry (arch, factory, hf checkpoint or smp architecture) plus
+`weights = <that file>` builds it; the version is computed the way
+madmine.models.registry.model_version names any weights file (<prefix>-<sha256[:12] of the
+file>, then -cm<hash> with a class map), so scoring finds the same version either way.
 
 tables/models/<name>-round-<R>.parquet (one part per fine-tuned round; re-running a round
 replaces its part): model, model_version, role, arch, weights_uri, parent_version,
@@ -13,7 +15,6 @@ created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr, factory.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -22,7 +23,8 @@ import pyarrow as pa
 from madmine import tables
 from madmine.config import Config, ModelSpec
 from madmine.errors import MadmineError
-from madmine.models.registry import model_version
+from madmine.models.kinds import kind_of
+from madmine.models.registry import model_version, version_from_weights
 from madmine.steps.train import checkpoints
 from madmine.steps.train.curves import Outcome
 from madmine.steps.train.plan import Plan
@@ -37,10 +39,9 @@ def pick_winner(outcomes: list[Outcome]) -> Outcome:
     return max(usable, key=lambda o: (o.val_miou, -o.lr))
 
 
-def version_of(spec: ModelSpec, weights: bytes) -> str:
+def version_of(spec: ModelSpec, weights: bytes, classes=None) -> str:
     """registry.model_version of a weights file with these bytes, without reading it back."""
-    prefix = spec.arch or spec.factory.replace(":", ".")
-    return f"{prefix}-" + hashlib.sha256(weights).hexdigest()[:12]
+    return version_from_weights(spec, weights, classes)
 
 
 def models_rows(ws: Workspace) -> list[dict]:
@@ -75,11 +76,16 @@ def parent_of(config: Config, ws: Workspace, round_: int) -> tuple[ModelSpec, st
     if not target.is_network:
         raise MadmineError(
             f"the target {target.name!r} is a maps model (precomputed predictions): fine-tuning needs a network; "
-            "set arch or factory for it"
+            "set arch, factory, hf or smp for it"
+        )
+    if not target.trainable:
+        raise MadmineError(
+            f"the target {target.name!r} is a {target.kind} file, which madmine runs but does not train: fine-tune "
+            "the network it was exported from (as arch, factory, hf or smp), or export the fine-tuned network again"
         )
     row = latest_row(ws, target.name, before_round=round_) if config.finetune.start_from == "latest" else None
     spec = spec_of(config, row) if row else target
-    return spec, model_version(spec, config.storage_options)
+    return spec, model_version(spec, config.storage_options, config.classes)
 
 
 def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None) -> Config:
@@ -89,7 +95,7 @@ def with_latest_target(config: Config, ws: Workspace | None = None, before_round
     For `madmine score`, `round` and `nightly`: round R troubleshoots what earlier rounds fixed, and
     scoring the new version with the cached competitor maps re-runs only the target.
     """
-    if config.finetune.start_from != "latest" or not config.target.is_network:
+    if config.finetune.start_from != "latest" or not config.target.trainable:
         return config
     ws = ws or Workspace.from_config(config)
     row = latest_row(ws, config.target.name, before_round=before_round)
@@ -104,18 +110,18 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
     """Write the winner's weights and its row of the models table; returns the row."""
     spec = plan.parent_spec()
     weights = ws.get_bytes(f"{winner.checkpoint}/{checkpoints.MODEL}")
-    version = version_of(spec, weights)
+    version = version_of(spec, weights, config.classes)
     path = ws.path("models", spec.name, f"{version}.pt")
     ws.put_bytes(path, weights)
     weights_uri = ws.url(path)
     built = dataclasses.replace(spec, weights=weights_uri, version=None)
-    if model_version(built, config.storage_options) != version:
+    if model_version(built, config.storage_options, config.classes) != version:
         raise MadmineError(f"weights written to {weights_uri} do not read back as version {version}")
     row = {
         "model": spec.name,
         "model_version": version,
         "role": "target",
-        "arch": spec.arch,
+        "arch": spec.arch or (kind_of(spec).version_prefix(spec) if spec.kind not in ("arch", "factory") else None),
         "weights_uri": weights_uri,
         "parent_version": plan.parent_version,
         "created_at": datetime.now(UTC),
