@@ -37,6 +37,7 @@ test: $(STAMP) $(LS_STAMP)
 bench: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.score
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.selection
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) demo-work .pytest_cache
