@@ -87,7 +87,7 @@ def write_config(root: Path, workspace: str, seed: int = 0, storage: str = "") -
 def timed_score(config: Path) -> tuple[float, int]:
     """(seconds, peak RSS of the driver) of `madmine score` as a user runs it."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "madmine.cli.main", "--config", str(config), "score"], env=ENV,
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "madmine"), "--config", str(config), "score"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     driver, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:

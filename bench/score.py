@@ -149,7 +149,7 @@ def bare_forward(config, uris: list[str]) -> tuple[float, dict[str, float]]:
 def timed_score(config_path: Path) -> float:
     """Seconds of `madmine score` as a user runs it, in a fresh process (Ray start included)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "madmine.cli.main", "--config", str(config_path), "score"], env=ENV,
+    done = subprocess.run([str(Path(sys.executable).parent / "madmine"), "--config", str(config_path), "score"], env=ENV,
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"madmine score failed:\n{done.stderr[-3000:]}")

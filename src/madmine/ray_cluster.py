@@ -14,6 +14,8 @@ import ray  # noqa: E402  (after the environment that keeps an embedded Ray on l
 
 from madmine.errors import MadmineError  # noqa: E402
 
+LOCAL_START_ATTEMPTS = 3
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start an embedded local one."""
@@ -24,10 +26,22 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            _start_local(num_cpus)
     except Exception as exc:  # Ray raises a bare Exception when its node starts too slowly
         where = f"the Ray cluster at {address}" if address else "an embedded local Ray"
         raise MadmineError(
             f"could not reach {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
             "check the address (--ray-address or RAY_ADDRESS) and that the cluster is up, or retry when the machine is less busy"
         ) from exc
+
+
+def _start_local(num_cpus: int | None, attempts: int = LOCAL_START_ATTEMPTS) -> None:
+    """Start the embedded Ray, again if its node missed Ray's fixed 30 s to register (a busy laptop)."""
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt == attempts - 1:
+                raise
