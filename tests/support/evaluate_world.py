@@ -293,6 +293,6 @@ def full_round(root: Path, n: int = 40, big: bool = False) -> EvalWorld:
     add_model_version(w.ws, TARGET, "ft-r1", better, w.round, T0 + timedelta(days=1))
     ev.save(w.ws, ev.evaluate(w.config, w.ws, show_progress=False))
     quality.save(w.ws, quality.selection_quality(w.config, w.ws))
-    compete.compete(w.config, w.ws, f"{TARGET}@ft-r1", TARGET, n=10)
+    compete.compete(w.config, w.ws, f"{TARGET}@ft-r1", TARGET, n=10, protocol="d-ranking")
     write_finetune_curves(w.ws, w.round)
     return w
