@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -195,3 +196,23 @@ def test_every_registered_rater_must_rate_by_default(tmp_path):
         assert [r["n_ratings"] for r in rows] == [3, 3]
     finally:
         cli_state.set_config_path("madmine.toml")
+
+
+def test_a_baselines_s_is_its_own_file_and_never_overwrites_mads(rated):
+    """rate select --strategy entropy: the baseline's own n4 best-ranked candidates (no ratings, as the
+    paper's baselines) -> tables/selected/round-0-entropy.parquet; MAD's S stays as it was."""
+    mad = CliRunner().invoke(rate_app, ["select", "--n4", "2", "--allow-partial"])
+    assert mad.exit_code == 0, mad.output
+    mad_path = rated.ws.path("tables", "selected", "round-0.parquet")
+    before = open(mad_path, "rb").read()
+    ids = rated.image_ids
+    order = [ids[4], ids[2], ids[5], ids[0]]  # the baseline's ranking, an out-of-domain image first
+    rows = [{"round": 0, "image_id": i, "uri": f"u{i}", "strategy": "entropy", "rank": k + 1, "score": 1.0 - k / 10}
+            for k, i in enumerate(order)]
+    tables.CANDIDATES.write(rated.ws, pa.Table.from_pylist(rows), round=0, strategy="entropy")
+    result = CliRunner().invoke(rate_app, ["select", "--strategy", "entropy", "--n4", "3"])
+    assert result.exit_code == 0, result.output
+    written = pq.read_table(rated.ws.path("tables", "selected", "round-0-entropy.parquet")).to_pylist()
+    assert [r["image_id"] for r in written] == order[:3] and {r["strategy"] for r in written} == {"entropy"}
+    assert open(mad_path, "rb").read() == before
+    assert tables.SELECTED.read(rated.ws, round=0, strategy="mad").num_rows == 2
