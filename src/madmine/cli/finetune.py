@@ -30,10 +30,9 @@ def finetune(
     Re-running the same round continues from its checkpoints (finished trials are kept).
     """
     from madmine.cli.state import get_config
+    from madmine.steps.evaluation.sources import trained_on
     from madmine.steps.train import finetune as run
     from madmine.steps.train.plan import trial_name
-
-    from madmine.steps.evaluation.sources import trained_on
 
     result = run(get_config(), round_, ray_address=ray_address, restart=restart, selection=selection)
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")

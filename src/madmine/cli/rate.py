@@ -66,11 +66,11 @@ def serve(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
     competition: str = CompetitionOpt,
-    host: str = typer.Option(None, help="Address to bind; default [rating] host (127.0.0.1). Others get a warning."),
-    port: int = typer.Option(None, help="Port; default [rating] port (8765); 0 picks a free one."),
+    host: str = typer.Option(None, help="Address to bind; default \\[rating] host (127.0.0.1). Others get a warning."),
+    port: int = typer.Option(None, help="Port; default \\[rating] port (8765); 0 picks a free one."),
     behind_tls: bool = typer.Option(
         None, "--behind-tls/--no-behind-tls", help="Raters reach the app through a TLS proxy: Secure cookies; "
-        "default [rating] behind_tls. X-Forwarded-Proto: https from [rating] trusted_proxies does the same."
+        "default \\[rating] behind_tls. X-Forwarded-Proto: https from \\[rating] trusted_proxies does the same."
     ),
 ) -> None:
     """Serve the rating page until Ctrl-C. Every vote is stored before the next image shows."""
@@ -100,7 +100,7 @@ def serve(
 @cli_state.user_errors
 def add_rater(
     name: str = typer.Argument(..., help="The rater's name (letters, digits, . - _)."),
-    url: str = typer.Option(None, help="Where raters reach the server; default [rating] public_url or http://host:port."),
+    url: str = typer.Option(None, help="Where raters reach the server; default \\[rating] public_url or http://host:port."),
 ) -> None:
     """Create a rater (or give them a new link) and print their personal link. Keep it secret."""
     from madmine.steps.rating.tokens import add_rater as add
@@ -135,7 +135,7 @@ def status(
     strategy: str = StrategyOpt,
     competition: str = CompetitionOpt,
     seconds_per_rating: float = typer.Option(None, help="Price every vote at this many seconds instead of measuring."),
-    seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default [rating] seconds_per_mask (135)."),
+    seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default \\[rating] seconds_per_mask (135)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Progress per rater, agreement between raters, images short of raters, the cost ledger, and
@@ -195,9 +195,9 @@ def _print_skipped(skipped: list[dict]) -> None:
 def select_(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
-    n4: int = typer.Option(None, "--n4", help="How many images S gets; default [selection] n4."),
+    n4: int = typer.Option(None, "--n4", help="How many images S gets; default \\[selection] n4."),
     min_raters: int = typer.Option(
-        None, help="Raters an image needs to count; default [rating] min_raters, else every registered rater."
+        None, help="Raters an image needs to count; default \\[rating] min_raters, else every registered rater."
     ),
     by: str = typer.Option(
         None, "--by", help="mos: lowest mean opinion score (MAD's S); rank: the strategy's own top n4, no ratings "

@@ -10,8 +10,8 @@ from madmine import tables
 from madmine.config import Config
 from madmine.steps.rating import agreement, store, tokens
 from madmine.steps.rating.ledger import ledger
-from madmine.steps.rating.selection import required_raters
 from madmine.steps.rating.roundset import RoundSet
+from madmine.steps.rating.selection import required_raters
 from madmine.workspace import Workspace
 
 
