@@ -105,7 +105,7 @@ class RoundContext:
             stage,
             "the annotators",
             f"{len(missing)} of {len(image_ids)} images of the {which!r} set have no pixel labels yet"
-            + (f"; pre-annotated export in {out}" if self.ws.is_local else ""),
+            + (f"; export ({'blank masks' if which == 'test' else 'pre-filled'}) in {out}" if self.ws.is_local else ""),
             [
                 f"{self.cli} annotate export --format {self.export_format} --set {which} --round {self.round} --out DIR",
                 f"{self.cli} annotate import --format {self.export_format} DIR_OF_FINISHED_ANNOTATIONS",
