@@ -16,21 +16,9 @@ from madmine.steps.train import data as training_data
 from madmine.steps.train.data import DataError
 from madmine.steps.train.versions import parent_of, with_latest_target
 from madmine.workspace import Workspace
+from round_world import MODELS
 from worlds import write_config
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "colour"
-role = "competitor"
-factory = "worlds:colour_net"
-input_size = 32
-"""
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
