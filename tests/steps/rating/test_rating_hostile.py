@@ -206,7 +206,7 @@ def test_rate_select_computes_s_and_the_ratings_table_from_one_snapshot(world, m
         return events
 
     monkeypatch.setattr(store, "load_events", read_then_a_vote_arrives)
-    result, text = invoke("rate", "select", "--n4", "2")
+    result, text = invoke("rate", "select", "--n4", "2", "--allow-partial")
     assert result.exit_code == 0, text
     selected = pq.read_table(world.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
     ratings = tables.RATINGS.read(world.ws).to_pylist()
