@@ -1,17 +1,24 @@
 -- Images of the run that never enter a ranking (ARCHITECTURE §1 step 2), with the reason:
 -- rated in an earlier round, labelled, in a test set, or a near-duplicate.
 -- An image may have several reasons; it is excluded once.
--- Variables: round, phash_distance (0: identical hashes only).
+-- "Rated" follows [selection] exclude_rated: every image rated in an earlier round (true), or
+-- only those a rater marked out of domain (false: rated images that S did not take may enter a
+-- later M again, as in the paper). "Labelled" leaves out the images labelled only because
+-- another strategy's S holds them (table other_strategies_s), so a baseline never changes
+-- what MAD selects.
+-- Variables: round, phash_distance (0: identical hashes only), exclude_rated.
 
 CREATE OR REPLACE TEMP TABLE exclusions AS
 WITH rated_earlier AS (
     SELECT DISTINCT image_id, 'rated' AS reason
     FROM ratings
     WHERE round < getvariable('round')
+      AND (getvariable('exclude_rated') OR score IS NULL)
 ),
 labelled AS (
     SELECT DISTINCT image_id, 'labelled' AS reason
     FROM labels
+    ANTI JOIN other_strategies_s USING (image_id)
 ),
 in_test_set AS (
     SELECT DISTINCT image_id, 'test_set' AS reason

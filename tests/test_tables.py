@@ -68,3 +68,27 @@ def test_write_keeps_the_contract_schema(tmp_path):
     path = tables.SELECTED.write(ws, loose, round=1)
     written = ws.read_parquet([path])
     assert written.schema == tables.SELECTED.schema
+
+
+def test_strategy_keys_keep_mad_files_under_their_old_names(tmp_path):
+    """S, model versions and curves are keyed by strategy; MAD's files keep the names workspaces
+    already hold, another strategy's carry its name, and neither is read as the other."""
+    ws = Workspace(str(tmp_path))
+    assert tables.SELECTED.path(ws, round=2).endswith("tables/selected/round-2.parquet")
+    assert tables.SELECTED.path(ws, round=2, strategy="mad") == tables.SELECTED.path(ws, round=2)
+    assert tables.SELECTED.path(ws, round=2, strategy="entropy").endswith("tables/selected/round-2-entropy.parquet")
+    assert tables.MODELS.path(ws, model="target", round=0).endswith("tables/models/target-round-0.parquet")
+    assert tables.MODELS.path(ws, model="target", round=0, selection="random").endswith("target-round-0-random.parquet")
+    assert tables.FINETUNE_CURVES.path(ws, round=1, selection="msp").endswith("finetune_curves/round-1-msp.parquet")
+    row = {"round": 0, "image_id": "a", "uri": "u", "mos": 1.0, "n_ratings": 3, "rank": 1}
+    for r, strategy in ((0, "mad"), (0, "entropy"), (3, "mad"), (30, "random")):
+        tables.SELECTED.write(ws, pa.Table.from_pylist([{**row, "round": r, "image_id": f"{r}-{strategy}"}]),
+                              round=r, strategy=strategy)
+    assert tables.SELECTED.keys_of(tables.SELECTED.path(ws, round=3)) == {"round": "3", "strategy": "mad"}
+    assert tables.SELECTED.rounds(ws, strategy="mad") == [0, 3]
+    assert tables.SELECTED.rounds(ws, strategy="entropy") == [0]
+    assert tables.SELECTED.rounds(ws) == [0, 3, 30]
+    assert tables.SELECTED.read(ws, round=3).column("image_id").to_pylist() == ["3-mad"]  # not round 30's
+    assert sorted(tables.SELECTED.read(ws, round=0).column("image_id").to_pylist()) == ["0-entropy", "0-mad"]
+    assert tables.SELECTED.read(ws, round=0, strategy="mad").column("image_id").to_pylist() == ["0-mad"]
+    assert not tables.SELECTED.exists(ws, round=3, strategy="entropy")

@@ -295,6 +295,10 @@ class SelectionConfig:
     quantiles: tuple[Annotated[Number, Field(ge=0, le=1)], Annotated[Number, Field(ge=0, le=1)]] = (0.25, 0.75)
     phash_distance: Annotated[int, Field(strict=True)] = 0
     seed: Whole = 0
+    # true: an image rated in an earlier round never enters M again (saves raters' time); false:
+    # rated images that S did not take may re-enter a later M, as in the paper (an out-of-domain
+    # vote still keeps an image out for good)
+    exclude_rated: Flag = True
 
     @field_validator("quantiles")
     @classmethod
@@ -318,7 +322,7 @@ class SelectionConfig:
 class RatingConfig:
     """Weak labelling (ARCHITECTURE §1 steps 3-4): who must rate, what a human second costs, where the app listens."""
 
-    min_raters: AtLeastOne = 1
+    min_raters: AtLeastOne | None = None  # none: every registered rater rates every image (the paper: three)
     seconds_per_rating: Annotated[Number, Field(gt=0)] = 7.0
     seconds_per_mask: Annotated[Number, Field(gt=0)] = 135.0
     idle_gap_s: Annotated[Number, Field(gt=0)] = 120.0
@@ -338,7 +342,9 @@ class EvaluateConfig:
     testset_size: Positive = 30
     per_class: Positive = 4
     seed: Whole = 0
-    compete_n: Positive = 30
+    compete_n: Positive = 30  # --protocol d-ranking: images by d(A, B) over the whole pool
+    compete_per_class: Positive = 2  # --protocol mad: images per (class, partitioning model) group
+    compete_protocol: Literal["mad", "d-ranking"] = "mad"
     tau: Annotated[Number, Field(gt=0, le=1)] = 0.5  # the per-image mIoU below which a prediction is a failure
     top_n: Positive = 10
     gallery: Positive = 12

@@ -12,6 +12,12 @@ Layout under the workspace root (tables; other areas are listed in docs/architec
                                                 shard's marker runs/<run_id>/shards/<shard>.json exists
     tables/<table>/<key>.parquet                every other table, one file per round, part or name
 
+A part of a pattern in [brackets] is left out when its keys hold their default value: the
+tables a strategy keys (selected, models, finetune_curves) name MAD's files as they always
+were (tables/selected/round-3.parquet) and another strategy's with its name
+(tables/selected/round-3-entropy.parquet), so workspaces written before strategies were keys
+read unchanged.
+
 Every file is written whole or not at all (Workspace.put_bytes).
 """
 
@@ -30,6 +36,9 @@ from madmine.completion import shard_markers
 from madmine.workspace import Workspace
 
 _UTC = pa.timestamp("us", tz="UTC")
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+MAD = "mad"  # the strategy whose files keep their names from before strategies were keys
+STRATEGIES = (MAD, "entropy", "msp", "random")  # how a round's images are chosen: MAD and the paper's baselines
 SORTED_BY = b"madmine.sorted_by"  # file metadata of a manifest part whose rows are in image_id order
 
 
@@ -42,37 +51,74 @@ class Table:
     schema: pa.Schema | None
     written_by: str
     run_table: bool = False  # files of scoring runs count only once their shard is committed
+    defaults: tuple[tuple[str, str], ...] = ()  # (key, value): a [bracketed] part is left out at this value
 
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
+
+    def _render(self, values: dict[str, str]) -> str:
+        """The pattern with `values` ('*' for any); bracketed parts left out at their defaults."""
+        defaults = dict(self.defaults)
+
+        def part(match: re.Match) -> str:
+            inner = match.group(1)
+            inner_keys = [f for _, f, _, _ in string.Formatter().parse(inner) if f]
+            if any(values[k] == "*" for k in inner_keys):
+                return "*"
+            if all(values[k] == defaults.get(k) for k in inner_keys):
+                return ""
+            return inner
+
+        return re.sub(r"\*+", "*", _OPTIONAL.sub(part, self.pattern).format(**values))
 
     @property
     def folder(self) -> str:
         return posixpath.join("tables", self.name)
 
     def path(self, ws: Workspace, **keys) -> str:
-        """The path of one file of the table (every key of the pattern given)."""
+        """The path of one file of the table (every key of the pattern given, or defaulted)."""
+        keys = {**dict(self.defaults), **{k: v for k, v in keys.items() if v is not None}}
         missing = set(self.keys) - set(keys)
         if missing:
             raise TypeError(f"table {self.name}: path needs {sorted(missing)}")
-        return ws.path(self.pattern.format(**keys))
+        return ws.path(self._render({k: str(keys[k]) for k in self.keys}))
 
     def glob(self, ws: Workspace, **keys) -> str:
         """A glob over the table's files; keys not given match anything. With no key, every
         Parquet file of the table's folder counts (parts written by hand or by other tools too)."""
         if not keys:
             return ws.path(self.folder, "*", "*.parquet") if self.run_table else ws.path(self.folder, "*.parquet")
-        return ws.path(self.pattern.format(**{k: keys.get(k, "*") for k in self.keys}))
+        return ws.path(self._render({k: str(keys[k]) if keys.get(k) is not None else "*" for k in self.keys}))
 
     def keys_of(self, path: str) -> dict[str, str] | None:
         """The keys of a file path of this table ({'round': '3', ...}); None when the file does not
-        follow the pattern."""
-        regex = re.escape(self.pattern)
-        for key in self.keys:
-            regex = regex.replace(re.escape("{" + key + "}"), f"(?P<{key}>[^/]+?)", 1)
-        match = re.search("(?:^|/)" + regex + "$", path)
-        return match.groupdict() if match else None
+        follow the pattern. A bracketed part that is absent gives its keys' defaults."""
+
+        def to_regex(text: str) -> str:
+            regex = re.escape(text)
+            for key in self.keys:
+                regex = regex.replace(re.escape("{" + key + "}"), f"(?P<{key}>[^/]+?)", 1)
+            return regex
+
+        pieces, last = [], 0
+        for match in _OPTIONAL.finditer(self.pattern):
+            pieces.append(to_regex(self.pattern[last : match.start()]))
+            pieces.append(f"(?:{to_regex(match.group(1))})?")
+            last = match.end()
+        pieces.append(to_regex(self.pattern[last:]))
+        match = re.search("(?:^|/)" + "".join(pieces) + "$", path)
+        if not match:
+            return None
+        found = match.groupdict()
+        for key, value in self.defaults:
+            if found.get(key) is None:
+                found[key] = value
+        return found
+
+    def _matches(self, path: str, keys: dict) -> bool:
+        found = self.keys_of(path)
+        return found is not None and all(found.get(k) == str(v) for k, v in keys.items() if v is not None)
 
     def rounds(self, ws: Workspace, **keys) -> list[int]:
         """The rounds that have a file of this table (tables keyed by round), ascending."""
@@ -86,6 +132,8 @@ class Table:
     def files(self, ws: Workspace, *, committed_only: bool = True, **keys) -> list[str]:
         """The table's Parquet files, sorted; for run tables only those of committed shards."""
         paths = ws.glob(self.glob(ws, **keys))
+        if keys:  # a glob of one key's value also matches longer values (round-3* holds round-30)
+            paths = [p for p in paths if self._matches(p, keys)]
         if not self.run_table or not committed_only:
             return paths
         committed: dict[str, set[str]] = {}
@@ -115,8 +163,12 @@ class Table:
 
     def write(self, ws: Workspace, table: pa.Table, *, metadata: dict | None = None, row_group_size: int | None = None,
               **keys) -> str:
-        """Write one file of the table atomically, in the table's schema (plus file `metadata`); returns its path."""
+        """Write one file of the table atomically, in the table's schema (plus file `metadata`); returns its path.
+        Columns of the schema that `table` lacks are written as nulls."""
         if self.schema is not None:
+            for name in self.schema.names:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(table.num_rows, self.schema.field(name).type))
             table = table.select(self.schema.names).cast(self.schema)
         if metadata:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
@@ -271,7 +323,7 @@ RATINGS = Table(
 
 SELECTED = Table(
     "selected",
-    "tables/selected/round-{round}.parquet",
+    "tables/selected/round-{round}[-{strategy}].parquet",
     pa.schema(
         [
             ("round", pa.int32()),
@@ -280,9 +332,11 @@ SELECTED = Table(
             ("mos", pa.float64()),
             ("n_ratings", pa.int32()),
             ("rank", pa.int32()),
+            ("strategy", pa.string()),  # null in files written before strategies were keys: mad
         ]
     ),
-    "madmine rate select",
+    "madmine rate select [--strategy NAME]",
+    defaults=(("strategy", MAD),),
 )
 
 LABELS = Table(
@@ -315,6 +369,7 @@ TESTSETS = Table(
             ("n_ratings", pa.int32()),
             ("seed", pa.int64()),
             ("created_at", _UTC),
+            ("testset", pa.string()),  # the paper's name: round R's set is T(R+1)
         ]
     ),
     "madmine testset (or the round's testset step)",
@@ -322,7 +377,7 @@ TESTSETS = Table(
 
 MODELS = Table(
     "models",
-    "tables/models/{model}-round-{round}.parquet",
+    "tables/models/{model}-round-{round}[-{selection}].parquet",
     pa.schema(
         [
             ("model", pa.string()),
@@ -338,14 +393,16 @@ MODELS = Table(
             ("val_miou", pa.float64()),
             ("lr", pa.float64()),
             ("factory", pa.string()),
+            ("selection", pa.string()),  # the strategy whose S it was trained on; null in older files: mad
         ]
     ),
-    "madmine finetune",
+    "madmine finetune [--selection NAME]",
+    defaults=(("selection", MAD),),
 )
 
 FINETUNE_CURVES = Table(
     "finetune_curves",
-    "tables/finetune_curves/round-{round}.parquet",
+    "tables/finetune_curves/round-{round}[-{selection}].parquet",
     pa.schema(
         [
             ("round", pa.int32()),
@@ -358,7 +415,8 @@ FINETUNE_CURVES = Table(
             ("seconds", pa.float64()),
         ]
     ),
-    "madmine finetune",
+    "madmine finetune [--selection NAME]",
+    defaults=(("selection", MAD),),
 )
 
 EVALUATION = Table(
@@ -384,6 +442,9 @@ EVALUATION = Table(
             ("union", pa.list_(pa.int64())),
             ("error", pa.string()),
             ("evaluated_at", _UTC),
+            ("testset_index", pa.int32()),  # the paper's i of T(i): 0 held-out, R + 1 for round R's set
+            ("selection", pa.string()),  # the strategy whose S the version was trained on (null: not fine-tuned)
+            ("trained_on", pa.string()),  # e.g. "S(0) + S(1) + S(2) (mad)"
         ]
     ),
     "madmine evaluate",
@@ -444,6 +505,12 @@ COMPETITIONS = Table(
             ("version_b", pa.string()),
             ("pool", pa.int64()),
             ("created_at", _UTC),
+            ("protocol", pa.string()),  # 'mad' (per class, size filter, veto) or 'd-ranking'; null: d-ranking
+            ("direction", pa.string()),  # mad: partitioned by A's map ('a') or B's ('b')
+            ("class_id", pa.int32()),
+            ("class_name", pa.string()),
+            ("class_fraction", pa.float64()),
+            ("group_rank", pa.int32()),  # rank within its (direction, class) group
         ]
     ),
     "madmine compete A B",
@@ -467,6 +534,9 @@ COMPETITION_RESULTS = Table(
             ("wins_b", pa.int32()),
             ("winner", pa.string()),
             ("evaluated_at", _UTC),
+            ("protocol", pa.string()),
+            ("vetoed", pa.int32()),  # images a rater marked out of domain (never labelled or scored)
+            ("waiting_raters", pa.int32()),  # images short of [rating] min_raters votes
         ]
     ),
     "madmine compete A B",

@@ -17,67 +17,8 @@ from madmine.config import load_config
 from madmine.pipeline.round import STAGES, Round, step_markers
 from madmine.steps.ingest import ingest
 from madmine.workspace import Workspace
-from worlds import true_mask, write_config, write_corpus, write_labelled
-
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "colour"
-role = "competitor"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "dilated"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
-
-
-def round_config(root: Path):
-    s0_images, s0_labels = write_labelled(root / "s0", 6, seed=41)
-    t0_images, t0_labels = write_labelled(root / "t0", 4, seed=42)
-    extra = f"""
-[selection]
-n3 = 3
-n4 = 4
-
-[evaluate]
-testset_size = 4
-per_class = 4
-
-[finetune]
-s0_images = "{s0_images}"
-s0_labels = "{s0_labels}"
-t0_images = "{t0_images}"
-t0_labels = "{t0_labels}"
-epochs = 1
-lr_grid = [0.001]
-batch_size = 2
-crop_size = 32
-loader_workers = 0
-"""
-    return load_config(write_config(root, MODELS, scoring="shard_size = 6", extra=extra)), s0_labels
-
-
-def rate_everything(ws: Workspace, cfg, round_: int) -> None:
-    """One simulated rater: the score follows the target's true IoU on the image."""
-    from madmine import metrics
-    from madmine.steps.rating import store
-    from madmine.steps.rating.roundset import load_round
-
-    rs = load_round(ws, cfg, round_)
-    for image_id, uri in rs.uris.items():
-        predicted = rs.load_map(rs.target, image_id)
-        rgb = np.asarray(Image.open(uri).convert("RGB").resize(predicted.shape[::-1], Image.NEAREST))
-        conf = metrics.confusion(predicted, true_mask(rgb), cfg.num_classes)
-        store.record(ws, round_, image_id, "sim", int(np.clip(1 + 4 * metrics.dataset_miou(conf), 1, 5)))
+from round_world import MODELS, rate_everything, round_config
+from worlds import true_mask, write_config, write_corpus
 
 
 def annotate_export(ws: Workspace, export_dir: Path, cfg) -> None:
@@ -177,3 +118,34 @@ def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
     stages = ws.get_json(ws.path("rounds", "round-0.json"))["stages"]
     assert stages["score"]["status"] == "done" and stages["score"]["counts"]["scored_now"] == 24 - 4 * committed
     assert len(shard_markers(ws, run_id).done()) == 6
+
+
+def test_a_final_round_draws_and_measures_the_next_test_set_without_fine_tuning(tmp_path, ray_address):
+    """`madmine round --round R --final`: score, select, rate, T(R+1) from M(R) exported blank,
+    labels, evaluation; no S, no fine-tuning, no new model version."""
+    write_corpus(tmp_path / "corpus", 18, seed=44)
+    cfg, s0_labels = round_config(tmp_path)
+    ws = Workspace.from_config(cfg)
+    ingest(ws, [str(tmp_path / "corpus")], show_progress=False)
+    from madmine.steps.bounds import run_bounds
+
+    run_bounds(cfg, str(s0_labels))
+    status = Round(cfg, 0, ray_address=ray_address, final=True).run()
+    assert status.waiting.stage == "rate" and status.waiting.commands[-1].endswith("round --round 0 --final")
+    rate_everything(ws, cfg, 0)
+
+    status = Round(cfg, 0, ray_address=ray_address).run()  # a final round stays final
+    assert status.waiting.stage == "test_labels" and "blank masks" in status.waiting.what
+    export_dir = Path(ws.path("exports", "round-0-test-coco"))
+    assert json.loads((export_dir / "annotations.json").read_text())["annotations"] == []
+    annotate_export(ws, export_dir, cfg)
+
+    status = Round(cfg, 0, ray_address=ray_address).run()
+    assert status.complete and not {"S", "annotate", "finetune"} & set(status.stages)
+    assert not tables.SELECTED.exists(ws, round=0, strategy=tables.MAD) and tables.MODELS.read(ws) is None
+    testset = tables.TESTSETS.read(ws, round=0).to_pylist()
+    assert testset and {r["testset"] for r in testset} == {"T(1)"}
+    evaluation = tables.EVALUATION.read(ws).to_pylist()
+    measured = {(r["testset"], r["testset_index"]) for r in evaluation if r["n_labelled"]}
+    assert measured == {("T(0)", 0), ("T(1)", 1)}
+    assert {r["n_labelled"] for r in evaluation if r["testset"] == "T(1)"} == {len(testset)}

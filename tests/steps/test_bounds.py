@@ -108,3 +108,27 @@ def test_cli_bounds(tmp_path):
     assert (tmp_path / "work" / "tables" / "bounds" / "bounds.parquet").exists()
     result, text = invoke(["--config", str(path), "bounds", str(tmp_path / "missing")])
     assert result.exit_code != 0 and "does not exist" in text and "Traceback" not in text
+
+
+def test_split_list_keeps_only_the_training_split(tmp_path):
+    """`bounds LABELS_DIR --list train.txt`: a VOC-style folder holds train and val; only the listed
+    stems (S(0)) count, which moves the quartiles when val differs."""
+    maps = write_labels(tmp_path / "labels")
+    train = [i for i in range(30) if i % 3 != 1]  # val: every third image, in the same folder
+    listing = tmp_path / "train.txt"
+    listing.write_text("# VOC ImageSets/Segmentation/train.txt\n" + "".join(f"lab{i:03d}\n" for i in train) + "\n")
+    config, path = make_config(tmp_path)
+    result = run_bounds(config, str(tmp_path / "labels"), split=str(listing))
+    assert result.labels == len(train) and result.listed == len(train)
+    rows = pq.read_table(tmp_path / "work" / "tables" / "bounds" / "bounds.parquet").to_pylist()
+    expected = expected_bounds([maps[i] for i in train])
+    every = expected_bounds(maps)
+    assert any(every[k] != expected[k] for k in expected)  # the split matters in this world
+    for r in rows:
+        exp = expected[r["class_id"]]
+        assert (r["p"], r["q"]) == ((None, None) if exp is None else (pytest.approx(exp[0]), pytest.approx(exp[1])))
+    result, text = invoke(["--config", str(path), "bounds", str(tmp_path / "labels"), "--list", str(listing)])
+    assert result.exit_code == 0 and f"bounds from {len(train)} label maps named by" in text
+    listing.write_text("lab000\nlab999\n")
+    with pytest.raises(MadmineError, match="1 of the 2 stems .* have no label PNG"):
+        run_bounds(config, str(tmp_path / "labels"), split=str(listing))

@@ -338,3 +338,37 @@ def test_phash_distance_is_checked_in_the_config(tmp_path, value):
 
     with pytest.raises(ConfigError, match=r"phash_distance must be within \[0, 16\] bits"):
         build_world(tmp_path, extras=False, selection=f"phash_distance = {value}")
+
+
+# ---- what excludes an image: the re-entry setting and other strategies' S ----------------
+
+
+def test_rated_images_reenter_when_asked_and_other_strategies_labels_never_exclude(tmp_path):
+    """[selection] exclude_rated = false: an image rated in an earlier round may enter M again unless a
+    rater marked it out of domain. Labels drawn for another strategy's S (a baseline's) never exclude
+    an image from MAD's M: MAD selects the same with or without baselines."""
+    from madmine.steps.rating import store
+
+    default = build_world(tmp_path / "default")
+    reenter = build_world(tmp_path / "reenter", selection="exclude_rated = false")
+    (_, kept), (_, ood), _ = default.rated
+    baseline_only, mad_labelled = sorted(default.labelled)
+    for w in (default, reenter):
+        store.record(w.ws, 0, kept, "ann", 2)
+        store.record(w.ws, 0, ood, "ann", None)  # out of domain: out for good
+        tables.SELECTED.write(w.ws, pa.Table.from_pylist([{"round": 0, "image_id": baseline_only, "uri": "u", "rank": 1}]),
+                              round=0, strategy="entropy")
+        w.rated = [(0, kept), (0, ood)]
+        w.labelled = {mad_labelled}  # baseline_only is labelled for entropy's S alone
+    reenter.rated = [(0, ood)]
+    results = {}
+    for name, w in (("default", default), ("reenter", reenter)):
+        result = run_select(w.config, 1, n3=25)
+        assert selected(result.table) == w.reference(1, 25), name
+        assert result.excluded == {reason: len(images) for reason, images in w.excluded(1).items()}
+        results[name] = result.excluded
+    assert results["default"]["rated"] == 2 and results["reenter"]["rated"] == 1
+    assert results["default"]["labelled"] == results["reenter"]["labelled"] == 1
+    # a baseline's own selection does exclude the images of its own S (labelled for it)
+    own = run_select(default.config, 1, n3=2, strategy="entropy")
+    assert own.excluded["labelled"] == 2

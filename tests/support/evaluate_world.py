@@ -96,8 +96,10 @@ def damage(label: np.ndarray, shape: tuple[int, int], k: int, strength: float, s
     return m
 
 
-def write_config(root: Path, extra: str = "", workspace_uri: str = "work/") -> Path:
+def write_config(root: Path, extra: str = "", workspace_uri: str = "work/", min_raters: int | None = 1) -> Path:
+    """min_raters None leaves the key out: every registered rater must vote, madmine's default."""
     path = root / "madmine.toml"
+    raters = "" if min_raters is None else f"min_raters = {min_raters}"
     path.write_text(
         f"""
 [workspace]
@@ -117,7 +119,7 @@ role = "competitor"
 maps = "preds/fcn/"
 
 [rating]
-min_raters = 1
+{raters}
 {extra}
 """
     )
@@ -125,7 +127,7 @@ min_raters = 1
 
 
 def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labelled=None, extra_toml: str = "",
-          workspace_uri: str = "work/") -> EvalWorld:
+          workspace_uri: str = "work/", min_raters: int | None = 1) -> EvalWorld:
     """n images in round `round_`'s MAD candidates, rated, with S(round) and S(round - 1) chosen
     and every image labelled (or those `labelled(k)` accepts)."""
     for sub in ("corpus", "preds/target", "preds/fcn"):
@@ -144,7 +146,7 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
         ids.append(image_id)
         images[image_id], labels[image_id], mains[image_id] = path, label, main
         tmaps[image_id], cmaps[image_id], uris[image_id] = target_map, competitor_map, str(path)
-    config_path = write_config(root, extra_toml, workspace_uri)
+    config_path = write_config(root, extra_toml, workspace_uri, min_raters)
     config = load_config(config_path)
     ws = Workspace.from_config(config)
     versions = {m.name: model_version(m) for m in config.models}
@@ -293,6 +295,6 @@ def full_round(root: Path, n: int = 40, big: bool = False) -> EvalWorld:
     add_model_version(w.ws, TARGET, "ft-r1", better, w.round, T0 + timedelta(days=1))
     ev.save(w.ws, ev.evaluate(w.config, w.ws, show_progress=False))
     quality.save(w.ws, quality.selection_quality(w.config, w.ws))
-    compete.compete(w.config, w.ws, f"{TARGET}@ft-r1", TARGET, n=10)
+    compete.compete(w.config, w.ws, f"{TARGET}@ft-r1", TARGET, n=10, protocol="d-ranking")
     write_finetune_curves(w.ws, w.round)
     return w

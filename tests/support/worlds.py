@@ -46,6 +46,31 @@ def slow_colour_net(num_classes: int) -> nn.Module:
     return ColourNet(num_classes, delay=0.15)
 
 
+class ConfusedColourNet(nn.Module):
+    """A trainable target that reads colours as ColourNet does but takes green for blue: one
+    1x1 convolution over the normalised pixel, so it fails on every green region and can learn."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[0, :, 0, 0] = -1.0  # background: dark in every channel
+            self.conv.bias[0] = -3.0
+            self.conv.weight[1, 0, 0, 0] = 1.0  # red
+            self.conv.weight[2, 1, 0, 0] = 0.5  # green, too weak ...
+            self.conv.weight[3, 1, 0, 0] = 1.5  # ... against blue, which green pixels also raise
+            self.conv.weight[3, 2, 0, 0] = 1.0
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def confused_colour_net(num_classes: int) -> nn.Module:
+    return ConfusedColourNet(num_classes)
+
+
 def blob_image(rng: np.random.Generator, h: int = 48, w: int = 64) -> np.ndarray:
     """Dark background with a few saturated rectangles of red, green or blue."""
     img = np.full((h, w, 3), 10, dtype=np.uint8)

@@ -14,7 +14,8 @@ from madmine.workspace import Workspace
 out = Console()
 err = Console(stderr=True)
 annotate_app = typer.Typer(
-    help="Pixel labels: export S to Label Studio, CVAT or COCO with the target's prediction, import the results.",
+    help="Pixel labels: export S (pre-filled with the target's prediction) or a test set (blank) to Label Studio, "
+    "CVAT or COCO, import the results.",
     no_args_is_help=True,
 )
 
@@ -36,16 +37,28 @@ def export_cmd(
     image_prefix: str = typer.Option(
         None, help="Label Studio only: URL prefix of the images when they are served elsewhere (no local-files storage)."
     ),
+    prefill: str = typer.Option(
+        None, "--prefill", help="MODEL (NAME, NAME@VERSION or NAME@STRATEGY) whose prediction starts every mask, or "
+        "'none' for blank masks. Default: the round's target for S, blank for test sets. A pre-filled test set is "
+        "biased toward that model: annotators who correct a mask drift toward it."
+    ),
 ) -> None:
-    """Images + the target's prediction as a pre-annotation, in the tool's own format."""
+    """The set's images for an annotation tool, in its own format: S with the target's prediction as a
+    pre-annotation, test sets blank (unless --prefill)."""
+    from madmine.steps.annotation.bundle import DEFAULT_PREFILL
     from madmine.steps.annotation.exchange import export
     from madmine.steps.rating.roundset import latest_round
 
     config = cli_state.get_config()
     ws = Workspace.from_config(config)
     round_ = latest_round(ws, strategy) if round_ is None else round_
-    count, files = export(ws, config, fmt, out_dir, round_, which, strategy, image_prefix, document_root)
-    out.print(f"exported {count} images of round {round_} (set {which}) to {out_dir}:", highlight=False)
+    count, files = export(ws, config, fmt, out_dir, round_, which, strategy, image_prefix, document_root,
+                          DEFAULT_PREFILL if prefill is None else prefill)
+    start = "blank masks" if (prefill is None and which == "test") or (prefill or "").lower() in ("none", "blank") else (
+        f"masks pre-filled with {prefill or config.target.name}")
+    out.print(f"exported {count} images of round {round_} (set {which}, {start}) to {out_dir}:", highlight=False)
+    if which == "test" and start != "blank masks":
+        err.print("[yellow]warning:[/] a pre-filled test set favours the pre-filling model in Table 1", highlight=False)
     for f in files:
         out.print(f"  {f}", highlight=False)
     if fmt == "labelstudio":

@@ -14,14 +14,19 @@ from madmine.cli.state import get_config, user_errors
 def bounds(
     labels: str = typer.Argument(..., help="Folder or s3:// prefix of PNG label maps (class index per pixel, 255 = ignore)."),
     workers: int = typer.Option(4, help="Parallel label readers."),
+    split: str = typer.Option(
+        None, "--list", help="Only the labels this split list names: a text file of file stems, one per line (VOC: "
+        "ImageSets/Segmentation/train.txt, the training split S(0); the folder also holds val)."
+    ),
 ) -> None:
-    """Size bounds per class: quartiles of area fractions over labelled images -> tables/bounds."""
+    """Size bounds per class: quartiles of area fractions over the labelled training set S(0) -> tables/bounds."""
     from madmine.steps.bounds import run_bounds
 
     config = get_config()
-    result = run_bounds(config, labels, workers=workers)
+    result = run_bounds(config, labels, workers=workers, split=split)
     console = Console()
-    console.print(f"bounds from {result.labels} label maps -> {escape(result.path)}")
+    which = f" named by {escape(split)}" if split else ""
+    console.print(f"bounds from {result.labels} label maps{which} -> {escape(result.path)}")
     table = Table()
     for col in ("class", "p", "q", "images"):
         table.add_column(col, justify="left" if col == "class" else "right")

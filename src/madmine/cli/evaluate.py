@@ -33,20 +33,23 @@ def pct(value) -> str:
 
 
 def testset(
-    round_: int = typer.Option(..., "--round", "-r", help="Round R: T(R) is drawn from its MAD candidates M(R)."),
-    size: int = typer.Option(None, "--size", help="Images in T(R); default \\[evaluate] testset_size (30)."),
+    round_: int = typer.Option(..., "--round", "-r", help="Round R: T(R+1) is drawn from its MAD candidates M(R)."),
+    size: int = typer.Option(None, "--size", help="Images in T(R+1); default \\[evaluate] testset_size (30)."),
     per_class: int = typer.Option(None, "--per-class", help="At most this many images per main class; default 4."),
     seed: int = typer.Option(None, "--seed", help="Seed of the draw; default \\[evaluate] seed."),
-    without_s: bool = typer.Option(False, "--without-s", help="Draw T(R) before S(R) is selected."),
-    force: bool = typer.Option(False, "--force", help="Draw T(R) again although it exists (its labels may go to waste)."),
+    without_s: bool = typer.Option(False, "--without-s", help="Draw T(R+1) before S(R+1) is selected (a final round)."),
+    force: bool = typer.Option(False, "--force", help="Draw again although it exists (its labels may go to waste)."),
 ) -> None:
-    """T(R) from M(R): out of domain removed, never in any S(j), <= 4 per main class, 30 images."""
+    """T(R+1) from M(R), the paper's names (T(0) is the held-out set): out of domain removed, never in any S(j),
+    <= 4 per main class, 30 images."""
+    from madmine.steps.evaluation.sources import testset_name
     from madmine.steps.evaluation.testset import build
 
     config = get_config()
     ws = Workspace.from_config(config)
     result = build(config, ws, round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
-    out.print(f"T({round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)
+    name = testset_name(round_)
+    out.print(f"{name} (round {round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)
     out.print("per main class: " + ", ".join(f"{k} {v}" for k, v in result.per_class.items()), highlight=False)
     left = {REASONS.get(k, k): len(v) for k, v in result.dropped.items()}
     if result.capped:
@@ -55,20 +58,23 @@ def testset(
         out.print("left out: " + ", ".join(f"{v} {k}" for k, v in left.items()), highlight=False)
     wanted = config.evaluate.testset_size if size is None else size
     if result.size < wanted:
-        err.print(f"[yellow]T({round_}) has {result.size} images, fewer than {wanted}[/]: rate more candidates or relax --per-class")
-    out.print(f"label it: madmine annotate export --set test --round {round_} --format labelstudio --out DIR", highlight=False)
+        err.print(f"[yellow]{name} has {result.size} images, fewer than {wanted}[/]: rate more candidates or relax --per-class")
+    out.print(f"label it (blank masks): madmine annotate export --set test --round {round_} --format labelstudio --out DIR",
+              highlight=False)
 
 
 def _table1(summary, value: str, title: str, caption: str) -> Table:
     from madmine.steps.evaluation.evaluate import table1
 
     headers, rows = table1(summary, value)
+    trained = {r["label"]: r.get("trained_on") or "" for r in summary.to_pylist()}
     table = Table(title=title, caption=caption)
     table.add_column("model")
+    table.add_column("trained on")
     for h in headers:
         table.add_column(h, justify="right")
     for label, values in rows:
-        table.add_row(label, *(pct(v) for v in values))
+        table.add_row(label, trained.get(label, ""), *(pct(v) for v in values))
     return table
 
 
@@ -79,8 +85,16 @@ def evaluate(
     tau: float = typer.Option(None, "--tau", help="A failure is a per-image mIoU below this; default \\[evaluate] tau (0.5)."),
     top_n: int = typer.Option(None, "--top-n", help="n of precision@n; default \\[evaluate] top_n (10)."),
     srcc_plot: Path = typer.Option(None, "--srcc-plot", help="Also save the ranking-stability plot (Fig. 7) as this PNG."),
+    srcc_reference: int = typer.Option(
+        None, "--srcc-reference", help="Rank the models on the first N test images as the reference (Fig. 7: 40); "
+        "default: every labelled image of the set."
+    ),
+    srcc_k: str = typer.Option(None, "--srcc-k", help="The k to compare with the reference: A..B or a list (Fig. 7: 20..39)."),
+    srcc_draws: int = typer.Option(
+        0, "--srcc-draws", help="Mean SRCC over this many random k-subsets of the reference (0: its first k images)."
+    ),
 ) -> None:
-    """Every model version on T(0) and every labelled T(R): Table 1, ranking stability, selection quality."""
+    """Every model version on T(0) and every labelled T(i): Table 1, ranking stability, selection quality."""
     from madmine.steps.evaluation import evaluate as ev
     from madmine.steps.evaluation import quality as q
     from madmine.steps.evaluation import srcc
@@ -112,12 +126,22 @@ def evaluate(
                     continue
                 table.add_row(ref.label, *(pct(float(v)) for v in cell.iou))
             out.print(table)
-    curves = srcc.curves(result.image_table())
+    try:
+        ks = srcc.parse_ks(srcc_k) if srcc_k else None
+    except ValueError as exc:
+        raise ev.EvaluationError(str(exc)) from None
+    if srcc_reference is not None and srcc_reference < 1:
+        raise ev.EvaluationError("--srcc-reference must be >= 1")
+    curves = srcc.curves(result.image_table(), srcc_reference, ks, srcc_draws, config.evaluate.seed)
     for c in curves:
         at = {k: v for k, v in zip(c.ks, c.srcc)}
-        shown = [k for k in (5, 10, 15, 20, 25, 30) if k in at] or c.ks[-1:]
-        out.print(f"SRCC with the full {testset_name(c.round)} ranking of {len(c.models)} models, first k images: "
+        shown = ([k for k in (5, 10, 15, 20, 25, 30) if k in at] if ks is None else c.ks) or c.ks[-1:]
+        how = "first k images" if srcc_draws <= 0 else f"mean over {srcc_draws} random k-subsets"
+        out.print(f"SRCC with the {testset_name(c.round)} ranking of {len(c.models)} models on {c.reference} images, {how}: "
                   + ", ".join(f"k={k}: {at[k]:.2f}" for k in shown), highlight=False)
+    if srcc_reference is not None and not curves:
+        err.print(f"no test set has {srcc_reference} labelled images scored for two models: no SRCC curve "
+                  "(draw a larger one with `madmine testset --size`)", highlight=False)
     out.print(f"saved {paths[0]} and {paths[1]}", highlight=False)
     if srcc_plot is not None:
         if curves:

@@ -16,6 +16,10 @@ def finetune(
     round_: int = typer.Option(
         ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*.parquet) plus S(0)."
     ),
+    selection: str = typer.Option(
+        "mad", "--selection", help="Whose S to learn from: mad, or a baseline (entropy, msp, random) whose S "
+        "`rate select --strategy NAME` chose. Each keeps its own chain of versions (target@NAME)."
+    ),
     restart: bool = typer.Option(False, "--restart", help="Discard this round's checkpoints and trials; start over."),
     ray_address: str = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
@@ -26,11 +30,12 @@ def finetune(
     Re-running the same round continues from its checkpoints (finished trials are kept).
     """
     from madmine.cli.state import get_config
+    from madmine.steps.evaluation.sources import trained_on
     from madmine.steps.train import finetune as run
     from madmine.steps.train.plan import trial_name
 
-    result = run(get_config(), round_, ray_address=ray_address, restart=restart)
-    table = Table(title=f"fine-tuning round {result.round}: {result.data}")
+    result = run(get_config(), round_, ray_address=ray_address, restart=restart, selection=selection)
+    table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
     table.add_column("mIoU on T(0)", justify="right")
     for trial, miou in sorted(result.trials.items(), key=lambda kv: float(kv[0].split("-", 1)[1])):
@@ -39,7 +44,7 @@ def finetune(
     out.print(table)
     state = "already fine-tuned" if result.already_done else f"done in {result.seconds:.0f} s"
     out.print(
-        f"round {result.round} {state}: {result.model}@{result.version} "
+        f"round {result.round} {state}: {result.model}@{result.version} ({result.model}@{selection}) "
         f"(from {result.parent_version}; mIoU on T(0) {result.parent_val_miou:.4f} -> {result.val_miou:.4f})\n"
         f"weights: {result.weights_uri}",
         highlight=False,

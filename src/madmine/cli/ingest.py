@@ -20,7 +20,7 @@ def ingest(
     workers: int = typer.Option(8, help="Parallel readers (at least 1)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
     max_error_fraction: float = typer.Option(
-        None, help="Exit non-zero when more files than this fraction fail; default [scoring] max_error_fraction."
+        None, help="Exit non-zero when more files than this fraction fail; default \\[scoring] max_error_fraction."
     ),
 ) -> None:
     """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images).

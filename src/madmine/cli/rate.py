@@ -23,17 +23,25 @@ rate_app = typer.Typer(
 
 RoundOpt = typer.Option(None, "--round", "-r", help="Round; default: the newest round with candidates.")
 StrategyOpt = typer.Option("mad", help="Which candidates table: tables/candidates/round-<R>-<strategy>.parquet.")
+CompetitionOpt = typer.Option(
+    None, "--competition", help="Rate a MAD competition's images instead of a round's (its id, as `madmine compete` "
+    "prints it): a rater's out-of-domain vote keeps an image out of the competition."
+)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rate_app, name="rate")
 
 
-def _context(round_: int | None, strategy: str):
+def _context(round_: int | None, strategy: str, competition: str | None = None):
     from madmine.steps.rating.roundset import latest_round, load_round
 
     config = cli_state.get_config()
     ws = Workspace.from_config(config)
+    if competition is not None:
+        from madmine.steps.evaluation.compete import rating_set
+
+        return config, ws, rating_set(config, ws, competition)
     if round_ is None:
         round_ = latest_round(ws, strategy)
     return config, ws, load_round(ws, config, round_, strategy)
@@ -57,11 +65,12 @@ def _check_writable(ws: Workspace) -> None:
 def serve(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
-    host: str = typer.Option(None, help="Address to bind; default [rating] host (127.0.0.1). Others get a warning."),
-    port: int = typer.Option(None, help="Port; default [rating] port (8765); 0 picks a free one."),
+    competition: str = CompetitionOpt,
+    host: str = typer.Option(None, help="Address to bind; default \\[rating] host (127.0.0.1). Others get a warning."),
+    port: int = typer.Option(None, help="Port; default \\[rating] port (8765); 0 picks a free one."),
     behind_tls: bool = typer.Option(
         None, "--behind-tls/--no-behind-tls", help="Raters reach the app through a TLS proxy: Secure cookies; "
-        "default [rating] behind_tls. X-Forwarded-Proto: https from [rating] trusted_proxies does the same."
+        "default \\[rating] behind_tls. X-Forwarded-Proto: https from \\[rating] trusted_proxies does the same."
     ),
 ) -> None:
     """Serve the rating page until Ctrl-C. Every vote is stored before the next image shows."""
@@ -69,7 +78,7 @@ def serve(
     from madmine.steps.rating.server import base_url, bind, exposure_warning
     from madmine.steps.rating.server import serve as run
 
-    config, ws, rs = _context(round_, strategy)
+    config, ws, rs = _context(round_, strategy, competition)
     host = host or config.rating.host
     port = config.rating.port if port is None else port
     warning = exposure_warning(host)
@@ -79,7 +88,8 @@ def serve(
     sock = bind(host, port)
     url = base_url(sock)
     target = f"{rs.target}@{rs.versions[rs.target]}"
-    out.print(f"rating round {rs.round} ({len(rs)} images, target {target}) at {url}/", highlight=False)
+    what = f"round {rs.round}" if isinstance(rs.round, int) else f"competition {competition} (A and B shown blind)"
+    out.print(f"rating {what} ({len(rs)} images, target {target}) at {url}/", highlight=False)
     out.print("give each rater their link: madmine rate add-rater NAME --url " + (config.rating.public_url or url),
               highlight=False)
     tls = config.rating.behind_tls if behind_tls is None else behind_tls
@@ -90,7 +100,7 @@ def serve(
 @cli_state.user_errors
 def add_rater(
     name: str = typer.Argument(..., help="The rater's name (letters, digits, . - _)."),
-    url: str = typer.Option(None, help="Where raters reach the server; default [rating] public_url or http://host:port."),
+    url: str = typer.Option(None, help="Where raters reach the server; default \\[rating] public_url or http://host:port."),
 ) -> None:
     """Create a rater (or give them a new link) and print their personal link. Keep it secret."""
     from madmine.steps.rating.tokens import add_rater as add
@@ -123,20 +133,21 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def status(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
+    competition: str = CompetitionOpt,
     seconds_per_rating: float = typer.Option(None, help="Price every vote at this many seconds instead of measuring."),
-    seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default [rating] seconds_per_mask (135)."),
+    seconds_per_mask: float = typer.Option(None, help="Seconds to draw one mask; default \\[rating] seconds_per_mask (135)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Progress per rater, agreement between raters, images short of raters, the cost ledger, and
     the files of the rating storage that were skipped as unreadable."""
     from madmine.steps.rating.status import report
 
-    config, ws, rs = _context(round_, strategy)
+    config, ws, rs = _context(round_, strategy, competition)
     data = report(ws, config, rs, seconds_per_rating=seconds_per_rating, seconds_per_mask=seconds_per_mask)
     if as_json:
         out.print_json(json.dumps(data))
         return
-    table = Table(title=f"round {data['round']}: {data['candidates']} candidates")
+    table = Table(title=f"{'round ' if isinstance(data['round'], int) else ''}{data['round']}: {data['candidates']} candidates")
     for col in ("rater", "rated", "out of domain", "last vote"):
         table.add_column(col)
     for p in data["progress"]:
@@ -184,29 +195,51 @@ def _print_skipped(skipped: list[dict]) -> None:
 def select_(
     round_: int = RoundOpt,
     strategy: str = StrategyOpt,
-    n4: int = typer.Option(None, "--n4", help="How many images S gets; default [selection] n4."),
-    min_raters: int = typer.Option(None, help="Raters an image needs to count; default [rating] min_raters."),
+    n4: int = typer.Option(None, "--n4", help="How many images S gets; default \\[selection] n4."),
+    min_raters: int = typer.Option(
+        None, help="Raters an image needs to count; default \\[rating] min_raters, else every registered rater."
+    ),
+    by: str = typer.Option(
+        None, "--by", help="mos: lowest mean opinion score (MAD's S); rank: the strategy's own top n4, no ratings "
+        "(the paper's baselines). Default: mos for mad, rank for the others."
+    ),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Choose S although images that may be in domain still lack ratings."
+    ),
 ) -> None:
-    """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>.parquet."""
+    """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>.parquet (MAD), or a
+    baseline's own top n4 -> tables/selected/round-<R>-<strategy>.parquet."""
     from madmine.steps.rating import selection, store
 
     config, ws, rs = _context(round_, strategy)
     n4 = config.selection.n4 if n4 is None else n4
-    min_raters = config.rating.min_raters if min_raters is None else min_raters
+    min_raters = selection.required_raters(config, ws) if min_raters is None else min_raters
+    by = by or ("mos" if strategy == "mad" else "rank")
     if n4 < 1 or min_raters < 1:
         raise MadmineError("--n4 and --min-raters must be >= 1")
+    if by not in selection.BY:
+        raise MadmineError(f"--by must be one of {', '.join(selection.BY)}, got {by!r}")
     problems: list = []
-    snapshot = store.load_events(ws, rs.round, problems=problems)  # S and the ratings table from this one read
-    store.materialise(ws, rs.round, snapshot)
-    events = [e for e in snapshot if e["image_id"] in rs]
-    chosen = selection.select(store.latest(events), rs.round, rs.uris, n4, min_raters)
-    path = selection.write(ws, rs.round, chosen)
-    out.print(
-        f"S: {chosen.table.num_rows} of {chosen.eligible} eligible images -> {ws.url(path)}\n"
-        f"dropped out of domain: {len(chosen.out_of_domain)}; short of {min_raters} rater(s): {len(chosen.short)}; "
-        f"not rated: {len(chosen.unrated)}",
-        highlight=False,
-    )
+    if by == "rank":
+        from madmine.steps.evaluation.sources import candidates
+
+        chosen = selection.by_rank(candidates(ws, rs.round, strategy).to_pylist(), rs.round, n4, strategy)
+        how = f"the {n4} best-ranked of {chosen.eligible} {strategy} candidates (no ratings)"
+    else:
+        snapshot = store.load_events(ws, rs.round, problems=problems)  # S and the ratings table from this one read
+        store.materialise(ws, rs.round, snapshot)
+        events = [e for e in snapshot if e["image_id"] in rs]
+        chosen = selection.select(store.latest(events), rs.round, rs.uris, n4, min_raters, strategy)
+        out.print(
+            f"{len(rs)} candidates: {len(chosen.out_of_domain)} out of domain, {chosen.eligible} rated by >= "
+            f"{min_raters} rater(s), {len(chosen.lacking)} lack ratings ({len(chosen.unrated)} not rated, "
+            f"{len(chosen.short)} short of {min_raters})",
+            highlight=False,
+        )
+        _print_skipped([{"path": p.path, "reason": p.reason} for p in problems])
+        selection.check_complete(chosen, min_raters, allow_partial)
+        how = f"lowest MOS among {chosen.eligible} eligible images"
+    path = selection.write(ws, rs.round, chosen, strategy)
+    out.print(f"S ({strategy}, round {rs.round}): {chosen.table.num_rows} images, {how} -> {ws.url(path)}", highlight=False)
     if chosen.table.num_rows < n4:
         err.print(f"[yellow]S has {chosen.table.num_rows} images, fewer than n4={n4}[/]: rate more images or lower --min-raters")
-    _print_skipped([{"path": p.path, "reason": p.reason} for p in problems])

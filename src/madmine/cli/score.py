@@ -18,12 +18,16 @@ def score(
     max_error_fraction: float = typer.Option(
         None, "--max-error-fraction", help="Fail (after saving everything) when more images than this fraction fail."
     ),
+    selection: str = typer.Option(
+        "mad", "--selection", help="Whose newest fine-tuned target to score: mad, or a baseline's chain (entropy, msp, "
+        "random), for that baseline's next round."
+    ),
 ) -> None:
     """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
     from madmine.steps.score.run import score as run_score
     from madmine.steps.train.versions import with_latest_target
 
-    config = with_latest_target(cli_state.get_config())  # the newest fine-tuned target, if any
+    config = with_latest_target(cli_state.get_config(), selection=selection)  # the newest fine-tuned target, if any
     result = run_score(
         config,
         run_id=run_id,

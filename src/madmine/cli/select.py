@@ -16,7 +16,7 @@ err = Console(stderr=True)
 def select(
     round_: int = typer.Option(..., "--round", "-r", help="Round number (0 = first)."),
     strategy: str = typer.Option("mad", help="mad, or a baseline with MAD's budget: entropy, msp, random."),
-    n3: int = typer.Option(None, "--n3", help="Images kept per (competitor, direction, class) group [selection] n3."),
+    n3: int = typer.Option(None, "--n3", help="Images kept per (competitor, direction, class) group \\[selection] n3."),
     run_id: str = typer.Option(None, "--run-id", help="Scoring run to select from (default: newest complete)."),
     classes: list[str] = typer.Option(None, "--class", help="Only these classes form groups (repeatable)."),
     out: str = typer.Option(None, "--out", help="Also write the candidates table to this Parquet file."),

@@ -2,6 +2,12 @@
 
     score -> select -> rate -> S -> annotate -> finetune -> testset -> test_labels -> evaluate -> report
 
+Round R (the paper's i = R) selects M(R) with the target of earlier rounds, fine-tunes on
+S(R+1) and draws T(R+1). A final round (`madmine round --round R --final`, after R rounds of
+fine-tuning) fine-tunes no more: score -> select -> rate -> testset -> test_labels -> evaluate
+-> report, so the last target is measured on the next test set (the paper's T(3) after two
+rounds) with no hand work.
+
 Each step has `is_done(ctx)` and `run(ctx)`; the executor (`Round.run`) skips the steps that
 are done, runs the first one that is not, and commits it with a completion marker
 (rounds/round-<R>/steps/<step>.json, madmine.completion) once it finished, so re-running
@@ -24,7 +30,7 @@ from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps.annotation.exchange import export
 from madmine.steps.evaluation import evaluate as ev
-from madmine.steps.evaluation import testset
+from madmine.steps.evaluation import sources, testset
 from madmine.steps.rating import selection, store
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.report import write_report
@@ -50,10 +56,11 @@ class RoundStatus:
     round: int
     stages: dict = field(default_factory=dict)
     waiting: Waiting | None = None
+    final: bool = False
 
     @property
     def complete(self) -> bool:
-        return all(self.stages.get(s, {}).get("status") == "done" for s in STAGES)
+        return all(self.stages.get(s, {}).get("status") == "done" for s in (FINAL_STAGES if self.final else STAGES))
 
 
 @dataclass
@@ -68,6 +75,7 @@ class RoundContext:
     show_progress: bool = False
     cli: str = "madmine --config madmine.toml"
     export_format: str = "coco"
+    final: bool = False  # measure only: no S, no fine-tuning (the paper's last test set)
 
     @property
     def run_id(self) -> str | None:
@@ -80,7 +88,7 @@ class RoundContext:
         return set(labels.column("image_id").to_pylist()) if labels is not None else set()
 
     def selected_ids(self) -> set[str]:
-        return set(tables.SELECTED.read_file(self.ws, round=self.round).column("image_id").to_pylist())
+        return set(tables.SELECTED.read_file(self.ws, round=self.round, strategy=tables.MAD).column("image_id").to_pylist())
 
     def testset_ids(self) -> set[str]:
         return set(tables.TESTSETS.read_file(self.ws, round=self.round).column("image_id").to_pylist())
@@ -97,7 +105,7 @@ class RoundContext:
             stage,
             "the annotators",
             f"{len(missing)} of {len(image_ids)} images of the {which!r} set have no pixel labels yet"
-            + (f"; pre-annotated export in {out}" if self.ws.is_local else ""),
+            + (f"; export ({'blank masks' if which == 'test' else 'pre-filled'}) in {out}" if self.ws.is_local else ""),
             [
                 f"{self.cli} annotate export --format {self.export_format} --set {which} --round {self.round} --out DIR",
                 f"{self.cli} annotate import --format {self.export_format} DIR_OF_FINISHED_ANNOTATIONS",
@@ -147,25 +155,25 @@ class Rate(Step):
     name = "rate"
 
     def run(self, ctx):
-        if tables.SELECTED.exists(ctx.ws, round=ctx.round):
+        if not ctx.final and tables.SELECTED.exists(ctx.ws, round=ctx.round, strategy=tables.MAD):
             return {"skipped": "S already chosen"}
         rs = load_round(ctx.ws, ctx.config, ctx.round)
-        latest = store.latest(store.load_events(ctx.ws, ctx.round))
-        raters_per_image: dict[str, int] = {}
-        for image_id, _rater in latest:
-            raters_per_image[image_id] = raters_per_image.get(image_id, 0) + 1
-        need = ctx.config.rating.min_raters
-        enough = sum(1 for i in rs.image_ids if raters_per_image.get(i, 0) >= need)
-        if enough < len(rs.image_ids):
+        latest = store.latest([e for e in store.load_events(ctx.ws, ctx.round) if e["image_id"] in rs])
+        need = selection.required_raters(ctx.config, ctx.ws)
+        lacking = selection.select(latest, ctx.round, rs.uris, ctx.config.selection.n4, need).lacking
+        if lacking:
+            early = ([f"{ctx.cli} rate select --round {ctx.round} --allow-partial   # to stop rating early and choose S now"]
+                     if not ctx.final else [])
             return Waiting(
                 "rate",
                 "the raters",
-                f"{enough} of {len(rs.image_ids)} candidate images have >= {need} rating(s)",
+                f"{len(lacking)} of {len(rs.image_ids)} candidate images may be in domain and have fewer than {need} "
+                "rating(s)",
                 [
                     f"{ctx.cli} rate add-rater NAME        # once per rater: a personal link",
                     f"{ctx.cli} rate serve --round {ctx.round}",
-                    f"{ctx.cli} rate select --round {ctx.round}   # to stop rating early and choose S now",
-                    f"{ctx.cli} round --round {ctx.round}",
+                    *early,
+                    f"{ctx.cli} round --round {ctx.round}" + (" --final" if ctx.final else ""),
                 ],
             )
         return {"images": len(rs.image_ids), "votes": len(latest)}
@@ -175,15 +183,17 @@ class ChooseS(Step):
     name = "S"
 
     def run(self, ctx):
-        if not tables.SELECTED.exists(ctx.ws, round=ctx.round):  # else chosen early by `rate select`
+        if not tables.SELECTED.exists(ctx.ws, round=ctx.round, strategy=tables.MAD):  # else chosen by `rate select`
             rs = load_round(ctx.ws, ctx.config, ctx.round)
+            need = selection.required_raters(ctx.config, ctx.ws)
             chosen = selection.select(
-                store.latest(store.load_events(ctx.ws, ctx.round)),
+                store.latest([e for e in store.load_events(ctx.ws, ctx.round) if e["image_id"] in rs]),
                 ctx.round,
                 rs.uris,
                 ctx.config.selection.n4,
-                ctx.config.rating.min_raters,
+                need,
             )
+            selection.check_complete(chosen, need, allow_partial=False)
             selection.write(ctx.ws, ctx.round, chosen)
         return {"S": len(ctx.selected_ids())}
 
@@ -208,8 +218,8 @@ class Testset(Step):
 
     def run(self, ctx):
         if not tables.TESTSETS.exists(ctx.ws, round=ctx.round):
-            testset.build(ctx.config, ctx.ws, ctx.round)
-        return {"images": len(ctx.testset_ids())}
+            testset.build(ctx.config, ctx.ws, ctx.round, require_s=not ctx.final)
+        return {"images": len(ctx.testset_ids()), "testset": sources.testset_name(ctx.round)}
 
 
 class LabelTestset(Step):
@@ -239,6 +249,8 @@ STEPS: tuple[Step, ...] = (
     Score(), Select(), Rate(), ChooseS(), AnnotateS(), Finetune(), Testset(), LabelTestset(), Evaluate(), Report()
 )
 STAGES = tuple(step.name for step in STEPS)
+FINAL_SKIPS = ("S", "annotate", "finetune")  # a final round measures; it fine-tunes no more
+FINAL_STAGES = tuple(s for s in STAGES if s not in FINAL_SKIPS)
 
 
 def registry_path(ws: Workspace, round_: int) -> str:
@@ -253,12 +265,10 @@ class Round:
     """The steps of round R over one config and workspace."""
 
     def __init__(self, config: Config, round_: int, *, ray_address: str | None = None, show_progress: bool = False,
-                 config_path: str = "madmine.toml", export_format: str = "coco"):
+                 config_path: str = "madmine.toml", export_format: str = "coco", final: bool | None = None):
         if round_ < 0:
             raise MadmineError(f"--round must be >= 0, got {round_}")
         ws = Workspace.from_config(config)
-        self.ctx = RoundContext(config, round_, ws, step_markers(ws, round_), ray_address, show_progress,
-                                f"madmine --config {config_path}", export_format)
         self.round, self.ws = round_, ws
         path = registry_path(ws, round_)
         self.record = ws.get_json(path) if ws.exists(path) else {
@@ -267,7 +277,24 @@ class Round:
             "config_fingerprint": config.fingerprint(),
             "stages": {},
         }
+        markers = step_markers(ws, round_)
+        started_final = bool(self.record.get("final", False))
+        if final is None:
+            final = started_final
+        if final != started_final and any(markers.is_done(s) for s in FINAL_SKIPS):
+            raise MadmineError(
+                f"round {round_} already chose S or fine-tuned: it is not a final round; the final measurement after it "
+                f"is `madmine round --round {round_ + 1} --final`"
+            )
+        self.record["final"] = final
+        self.final = final
+        self.ctx = RoundContext(config, round_, ws, markers, ray_address, show_progress,
+                                f"madmine --config {config_path}", export_format, final)
         self._adopt_logged_steps()
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in STEPS if not (self.final and s.name in FINAL_SKIPS))
 
     def _adopt_logged_steps(self) -> None:
         """Workspaces written before step markers existed logged finished steps in the registry only."""
@@ -291,11 +318,12 @@ class Round:
     # ---- executor ----------------------------------------------------------------------
     def run(self, until: str | None = None, on_stage: Callable[[str, str], None] | None = None) -> RoundStatus:
         """Run from the first unfinished step; stop at a waiting point, after `until`, or at the end."""
-        if until is not None and until not in STAGES:
-            raise MadmineError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
+        names = [step.name for step in self.steps]
+        if until is not None and until not in names:
+            raise MadmineError(f"--until must be one of {', '.join(names)}, got {until!r}")
         tell = on_stage or (lambda stage, text: None)
-        status = RoundStatus(self.round, self.record["stages"])
-        for step in STEPS:
+        status = RoundStatus(self.round, self.record["stages"], final=self.final)
+        for step in self.steps:
             if step.is_done(self.ctx):
                 tell(step.name, "done before")
                 if step.name == until:

@@ -4,6 +4,10 @@ The bounds keep selection away from regions too small or too large to be typical
 class (ARCHITECTURE §1 step 2). Pixels are counted with metrics.class_pixels; the
 quantiles are taken by DuckDB (sql/bounds.sql) so that the numbers are the ones a user
 gets from the same SQL in the duckdb CLI.
+
+The bounds come from the labelled training set S(0). A label folder often holds more (VOC's
+SegmentationClass/ holds train and val): `--list FILE` names the split, one file stem per line
+(VOC's ImageSets/Segmentation/train.txt), and only those labels count.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class BoundsResult:
     path: str
     labels: int
     missing: list[str]  # object classes no labelled image contains: they form no group
+    listed: int | None = None  # stems in the split list, when one was given
 
 
 def list_label_files(labels_uri: str, storage_options: dict | None = None) -> tuple[object, list[str]]:
@@ -52,6 +57,42 @@ def list_label_files(labels_uri: str, storage_options: dict | None = None) -> tu
             "(PNG of class indices per pixel, 255 = ignore)"
         )
     return fs, files
+
+
+def read_split(list_uri: str, storage_options: dict | None = None) -> list[str]:
+    """The stems of a split list: the first word of every line that is not blank or a # comment."""
+    protocol, path = split_uri(list_uri)
+    fs = filesystem(list_uri, storage_options)
+    if not fs.exists(path) or fs.isdir(path):
+        raise MadmineError(f"split list {list_uri!r} does not exist: pass a text file of file stems, one per line "
+                           "(e.g. VOC's ImageSets/Segmentation/train.txt)")
+    if fs.size(path) > 64 << 20:
+        raise MadmineError(f"split list {list_uri!r} is over 64 MiB; a list of stems is far smaller")
+    try:
+        text = fs.cat_file(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MadmineError(f"split list {list_uri!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    stems = [line.split()[0] for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not stems:
+        raise MadmineError(f"split list {list_uri!r} names no file")
+    return list(dict.fromkeys(stems))
+
+
+def filter_split(files: list[str], stems: list[str], labels_uri: str, list_uri: str) -> list[str]:
+    """The label files whose stem the split lists; every listed stem must have one."""
+    by_stem: dict[str, list[str]] = {}
+    for path in files:
+        by_stem.setdefault(posixpath.splitext(posixpath.basename(path))[0], []).append(path)
+    missing = [s for s in stems if s not in by_stem]
+    if missing:
+        raise MadmineError(
+            f"{len(missing)} of the {len(stems)} stems of {list_uri} have no label PNG under {labels_uri} "
+            f"(e.g. {', '.join(missing[:3])}): pass the labels folder of that split"
+        )
+    twice = [s for s in stems if len(by_stem[s]) > 1]
+    if twice:
+        raise MadmineError(f"several label PNGs share the stem {twice[0]!r} under {labels_uri}: {', '.join(by_stem[twice[0]])}")
+    return sorted(by_stem[s][0] for s in stems)
 
 
 def _load(data: bytes) -> Image.Image:
@@ -122,9 +163,14 @@ def compute_bounds(label_counts: pa.Table, classes: tuple[str, ...], quantiles: 
     return duck.run_file(con, "bounds").to_arrow_table()
 
 
-def run_bounds(config: Config, labels_uri: str, workers: int = 4) -> BoundsResult:
-    """Compute and write tables/bounds/bounds.parquet; warn about classes never labelled."""
+def run_bounds(config: Config, labels_uri: str, workers: int = 4, split: str | None = None) -> BoundsResult:
+    """Compute and write tables/bounds/bounds.parquet; warn about classes never labelled.
+    `split`: a list of file stems (S(0)'s split); only those labels count."""
     fs, files = list_label_files(labels_uri, config.storage_options)
+    stems = None
+    if split is not None:
+        stems = read_split(split, config.storage_options)
+        files = filter_split(files, stems, labels_uri, split)
     counts = count_labels(fs, files, config.num_classes, workers)
     table = compute_bounds(counts, config.classes, config.selection.quantiles, labels_uri)
     ws = Workspace.from_config(config)
@@ -137,4 +183,5 @@ def run_bounds(config: Config, labels_uri: str, workers: int = 4) -> BoundsResul
             "selection; add labelled examples of them and re-run `madmine bounds`",
             ", ".join(missing),
         )
-    return BoundsResult(table=table, path=ws.url(path), labels=len(files), missing=missing)
+    return BoundsResult(table=table, path=ws.url(path), labels=len(files), missing=missing,
+                        listed=None if stems is None else len(stems))

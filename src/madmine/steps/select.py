@@ -24,13 +24,13 @@ from madmine.steps.rating import store
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace, filesystem, split_uri
 
-STRATEGIES = ("mad", "entropy", "msp", "random")
+STRATEGIES = tables.STRATEGIES
 EXCLUSION_REASONS = ("rated", "labelled", "test_set", "near_duplicate")
 
 
 # Tables that exclude images; before they exist, selection reads them as empty.
 OPTIONAL_TABLES = {
-    "ratings": pa.schema([("round", pa.int32()), ("image_id", pa.string())]),
+    "ratings": pa.schema([("round", pa.int32()), ("image_id", pa.string()), ("score", pa.int8())]),
     "labels": pa.schema([("image_id", pa.string())]),
     "testsets": pa.schema([("round", pa.int32()), ("image_id", pa.string())]),
 }
@@ -56,6 +56,10 @@ class SelectResult:
     @property
     def num_rows(self) -> int:
         return self.table.num_rows
+
+
+def target_version_of(run: dict) -> str | None:
+    return next((m.get("version") for m in run.get("models", []) if m.get("role") == "target"), None)
 
 
 def pick_run(ws: Workspace, run_id: str | None) -> dict:
@@ -113,7 +117,46 @@ def _check_bounds(con, classes: tuple[str, ...]) -> None:
         )
 
 
-def _open(ws: Workspace, config: Config, run: dict):
+def other_strategies_s(ws: Workspace, strategy: str) -> pa.Table:
+    """Images in the S of another strategy and not in this one's: labelled for that strategy only."""
+    from madmine.steps.evaluation.sources import selected_ids
+
+    own = set(selected_ids(ws, strategy=strategy))
+    others = set(selected_ids(ws)) - own
+    return pa.table({"image_id": pa.array(sorted(others), pa.string())})
+
+
+def _run_for(config: Config, ws: Workspace, round_: int, strategy: str, run_id: str | None) -> dict:
+    """The run a strategy's round selects from: the one named; else the newest complete run that scored
+    the target that round troubleshoots in this strategy's chain (its newest fine-tuned version of an
+    earlier round; with none, a version no fine-tuning made). A baseline needs such a run; MAD falls
+    back to the newest complete run."""
+    if run_id is not None:
+        return pick_run(ws, run_id)
+    from madmine.steps.train.versions import latest_row, models_rows
+
+    runs = [r for r in run_records(ws) if r.get("status") == "complete"]
+    row = None
+    if config.finetune.start_from == "latest":
+        row = latest_row(ws, config.target.name, before_round=round_, selection=strategy)
+    if row is not None:
+        matching = [r for r in runs if target_version_of(r) == row["model_version"]]
+        wanted = f"the {strategy} version {row['model_version']} (fine-tuned in round {row.get('round')})"
+    else:
+        fine_tuned = {r.get("model_version") for r in models_rows(ws)}
+        matching = [r for r in runs if target_version_of(r) not in fine_tuned]
+        wanted = "the target as configured (no fine-tuned version)"
+    if matching:
+        return matching[-1]
+    if strategy != tables.MAD and runs:
+        raise MadmineError(
+            f"no complete scoring run holds {wanted}, which round {round_} of {strategy} troubleshoots: score it with "
+            f"`madmine score --selection {strategy}`, or name a run with --run-id"
+        )
+    return pick_run(ws, None)
+
+
+def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
     """A connection holding the run's inputs, checked: corpus, bounds, optional tables."""
     run_id = run["run_id"]
     if not duck.table_exists(ws, "manifest"):
@@ -132,6 +175,7 @@ def _open(ws: Workspace, config: Config, run: dict):
     for table, schema in OPTIONAL_TABLES.items():
         if table not in present:
             duck.register_empty(con, table, schema)
+    con.register("other_strategies_s", other_strategies_s(ws, strategy))
     _check_bounds(con, config.classes)
     duck.set_variables(
         con,
@@ -198,7 +242,7 @@ def run_select(
         raise MadmineError(f"n3 must be > 0 (images kept per group), got {n3}: pass --n3 25 or fix [selection] n3")
     class_ids = class_ids_of(classes, config.classes)
     ws = Workspace.from_config(config)
-    run = pick_run(ws, run_id)
+    run = _run_for(config, ws, round_, strategy, run_id)
     if list(run.get("classes", config.classes)) != list(config.classes):
         raise MadmineError(
             f"run {run['run_id']!r} was scored with classes {run.get('classes')} but the config lists "
@@ -206,10 +250,11 @@ def run_select(
         )
     step(f"reading run {run['run_id']}")
     refresh_ratings(ws, round_)
-    con, scored = _open(ws, config, run)
+    con, scored = _open(ws, config, run, strategy)
     duck.set_variables(
         con,
         round=round_,
+        exclude_rated=config.selection.exclude_rated,
         n3=n3,
         class_ids=class_ids,
         class_names=list(config.classes),

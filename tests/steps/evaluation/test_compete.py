@@ -1,6 +1,8 @@
-"""MAD competitions: selection by d between two models against an independent computation,
-the winner on the labelled images, images waiting for labels, and labels obtained through an
-annotation export and import."""
+"""MAD competitions. The d-ranking proxy: selection by d between two models against an
+independent computation, the winner on the labelled images, images waiting for labels, and
+labels obtained through a blank annotation export and import. The MAD protocol (per class by
+each model's map, size bounds, top n per group, raters' veto, training sets excluded) is tested
+in test_compete_protocol.py."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def w(tmp_path):
 
 
 def test_selects_top_d_outside_every_s_and_scores_both_models(w):
-    comp = cp.compete(w.config, w.ws, "target", "fcn", n=8)
+    comp = cp.compete(w.config, w.ws, "target", "fcn", n=8, protocol="d-ranking")
     trained = set(selected_ids(w.ws))
     pool = [i for i in w.ids if i not in trained]
     expected = sorted(pool, key=lambda i: (-reference_d(w.target_maps[i], w.competitor_maps[i]), i))[:8]
@@ -59,31 +61,48 @@ def test_selects_top_d_outside_every_s_and_scores_both_models(w):
 def test_the_better_finetuned_version_wins(w):
     better = {i: world.damage(w.labels[i], (16, 32), 0, 0.0, seed=9) for i in w.ids}
     world.add_model_version(w.ws, "target", "ft-mad", better, 1, world.T0 + timedelta(days=1))
-    comp = cp.compete(w.config, w.ws, "target@ft-mad", "target", n=10)
+    comp = cp.compete(w.config, w.ws, "target@ft-mad", "target", n=10, protocol="d-ranking")
     assert comp.a.version == "ft-mad" and comp.a.origin == "models table"
     assert comp.winner == "target@ft-mad" and comp.miou_a > comp.miou_b and comp.wins_a > comp.wins_b
 
 
 def test_selection_is_kept_until_asked_to_select_again(w):
-    first = cp.compete(w.config, w.ws, "target", "fcn", n=6)
-    again = cp.compete(w.config, w.ws, "target", "fcn", n=3)
+    first = cp.compete(w.config, w.ws, "target", "fcn", n=6, protocol="d-ranking")
+    again = cp.compete(w.config, w.ws, "target", "fcn", n=3, protocol="d-ranking")
     assert again.reused and [r["image_id"] for r in again.selection] == [r["image_id"] for r in first.selection]
-    fresh = cp.compete(w.config, w.ws, "target", "fcn", n=3, reselect=True)
+    fresh = cp.compete(w.config, w.ws, "target", "fcn", n=3, reselect=True, protocol="d-ranking")
     assert not fresh.reused and len(fresh.selection) == 3
 
 
-def test_waiting_images_are_exported_and_their_labels_imported(w, tmp_path):
-    from madmine.steps.annotation.exchange import import_
+def test_waiting_images_are_exported_blank_and_their_labels_imported(w, tmp_path):
+    import json
 
-    comp = cp.compete(w.config, w.ws, "target", "fcn", n=12)
+    from annotator import label_export
+
+    comp = cp.compete(w.config, w.ws, "target", "fcn", n=12, protocol="d-ranking")
     assert comp.waiting
     count, files = cp.export(w.config, w.ws, comp, "coco", tmp_path / "out")
     assert count == len(comp.waiting)
     assert sorted(p.stem for p in (tmp_path / "out" / "images").iterdir()) == sorted(comp.waiting)
-    table, _ = import_(w.ws, w.config, "coco", files[0])
-    assert sorted(table.column("image_id").to_pylist()) == sorted(comp.waiting)
-    done = cp.compete(w.config, w.ws, "target", "fcn")
+    doc = json.loads(files[0].read_text())
+    assert doc["annotations"] == []  # blank: no mask of A (or B) to anchor the annotator
+    assert json.loads((tmp_path / "out" / "madmine-export.json").read_text())["prefill"] is None
+    drawn = label_export(w.ws, w.config, tmp_path / "out", lambda i: w.labels[i])
+    assert sorted(drawn) == sorted(comp.waiting)
+    done = cp.compete(w.config, w.ws, "target", "fcn", protocol="d-ranking")
     assert done.reused and done.waiting == [] and len(done.labelled) == 12
+    miou_a, _, _ = reference(w.target_maps, w.labels, done.labelled)
+    assert done.miou_a == pytest.approx(miou_a)  # scored on the drawn labels
+
+
+def test_prefill_is_asked_for_and_names_its_model(w, tmp_path):
+    import json
+
+    comp = cp.compete(w.config, w.ws, "target", "fcn", n=12, protocol="d-ranking")
+    count, files = cp.export(w.config, w.ws, comp, "coco", tmp_path / "out", prefill="b")
+    doc = json.loads(files[0].read_text())
+    assert count == len(comp.waiting) and doc["annotations"]
+    assert json.loads((tmp_path / "out" / "madmine-export.json").read_text())["prefill"] == comp.b.label
 
 
 def test_clear_errors(w):
@@ -91,3 +110,7 @@ def test_clear_errors(w):
         cp.compete(w.config, w.ws, "fcn", "fcn")
     with pytest.raises(EvaluationError, match="not a known model"):
         cp.compete(w.config, w.ws, "target", "nosuch")
+    with pytest.raises(EvaluationError, match="unknown protocol"):
+        cp.compete(w.config, w.ws, "target", "fcn", protocol="top-d")
+    with pytest.raises(EvaluationError, match="finetune --round R --selection entropy"):
+        cp.compete(w.config, w.ws, "target@entropy", "target")

@@ -82,7 +82,13 @@ def test_saved_table_and_table1_layout(evaluated):
             np.testing.assert_array_equal(np.sum([x["intersection"] for x in mine], axis=0), row["intersection"])
             np.testing.assert_array_equal(np.sum([x["union"] for x in mine], axis=0), row["union"])
     headers, table = ev.table1(summary)
-    assert headers == ["T(0)", "T(1)"]
+    # the paper's names: the set drawn from M of round R is T(R+1) (round 0's hand-written set is T(1))
+    assert headers == ["T(1)", "T(2)"]
+    assert {(r["testset_round"], r["testset"], r["testset_index"]) for r in summary.to_pylist()} == {
+        (0, "T(1)", 1), (1, "T(2)", 2)}
+    trained = {r["label"]: (r["trained_on"], r["selection"]) for r in summary.to_pylist()}
+    assert trained["target@ft-r1"] == ("S(0) + S(1) + S(2) (mad)", "mad")  # fine-tuned in round 1 on MAD's S
+    assert trained[f"target@{w.versions['target']}"] == ("S(0)", None)
     assert [label for label, _ in table] == [ref.label for ref in result.refs]
     assert table[0][1] == [rows[(result.refs[0].label, 0)]["miou"], rows[(result.refs[0].label, 1)]["miou"]]
 
@@ -96,16 +102,16 @@ def test_cli_prints_table1_rounds_across_models_down(evaluated):
     text = out.output
     assert "Table 1" in text and "per-image mean mIoU" in text
     table1 = text[text.index("Table 1") : text.index("per-image mean mIoU")].splitlines()
-    header = next(line for line in table1 if "T(0)" in line)
-    assert header.index("T(0)") < header.index("T(1)")
+    header = next(line for line in table1 if "T(1)" in line)
+    assert header.index("T(1)") < header.index("T(2)") and "trained on" in header
     for ref in result.refs:
         line = next(line for line in table1 if ref.label[:20] in line)
         for r in (0, 1):
             assert f"{100 * result.cell(ref, r).miou:.1f}" in line
     waiting = len(result.waiting[1])
-    assert waiting and f"T(1): {waiting} of 12 images wait for labels" in text
-    assert "IoU per class (%) on T(1)" in text
-    assert "SRCC with the full T(1) ranking of 3 models" in text
+    assert waiting and f"T(2): {waiting} of 12 images wait for labels" in text
+    assert "IoU per class (%) on T(2)" in text
+    assert "SRCC with the T(2) ranking of 3 models on " in text and "images, first k images" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -155,4 +161,4 @@ def test_held_out_t0_of_the_finetune_folders_is_evaluated_first(tmp_path):
         # held-out images are known by the hash of their bytes, as ingest names them
         assert all(len(i) == 32 and i not in by_world_id for i in cell.image_ids)
     headers, _ = ev.table1(result.summary_table())
-    assert headers == ["T(0) held-out", "T(1)"]
+    assert headers == ["T(0)", "T(2)"]  # the held-out set is T(0); round 1's set is T(2), never a second "T(0)"

@@ -86,3 +86,26 @@ def test_srcc_curve_on_a_hand_made_ranking():
     for models in itertools.permutations("abc", 1):
         with pytest.raises(ValueError):
             srcc.curve({m: np.array(inter[m]) for m in models}, {m: np.array(union[m]) for m in models})
+
+
+def test_srcc_against_a_reference_of_the_first_images_as_fig_7():
+    """Fig. 7's protocol: the ranking on a reference of the first N images against the ranking on
+    k < N of them. Here the whole set ranks b > a > c but its first four images rank a > b > c, so
+    the same first two images agree fully with the reference and only half with the whole set."""
+    inter = {"a": [[1], [9], [9], [9], [0], [0]], "b": [[2], [5], [5], [5], [10], [10]], "c": [[3], [1], [1], [1], [10], [10]]}
+    union = {m: [[10]] * 6 for m in inter}
+    i, u = ({m: np.array(v) for m, v in d.items()} for d in (inter, union))
+    # first image: c > b > a; first two and three: a > b > c (10, 7, 4 and 19, 12, 5)
+    ks, rhos = srcc.curve(i, u, ks=[1, 2, 3], reference=4)
+    assert ks == [1, 2, 3] and rhos == pytest.approx([-1.0, 1.0, 1.0])
+    _, whole = srcc.curve(i, u, ks=[2])
+    assert whole == pytest.approx([0.5])  # a > b > c against b > a > c
+    _, drawn = srcc.curve(i, u, ks=[4], reference=4, draws=5)  # every 4-subset of 4 images is the reference
+    assert drawn == pytest.approx([1.0])
+    with pytest.raises(ValueError, match="larger than the reference"):
+        srcc.curve(i, u, ks=[5], reference=4)
+    with pytest.raises(ValueError, match="needs 7 labelled images"):
+        srcc.curve(i, u, reference=7)
+    assert srcc.parse_ks("20..23") == [20, 21, 22, 23] and srcc.parse_ks("5,10") == [5, 10]
+    with pytest.raises(ValueError, match="20..39"):
+        srcc.parse_ks("twenty")

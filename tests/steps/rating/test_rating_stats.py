@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -157,10 +158,61 @@ def test_status_reports_progress_agreement_shortfall_and_costs(rated):
     assert text.exit_code == 0 and "Krippendorff" in text.output and "saved" in text.output
 
 
-def test_select_writes_s(rated):
-    result = CliRunner().invoke(rate_app, ["select", "--n4", "2"])
+def test_select_refuses_while_images_lack_ratings_then_writes_s(rated):
+    refused = CliRunner().invoke(rate_app, ["select", "--n4", "2"])
+    assert refused.exit_code == 2
+    text = " ".join(refused.output.split())
+    assert "1 lack ratings (0 not rated, 1 short of 2)" in text and "--allow-partial" in text
+    assert not rated.ws.exists(rated.ws.path("tables", "selected", "round-0.parquet"))
+    result = CliRunner().invoke(rate_app, ["select", "--n4", "2", "--allow-partial"])
     assert result.exit_code == 0, result.output
     table = pq.read_table(rated.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
     ids = rated.image_ids
     assert [(r["image_id"], r["mos"], r["n_ratings"]) for r in table] == [(ids[0], 1.5, 2), (ids[1], 2.0, 2)]
-    assert "out of domain: 1" in result.output
+    assert "1 out of domain" in " ".join(result.output.split())
+
+
+def test_every_registered_rater_must_rate_by_default(tmp_path):
+    """No [rating] min_raters: an image counts once every registered rater voted on it (the paper's three)."""
+    world = rating_world.build(tmp_path / "w")
+    assert world.config.rating.min_raters is None
+    cli_state.set_config_path(world.config_path)
+    try:
+        ids = world.image_ids
+        for rater in ("alice", "bob", "carol"):
+            add_rater(world.ws, rater)
+        for rater in ("alice", "bob"):
+            for image_id in ids:
+                store.record(world.ws, 0, image_id, rater, 2)
+        status = json.loads(CliRunner().invoke(rate_app, ["status", "--json"]).output)
+        assert status["min_raters"] == 3 and status["short_of_raters"] == sorted(ids)
+        refused = CliRunner().invoke(rate_app, ["select", "--n4", "2"])
+        assert refused.exit_code == 2 and f"{len(ids)} lack ratings" in " ".join(refused.output.split())
+        for image_id in ids:
+            store.record(world.ws, 0, image_id, "carol", 3)
+        chosen = CliRunner().invoke(rate_app, ["select", "--n4", "2"])
+        assert chosen.exit_code == 0, chosen.output
+        rows = pq.read_table(world.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
+        assert [r["n_ratings"] for r in rows] == [3, 3]
+    finally:
+        cli_state.set_config_path("madmine.toml")
+
+
+def test_a_baselines_s_is_its_own_file_and_never_overwrites_mads(rated):
+    """rate select --strategy entropy: the baseline's own n4 best-ranked candidates (no ratings, as the
+    paper's baselines) -> tables/selected/round-0-entropy.parquet; MAD's S stays as it was."""
+    mad = CliRunner().invoke(rate_app, ["select", "--n4", "2", "--allow-partial"])
+    assert mad.exit_code == 0, mad.output
+    mad_path = rated.ws.path("tables", "selected", "round-0.parquet")
+    before = open(mad_path, "rb").read()
+    ids = rated.image_ids
+    order = [ids[4], ids[2], ids[5], ids[0]]  # the baseline's ranking, an out-of-domain image first
+    rows = [{"round": 0, "image_id": i, "uri": f"u{i}", "strategy": "entropy", "rank": k + 1, "score": 1.0 - k / 10}
+            for k, i in enumerate(order)]
+    tables.CANDIDATES.write(rated.ws, pa.Table.from_pylist(rows), round=0, strategy="entropy")
+    result = CliRunner().invoke(rate_app, ["select", "--strategy", "entropy", "--n4", "3"])
+    assert result.exit_code == 0, result.output
+    written = pq.read_table(rated.ws.path("tables", "selected", "round-0-entropy.parquet")).to_pylist()
+    assert [r["image_id"] for r in written] == order[:3] and {r["strategy"] for r in written} == {"entropy"}
+    assert open(mad_path, "rb").read() == before
+    assert tables.SELECTED.read(rated.ws, round=0, strategy="mad").num_rows == 2

@@ -65,7 +65,9 @@ def test_report_shows_the_workspace_numbers(report):
         assert label in html
         for v in values:
             assert f">{100 * v:.1f}<" in html
-    assert "T(0)" in html and "T(1)" in html and "per-image mean mIoU" in html
+    assert "T(1)" in html and "T(2)" in html and "per-image mean mIoU" in html  # round 0's set is T(1), round 1's T(2)
+    assert "trained on" in html and "S(0) + S(1) + S(2) (mad)" in html  # the version fine-tuned in round 1
+    assert "<span>T(2) labelled</span>" in html and "in S(2) (lowest MOS)" in html
     assert f"<b>{len(w.ids)}</b><span>candidates M(1)</span>" in html
     assert "Krippendorff" in html and "ann" in html and "bob" in html
     assert "No fine-tuning yet" not in html and "No evaluation yet" not in html

@@ -1,9 +1,17 @@
-"""What every export holds: the images to label (as displayed: EXIF rotation applied) and the
-target's prediction at the image's size, plus madmine-export.json so an import knows the
-round, the sizes and the class list that the files were made for.
+"""What every export holds: the images to label (as displayed: EXIF rotation applied), a
+starting mask when one is asked for, plus madmine-export.json so an import knows the round, the
+sizes and the class list that the files were made for.
 
-Sets: `s` = tables/selected/round-<R>.parquet (written by `madmine rate select`),
-`test` = the rows of round R in tables/testsets/*.parquet (round, image_id; written by the evaluation step).
+Sets: `s` = S of a round and strategy (tables/selected/round-<R>[-<strategy>].parquet, written
+by `madmine rate select`), `test` = the rows of round R in tables/testsets/*.parquet (the
+paper's T(R+1); written by the evaluation step).
+
+Pre-fill: an annotator who corrects a model's prediction drifts toward it, so a test set whose
+masks start from the target's prediction measures the target too kindly (and a competition's,
+the pre-filling model). Test sets are exported blank by default; `prefill` names a model whose
+prediction starts every mask (documented as a bias). S is exported with the round's target's
+prediction by default: its masks train, they do not measure, and correcting is faster than
+drawing.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from madmine.workspace import Workspace
 
 MANIFEST_NAME = "madmine-export.json"
 SET_TABLES = {"s": "selected", "test": "testsets"}
+DEFAULT_PREFILL = "@default"  # the round's target for S, blank for test sets
+BLANK = ("none", "blank", "")
 
 
 class AnnotationError(MadmineError):
@@ -41,16 +51,25 @@ class ExportItem:
     data: bytes
     width: int
     height: int
-    mask: np.ndarray
+    mask: np.ndarray | None  # the starting mask; None: blank (nothing drawn yet)
 
 
-def set_ids(ws: Workspace, round_: int, which: str) -> list[str]:
-    """The image ids of S (tables/selected/round-<R>.parquet) or of the round's test set
-    (rows of tables/testsets/*.parquet whose round is R)."""
+def prefill_model(cfg: Config, which: str, prefill: str | None) -> str | None:
+    """The model whose prediction starts every mask, or None for blank masks."""
+    if prefill == DEFAULT_PREFILL:
+        return cfg.target.name if which == "s" else None
+    if prefill is None or prefill.strip().lower() in BLANK:
+        return None
+    return prefill
+
+
+def set_ids(ws: Workspace, round_: int, which: str, strategy: str = tables.MAD) -> list[str]:
+    """The image ids of S (tables/selected/round-<R>[-<strategy>].parquet) or of the round's test
+    set (rows of tables/testsets/*.parquet whose round is R)."""
     if which not in SET_TABLES:
         raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
     name = SET_TABLES[which]
-    table = tables.SELECTED.read(ws, round=round_) if which == "s" else tables.TESTSETS.read(ws)
+    table = tables.SELECTED.read(ws, round=round_, strategy=strategy) if which == "s" else tables.TESTSETS.read(ws)
     if table is not None and "image_id" not in table.column_names:
         raise AnnotationError(f"{ws.path('tables', name)} has no image_id column")
     rows = [] if table is None else table.to_pylist()
@@ -82,25 +101,45 @@ def _fit(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask, "L").resize((width, height), Image.NEAREST))
 
 
-def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = "mad") -> tuple[list[ExportItem], dict]:
-    """Read and check everything first, so a missing image or map fails before any file is written."""
-    rs = load_round(ws, cfg, round_, strategy)
-    ids = set_ids(ws, round_, which)
+def _prefill_maps(ws: Workspace, cfg: Config, rs, model: str, items: list[tuple[str, str]]):
+    """image_id -> the starting mask from `model`: the round's target version for the config's
+    target name, else any model version (NAME, NAME@VERSION, NAME@STRATEGY) as evaluation finds it."""
+    if model == rs.target:
+        return (lambda image_id: rs.load_map(rs.target, image_id)), f"{rs.target}@{rs.versions[rs.target]}"
+    from madmine.steps.evaluation.predictions import ModelMaps, find_ref, model_refs
+    from madmine.steps.evaluation.sources import EvaluationError
+
+    try:
+        ref = find_ref(model_refs(cfg, ws), model)
+        maps = ModelMaps(cfg, ws, ref).maps(items)
+    except EvaluationError as exc:
+        raise AnnotationError(f"--prefill {model}: {exc}") from exc
+    return maps.__getitem__, ref.label
+
+
+def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = "mad",
+           prefill: str | None = DEFAULT_PREFILL) -> tuple[list[ExportItem], dict]:
+    """Read and check everything first, so a missing image or map fails before any file is written.
+    `prefill`: a model whose prediction starts the masks, None (or 'none') for blank masks,
+    DEFAULT_PREFILL for the round's target on S and blank masks on test sets."""
+    rs = load_round(ws, cfg, round_, strategy if which == "s" else tables.MAD)
+    ids = set_ids(ws, round_, which, strategy)
     manifest = tables.MANIFEST.read(ws)
     uris = dict(rs.uris)
     if manifest is not None:
         for row in manifest.select(["image_id", "uri"]).to_pylist():
             uris.setdefault(row["image_id"], row["uri"])
     version = rs.versions[rs.target]
+    model = prefill_model(cfg, which, prefill)
     items, problems = [], []
-    for image_id in track(ids, description=f"gather {len(ids)} images"):
-        if image_id not in uris:
-            problems.append(f"{image_id}: not in the manifest or the round's candidates")
-            continue
+    present = [i for i in ids if i in uris]
+    problems += [f"{i}: not in the manifest or the round's candidates" for i in ids if i not in uris]
+    start, prefilled_by = (None, None) if model is None else _prefill_maps(ws, cfg, rs, model, [(i, uris[i]) for i in present])
+    for image_id in track(present, description=f"gather {len(present)} images"):
         try:
             data, ext, img = _displayed(read_image(uris[image_id], cfg.storage_options, cfg.scoring.max_bytes),
                                         cfg.scoring.max_pixels)
-            mask = _fit(rs.load_map(rs.target, image_id), *img.size)
+            mask = None if start is None else _fit(start(image_id), *img.size)
         except (RoundError, images.ImageError) as exc:
             problems.append(f"{image_id}: {exc}")
             continue
@@ -110,6 +149,8 @@ def gather(ws: Workspace, cfg: Config, round_: int, which: str, strategy: str = 
     meta = {
         "round": round_,
         "set": which,
+        "strategy": strategy if which == "s" else None,
+        "prefill": prefilled_by,  # the model version whose prediction starts the masks; None: blank
         "target": rs.target,
         "target_version": version,
         "classes": list(cfg.classes),

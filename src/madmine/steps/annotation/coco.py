@@ -40,6 +40,8 @@ def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config) -> list[
     valid = {c["id"] for c in categories(cfg)}
     for n, item in enumerate(track(items, description="encode RLE"), start=1):
         images.append({"id": n, "file_name": item.file, "width": item.width, "height": item.height, "image_id": item.image_id})
+        if item.mask is None:  # a blank mask: nothing drawn yet
+            continue
         for value in np.unique(item.mask).tolist():
             if value not in valid:
                 continue
@@ -57,7 +59,8 @@ def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config) -> list[
                 }
             )
     doc = {
-        "info": {"description": f"madmine round {meta['round']} set {meta['set']}: {meta['target']}@{meta['target_version']}"},
+        "info": {"description": f"madmine round {meta['round']} set {meta['set']}: "
+                 + (f"pre-filled with {meta['prefill']}" if meta.get("prefill") else "blank masks")},
         "images": images,
         "annotations": annotations,
         "categories": categories(cfg),

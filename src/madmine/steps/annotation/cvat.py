@@ -55,7 +55,8 @@ def colorize(mask: np.ndarray, cfg: Config) -> bytes:
 def export(items: list[ExportItem], meta: dict, out: Path, cfg: Config) -> list[Path]:
     files = {LABELMAP: labelmap_text(cfg).encode(), LIST: "".join(f"{Path(i.file).stem}\n" for i in items).encode()}
     for item in track(items, description="colour masks"):
-        files[f"{CLASS_DIR}/{Path(item.file).stem}.png"] = colorize(item.mask, cfg)
+        if item.mask is not None:  # a blank mask has no file: nothing drawn yet
+            files[f"{CLASS_DIR}/{Path(item.file).stem}.png"] = colorize(item.mask, cfg)
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)

@@ -9,7 +9,15 @@ import pyarrow as pa
 
 from madmine.config import Config
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
-from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, gather, read_manifest, write_images, write_manifest
+from madmine.steps.annotation.bundle import (
+    DEFAULT_PREFILL,
+    MANIFEST_NAME,
+    AnnotationError,
+    gather,
+    read_manifest,
+    write_images,
+    write_manifest,
+)
 from madmine.steps.annotation.collect import Collector
 from madmine.steps.annotation.labels import commit, known_sizes
 from madmine.workspace import Workspace
@@ -24,8 +32,11 @@ def _check_format(fmt: str) -> None:
 
 def export(ws: Workspace, cfg: Config, fmt: str, out: Path, round_: int, which: str = "s",
            strategy: str = "mad", image_prefix: str | None = labelstudio.DEFAULT_PREFIX,
-           document_root: Path | None = None) -> tuple[int, list[Path]]:
+           document_root: Path | None = None, prefill: str | None = DEFAULT_PREFILL) -> tuple[int, list[Path]]:
     """Returns (images exported, the files a person opens in the tool).
+
+    `prefill`: the model whose prediction starts every mask, or None for blank masks; by default
+    the round's target for S and blank for test sets (a pre-filled test mask biases Table 1).
 
     Label Studio: images are served by a local-files storage below `document_root` (default:
     the parent of `out`), unless `image_prefix` says where else they are.
@@ -35,7 +46,7 @@ def export(ws: Workspace, cfg: Config, fmt: str, out: Path, round_: int, which: 
         raise AnnotationError(f"{out} is not empty; export into a new folder so no older files mix in")
     if fmt == "labelstudio" and image_prefix is None:
         labelstudio.local_files_prefix(out / "images", document_root or out.parent)  # refuse before any work
-    items, meta = gather(ws, cfg, round_, which, strategy)
+    items, meta = gather(ws, cfg, round_, which, strategy, prefill)
     if not items:
         raise AnnotationError(f"the {which!r} set of round {round_} is empty; nothing to export")
     out.mkdir(parents=True, exist_ok=True)

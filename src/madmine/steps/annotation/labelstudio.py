@@ -1,4 +1,4 @@
-"""Label Studio: tasks with the target's prediction as brush pre-annotations, a labelling
+"""Label Studio: tasks with a starting mask as brush pre-annotations (or none), a labelling
 config for the project, a README with the exact steps, and an importer for Label Studio's
 JSON export. `lsproject` does the same through the API (push and pull).
 
@@ -86,7 +86,8 @@ def new_export_id(meta: dict) -> str:
 
 
 def task(item: ExportItem, meta: dict, cfg: Config, image_url: str, prefill: bool = True) -> dict:
-    """One Label Studio task: the image, where it came from, and (prefill) the target's map."""
+    """One Label Studio task: the image, where it came from, and (prefill, when the item has a
+    starting mask) that mask as a prediction."""
     data = {
         "image": image_url,
         "image_id": item.image_id,
@@ -95,8 +96,9 @@ def task(item: ExportItem, meta: dict, cfg: Config, image_url: str, prefill: boo
         "madmine_export": meta.get("export_id"),
     }
     out = {"data": data}
-    if prefill:
-        out["predictions"] = [{"model_version": f"{meta['target']}@{meta['target_version']}", "result": _results(item, cfg)}]
+    if prefill and item.mask is not None:
+        by = meta.get("prefill") or f"{meta['target']}@{meta['target_version']}"
+        out["predictions"] = [{"model_version": by, "result": _results(item, cfg)}]
     return out
 
 
@@ -160,11 +162,15 @@ def readme(out: Path, root: Path, meta: dict, count: int, local_files: bool, exp
         if local_files
         else "3. (No storage: the images are served from elsewhere.)\n"
     )
+    start = (f"Each image comes with the prediction of `{meta['prefill']}` as a pre-annotation (a brush layer per class);\n"
+             "paint over what is wrong." if meta.get("prefill") else
+             "Each image starts blank: draw every object (a pre-filled mask would pull the labels toward the model\n"
+             "being measured).")
     return f"""# Label these {count} images in Label Studio
 
 madmine export `{export_id}`: {what}, target `{meta.get('target')}@{meta.get('target_version')}`.
-Each image comes with the target's prediction as a pre-annotation (a brush layer per class);
-paint over what is wrong. The label `{ignore_name(tuple(meta.get('classes') or ()))}` marks pixels nobody can label.
+{start}
+The label `{ignore_name(tuple(meta.get('classes') or ()))}` marks pixels nobody can label.
 
 {serve}
 2. *Create Project* (any name). *Labeling Setup → Custom template → Code*: replace the

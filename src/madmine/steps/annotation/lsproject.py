@@ -250,7 +250,7 @@ def push(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
     images = posixpath.join(folder, "images")
     storage = _Storage(ws, cfg, images)  # a local folder outside the document root fails here, before any work
     prefill = (which == "s") if prefill is None else prefill  # test sets blank: a pre-fill anchors the annotator
-    items, meta = gather(ws, cfg, round_, which, strategy)
+    items, meta = gather(ws, cfg, round_, which, strategy, cfg.target.name if prefill else None)
     if not items:
         raise AnnotationError(f"the {which!r} set of round {round_} is empty; nothing to push")
     client = connect(srv)

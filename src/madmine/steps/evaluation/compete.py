@@ -1,16 +1,29 @@
 """A MAD competition between two models (the paper's Table 2).
 
-The images on which models A and B disagree most tell them apart with the fewest labels:
-the pool (every image of the manifest that no S(j) trained on) is ranked by
-d(A, B) = 1 - mIoU between their maps (metrics.pair_summary, B resized to A's size, nearest),
-the top n kept (ties: smaller image_id), and both models are scored against pixel labels of
-those images. The winner has the higher dataset mIoU on them.
+The images on which models A and B disagree most tell them apart with the fewest labels.
+Two protocols:
 
-Labels come from the labels table, whatever tool drew them: the selection is saved in
-tables/competitions/<id>.parquet, an export for labelling (`--export DIR --format ...`,
-pre-annotated with A's prediction) goes through the same writers as `annotate export`, and
-`madmine annotate import` brings the masks back. Images still without a label are listed as
-waiting; re-running the command scores whatever has arrived and never re-selects (the labels
+- `mad` (the default), the MAD competition the paper runs (Wang et al. 2020), with the same
+  SQL as MAD's selection (sql/groups.sql, ranking.sql, competition.sql): the pool is every
+  image of the manifest that neither model was trained on (S(0) and, for a fine-tuned version,
+  the S of its strategy up to its round); it is partitioned per class k by A's map and,
+  separately, by B's map, keeping an image in group k when the map's fraction of class k lies
+  inside the size bounds [p_k, q_k] of `madmine bounds`; the top n per group by
+  d(A, B) = 1 - mIoU between the two maps are selected ([evaluate] compete_per_class, ties:
+  smaller image_id). Raters then see the selected images in the rating app
+  (`madmine rate serve --competition ID`): one out-of-domain vote drops an image, and an image
+  counts once [rating] min_raters raters (default: every registered rater) voted on it.
+- `d-ranking`, the proxy madmine ran before: the whole pool (every image no S(j) of any
+  strategy holds) ranked by d(A, B), top n ([evaluate] compete_n), no classes, no size filter,
+  no raters.
+
+Both models are then scored against pixel labels of the images that count; the winner has the
+higher dataset mIoU on them. Labels come from the labels table, whatever tool drew them: the
+selection is saved in tables/competitions/<id>.parquet, an export for labelling
+(`--export DIR --format ...`) goes through the same writers as `annotate export` with blank
+masks (a mask pre-filled with one model's prediction pulls the labels toward that model; ask
+for one with `--prefill MODEL`, at that cost), and `madmine annotate import` brings the masks
+back. Re-running the command scores whatever has arrived and never re-selects (the labels
 were drawn for that selection) unless asked to.
 """
 
@@ -25,17 +38,22 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import track
 
-from madmine import metrics, tables
+from madmine import duck, metrics, tables
 from madmine.config import Config
 from madmine.images import resize_nearest
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
-from madmine.steps.annotation.bundle import ExportItem, _displayed, _fit, write_images, write_manifest
+from madmine.steps.annotation.bundle import BLANK, ExportItem, _displayed, _fit, write_images, write_manifest
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.evaluate import score_maps
 from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, find_ref, model_refs
 from madmine.steps.evaluation.sources import EvaluationError
-from madmine.steps.rating.roundset import read_image
+from madmine.steps.rating import store
+from madmine.steps.rating.roundset import RoundSet, read_image
+from madmine.steps.rating.selection import mos_by_image, required_raters
 from madmine.workspace import Workspace
+
+PROTOCOLS = ("mad", "d-ranking")
+LEGACY = "d-ranking"  # saved selections without a protocol column were made this way
 
 
 @dataclass
@@ -46,14 +64,22 @@ class Competition:
     selection: list[dict]
     pool: int
     reused: bool
-    labelled: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
+    protocol: str = LEGACY
+    labelled: list[str] = field(default_factory=list)  # scored: labelled, and (mad) in domain by every rater
+    waiting: list[str] = field(default_factory=list)  # waiting for pixel labels
+    vetoed: list[str] = field(default_factory=list)  # (mad) a rater marked them out of domain
+    waiting_raters: list[str] = field(default_factory=list)  # (mad) short of [rating] min_raters votes
+    min_raters: int = 0
     miou_a: float = float("nan")
     miou_b: float = float("nan")
     per_image_a: float = float("nan")
     per_image_b: float = float("nan")
     wins_a: int = 0
     wins_b: int = 0
+
+    @property
+    def rating_key(self) -> str:
+        return rating_key(self.id)
 
     @property
     def winner(self) -> str | None:
@@ -79,13 +105,33 @@ class Competition:
             "wins_b": self.wins_b,
             "winner": self.winner,
             "evaluated_at": datetime.now(UTC),
+            "protocol": self.protocol,
+            "vetoed": len(self.vetoed),
+            "waiting_raters": len(self.waiting_raters),
         }
         return pa.Table.from_pylist([row], schema=tables.COMPETITION_RESULTS.schema)
 
 
-def competition_id(a: ModelRef, b: ModelRef) -> str:
+def competition_id(a: ModelRef, b: ModelRef, protocol: str = LEGACY) -> str:
     safe = re.compile(r"[^A-Za-z0-9_.-]+")
-    return f"{safe.sub('_', a.label.replace('@', '-'))}--vs--{safe.sub('_', b.label.replace('@', '-'))}"
+    base = f"{safe.sub('_', a.label.replace('@', '-'))}--vs--{safe.sub('_', b.label.replace('@', '-'))}"
+    return base if protocol == LEGACY else f"{base}--{protocol}"
+
+
+def rating_key(cid: str) -> str:
+    """The competition's set in the rating storage: rating/events/compete-<id>/."""
+    return f"compete-{cid}"
+
+
+def training_ids(ws: Workspace, ref: ModelRef, s0: set[str]) -> set[str]:
+    """Images a model version learned from: S(0) for a target, plus, for a fine-tuned version, the S of
+    its strategy in every round up to its own. A competitor's training set is not known here."""
+    if ref.role != "target":
+        return set()
+    out = set(s0)
+    if ref.origin == "models table" and ref.round is not None:
+        out |= set(sources.selected_ids(ws, strategy=ref.selection or tables.MAD, up_to=ref.round))
+    return out
 
 
 def rank_pool(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], num_classes: int, n: int) -> list[tuple[str, float]]:
@@ -99,7 +145,26 @@ def rank_pool(maps_a: dict[str, np.ndarray], maps_b: dict[str, np.ndarray], num_
     return [(image_id, -neg) for neg, image_id in scored[:n]]
 
 
-def _select(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n: int, chunk: int = 64) -> tuple[list[dict], int]:
+def _rows(cid: str, a: ModelRef, b: ModelRef, protocol: str, picked: list[dict], uris: dict[str, str], pool: int) -> list[dict]:
+    now = datetime.now(UTC)
+    return [
+        {
+            "competition": cid, "image_id": r["image_id"], "uri": uris[r["image_id"]], "d": r["d"], "rank": r["rank"],
+            "model_a": a.name, "version_a": a.version, "model_b": b.name, "version_b": b.version, "pool": pool,
+            "created_at": now, "protocol": protocol, "direction": r.get("direction"), "class_id": r.get("class_id"),
+            "class_name": r.get("class_name"), "class_fraction": r.get("class_fraction"), "group_rank": r.get("group_rank"),
+        }
+        for r in picked
+    ]
+
+
+def _save(ws: Workspace, cid: str, rows: list[dict]) -> None:
+    ws.write_parquet(tables.COMPETITIONS.path(ws, competition=cid), pa.Table.from_pylist(rows, schema=tables.COMPETITIONS.schema))
+
+
+def _select_ranking(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n: int,
+                    chunk: int = 64) -> tuple[list[dict], int]:
+    """The d-ranking proxy: the top n of the whole pool by d(A, B)."""
     trained = sources.selected_ids(ws)
     pool = sorted((i, u) for i, u in sources.uris(ws).items() if i not in trained)
     if not pool:
@@ -109,50 +174,113 @@ def _select(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n
     for start in track(range(0, len(pool), chunk), description=f"d({a.label}, {b.label}) over {len(pool)} images"):
         items = pool[start : start + chunk]
         best = sorted(best + rank_pool(src_a.maps(items), src_b.maps(items), config.num_classes, n), key=lambda t: (-t[1], t[0]))[:n]
-    uris = dict(pool)
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "competition": cid,
-            "image_id": image_id,
-            "uri": uris[image_id],
-            "d": d,
-            "rank": k,
-            "model_a": a.name,
-            "version_a": a.version,
-            "model_b": b.name,
-            "version_b": b.version,
-            "pool": len(pool),
-            "created_at": now,
-        }
-        for k, (image_id, d) in enumerate(best, start=1)
-    ]
-    ws.write_parquet(tables.COMPETITIONS.path(ws, competition=cid), pa.Table.from_pylist(rows, schema=tables.COMPETITIONS.schema))
+    picked = [{"image_id": i, "d": d, "rank": k} for k, (i, d) in enumerate(best, start=1)]
+    rows = _rows(cid, a, b, LEGACY, picked, dict(pool), len(pool))
+    _save(ws, cid, rows)
     return rows, len(pool)
 
 
-def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int | None = None, reselect: bool = False) -> Competition:
+def pool_tables(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, pool: list[tuple[str, str]],
+                chunk: int = 64) -> tuple[pa.Table, pa.Table]:
+    """The two models over the pool in the shape selection reads: per-class pixel counts of each
+    map (A as the 'target', B as the competitor 'B') and d(A, B) at A's resolution."""
+    src_a, src_b = ModelMaps(config, ws, a), ModelMaps(config, ws, b)
+    c = config.num_classes
+    predictions, pairs = [], []
+    for start in track(range(0, len(pool), chunk), description=f"{a.label} and {b.label} over {len(pool)} images"):
+        items = pool[start : start + chunk]
+        maps_a, maps_b = src_a.maps(items), src_b.maps(items)
+        for image_id, _ in items:
+            ma, mb = maps_a[image_id], maps_b[image_id]
+            for model, role, m in (("A", "target", ma), ("B", "competitor", mb)):
+                predictions.append({"image_id": image_id, "model": model, "role": role, "height": m.shape[0],
+                                    "width": m.shape[1], "class_pixels": metrics.class_pixels(m, c).tolist()})
+            pairs.append({"image_id": image_id, "competitor": "B",
+                          "d": metrics.pair_summary(ma, resize_nearest(mb, ma.shape), c)[2]})
+    schema_p = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("role", pa.string()), ("height", pa.int32()),
+                          ("width", pa.int32()), ("class_pixels", pa.list_(pa.int64()))])
+    schema_d = pa.schema([("image_id", pa.string()), ("competitor", pa.string()), ("d", pa.float64())])
+    return pa.Table.from_pylist(predictions, schema=schema_p), pa.Table.from_pylist(pairs, schema=schema_d)
+
+
+def _select_mad(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, per_class: int) -> tuple[list[dict], int]:
+    """The MAD competition's selection: top `per_class` by d per (partitioning model, class) group,
+    over the images neither model trained on, inside the size bounds."""
+    from madmine.steps.select import _check_bounds
+
+    s0 = sources.s0_image_ids(config)
+    trained = training_ids(ws, a, s0) | training_ids(ws, b, s0)
+    pool = sorted((i, u) for i, u in sources.uris(ws).items() if i not in trained)
+    if not pool:
+        raise EvaluationError("the pool is empty: ingest images (`madmine ingest`) that neither model was trained on")
+    con = duck.connect(ws)
+    try:
+        if "bounds" not in duck.create_views(con, ws, ("bounds",)):
+            raise EvaluationError(f"no size bounds in workspace {ws.uri}: run `madmine bounds LABELS_DIR` (the "
+                                  "competition's groups use them, as selection does), or pass --protocol d-ranking")
+        _check_bounds(con, config.classes)
+        predictions, pairs = pool_tables(config, ws, a, b, pool)
+        con.register("run_predictions", predictions)
+        con.register("run_pairs", pairs)
+        duck.register_empty(con, "exclusions", pa.schema([("image_id", pa.string()), ("reason", pa.string())]))
+        duck.set_variables(con, class_ids=list(range(1, config.num_classes)), n3=per_class,
+                           class_names=list(config.classes))
+        for step in ("groups", "ranking"):
+            duck.run_file(con, step)
+        picked = duck.run_file(con, "competition").to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    rows = _rows(cid, a, b, "mad", picked, dict(pool), len(pool))
+    _save(ws, cid, rows)
+    return rows, len(pool)
+
+
+def _votes(ws: Workspace, cid: str) -> dict[str, tuple[list[int], int]]:
+    return mos_by_image(store.latest(store.load_events(ws, rating_key(cid))))
+
+
+def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int | None = None, reselect: bool = False,
+            protocol: str | None = None) -> Competition:
+    """Select (or read the saved selection), then score both models on the images that count.
+    `n`: images per (direction, class) group under `mad`, images in all under `d-ranking`."""
+    protocol = config.evaluate.compete_protocol if protocol is None else protocol
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     refs = model_refs(config, ws)
     a, b = find_ref(refs, a_name), find_ref(refs, b_name)
     if a.key == b.key:
         raise EvaluationError(f"{a_name!r} and {b_name!r} are the same model version; a competition needs two")
-    n = config.evaluate.compete_n if n is None else n
+    if n is None:
+        n = config.evaluate.compete_per_class if protocol == "mad" else config.evaluate.compete_n
     if n < 1:
         raise EvaluationError("--n must be >= 1")
-    cid = competition_id(a, b)
+    cid = competition_id(a, b, protocol)
     path = tables.COMPETITIONS.path(ws, competition=cid)
     if ws.exists(path) and not reselect:
         selection = ws.read_parquet([path]).to_pylist()
-        comp = Competition(cid, a, b, selection, int(selection[0]["pool"]) if selection else 0, reused=True)
+        comp = Competition(cid, a, b, selection, int(selection[0]["pool"]) if selection else 0, reused=True, protocol=protocol)
     else:
-        selection, pool = _select(config, ws, a, b, cid, n)
-        comp = Competition(cid, a, b, selection, pool, reused=False)
+        if protocol == "mad":
+            selection, pool = _select_mad(config, ws, a, b, cid, n)
+        else:
+            selection, pool = _select_ranking(config, ws, a, b, cid, n)
+        comp = Competition(cid, a, b, selection, pool, reused=False, protocol=protocol)
+    ids = [r["image_id"] for r in selection]
+    if protocol == "mad":
+        comp.min_raters = required_raters(config, ws)
+        votes = _votes(ws, cid)
+        comp.vetoed = [i for i in ids if votes.get(i, ([], 0))[1] > 0]
+        comp.waiting_raters = [i for i in ids if i not in comp.vetoed and len(votes.get(i, ([], 0))[0]) < comp.min_raters]
+        eligible = [i for i in ids if i not in comp.vetoed and i not in comp.waiting_raters]
+    else:
+        eligible = ids
     labelled = sources.labels(ws)
-    comp.labelled = [r["image_id"] for r in selection if r["image_id"] in labelled]
-    comp.waiting = [r["image_id"] for r in selection if r["image_id"] not in labelled]
+    comp.labelled = [i for i in eligible if i in labelled]
+    comp.waiting = [i for i in eligible if i not in labelled]
     if comp.labelled:
         truth = {i: sources.load_label(ws, labelled[i], config.num_classes) for i in comp.labelled}
-        items = [(r["image_id"], r["uri"]) for r in selection if r["image_id"] in labelled]
+        uris = {r["image_id"]: r["uri"] for r in selection}
+        items = [(i, uris[i]) for i in comp.labelled]
         scores = {}
         for side, ref in (("a", a), ("b", b)):
             inter, union, conf = score_maps(ModelMaps(config, ws, ref).maps(items), truth, comp.labelled, config.num_classes)
@@ -171,25 +299,72 @@ def results(ws: Workspace) -> pa.Table | None:
     return tables.COMPETITION_RESULTS.read(ws)
 
 
-def export(config: Config, ws: Workspace, comp: Competition, fmt: str, out: Path, only_waiting: bool = True) -> tuple[int, list[Path]]:
-    """The competition's images for an annotation tool, pre-annotated with A's prediction,
-    through the writers of `madmine annotate export` (so `annotate import` reads them back)."""
+def _saved(ws: Workspace, cid: str) -> list[dict]:
+    path = tables.COMPETITIONS.path(ws, competition=cid)
+    if not ws.exists(path):
+        known = [(tables.COMPETITIONS.keys_of(p) or {}).get("competition") for p in tables.COMPETITIONS.files(ws)]
+        raise EvaluationError(f"no competition {cid!r}; competitions: {', '.join(k for k in known if k) or 'none'} "
+                              "(run `madmine compete A B` first)")
+    return ws.read_parquet([path]).to_pylist()
+
+
+def _ref_of(config: Config, ws: Workspace, name: str, version: str) -> ModelRef:
+    for ref in model_refs(config, ws):
+        if ref.key == (name, version):
+            return ref
+    raise EvaluationError(f"model {name}@{version} of the competition is no longer known (config or models table)")
+
+
+def rating_set(config: Config, ws: Workspace, cid: str) -> RoundSet:
+    """The competition's images for the rating app: A's map shown as the target and B's as the
+    competitor, named only 'A' and 'B' (raters judge blind); votes go to rating/events/compete-<id>/."""
+    rows = _saved(ws, cid)
+    if not rows:
+        raise EvaluationError(f"competition {cid!r} selected no image; nothing to rate")
+    refs = {"A": _ref_of(config, ws, rows[0]["model_a"], rows[0]["version_a"]),
+            "B": _ref_of(config, ws, rows[0]["model_b"], rows[0]["version_b"])}
+    uris = {r["image_id"]: r["uri"] for r in rows}
+    items = sorted(uris.items())
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def load(model: str, image_id: str) -> np.ndarray:
+        if model not in refs:
+            raise EvaluationError(f"no model {model!r} in competition {cid}")
+        if model not in cache:
+            cache[model] = ModelMaps(config, ws, refs[model]).maps(items)
+        return cache[model][image_id]
+
+    return RoundSet(round=rating_key(cid), strategy="compete", image_ids=tuple(sorted(uris)), uris=uris, target="A",
+                    versions={"A": refs["A"].version, "B": refs["B"].version}, competitors=("B",), run_id="",
+                    loader=load)
+
+
+def export(config: Config, ws: Workspace, comp: Competition, fmt: str, out: Path, only_waiting: bool = True,
+           prefill: str | None = None) -> tuple[int, list[Path]]:
+    """The competition's images for an annotation tool, through the writers of `madmine annotate
+    export` (so `annotate import` reads them back): those waiting for labels (in domain, rated,
+    under `mad`), with blank masks unless `prefill` names a model ('a', 'b' or any model reference)."""
     if fmt not in FORMATS:
         raise EvaluationError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if out.exists() and any(out.iterdir()):
         raise EvaluationError(f"{out} is not empty; export into a new folder so no older files mix in")
     rows = [r for r in comp.selection if not only_waiting or r["image_id"] in comp.waiting]
     if not rows:
-        raise EvaluationError("every image of the competition is labelled already; nothing to export")
-    maps = ModelMaps(config, ws, comp.a).maps([(r["image_id"], r["uri"]) for r in rows])
+        raise EvaluationError("no image of the competition waits for labels; nothing to export"
+                              + (f" ({len(comp.waiting_raters)} wait for raters)" if comp.waiting_raters else ""))
+    by = None
+    if prefill is not None and prefill.strip().lower() not in BLANK:
+        by = {"a": comp.a, "b": comp.b}.get(prefill.strip().lower()) or find_ref(model_refs(config, ws), prefill)
+    maps = ModelMaps(config, ws, by).maps([(r["image_id"], r["uri"]) for r in rows]) if by is not None else {}
     items = []
     for r in track(rows, description=f"gather {len(rows)} images"):
         data, ext, img = _displayed(read_image(r["uri"], config.storage_options), config.scoring.max_pixels)
-        mask = _fit(maps[r["image_id"]], *img.size)
+        mask = _fit(maps[r["image_id"]], *img.size) if by is not None else None
         items.append(ExportItem(r["image_id"], f"{r['image_id']}{ext}", data, img.size[0], img.size[1], mask))
     meta = {
         "round": None,
         "set": f"compete {comp.id}",
+        "prefill": by.label if by is not None else None,
         "target": comp.a.name,
         "target_version": comp.a.version,
         "classes": list(config.classes),

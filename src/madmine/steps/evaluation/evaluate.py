@@ -1,4 +1,10 @@
-"""The model table (the paper's Table 1): every model version on T(0) and every labelled T(R).
+"""The model table (the paper's Table 1): every model version on T(0) and every labelled T(i).
+
+Names follow the paper: T(0) is the held-out set of the training domain ([finetune]
+t0_images / t0_labels), T(i) for i >= 1 the set drawn from M of round i - 1 (its
+`testset_round` is i - 1, its `testset_index` i). Each row also says what the model version
+was trained on (S(0) for a model as configured; S(0) + S(1) + ... + S(R+1) and the strategy
+for the version fine-tuned in round R).
 
 Per (model, test set): the dataset mIoU from one confusion matrix accumulated over the
 labelled images (255 skipped, nanmean over classes that occur), the IoU per class, and the
@@ -97,6 +103,9 @@ class Evaluation:
                         "order": order,
                         "testset_round": r,
                         "testset": sources.testset_name(r),
+                        "testset_index": sources.testset_index(r),
+                        "selection": ref.selection,
+                        "trained_on": ref.trained_on,
                         "n_images": c.n_images,
                         "n_labelled": c.n_labelled,
                         "miou": c.miou if ok else None,
@@ -225,7 +234,7 @@ def load(ws: Workspace) -> tuple[pa.Table | None, pa.Table | None]:
 
 
 def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tuple[str, list[float | None]]]]:
-    """(column headers T(R), held-out T(0) first, rows (model label, values)) in model order:
+    """(column headers T(i), held-out T(0) first, rows (model label, values)) in model order:
     the paper's Table 1."""
     rows = summary.to_pylist()
     rounds = sorted({r["testset_round"] for r in rows})

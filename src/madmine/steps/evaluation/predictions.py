@@ -1,7 +1,9 @@
 """Any model version's prediction map of any image, the way scoring made it.
 
 A model is a config entry at its current version, or a version from the models table
-(fine-tuned weights). Maps come from the map store that `madmine score` fills, else from a
+(fine-tuned weights). Commands name one as NAME (the config's version), NAME@VERSION (a
+prefix is enough), NAME@STRATEGY (the newest version fine-tuned on that strategy's S:
+target@mad, target@entropy) or NAME@STRATEGY:R (that strategy's version of round R). Maps come from the map store that `madmine score` fills, else from a
 maps folder, else from the network run
 with the scoring stages' own decode and preprocessing (resize to input_size, mean/std,
 channels_last, bf16 as configured), and are then cached for the next command.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from madmine import tables
 from madmine.config import Config, ModelSpec
 from madmine.images import ImageError
 from madmine.models import model_version
@@ -41,10 +44,20 @@ class ModelRef:
     round: int | None = None
     created_at: str = ""
     current: bool = False  # the version the config names today
+    selection: str | None = None  # the strategy whose S it was fine-tuned on (None: not fine-tuned here)
 
     @property
     def label(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def trained_on(self) -> str:
+        """In the paper's names: S(0) for a model as configured, S(0) + S(1) + ... + S(R+1) for round R's version."""
+        if self.origin != "models table":
+            return "S(0)" if self.role == "target" else "its own training set"
+        from madmine.steps.evaluation.sources import trained_on
+
+        return trained_on(self.round, self.selection)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,6 +89,7 @@ def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
             origin="models table",
             round=None if row.get("round") is None else int(row["round"]),
             created_at=str(row.get("created_at") or ""),
+            selection=row.get("selection") or tables.MAD,
         )
         refs.setdefault(ref.key, ref)
     for spec in config.models:
@@ -90,9 +104,29 @@ def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
     return targets + [r for r in refs.values() if r.role != "target"]
 
 
+def _strategy_ref(refs: list[ModelRef], name: str, strategy: str, round_: str) -> ModelRef:
+    """NAME@STRATEGY[:R]: the newest version of the strategy's chain (of round R when given)."""
+    chain = [r for r in refs if r.name == name and r.origin == "models table" and r.selection == strategy]
+    if round_:
+        if not round_.isdigit():
+            raise EvaluationError(f"{name}@{strategy}:{round_}: the round after ':' must be a number")
+        chain = [r for r in chain if r.round == int(round_)]
+    if not chain:
+        where = f" of round {round_}" if round_ else ""
+        raise EvaluationError(
+            f"no version of {name!r} was fine-tuned on the S of {strategy}{where}: run "
+            f"`madmine finetune --round R --selection {strategy}` (after `rate select --strategy {strategy}` and labelling)"
+        )
+    return max(chain, key=lambda r: (r.round if r.round is not None else -1, r.created_at))
+
+
 def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
-    """'name' (the config's current version) or 'name@version' (any version)."""
+    """'name' (the config's current version), 'name@version' (any version), 'name@strategy' (the
+    newest version fine-tuned on that strategy's S) or 'name@strategy:R' (its version of round R)."""
     name, _, version = text.partition("@")
+    strategy, _, round_ = version.partition(":")
+    if strategy in tables.STRATEGIES:
+        return _strategy_ref(refs, name, strategy, round_)
     matches = [r for r in refs if r.name == name and (not version or r.version == version)]
     if version and not matches:
         matches = [r for r in refs if r.name == name and r.version.startswith(version)]
@@ -101,7 +135,10 @@ def find_ref(refs: list[ModelRef], text: str) -> ModelRef:
     if len(matches) != 1:
         known = ", ".join(r.label for r in refs)
         what = "matches several versions" if matches else "is not a known model"
-        raise EvaluationError(f"{text!r} {what}; name a model as NAME or NAME@VERSION, one of: {known}")
+        raise EvaluationError(
+            f"{text!r} {what}; name a model as NAME, NAME@VERSION or NAME@STRATEGY ({', '.join(tables.STRATEGIES)}), "
+            f"one of: {known}"
+        )
     return matches[0]
 
 

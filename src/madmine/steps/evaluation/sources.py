@@ -59,17 +59,23 @@ def _round_rows(ws: Workspace, table: str) -> list[dict]:
     return rows
 
 
-def selected_ids(ws: Workspace) -> dict[str, int]:
-    """image_id -> round, over every S(j) (tables/selected/round-<j>.parquet)."""
+def selected_ids(ws: Workspace, strategy: str | None = None, up_to: int | None = None) -> dict[str, int]:
+    """image_id -> round, over every S(j) of one strategy (every strategy when None), of rounds
+    <= up_to (all when None): tables/selected/round-<j>[-<strategy>].parquet."""
+    parts = []
+    for path in tables.SELECTED.files(ws, strategy=strategy):
+        round_ = (tables.SELECTED.keys_of(path) or {}).get("round", "")
+        if round_.isdigit() and (up_to is None or int(round_) <= up_to):
+            parts.append((int(round_), path))
     out: dict[str, int] = {}
-    for round_ in tables.SELECTED.rounds(ws):
-        for row in tables.SELECTED.read_file(ws, round=round_).select(["image_id"]).to_pylist():
+    for round_, path in sorted(parts):
+        for row in ws.read_parquet([path]).select(["image_id"]).to_pylist():
             out.setdefault(row["image_id"], round_)
     return out
 
 
-def selected_exists(ws: Workspace, round_: int) -> bool:
-    return ws.exists(tables.SELECTED.path(ws, round=round_))
+def selected_exists(ws: Workspace, round_: int, strategy: str = tables.MAD) -> bool:
+    return ws.exists(tables.SELECTED.path(ws, round=round_, strategy=strategy))
 
 
 def testsets(ws: Workspace) -> dict[int, list[dict]]:
@@ -121,16 +127,48 @@ def uris(ws: Workspace) -> dict[str, str]:
     return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
 
 
-def finetune_curves(ws: Workspace, round_: int) -> pa.Table | None:
-    path = tables.FINETUNE_CURVES.path(ws, round=round_)
+def finetune_curves(ws: Workspace, round_: int, selection: str = tables.MAD) -> pa.Table | None:
+    path = tables.FINETUNE_CURVES.path(ws, round=round_, selection=selection)
     return ws.read_parquet([path]) if ws.exists(path) else None
 
 
 HELD_OUT = -1  # the testset_round of T(0), the held-out set of [finetune] t0_images / t0_labels
 
 
+def testset_index(round_: int) -> int:
+    """The paper's i of T(i): 0 for the held-out set, R + 1 for the set drawn from M of round R."""
+    return 0 if round_ == HELD_OUT else round_ + 1
+
+
 def testset_name(round_: int) -> str:
-    return "T(0) held-out" if round_ == HELD_OUT else f"T({round_})"
+    """T(0) for the held-out set of the training domain, T(R+1) for the set drawn in round R (the paper's names)."""
+    return f"T({testset_index(round_)})"
+
+
+def s_name(round_: int) -> str:
+    """S(R+1): the images round R fine-tunes on (S(0) is the original training set)."""
+    return f"S({round_ + 1})"
+
+
+def trained_on(round_: int | None, selection: str | None) -> str:
+    """What a model version learned from: S(0), plus S(1)..S(R+1) of its strategy for round R's version."""
+    if round_ is None:
+        return "S(0)"
+    parts = " + ".join(f"S({i})" for i in range(round_ + 2))
+    return f"{parts} ({selection or tables.MAD})"
+
+
+def s0_image_ids(config) -> set[str]:
+    """Content hashes (ingest's image ids) of the labelled training set S(0) ([finetune] s0_images and
+    s0_labels): images every version of the target learned from. Empty when S(0) is not configured."""
+    f = getattr(config, "finetune", None)
+    if f is None or not f.s0_images or not f.s0_labels:
+        return set()
+    try:
+        pairs = folder_pairs(f.s0_images, f.s0_labels, config.storage_options, "S(0)", "s0")
+    except DataError as exc:
+        raise EvaluationError(str(exc)) from exc
+    return {image_id_of(read_uri(pair.image, config.storage_options)) for pair in pairs}
 
 
 def held_out(config) -> list[dict]:

@@ -1,12 +1,17 @@
-"""T(R): the unbiased test set of round R (ARCHITECTURE §1 step 6).
+"""T(R+1): the unbiased test set drawn in round R (ARCHITECTURE §1 step 6).
 
-Drawn from M(R), the images MAD kept in round R, so that T(R) holds the kind of image the
-round was about, without the rating bias of S(R):
+Names follow the paper: T(0) is the held-out set of the training domain, and the set drawn
+from M of round R (the code's round numbers start at 0, the paper's i too) is T(R+1), next to
+S(R+1), the images round R fine-tunes on. The table keeps the round (`round` = R) and the
+name (`testset` = "T(R+1)").
+
+Drawn from M(R), the images MAD kept in round R, so that T(R+1) holds the kind of image the
+round was about, without the rating bias of S(R+1):
 - out of domain removed: an image any rater marked out of domain never enters; an image
-  needs [rating] min_raters votes on the 1..5 scale, since an unrated one cannot be known
-  to be in domain;
-- never an image of any S(j), of any round (those are training images), nor of another
-  round's test set;
+  needs [rating] min_raters votes on the 1..5 scale (default: every registered rater), since
+  an unrated one cannot be known to be in domain;
+- never an image of any S(j), of any round and any strategy (those are training images), nor
+  of another round's test set;
 - at most `per_class` images per main foreground class, the main class of an image being
   the class_id of its candidate row with the largest class_fraction (ties: smaller id);
 - `size` images (30) in a seeded order that depends only on the seed, the round and each
@@ -28,7 +33,7 @@ from madmine import tables
 from madmine.config import Config
 from madmine.steps.evaluation import sources
 from madmine.steps.evaluation.sources import EvaluationError
-from madmine.steps.rating.selection import mos_by_image
+from madmine.steps.rating.selection import mos_by_image, required_raters
 from madmine.workspace import Workspace
 
 
@@ -75,16 +80,18 @@ def build(
     require_s: bool = True,
     overwrite: bool = False,
 ) -> TestSet:
-    """Draw T(round_) and write it; EvaluationError (nothing written) when the rules cannot be met."""
+    """Draw round R's test set T(R+1) and write it; EvaluationError (nothing written) when the rules
+    cannot be met. `require_s=False` draws it without S(R+1) (a final round, which fine-tunes no more)."""
     size = config.evaluate.testset_size if size is None else size
     per_class = config.evaluate.per_class if per_class is None else per_class
     seed = config.evaluate.seed if seed is None else seed
     if size < 1 or per_class < 1:
         raise EvaluationError("--size and --per-class must be >= 1")
+    name = sources.testset_name(round_)
     path = tables.TESTSETS.path(ws, round=round_)
     if ws.exists(path) and not overwrite:
         raise EvaluationError(
-            f"T({round_}) already exists ({ws.url(path)}); its images may be labelled already. "
+            f"{name} (round {round_}) already exists ({ws.url(path)}); its images may be labelled already. "
             "Pass --force to draw it again"
         )
     table = sources.candidates(ws, round_, "mad")
@@ -92,8 +99,8 @@ def build(
         raise EvaluationError(f"round {round_} has no MAD candidates; run `madmine select --round {round_}` first")
     if require_s and not sources.selected_exists(ws, round_):
         raise EvaluationError(
-            f"S({round_}) is not selected yet, and T({round_}) must not take an image that S will: run "
-            f"`madmine rate select --round {round_}` first (or pass --without-s to draw T anyway)"
+            f"{sources.s_name(round_)} (round {round_}'s S) is not selected yet, and {name} must not take an image "
+            f"that S will: run `madmine rate select --round {round_}` first (or pass --without-s to draw {name} anyway)"
         )
     rows = table.to_pylist()
     uris = {}
@@ -103,7 +110,7 @@ def build(
     votes = mos_by_image(sources.votes(ws, round_))
     in_s = sources.selected_ids(ws)
     other_tests = {r["image_id"] for k, rs in sources.testsets(ws).items() if k != round_ for r in rs}
-    min_raters = config.rating.min_raters
+    min_raters = required_raters(config, ws)
 
     dropped: dict[str, list[str]] = {"out_of_domain": [], "in_s": [], "in_other_testset": [], "unrated": [], "no_class": []}
     eligible = []
@@ -150,6 +157,7 @@ def build(
                 "n_ratings": len(scores),
                 "seed": seed,
                 "created_at": now,
+                "testset": name,
             }
             for position, (image_id, k, scores) in enumerate(chosen, start=1)
         ],
@@ -157,7 +165,7 @@ def build(
     )
     if out.num_rows == 0:
         reasons = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)
-        raise EvaluationError(f"no image of round {round_}'s {len(uris)} candidates can enter T({round_}) ({reasons})")
+        raise EvaluationError(f"no image of round {round_}'s {len(uris)} candidates can enter {name} ({reasons})")
     ws.write_parquet(path, out)
     per_class_names = {names[k] if k < len(names) else str(k): n for k, n in sorted(counts.items())}
     return TestSet(round_, out, ws.url(path), len(uris), {k: v for k, v in dropped.items() if v}, per_class_names, capped)

@@ -6,6 +6,7 @@ never a path, so nothing a browser sends can reach another file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,9 +29,10 @@ class RoundError(MadmineError):
 
 @dataclass(frozen=True)
 class RoundSet:
-    """The candidate images M of one round, and the model versions that predicted them."""
+    """The candidate images M of one round, and the model versions that predicted them; or another
+    named set of images to rate (a MAD competition's: `round` is then its name, compete-<id>)."""
 
-    round: int
+    round: int | str
     strategy: str
     image_ids: tuple[str, ...]
     uris: dict[str, str]
@@ -41,9 +43,12 @@ class RoundSet:
     packs: dict[str, str] = field(default_factory=dict)  # image_id -> the map-store pack (scoring shard) of its maps
     store: MapStore | None = field(default=None, compare=False, repr=False)
     shard_size: int = 1024  # the run's, to find the pack of an image that is not a candidate
+    loader: Callable[[str, str], np.ndarray] | None = field(default=None, compare=False, repr=False)  # named sets
 
     def load_map(self, model: str, image_id: str) -> np.ndarray:
         """The model's prediction map of an image of the run (uint8 class ids, 255 ignore), from the map store."""
+        if self.loader is not None:
+            return self.loader(model, image_id)
         if image_id not in self.packs and self.store is not None:
             self.packs.update(shards_of(self.store.ws, [image_id], self.shard_size))
         found = self.store.get(model, self.versions[model], image_id, self.packs.get(image_id, "")) if self.store else None

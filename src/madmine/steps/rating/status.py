@@ -11,6 +11,7 @@ from madmine.config import Config
 from madmine.steps.rating import agreement, store, tokens
 from madmine.steps.rating.ledger import ledger
 from madmine.steps.rating.roundset import RoundSet
+from madmine.steps.rating.selection import required_raters
 from madmine.workspace import Workspace
 
 
@@ -48,7 +49,7 @@ def report(ws: Workspace, cfg: Config, rs: RoundSet, *, measure: bool = True,
     per_image: dict[str, list[dict]] = {}
     for (image_id, _), event in latest.items():
         per_image.setdefault(image_id, []).append(event)
-    minimum = cfg.rating.min_raters
+    minimum = required_raters(cfg, ws)
     short = [
         i for i in rs.image_ids
         if not any(e["score"] is None for e in per_image.get(i, [])) and len(per_image.get(i, [])) < minimum
@@ -56,7 +57,7 @@ def report(ws: Workspace, cfg: Config, rs: RoundSet, *, measure: bool = True,
     costs = ledger(
         events,
         candidates=len(rs),
-        masks=masks_drawn(ws, rs.round),
+        masks=masks_drawn(ws, rs.round) if isinstance(rs.round, int) else 0,
         seconds_per_rating=seconds_per_rating or cfg.rating.seconds_per_rating,
         seconds_per_mask=seconds_per_mask or cfg.rating.seconds_per_mask,
         idle_gap_s=cfg.rating.idle_gap_s,

@@ -8,6 +8,11 @@ materialised from the events whenever status, select or a server shutdown asks f
 
 An event file that cannot be read as an event (empty, garbled, wrong fields) is skipped and
 reported in `problems`, never fatal to the other events or raters.
+
+Besides rounds (an int), a named set of images is rated the same way: a MAD competition's
+images (`compete-<id>`, where raters' out-of-domain votes veto images before labelling) keep
+their events in rating/events/<name>/, with the name in the events' "round" field. Named sets
+have no ratings table; their events are read directly.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -29,14 +35,26 @@ MAX_EVENT_BYTES = 16 << 10
 FIELDS = ("round", "image_id", "rater", "score", "created_at", "event_id")
 
 ACR = {1: "bad", 2: "poor", 3: "fair", 4: "good", 5: "excellent"}
+SET_NAME = re.compile(r"compete-[A-Za-z0-9_.-]{1,200}")
 
 
-def events_dir(ws: Workspace, round_: int, rater: str | None = None) -> str:
-    parts = ["rating", "events", f"round-{round_}"] + ([rater] if rater else [])
+def set_folder(key: int | str) -> str:
+    """round-<R> for a round; the name itself for a named set (compete-<id>)."""
+    if isinstance(key, bool) or not isinstance(key, (int, str)):
+        raise ValueError(f"a rating set is a round number or a name, got {key!r}")
+    if isinstance(key, int):
+        return f"round-{key}"
+    if not SET_NAME.fullmatch(key):
+        raise ValueError(f"a named rating set looks like compete-<id> (letters, digits, . _ -), got {key[:80]!r}")
+    return key
+
+
+def events_dir(ws: Workspace, round_: int | str, rater: str | None = None) -> str:
+    parts = ["rating", "events", set_folder(round_)] + ([rater] if rater else [])
     return ws.path(*parts)
 
 
-def record(ws: Workspace, round_: int, image_id: str, rater: str, score: int | None) -> dict:
+def record(ws: Workspace, round_: int | str, image_id: str, rater: str, score: int | None) -> dict:
     """Commit one vote (score 1..5, None = out of domain); returns the event."""
     now = datetime.now(UTC)
     event_id = uuid.uuid4().hex
@@ -69,7 +87,7 @@ def parse_event(data: bytes, round_: int, rater: str) -> dict:
         raise ValueError(f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(event, dict) or any(key not in event for key in FIELDS):
         raise ValueError(f"not an event (needs {', '.join(FIELDS)})")
-    if event["round"] != round_ or type(event["round"]) is not int:
+    if event["round"] != round_ or type(event["round"]) is not type(round_):
         raise ValueError(f"its round is {str(event['round'])[:20]!r}, not {round_}")
     if event["rater"] != rater:
         raise ValueError(f"its rater is {str(event['rater'])[:40]!r}, not the folder's {rater!r}")
@@ -155,11 +173,13 @@ def to_table(events: list[dict]) -> pa.Table:
     )
 
 
-def materialise(ws: Workspace, round_: int, events: list[dict] | None = None) -> pa.Table:
+def materialise(ws: Workspace, round_: int | str, events: list[dict] | None = None) -> pa.Table:
     """Rewrite the round's `ratings` table from its events (whole file, atomically).
 
     Pass the events a caller already read so that what it computes and the table it writes
     come from one snapshot (a vote committed in between counts in neither)."""
+    if not isinstance(round_, int):  # named sets have no ratings table: their events are read directly
+        return tables.RATINGS.empty()
     table = to_table(load_events(ws, round_) if events is None else events)
     ws.write_parquet(tables.RATINGS.path(ws, round=round_), table)
     return table

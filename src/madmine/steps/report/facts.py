@@ -79,7 +79,7 @@ def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     table = sources.candidates(ws, round_, "mad")
     facts.candidates = [] if table is None else table.to_pylist()
     facts.votes = sources.votes(ws, round_)
-    selected = tables.SELECTED.read(ws, round=round_)
+    selected = tables.SELECTED.read(ws, round=round_, strategy=tables.MAD)
     facts.selected = [] if selected is None else selected.to_pylist()
     facts.testset = sources.testsets(ws).get(round_, [])
     facts.labels = sources.labels(ws)

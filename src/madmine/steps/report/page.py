@@ -9,6 +9,7 @@ from html import escape
 
 from madmine.config import Config
 from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.evaluation.sources import s_name, testset_name
 from madmine.steps.report import plots
 from madmine.steps.report.facts import Facts
 from madmine.steps.report.gallery import Tile
@@ -80,12 +81,15 @@ def numbers(config: Config, f: Facts) -> str:
         (f.candidate_images, f"candidates M({f.round})"),
         (len(f.votes), f"votes by {len(f.raters)} rater(s)"),
         (f.out_of_domain, "out of domain"),
-        (len(f.selected), f"in S({f.round}) (lowest MOS)"),
-        (f"{labelled_t}/{len(f.testset)}", f"T({f.round}) labelled"),
+        (len(f.selected), f"in {s_name(f.round)} (lowest MOS)"),
+        (f"{labelled_t}/{len(f.testset)}", f"{testset_name(f.round)} labelled"),
         (labelled_round, f"masks of round {f.round}"),
         (len(versions), "new model versions"),
     ]
     body = '<div class="cards">' + "".join(f"<div class=card><b>{escape(str(v))}</b><span>{escape(t)}</span></div>" for v, t in cards) + "</div>"
+    body += (f'<p class="note">The paper\'s names: round {f.round} selects M({f.round}) with the target of earlier rounds, '
+             f"fine-tunes on {s_name(f.round)} and draws the test set {testset_name(f.round)}; T(0) is the held-out set "
+             "of the training domain.</p>")
     if f.run:
         models = ", ".join(f"{m['name']}@{m['version']} ({m['role']})" for m in f.run.get("models", []))
         counts = f"{f.run['images']} images, {f.run.get('errors', 0)} errors; " if "images" in f.run else ""
@@ -101,10 +105,12 @@ def table1(f: Facts) -> str:
     for value, title in (("miou", "dataset mIoU (%), one confusion matrix per test set"),
                          ("per_image_miou", "per-image mean mIoU (%), the mean of each image's own mIoU")):
         headers, rows = ev.table1(f.summary, value)
+        trained = {r["label"]: r.get("trained_on") or "" for r in f.summary.to_pylist()}
         best = [max((v for _, vals in rows if (v := vals[j]) is not None), default=None) for j in range(len(headers))]
-        cells = [[escape(label)] + [f'<span class="{"best" if v is not None and v == best[j] else ""}">{_pct(v)}</span>'
-                                    for j, v in enumerate(vals)] for label, vals in rows]
-        out += f"<h3>{escape(title)}</h3>" + _table(["model"] + headers, cells, raw=True)
+        cells = [[escape(label), escape(trained.get(label, ""))]
+                 + [f'<span class="{"best" if v is not None and v == best[j] else ""}">{_pct(v)}</span>'
+                    for j, v in enumerate(vals)] for label, vals in rows]
+        out += f"<h3>{escape(title)}</h3>" + _table(["model", "trained on"] + headers, cells, raw=True, left=2)
     summary = f.summary.to_pylist()
     sizes = {r["testset"]: f"{r['n_labelled']}/{r['n_images']}" for r in summary}
     out += '<p class="note">labelled images per test set: ' + escape(", ".join(f"{k} {v}" for k, v in sizes.items()))
@@ -113,6 +119,22 @@ def table1(f: Facts) -> str:
     for r in errors:
         out += f'<p class="warn">{escape(r["label"])} on {escape(r["testset"])}: {escape(r["error"])}</p>'
     return out
+
+
+def versions(config: Config, f: Facts) -> str:
+    """Every fine-tuned version: which round and strategy made it, from what, on which images."""
+    if not f.models:
+        return (f'<p class="note">No fine-tuned version yet; every model runs as configured ({escape(config.target.name)} '
+                "trained on S(0)).</p>")
+    from madmine.steps.evaluation.sources import trained_on
+
+    rows = [[f"{m['model']}@{m['model_version']}", str(m.get("round")), m.get("selection") or "mad",
+             trained_on(m.get("round"), m.get("selection")), str(m.get("parent_version") or "–"), _num(m.get("lr"), 6),
+             _pct(m.get("val_miou"))] for m in f.models]
+    return _table(["version", "round", "strategy", "trained on", "fine-tuned from", "lr", "mIoU on T(0) (%)"], rows,
+                  left=5) + ('<p class="note">A strategy\'s version of round R learned from S(0) and the S(1)..S(R+1) that '
+                             "strategy chose; name it as NAME@STRATEGY (target@mad, target@entropy) in "
+                             "<code>madmine compete</code>.</p>")
 
 
 def srcc(f: Facts) -> str:
@@ -139,9 +161,14 @@ def competitions(f: Facts) -> str:
         return '<p class="note">No competition yet: <code>madmine compete A B</code>.</p>'
     body = [[r["model_a"], r["model_b"], f"{r['labelled']}/{r['selected']}", _pct(r["miou_a"]), _pct(r["miou_b"]),
              f"{r['wins_a']}:{r['wins_b']}", r["winner"] or "–"] for r in f.competitions.to_pylist()]
-    return _table(["A", "B", "labelled", "mIoU A (%)", "mIoU B (%)", "images won", "winner"], body, left=2) + (
-        '<p class="note">Images selected by the largest discrepancy between A and B, scored on their labels; '
-        "the winner has the higher dataset mIoU.</p>")
+    body = [row + [r.get("protocol") or "d-ranking", str(r.get("vetoed") or 0)]
+            for row, r in zip(body, f.competitions.to_pylist())]
+    return _table(["A", "B", "labelled", "mIoU A (%)", "mIoU B (%)", "images won", "winner", "protocol", "vetoed"], body,
+                  left=2) + (
+        '<p class="note">mad: per class, the images inside the size bounds where A and B disagree most, partitioned '
+        "by each model's map, neither model's training images, out-of-domain images vetoed by the raters; d-ranking: "
+        "the largest discrepancy over the whole pool. Both scored on blank-started labels; the winner has the higher "
+        "dataset mIoU.</p>")
 
 
 def per_class(config: Config, f: Facts) -> str:
@@ -200,6 +227,7 @@ def render(config: Config, f: Facts, tiles: list[Tile], problems: list[str], wor
     sections = [
         ("The round in numbers", numbers(config, f), "numbers"),
         ("Table 1: every model on every test set", table1(f), "table1"),
+        ("Model versions and what they were trained on", versions(config, f), "versions"),
         ("Ranking stability of the test sets (SRCC)", srcc(f), "srcc"),
         ("MAD competitions (Table 2)", competitions(f), "competitions"),
         ("Selection quality against ground truth", quality(f), "quality"),

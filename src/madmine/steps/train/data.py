@@ -4,8 +4,9 @@ Every pair is decoded once before any Ray work starts, so that a missing image, 
 another size than its image or a label value outside the classes fails in seconds, with the
 list of offending files, instead of killing a training job an hour in.
 
-S comes from the workspace: tables/selected/round-<r>.parquet (image ids and URIs) and the
-newest row of the `labels` table per image. S(0) and T(0) are folders (or s3:// prefixes):
+S comes from the workspace: the S of one strategy (MAD's tables/selected/round-<r>.parquet,
+or a baseline's round-<r>-<strategy>.parquet: image ids and URIs) and the newest row of the
+`labels` table per image. S(0) and T(0) are folders (or s3:// prefixes):
 every label PNG names its image by file stem (labels/x123.png -> images/x123.jpg); images
 without a label are ignored, so one image folder can serve both sets.
 """
@@ -57,9 +58,9 @@ class TrainingData:
 
 
 # ---- S from the workspace ------------------------------------------------------------------
-def s_rounds(ws: Workspace, round_: int) -> list[int]:
-    """Rounds <= R that have an S table."""
-    return [r for r in tables.SELECTED.rounds(ws) if r <= round_]
+def s_rounds(ws: Workspace, round_: int, selection: str = tables.MAD) -> list[int]:
+    """Rounds <= R that have an S table of the strategy."""
+    return [r for r in tables.SELECTED.rounds(ws, strategy=selection) if r <= round_]
 
 
 def _newest_labels(ws: Workspace) -> dict[str, str]:
@@ -78,20 +79,21 @@ def _manifest_uris(ws: Workspace) -> dict[str, str]:
     return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
 
 
-def collect_s(ws: Workspace, round_: int) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
-    """S(..R): every selected image of rounds <= R with its pixel label; an image counts once."""
-    rounds = s_rounds(ws, round_)
+def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
+    """S(..R) of one strategy: every selected image of rounds <= R with its pixel label; an image counts once."""
+    rounds = s_rounds(ws, round_, selection)
     if round_ not in rounds:
+        how = "" if selection == tables.MAD else f" --strategy {selection}"
         raise DataError(
-            f"round {round_} has no S ({ws.url(ws.path('tables', 'selected', f'round-{round_}.parquet'))}): "
-            f"run `madmine rate select --round {round_}` and import its pixel labels first"
+            f"round {round_} has no S of {selection} ({ws.url(tables.SELECTED.path(ws, round=round_, strategy=selection))}): "
+            f"run `madmine rate select --round {round_}{how}` and import its pixel labels first"
         )
     labels = _newest_labels(ws)
     manifest: dict[str, str] | None = None
     pairs: dict[str, Pair] = {}
     unlabelled: dict[int, list[str]] = {}
     for r in rounds:
-        rows = tables.SELECTED.read_file(ws, round=r).to_pylist()
+        rows = tables.SELECTED.read_file(ws, round=r, strategy=selection).to_pylist()
         for row in rows:
             image_id = row["image_id"]
             if image_id in pairs:
@@ -163,9 +165,9 @@ def folder_pairs(images: str, labels: str, storage_options: dict, name: str, key
     return tuple(pairs)
 
 
-def collect(config, ws: Workspace, round_: int) -> TrainingData:
-    """Gather S(..R), S(0) and T(0); raises DataError before anything is read twice."""
-    s, rounds = collect_s(ws, round_)
+def collect(config, ws: Workspace, round_: int, selection: str = tables.MAD) -> TrainingData:
+    """Gather S(..R) of a strategy, S(0) and T(0); raises DataError before anything is read twice."""
+    s, rounds = collect_s(ws, round_, selection)
     f = config.finetune
     s0 = folder_pairs(f.s0_images, f.s0_labels, config.storage_options, "S(0)", "s0")
     t0 = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")

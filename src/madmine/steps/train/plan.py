@@ -43,6 +43,7 @@ class Plan:
     checkpoint_every: int
     loader_workers: int
     seed: int
+    selection: str = "mad"  # the strategy whose S is trained on
 
     @property
     def num_classes(self) -> int:
@@ -70,6 +71,8 @@ class Plan:
         """What decides the result; loader_workers and the order of the lr grid do not."""
         d = self.to_dict()
         d.pop("loader_workers")
+        if d.get("selection") == "mad":  # MAD's plans fingerprint as they did before strategies were keys
+            d.pop("selection")
         d["lr_grid"] = sorted(d["lr_grid"])
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -79,7 +82,8 @@ def _pairs(pairs: tuple[Pair, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def make_plan(
-    config: Config, round_: int, parent: ModelSpec, parent_version: str, data: TrainingData, data_digest: str
+    config: Config, round_: int, parent: ModelSpec, parent_version: str, data: TrainingData, data_digest: str,
+    selection: str = "mad",
 ) -> Plan:
     f = config.finetune
     return Plan(
@@ -107,6 +111,7 @@ def make_plan(
         checkpoint_every=f.checkpoint_every,
         loader_workers=f.loader_workers,
         seed=f.seed,
+        selection=selection,
     )
 
 

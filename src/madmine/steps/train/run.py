@@ -50,13 +50,14 @@ class FinetuneResult:
     data: str  # the counts of S, S(0), T(0)
     seconds: float
     already_done: bool = False
+    selection: str = tables.MAD
 
 
 def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool) -> None:
     if restart and ws.exists(storage.root):
         log.warning("round %d: --restart discards %s", plan.round, ws.url(storage.root))
         ws.remove(storage.root, recursive=True)
-        ws.remove(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round))
+        ws.remove(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round, selection=storage.selection))
     if ws.exists(storage.plan):
         previous = ws.get_json(storage.plan)
         if previous.get("fingerprint") != plan.fingerprint():
@@ -75,17 +76,21 @@ def finetune(
     ray_address: str | None = None,
     restart: bool = False,
     show_progress: bool = True,
+    selection: str = tables.MAD,
 ) -> FinetuneResult:
-    """Fine-tune the target on S(..R) and S(0); the winner of the lr grid becomes a new target version."""
+    """Fine-tune the target on S(..R) of a strategy and S(0); the winner of the lr grid becomes a new
+    target version of that strategy's chain (MAD's by default)."""
     started = time.perf_counter()
     if round_ < 0:
         raise MadmineError(f"--round must be >= 0, got {round_}")
+    if not selection or not selection.replace("_", "").replace("-", "").isalnum():
+        raise MadmineError(f"--selection must name a strategy (letters, digits, - and _), got {selection!r}")
     ws = Workspace.from_config(config)
-    parent, parent_version = parent_of(config, ws, round_)
-    data = training_data.collect(config, ws, round_)
+    parent, parent_version = parent_of(config, ws, round_, selection)
+    data = training_data.collect(config, ws, round_, selection)
     digest = training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
-    plan = make_plan(config, round_, parent, parent_version, data, digest)
-    storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_)
+    plan = make_plan(config, round_, parent, parent_version, data, digest, selection)
+    storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_, selection)
 
     def finished() -> FinetuneResult | None:
         done = None if restart else storage.markers.get("done")
@@ -95,7 +100,7 @@ def finetune(
 
     if (result := finished()) is not None:
         return result
-    with WorkspaceLock(ws, f"finetune-round-{round_}", stale_after=LOCK_STALE_AFTER_S, heartbeat=LOCK_HEARTBEAT_S):
+    with WorkspaceLock(ws, f"finetune-{storage.folder}", stale_after=LOCK_STALE_AFTER_S, heartbeat=LOCK_HEARTBEAT_S):
         if (result := finished()) is not None:  # another driver finished in between
             return result
         _check_plan(ws, storage, plan, restart)
@@ -104,7 +109,8 @@ def finetune(
         run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
 
         outcomes = read_outcomes(plan, storage)
-        ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round), curves_table(plan, outcomes))
+        ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round, selection=selection),
+                         curves_table(plan, outcomes))
         winner = pick_winner(outcomes)
         row = publish(config, ws, plan, winner)
         result = FinetuneResult(
@@ -119,6 +125,7 @@ def finetune(
             trials={o.trial: o.val_miou for o in outcomes},
             data=data.counts(),
             seconds=time.perf_counter() - started,
+            selection=selection,
         )
         storage.markers.mark_done("done", {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))})
     return result

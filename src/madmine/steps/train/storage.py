@@ -5,6 +5,9 @@
     finetune/round-<R>/trials/lr-<lr>/    one Ray Train run per learning rate: epoch-NNNN/ checkpoints
     finetune/round-<R>/done.json          written last: the round's result
 
+Fine-tuning on a baseline's S (`--selection entropy`) keeps its own folder,
+finetune/round-<R>-<strategy>/; MAD's keeps the name it always had.
+
 Ray takes a plain path plus a pyarrow filesystem; for s3:// that is the workspace's own
 fsspec filesystem wrapped for pyarrow, so Ray reaches the same endpoint with the same
 credentials as every other table.
@@ -26,6 +29,11 @@ class RoundStorage:
     workspace_uri: str
     storage_options: dict
     round: int
+    selection: str = "mad"  # the strategy whose S is trained on
+
+    @property
+    def folder(self) -> str:
+        return f"round-{self.round}" if self.selection == "mad" else f"round-{self.round}-{self.selection}"
 
     @property
     def workspace(self) -> Workspace:
@@ -34,7 +42,7 @@ class RoundStorage:
     @property
     def root(self) -> str:
         """The round's folder as Ray sees it: an absolute local path, or bucket/key with `pyarrow_fs`."""
-        return self.workspace.path("finetune", f"round-{self.round}")
+        return self.workspace.path("finetune", self.folder)
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -45,8 +53,8 @@ class RoundStorage:
 
     @property
     def markers(self) -> Markers:
-        """The round's completion marker: finetune/round-<R>/done.json, holding its result."""
-        return Markers(self.workspace, posixpath.join("finetune", f"round-{self.round}"))
+        """The round's completion marker: finetune/round-<R>[-<strategy>]/done.json, holding its result."""
+        return Markers(self.workspace, posixpath.join("finetune", self.folder))
 
     @property
     def tune(self) -> str:

@@ -7,9 +7,15 @@ that the config's entry (arch, factory, hf checkpoint or smp architecture) plus
 madmine.models.registry.model_version names any weights file (<prefix>-<sha256[:12] of the
 file>, then -cm<hash> with a class map), so scoring finds the same version either way.
 
-tables/models/<name>-round-<R>.parquet (one part per fine-tuned round; re-running a round
-replaces its part): model, model_version, role, arch, weights_uri, parent_version,
-created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr, factory.
+tables/models/<name>-round-<R>[-<selection>].parquet (one part per fine-tuned round and
+strategy; re-running a round replaces its part): model, model_version, role, arch,
+weights_uri, parent_version, created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr,
+factory, selection (the strategy whose S it learned from; null in older parts means mad).
+
+Each strategy is a chain of its own: round R of `--selection entropy` fine-tunes the entropy
+version of round R - 1. Everything that asks for "the newest target" (score, round, nightly)
+follows MAD's chain unless told otherwise, so a baseline never becomes the target MAD
+troubleshoots.
 """
 
 from __future__ import annotations
@@ -51,13 +57,20 @@ def models_rows(ws: Workspace) -> list[dict]:
     return rows
 
 
-def latest_row(ws: Workspace, model: str, before_round: int | None = None) -> dict | None:
-    """The newest fine-tuned version of a model (highest round, then newest), optionally before a round."""
+def selection_of(row: dict) -> str:
+    """The strategy a models-table row was trained on; rows written before the column: mad."""
+    return row.get("selection") or tables.MAD
+
+
+def latest_row(ws: Workspace, model: str, before_round: int | None = None, selection: str = tables.MAD) -> dict | None:
+    """The newest fine-tuned version of a model in one strategy's chain (highest round, then newest),
+    optionally before a round."""
     rows = [
         r
         for r in models_rows(ws)
         if r.get("model") == model
         and r.get("weights_uri")
+        and selection_of(r) == selection
         and (before_round is None or (r.get("round") or 0) < before_round)
     ]
     if not rows:
@@ -70,8 +83,8 @@ def spec_of(config: Config, row: dict) -> ModelSpec:
     return dataclasses.replace(config.model(row["model"]), weights=row["weights_uri"], version=None)
 
 
-def parent_of(config: Config, ws: Workspace, round_: int) -> tuple[ModelSpec, str]:
-    """What round R fine-tunes: the newest target version of an earlier round, or the config's target."""
+def parent_of(config: Config, ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[ModelSpec, str]:
+    """What round R fine-tunes: the strategy's newest target version of an earlier round, or the config's target."""
     target = config.target
     if not target.is_network:
         raise MadmineError(
@@ -83,14 +96,15 @@ def parent_of(config: Config, ws: Workspace, round_: int) -> tuple[ModelSpec, st
             f"the target {target.name!r} is a {target.kind} file, which madmine runs but does not train: fine-tune "
             "the network it was exported from (as arch, factory, hf or smp), or export the fine-tuned network again"
         )
-    row = latest_row(ws, target.name, before_round=round_) if config.finetune.start_from == "latest" else None
+    row = latest_row(ws, target.name, round_, selection) if config.finetune.start_from == "latest" else None
     spec = spec_of(config, row) if row else target
     return spec, model_version(spec, config.storage_options, config.classes)
 
 
-def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None) -> Config:
-    """The config with its target at the newest version of the models table (unchanged when there is none,
-    or when [finetune] start_from = "original").
+def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None,
+                       selection: str = tables.MAD) -> Config:
+    """The config with its target at the newest version of one strategy's chain in the models table (MAD's by
+    default; unchanged when there is none, or when [finetune] start_from = "original").
 
     For `madmine score`, `round` and `nightly`: round R troubleshoots what earlier rounds fixed, and
     scoring the new version with the cached competitor maps re-runs only the target.
@@ -98,7 +112,7 @@ def with_latest_target(config: Config, ws: Workspace | None = None, before_round
     if config.finetune.start_from != "latest" or not config.target.trainable:
         return config
     ws = ws or Workspace.from_config(config)
-    row = latest_row(ws, config.target.name, before_round=before_round)
+    row = latest_row(ws, config.target.name, before_round=before_round, selection=selection)
     if row is None:
         return config
     spec = spec_of(config, row)
@@ -133,9 +147,10 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "val_miou": winner.val_miou,
         "lr": winner.lr,
         "factory": spec.factory,
+        "selection": plan.selection,
     }
     ws.write_parquet(
-        tables.MODELS.path(ws, model=spec.name, round=plan.round),
+        tables.MODELS.path(ws, model=spec.name, round=plan.round, selection=plan.selection),
         pa.Table.from_pylist([row], schema=tables.MODELS.schema),
     )
     return row
