@@ -12,6 +12,11 @@ from moto.server import DomainDispatcherApplication, MotoRequestHandler, Threade
 from werkzeug.serving import make_server
 
 
+class _QuietHandler(MotoRequestHandler):
+    def log_request(self, *args, **kwargs) -> None:  # one line per request would drown the benchmark's figures
+        pass
+
+
 class CountingS3Server(ThreadedMotoServer):
     def __init__(self):
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
@@ -26,7 +31,7 @@ class CountingS3Server(ThreadedMotoServer):
                 self.requests[environ.get("REQUEST_METHOD", "?")] += 1
             return app(environ, start_response)
 
-        self._server = make_server("127.0.0.1", 0, counted, True, request_handler=MotoRequestHandler)
+        self._server = make_server("127.0.0.1", 0, counted, True, request_handler=_QuietHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
 
