@@ -21,7 +21,7 @@ from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.predict import Scorer
 from madmine.steps.train.versions import parent_of
 from madmine.workspace import Workspace
-from worlds import CLASSES, ColourNet, write_config
+from worlds import ColourNet, write_config
 
 FP32 = 'precision = "fp32"'
 
