@@ -45,9 +45,11 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
     for path in tables.MANIFEST.files(main):
         _copy(main, ws, str(Path(path).relative_to(main.root)))
     _copy(main, ws, f"runs/{run['run_id']}/run.json")
-    candidates = f"tables/candidates/round-{round_}-{strategy}.parquet"
-    _copy(main, ws, candidates)
-    rows = sorted(ws.read_parquet([ws.path(candidates)]).to_pylist(), key=lambda r: r["rank"])[:n4]
+    # In the fork the baseline is the only strategy: its candidates and S sit at MAD's paths,
+    # so that export and finetune run there with their defaults.
+    candidates = tables.CANDIDATES.path(ws, round=round_, strategy=tables.MAD)
+    ws.put_bytes(candidates, main.get_bytes(tables.CANDIDATES.path(main, round=round_, strategy=strategy)))
+    rows = sorted(ws.read_parquet([candidates]).to_pylist(), key=lambda r: r["rank"])[:n4]
     target = next(m for m in run["models"] if m["role"] == "target")
     store = MapStore(main)
     for shard in sorted({r["shard"] for r in rows}):  # the packs that hold S's target maps
@@ -71,7 +73,7 @@ def finetune_baseline(main: Workspace, config: Config, strategy: str, round_: in
         folder = root / "export-s"
         if folder.exists():
             shutil.rmtree(folder)
-        export(ws, cfg, "coco", folder, round_, "s", strategy)
+        export(ws, cfg, "coco", folder, round_, "s")
         truth.add_manifest(ws)
         label_and_import(ws, cfg, folder, truth)
     return finetune(cfg, round_, ray_address=ray_address, show_progress=False)

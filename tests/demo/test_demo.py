@@ -14,6 +14,8 @@ from madmine.steps.evaluation import sources
 from madmine.steps.rating import store
 from madmine.workspace import Workspace
 
+pytestmark = pytest.mark.timeout(1500)  # the first test also builds the world, trains the zoo and runs the demo
+
 
 @pytest.fixture(scope="module")
 def demo(ray_address, tmp_path_factory):

@@ -131,7 +131,7 @@ def test_bounds_select_evaluate_and_compete_with_every_kind(run):
     np.testing.assert_array_equal(cells["perm"].intersection, cells["colour"].intersection)
     assert cells["perm"].miou == cells["colour"].miou > 0.8 > cells["seg"].miou  # ColourNet reads colours; random nets do not
 
-    versus = cp.compete(config, ws, "seg", "perm", n=4)
+    versus = cp.compete(config, ws, "seg", "perm", n=4, protocol="d-ranking")  # the ranking that equals scoring's d
     pair_d = {r["image_id"]: r["d"] for r in tables.PAIRS.read(ws, run_id=result.run_id).to_pylist() if r["competitor"] == "perm"}
     top = sorted(pair_d, key=lambda i: (-pair_d[i], i))[:4]
     assert [r["image_id"] for r in versus.selection] == top  # d of the competition = d of scoring (both 32x32)
