@@ -95,14 +95,16 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
 
     results = []
     for a, b in pairs:
-        comp = competition.compete(config, ws, a, b)
+        # the arena's workspace holds no size bounds or raters: the whole-pool d ranking, not the MAD protocol
+        comp = competition.compete(config, ws, a, b, protocol=competition.LEGACY)
         if comp.waiting:
             folder = root / "exports" / comp.id
             if folder.exists():
                 shutil.rmtree(folder)
             competition.export(config, ws, comp, "coco", folder)
             label_and_import(ws, config, folder, truth)
-            comp = competition.compete(config, ws, a, b)
+            # the arena's workspace holds no size bounds or raters: the whole-pool d ranking, not the MAD protocol
+        comp = competition.compete(config, ws, a, b, protocol=competition.LEGACY)
         results.append(comp)
     base = config.target.name
     gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}
