@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from madmine import tables
-from madmine.steps.rating.tokens import Problem, valid_name
+from madmine.steps.rating.tokens import Problem, small_json, valid_name
 from madmine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,7 @@ def event_name(event: dict) -> str:
 
 def parse_event(data: bytes, round_: int, rater: str) -> dict:
     """One event file's JSON, checked field by field; ValueError says what is wrong."""
-    if len(data) > MAX_EVENT_BYTES:
-        raise ValueError(f"{len(data)} bytes; an event is under 300")
-    if not data.strip():
-        raise ValueError("empty file")
-    try:
-        event = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+    event = small_json(data, MAX_EVENT_BYTES, "an event is under 300")
     if not isinstance(event, dict) or any(key not in event for key in FIELDS):
         raise ValueError(f"not an event (needs {', '.join(FIELDS)})")
     if event["round"] != round_ or type(event["round"]) is not type(round_):

@@ -90,16 +90,21 @@ def list_raters(ws: Workspace) -> list[str]:
     return [n for n in names if valid_name(n)]
 
 
-def parse_record(data: bytes, name: str) -> dict:
-    """A rater record's JSON, checked; ValueError says what is wrong with it."""
-    if len(data) > MAX_RECORD_BYTES:
-        raise ValueError(f"{len(data)} bytes; a rater record is under 200")
+def small_json(data: bytes, max_bytes: int, what: str):
+    """The JSON in a small storage file (a rater record, a vote event); ValueError says what is wrong."""
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data)} bytes; {what}")
     if not data.strip():
         raise ValueError("empty file")
     try:
-        record = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+
+
+def parse_record(data: bytes, name: str) -> dict:
+    """A rater record's JSON, checked; ValueError says what is wrong with it."""
+    record = small_json(data, MAX_RECORD_BYTES, "a rater record is under 200")
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     if record.get("name") != name:
