@@ -134,3 +134,27 @@ def test_miou_from_sums_rows_equals_miou_from_sums_row_by_row():
         expected = metrics.miou_from_sums(inter[k], union[k])
         assert (np.isnan(rows[k]) and np.isnan(expected)) or rows[k] == pytest.approx(expected)
     assert np.isnan(rows[0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_metrics_match_the_per_image_loop(seed):
+    """One joint histogram per batch gives what the image-by-image loop gives: I, U and both
+    maps' class pixels (each map's own 255 ignored), with 255 anywhere in either map."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    c, n = int(rng.integers(2, 9)), int(rng.integers(1, 12))
+    shape = (n, int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+    a, b = random_map(rng, shape, c, 0.2), random_map(rng, shape, c, 0.2)
+    joint = metrics.batch_joint_counts(torch.from_numpy(a), torch.from_numpy(b), c)
+    inter, union = (t.numpy() for t in metrics.joint_pair_summary(joint, c))
+    pixels_a, pixels_b = (t.numpy() for t in metrics.joint_class_pixels(joint, c))
+    pair_i, pair_u = (t.numpy() for t in metrics.batch_pair_summary(torch.from_numpy(a), torch.from_numpy(b), c))
+    own = metrics.batch_class_pixels(torch.from_numpy(a), c).numpy()
+    for i in range(n):
+        ref_i, ref_u, _ = metrics.pair_summary(a[i], b[i], c)
+        assert inter[i].tolist() == ref_i.tolist() == pair_i[i].tolist()
+        assert union[i].tolist() == ref_u.tolist() == pair_u[i].tolist()
+        assert pixels_a[i].tolist() == metrics.class_pixels(a[i], c).tolist() == own[i].tolist()
+        assert pixels_b[i].tolist() == metrics.class_pixels(b[i], c).tolist()
+    assert int(joint.sum()) == a.size

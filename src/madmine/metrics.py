@@ -71,28 +71,44 @@ def batch_class_pixels(maps, num_classes: int):
     int64, ignoring 255; one bincount on the maps' device for the whole batch."""
     import torch  # 6.5 s to import: only scoring, which has it loaded, calls this
 
-    n = maps.shape[0]
-    flat = maps.reshape(n, -1).long()
-    valid = flat != IGNORE
-    index = (torch.arange(n, device=maps.device)[:, None] * num_classes + flat)[valid]
-    return torch.bincount(index, minlength=n * num_classes).reshape(n, num_classes)
+    n, k = maps.shape[0], num_classes + 1
+    flat = maps.reshape(n, -1).to(torch.int32).clamp_(max=num_classes)  # 255 -> bucket c
+    flat.add_((torch.arange(n, device=maps.device, dtype=torch.int32) * k)[:, None])
+    return torch.bincount(flat.reshape(-1), minlength=n * k).reshape(n, k)[:, :num_classes]
+
+
+def batch_joint_counts(a, b, num_classes: int):
+    """Per-image joint class histogram of two batches of same-size maps, torch (N, H, W) each:
+    (N, c+1, c+1) int64 where [n, i, j] counts pixels of class i in a and j in b, and index c
+    holds 255. One bincount for the whole batch; class pixels, intersections and unions are all
+    sums of it (joint_class_pixels, joint_pair_summary)."""
+    import torch  # 6.5 s to import: only scoring, which has it loaded, calls this
+
+    n, k = a.shape[0], num_classes + 1
+    index = a.reshape(n, -1).to(torch.int32).clamp_(max=num_classes).mul_(k)
+    index.add_(b.reshape(n, -1).to(torch.int32).clamp_(max=num_classes))
+    index.add_((torch.arange(n, device=a.device, dtype=torch.int32) * (k * k))[:, None])
+    return torch.bincount(index.reshape(-1), minlength=n * k * k).reshape(n, k, k)
+
+
+def joint_class_pixels(joint, num_classes: int) -> tuple:
+    """(class pixels of a, class pixels of b), (N, c) each, from batch_joint_counts: each map's
+    own 255 pixels are ignored, the other map's are not (as class_pixels of each map)."""
+    return joint[:, :num_classes, :].sum(dim=2), joint[:, :, :num_classes].sum(dim=1)
+
+
+def joint_pair_summary(joint, num_classes: int) -> tuple:
+    """(I, U) per image, (N, c) each, from batch_joint_counts: pixels that are 255 in either map
+    are ignored (as pair_summary)."""
+    valid = joint[:, :num_classes, :num_classes]
+    inter = valid.diagonal(dim1=1, dim2=2)
+    return inter, valid.sum(dim=2) + valid.sum(dim=1) - inter
 
 
 def batch_pair_summary(a, b, num_classes: int):
     """(I, U) per image between two batches of same-size maps, torch (N, H, W) each:
     (N, c) int64 each; pixels that are 255 in either map are ignored (as pair_summary)."""
-    import torch  # 6.5 s to import: only scoring, which has it loaded, calls this
-
-    n = a.shape[0]
-    fa, fb = a.reshape(n, -1).long(), b.reshape(n, -1).long()
-    valid = (fa != IGNORE) & (fb != IGNORE)
-    base = torch.arange(n, device=a.device)[:, None] * num_classes
-    size = n * num_classes
-    count_a = torch.bincount((base + fa)[valid], minlength=size)
-    count_b = torch.bincount((base + fb)[valid], minlength=size)
-    inter = torch.bincount((base + fa)[valid & (fa == fb)], minlength=size)
-    union = count_a + count_b - inter
-    return inter.reshape(n, num_classes), union.reshape(n, num_classes)
+    return joint_pair_summary(batch_joint_counts(a, b, num_classes), num_classes)
 
 
 def batch_discrepancy(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ that one item and go on: a run never stops for one input.
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import threading
 
@@ -129,29 +130,70 @@ def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int 
 def guarded(fn, *args, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, what: str = "decode", **kwargs):
     """fn(*args, **kwargs) with a time limit; any exception but ImageError becomes one.
 
-    The call runs in a daemon thread, so that a decoder caught in a pathological loop is
-    abandoned after `timeout_s` (its thread ends with the decoder; Pillow's decoders release
-    the GIL, so it does not stall the caller). `timeout_s=None` runs it in this thread.
+    The call runs in one of a few reusable daemon threads, so that a decoder caught in a
+    pathological loop is abandoned after `timeout_s`: its thread ends with the decoder and a
+    fresh one serves the next call (Pillow's decoders release the GIL, so it does not stall
+    the caller). Reusing the threads keeps the limit cheap: starting a thread per image cost
+    as much as decoding a small JPEG. `timeout_s=None` runs it in this thread.
     """
     if timeout_s is None:
         return _call(fn, args, kwargs, what)
-    outcome: list = []
-
-    def target() -> None:
-        try:
-            outcome.append((True, _call(fn, args, kwargs, what)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=target, name=f"madmine-{what}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive() or not outcome:
-        raise ImageError(f"{what} timed out", f"took more than {timeout_s:g} s ([scoring] decode_timeout_s)")
-    ok, value = outcome[0]
+    job = _Job(fn, args, kwargs, what)
+    _GuardThread.take().inbox.put(job)
+    if not job.done.wait(timeout_s):
+        with _GUARD_LOCK:
+            job.abandoned = True
+        if not job.done.is_set():
+            raise ImageError(f"{what} timed out", f"took more than {timeout_s:g} s ([scoring] decode_timeout_s)")
+    ok, value = job.outcome
     if ok:
         return value
     raise value
+
+
+class _Job:
+    def __init__(self, fn, args, kwargs, what: str):
+        self.fn, self.args, self.kwargs, self.what = fn, args, kwargs, what
+        self.done = threading.Event()
+        self.abandoned = False
+        self.outcome: tuple = (False, None)
+
+    def run(self) -> None:
+        try:
+            self.outcome = (True, _call(self.fn, self.args, self.kwargs, self.what))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by guarded
+            self.outcome = (False, exc)
+
+
+_GUARD_LOCK = threading.Lock()
+_IDLE_GUARDS: list[_GuardThread] = []
+
+
+class _GuardThread(threading.Thread):
+    """Runs guarded calls one at a time; goes back to the idle list after each, unless its
+    caller gave up waiting (then it ends when the call does)."""
+
+    def __init__(self):
+        super().__init__(name="madmine-guard", daemon=True)
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.start()
+
+    @classmethod
+    def take(cls) -> _GuardThread:
+        with _GUARD_LOCK:
+            if _IDLE_GUARDS:
+                return _IDLE_GUARDS.pop()
+        return cls()
+
+    def run(self) -> None:
+        while True:
+            job = self.inbox.get()
+            job.run()
+            with _GUARD_LOCK:
+                if job.abandoned:
+                    return
+                _IDLE_GUARDS.append(self)
+            job.done.set()
 
 
 def _call(fn, args, kwargs, what: str):

@@ -49,6 +49,7 @@ class Scorer:
         if self.device == "cpu":
             torch.set_num_threads(ctx.scoring.torch_threads or os.cpu_count() or 1)
         self._networks: dict = {}
+        self._inputs: dict = {}  # normalised inputs of the batch being scored, per (shape, mean, std)
         self.timings = Timings()
         self._folders = {m.name: maps_folder(m, ctx.classes, ctx.storage_options) for m in ctx.models if not m.is_network}
 
@@ -63,20 +64,30 @@ class Scorer:
             self._networks[spec.name] = loaded
         return self._networks[spec.name]
 
-    def _input(self, spec: ModelSpec, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 (N, S, S, 3) -> the normalised float batch on the device (pinned, asynchronous on CUDA)."""
+    def _input(self, spec: ModelSpec, pixels: np.ndarray, rows: tuple | None = None) -> torch.Tensor:
+        """uint8 (N, S, S, 3) -> the normalised float batch on the device (pinned, asynchronous on CUDA).
+
+        Within one batch (__call__), models of the same input size and normalisation that run
+        on the same `rows` share one copy. The NHWC pixels permuted to NCHW are already
+        channels_last."""
+        key = (rows, pixels.shape, tuple(spec.mean), tuple(spec.std))
+        if rows is not None and key in self._inputs:
+            return self._inputs[key]
         x = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.startswith("cuda"):
             x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        if self.ctx.scoring.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.permute(0, 3, 1, 2).float()
+        if not self.ctx.scoring.channels_last:
+            x = x.contiguous()
+        shift = torch.tensor([255.0 * m for m in spec.mean], device=self.device).view(1, 3, 1, 1)
+        scale = torch.tensor([1.0 / (255.0 * s) for s in spec.std], device=self.device).view(1, 3, 1, 1)
+        x = x.sub_(shift).mul_(scale)
+        if rows is not None:
+            self._inputs[key] = x
         return x
 
-    def forward(self, spec: ModelSpec, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    def forward(self, spec: ModelSpec, pixels: np.ndarray, rows: tuple | None = None
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """uint8 (N, S, S, 3) -> maps uint8 (N, S, S) on the device, mean entropy (N,), mean max-softmax (N,).
 
         Maps hold config class ids: a model with a class map has its argmax mapped through the
@@ -88,7 +99,7 @@ class Scorer:
         loaded = self._network(spec)
         net = loaded.net
         with self.timings("to device and normalise"):
-            x = self._input(spec, pixels)
+            x = self._input(spec, pixels, rows)
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with self.timings(f"forward {spec.name}"), torch.inference_mode(), \
                 torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -133,7 +144,7 @@ class Scorer:
             else:
                 out[i] = (torch.tensor(hit.map, device=self.device), hit.mean_entropy, hit.mean_msp, False)
         if missing:
-            maps, entropy, msp = self.forward(spec, batch[pixels_column(spec.input_size)][missing])
+            maps, entropy, msp = self.forward(spec, batch[pixels_column(spec.input_size)][missing], rows=tuple(missing))
             for k, i in enumerate(missing):
                 out[i] = (maps[k], float(entropy[k]), float(msp[k]), True)
         return out
@@ -141,6 +152,7 @@ class Scorer:
     # ---- the stage ---------------------------------------------------------------------------
     def __call__(self, batch: dict[str, np.ndarray], cached: dict[str, dict[str, StoredMap]] | None = None) -> ScoredBatch:
         cached = cached or {}
+        self._inputs = {}
         c = self.ctx.num_classes
         n = len(batch["image_id"])
         errors = [str(e) for e in batch["error"]]
@@ -179,37 +191,38 @@ class Scorer:
         out["error"] = np.asarray(errors, dtype=object)
         out["stage"] = np.asarray(stages, dtype=object)
         out["detail"] = np.asarray(details, dtype=object)
+        self._inputs = {}
         return ScoredBatch(out, computed)
 
     def _summarise(self, out: dict, maps: dict, good: list[int], computed: dict, batch: dict) -> None:
         c = self.ctx.num_classes
         index = np.asarray(good)
+        stacks, class_pixels = {}, {}
         for spec in self.ctx.models:
             rows = [maps[spec.name][i] for i in good]
             out[column("ent", spec.name)][index] = [r[1] for r in rows]
             out[column("msp", spec.name)][index] = [r[2] for r in rows]
             out[column("fw", spec.name)][index] = [r[3] for r in rows]
-            stacked = _stack([r[0] for r in rows])
-            if stacked is not None:
-                out[column("cp", spec.name)][index] = metrics.batch_class_pixels(stacked, c).cpu().numpy()
-                out[column("h", spec.name)][index], out[column("w", spec.name)][index] = stacked.shape[1:]
-            else:
-                for i, r in zip(good, rows):
-                    out[column("cp", spec.name)][i] = metrics.class_pixels(r[0].cpu().numpy(), c)
-                    out[column("h", spec.name)][i], out[column("w", spec.name)][i] = r[0].shape
-            ran = [(i, r) for i, r in zip(good, rows) if r[3]]
+            stacks[spec.name] = _stack([r[0] for r in rows])
+            ran = [k for k, r in enumerate(rows) if r[3]]
             if ran:
-                cpu = _stack([r[0] for _, r in ran]).cpu().numpy()
+                cpu = (stacks[spec.name][ran] if stacks[spec.name] is not None else _stack([rows[k][0] for k in ran])).cpu().numpy()
                 computed[spec.name] = {
-                    str(batch["image_id"][i]): StoredMap(cpu[k], r[1], r[2]) for k, (i, r) in enumerate(ran)
+                    str(batch["image_id"][good[k]]): StoredMap(cpu[j], rows[k][1], rows[k][2]) for j, k in enumerate(ran)
                 }
-        target = [maps[self.ctx.target.name][i][0] for i in good]
-        target_stack = _stack(target)
+        target_name = self.ctx.target.name
+        target = [maps[target_name][i][0] for i in good]
+        target_stack = stacks[target_name]
         for spec in self.ctx.competitors:
             other = [maps[spec.name][i][0] for i in good]
-            if target_stack is not None:
-                inter, union = metrics.batch_pair_summary(target_stack, _resized(other, target_stack.shape[1:]), c)
-                inter, union = inter.cpu().numpy(), union.cpu().numpy()
+            if target_stack is not None:  # one joint histogram per pair gives I, U and both maps' class pixels
+                resized = _resized(other, stacks[spec.name], target_stack.shape[1:])
+                joint = metrics.batch_joint_counts(target_stack, resized, c)
+                inter, union = (t.cpu().numpy() for t in metrics.joint_pair_summary(joint, c))
+                mine, theirs = metrics.joint_class_pixels(joint, c)
+                class_pixels.setdefault(target_name, mine)
+                if resized is stacks[spec.name]:  # the competitor's maps at their own size
+                    class_pixels[spec.name] = theirs
             else:  # target maps of their own sizes: image by image
                 pairs = [metrics.pair_summary(t.cpu().numpy(), resize_nearest(o.cpu().numpy(), tuple(t.shape)), c)
                          for t, o in zip(target, other)]
@@ -218,6 +231,18 @@ class Scorer:
             out[column("I", spec.name)][index] = inter
             out[column("U", spec.name)][index] = union
             out[column("d", spec.name)][index] = metrics.batch_discrepancy(inter, union)
+        for spec in self.ctx.models:
+            stacked = stacks[spec.name]
+            if stacked is not None:
+                pixels = class_pixels.get(spec.name)
+                out[column("cp", spec.name)][index] = (
+                    pixels if pixels is not None else metrics.batch_class_pixels(stacked, c)).cpu().numpy()
+                out[column("h", spec.name)][index], out[column("w", spec.name)][index] = stacked.shape[1:]
+            else:
+                for i in good:
+                    m = maps[spec.name][i][0]
+                    out[column("cp", spec.name)][i] = metrics.class_pixels(m.cpu().numpy(), c)
+                    out[column("h", spec.name)][i], out[column("w", spec.name)][i] = m.shape
 
 
 def _stack(maps: list[torch.Tensor]) -> torch.Tensor | None:
@@ -227,9 +252,9 @@ def _stack(maps: list[torch.Tensor]) -> torch.Tensor | None:
     return torch.stack(maps)
 
 
-def _resized(maps: list[torch.Tensor], shape) -> torch.Tensor:
-    """Maps at `shape`, nearest neighbour as PIL's NEAREST (pairs are computed at the target's size)."""
-    stacked = _stack(maps)
+def _resized(maps: list[torch.Tensor], stacked: torch.Tensor | None, shape) -> torch.Tensor:
+    """Maps at `shape` (`stacked` itself when it has that size), nearest neighbour as PIL's
+    NEAREST (pairs are computed at the target's size)."""
     if stacked is not None:
         if tuple(stacked.shape[1:]) == tuple(shape):
             return stacked
