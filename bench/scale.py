@@ -33,12 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts requests
 
 from counting_s3 import CountingS3Server  # noqa: E402
+from madmine.completion import shard_markers  # noqa: E402
 from madmine.config import load_config  # noqa: E402
 from madmine.models import check_models  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.steps.score.context import ScoreContext  # noqa: E402
 from madmine.steps.score.decode import decode_batch  # noqa: E402
 from madmine.steps.score.predict import Scorer  # noqa: E402
+from madmine.steps.score.runs import run_records  # noqa: E402
 from madmine.workspace import Workspace  # noqa: E402
 
 WORK = REPO / "bench-work" / "scale"
@@ -102,6 +104,26 @@ def timed_score(config: Path) -> tuple[float, int]:
     return seconds, peak
 
 
+def time_split(config: Path) -> dict[str, float]:
+    """Where the newest run's shard time went, summed over its shards (from the markers)."""
+    ws = Workspace.from_config(load_config(config))
+    run_id = run_records(ws)[-1]["run_id"]
+    markers = shard_markers(ws, run_id)
+    total: dict[str, float] = {"shards": 0.0}
+    for shard in markers.done():
+        marker = markers.get(shard) or {}
+        total["shards"] += marker.get("seconds", 0.0)
+        for phase, seconds in marker.get("timings", {}).items():
+            total[phase] = total.get(phase, 0.0) + seconds
+    return total
+
+
+def show_split(label: str, whole: float, split: dict[str, float]) -> None:
+    top = sorted(((v, k) for k, v in split.items() if k != "shards"), reverse=True)[:6]
+    print(f"      {label}: {whole:.1f} s whole process, {split['shards']:.1f} s in shards; "
+          + ", ".join(f"{k} {v:.1f}" for v, k in top), flush=True)
+
+
 def loop_seconds(config: Path, uris: list[str]) -> float:
     """The same decode, forward passes and metrics in one process, nothing stored."""
     cfg = load_config(config)
@@ -132,6 +154,7 @@ def measure(n: int, paths: list[Path], server: CountingS3Server) -> dict:
     config = write_config(local, str(local / "ws") + "/")
     ingest(Workspace.from_config(load_config(config)), [str(listing)], show_progress=False)
     out["score_s"], out["driver_rss"] = timed_score(config)
+    out["score_split"] = time_split(config)
     out["objects"] = files_under(local / "ws")
     out["loop_s"] = loop_seconds(config, [str(p) for p in paths[:n]])
 
@@ -146,9 +169,12 @@ def measure(n: int, paths: list[Path], server: CountingS3Server) -> dict:
     before = server.total()
     out["s3_round0_s"], _ = timed_score(config0)
     out["s3_round0_requests"] = server.total() - before
+    out["s3_round0_split"] = time_split(config0)
     before = server.total()
-    out["s3_rescore_s"], _ = timed_score(write_config(remote, f"s3://{bucket}/ws", seed=1, storage=storage))
+    config1 = write_config(remote, f"s3://{bucket}/ws", seed=1, storage=storage)
+    out["s3_rescore_s"], _ = timed_score(config1)
     out["s3_rescore_requests"] = server.total() - before
+    out["s3_rescore_split"] = time_split(config1)
     return out
 
 
@@ -169,11 +195,14 @@ def main() -> None:
             ratio = row["loop_s"] / row["score_s"]
             print(f"  (a) madmine score {row['score_s']:.1f} s ({n / row['score_s']:.0f} images/s) against the "
                   f"in-process loop {row['loop_s']:.1f} s ({n / row['loop_s']:.0f} images/s): {ratio:.2f}   aim >= 0.8")
+            show_split("score", row["score_s"], row["score_split"])
             print(f"  (b) objects written: {row['objects']}, {row['objects'] / n:.4f} per image   aim <= 0.02")
             print(f"  (c) driver peak RSS: {row['driver_rss'] / 2**20:.0f} MiB")
             for key, label in (("round0", "round 0"), ("rescore", "re-score, new target version")):
                 req = row[f"s3_{key}_requests"]
                 print(f"  (d) S3 {label}: {req} requests, {req / n:.4f} per image   aim <= 0.05")
+            show_split("S3 round 0", row["s3_round0_s"], row["s3_round0_split"])
+            show_split("S3 re-score", row["s3_rescore_s"], row["s3_rescore_split"])
             rescore = row["s3_rescore_s"] / row["s3_round0_s"]
             print(f"  (e) S3 re-score {row['s3_rescore_s']:.1f} s over round 0 {row['s3_round0_s']:.1f} s: {rescore:.2f}"
                   f"   aim <= 1.3/(m+1) = {1.3 / (m + 1):.2f}")
