@@ -13,7 +13,10 @@ console = Console(stderr=True)
 def score(
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run (committed shards are skipped)."),
     run_id: str = typer.Option(None, "--run-id", help="Name the run (default: derived from the model versions)."),
-    executor: str = typer.Option("ray", help="'ray' (Ray Data, local or cluster) or 'local' (in-process)."),
+    executor: str = typer.Option(
+        "auto", help="'auto': Ray Data when a cluster address is given (--ray-address, RAY_ADDRESS) or [scoring] actors > 1, "
+        "else in this process; 'ray' (Ray Data, an embedded local Ray without an address) or 'local' (in this process)."
+    ),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
     max_error_fraction: float = typer.Option(
         None, "--max-error-fraction", help="Fail (after saving everything) when more images than this fraction fail."
