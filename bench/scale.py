@@ -11,7 +11,7 @@ madmine rather than the models. For each N (default 20,000 and 100,000; BENCH_SC
       re-score with a new target version                                     (aim <= 0.05)
   (e) on S3: re-score time over round-0 time                                (aim <= 1.3/(m+1))
 
-    python -m bench.scale                 # both sizes (about 18 minutes on 2 cores)
+    python -m bench.scale                 # both sizes (about 10 minutes on 2 cores)
     BENCH_SCALE_N=2000 python -m bench.scale
 """
 
