@@ -154,3 +154,18 @@ def test_map_pngs_are_decoded_inside_the_boundary():
     with pytest.raises(ImageError) as info:
         decode_map_png(data, max_pixels=100)
     assert info.value.reason == "decompression bomb"
+
+
+def test_guarded_works_in_a_forked_child_after_the_parent_used_it():
+    """The guard's threads are reused; a forked child (a DataLoader worker) must not wait on
+    its parent's threads, which do not exist in the child."""
+    import multiprocessing
+
+    assert guarded(lambda: 1, timeout_s=5) == 1  # the parent now has an idle guard thread
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_guarded_in_child) == 42
+
+
+def _guarded_in_child() -> int:
+    return guarded(lambda: 42, timeout_s=5)

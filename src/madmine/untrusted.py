@@ -169,6 +169,16 @@ _GUARD_LOCK = threading.Lock()
 _IDLE_GUARDS: list[_GuardThread] = []
 
 
+def _forget_guards_after_fork() -> None:
+    """A forked child (a DataLoader worker) has none of its parent's threads: start afresh."""
+    global _GUARD_LOCK
+    _GUARD_LOCK = threading.Lock()
+    _IDLE_GUARDS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_guards_after_fork)
+
+
 class _GuardThread(threading.Thread):
     """Runs guarded calls one at a time; goes back to the idle list after each, unless its
     caller gave up waiting (then it ends when the call does)."""
