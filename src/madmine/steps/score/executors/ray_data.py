@@ -7,7 +7,8 @@ live one; a shard's outputs are idempotent and committed by a marker written las
 image is counted exactly once. The pool grows up to `[scoring] actors` as nodes join.
 
 Progress is finer than shards: actors add the images of each batch to a small counter actor
-(fire and forget), which the driver reads twice a second.
+(fire and forget), which the driver reads twice a second. The counter lives on the driver's
+node, and only the progress bar depends on it: a lost counter never fails a run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 
 import ray
 from ray.data import ActorPoolStrategy, DataContext
+from ray.exceptions import GetTimeoutError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from madmine.ray_cluster import ensure_ray
 from madmine.steps.score.context import ScoreContext
@@ -63,7 +66,8 @@ def run_ray(specs: list[ShardSpec], ctx: ScoreContext, address: str | None = Non
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
     s = ctx.scoring
-    counter = ProgressCounter.remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    counter = ProgressCounter.options(scheduling_strategy=here).remote()
     ds = ray.data.from_items([spec.to_dict() for spec in specs], override_num_blocks=len(specs))
     ds = ds.map_batches(
         ShardActor,
@@ -76,9 +80,15 @@ def run_ray(specs: list[ShardSpec], ctx: ScoreContext, address: str | None = Non
     )  # Ray Data restarts dead pool actors and retries their shards
     stop = threading.Event()
 
+    def take() -> int:
+        try:
+            return ray.get(counter.take.remote(), timeout=10)
+        except (RayError, GetTimeoutError):
+            return 0  # the bar falls behind; the shard summaries still count every image
+
     def report() -> None:
         while not stop.wait(0.5):
-            n = ray.get(counter.take.remote())
+            n = take()
             if n and progress is not None:
                 progress(n)
 
@@ -90,7 +100,10 @@ def run_ray(specs: list[ShardSpec], ctx: ScoreContext, address: str | None = Non
     finally:
         stop.set()
         reporter.join(timeout=5)
-        left = ray.get(counter.take.remote())
+        left = take()
         if left and progress is not None:
             progress(left)
-        ray.kill(counter)
+        try:
+            ray.kill(counter)
+        except RayError:
+            pass
