@@ -57,7 +57,10 @@ def context(cfg, ws, versions, run_id="run"):
 def test_shards_cover_every_image_once_in_id_order_and_shards_of_agrees(world):
     cfg, ws = world
     specs = plan_shards(ws, 3)
-    assert [s.size for s in specs] == [3, 3, 1, 3, 2]  # parts of 7 and 5 images, 3 at a time
+    by_part: dict[str, list[int]] = {}
+    for s in specs:
+        by_part.setdefault(s.part_path, []).append(s.size)
+    assert sorted(by_part.values()) == [[3, 2], [3, 3, 1]]  # parts of 7 and 5 images, 3 at a time
     seen = []
     for spec in specs:
         ids = read_shard_rows(ws, spec).column("image_id").to_pylist()
