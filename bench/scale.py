@@ -32,15 +32,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts requests
 
+from bench.score import breakdown  # noqa: E402
 from counting_s3 import CountingS3Server  # noqa: E402
-from madmine.completion import shard_markers  # noqa: E402
 from madmine.config import load_config  # noqa: E402
 from madmine.models import check_models  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.steps.score.context import ScoreContext  # noqa: E402
 from madmine.steps.score.decode import decode_batch  # noqa: E402
 from madmine.steps.score.predict import Scorer  # noqa: E402
-from madmine.steps.score.runs import run_records  # noqa: E402
 from madmine.workspace import Workspace  # noqa: E402
 
 WORK = REPO / "bench-work" / "scale"
@@ -106,16 +105,8 @@ def timed_score(config: Path) -> tuple[float, int]:
 
 def time_split(config: Path) -> dict[str, float]:
     """Where the newest run's shard time went, summed over its shards (from the markers)."""
-    ws = Workspace.from_config(load_config(config))
-    run_id = run_records(ws)[-1]["run_id"]
-    markers = shard_markers(ws, run_id)
-    total: dict[str, float] = {"shards": 0.0}
-    for shard in markers.done():
-        marker = markers.get(shard) or {}
-        total["shards"] += marker.get("seconds", 0.0)
-        for phase, seconds in marker.get("timings", {}).items():
-            total[phase] = total.get(phase, 0.0) + seconds
-    return total
+    phases, seconds, _ = breakdown(Workspace.from_config(load_config(config)))
+    return {**phases, "shards": seconds}
 
 
 def show_split(label: str, whole: float, split: dict[str, float]) -> None:
