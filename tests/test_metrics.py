@@ -158,3 +158,22 @@ def test_batch_metrics_match_the_per_image_loop(seed):
         assert pixels_a[i].tolist() == metrics.class_pixels(a[i], c).tolist() == own[i].tolist()
         assert pixels_b[i].tolist() == metrics.class_pixels(b[i], c).tolist()
     assert int(joint.sum()) == a.size
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_label_ids_are_numpys_first_argmax_ties_included(channels_last):
+    import torch
+
+    rng = np.random.default_rng(11)
+    z = rng.integers(-3, 4, size=(2, 7, 12, 10)).astype(np.float32)  # many ties
+    logits = torch.from_numpy(z).to(torch.bfloat16)
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    ties = ((z == z.max(axis=1, keepdims=True)).sum(axis=1) > 1).mean()
+    assert ties > 0.2
+    np.testing.assert_array_equal(metrics.label_ids(logits).numpy(), z.argmax(axis=1))
+
+
+def test_uncertainty_stride_keeps_small_maps_whole_and_samples_large_ones_at_about_128():
+    assert [metrics.uncertainty_stride(s) for s in (32, 64, 255, 256, 513, 1024)] == [1, 1, 1, 2, 4, 8]
+    assert all(100 <= -(-s // metrics.uncertainty_stride(s)) <= 256 for s in range(128, 2049))

@@ -30,7 +30,6 @@ from madmine.steps.score.device import resolve_device, resolve_precision
 from madmine.steps.score.map_store import StoredMap
 from madmine.steps.score.timing import Timings
 
-UNCERTAINTY_STRIDE = 2  # the target's mean entropy and max-softmax over every 2nd pixel (metrics.maps_entropy_msp)
 
 
 @dataclass
@@ -109,11 +108,12 @@ class Scorer:
             lut = loaded.lut(int(logits.shape[1]), logits.device)
             if spec.role == "target":
                 with self.timings("argmax, entropy and max-softmax (target)"):
-                    maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=UNCERTAINTY_STRIDE, lut=lut,
+                    stride = metrics.uncertainty_stride(logits.shape[-1])
+                    maps, entropy, msp = metrics.maps_entropy_msp(logits, stride=stride, lut=lut,
                                                                   num_classes=self.ctx.num_classes)
             else:  # argmax of bf16 logits equals that of their (exact) float copy
                 with self.timings("argmax (competitors)"):
-                    maps = map_ids(logits.argmax(dim=1), lut)
+                    maps = map_ids(metrics.label_ids(logits), lut)
                     self._sync()
                 entropy = msp = np.full(len(pixels), np.nan)
         return maps, entropy, msp

@@ -28,7 +28,6 @@ from madmine.errors import MadmineError
 from madmine.models import check_models
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.executors.local import run_local
-from madmine.steps.score.executors.ray_data import run_ray
 from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import read_record, run_records, write_record
 from madmine.steps.score.shards import plan_shards
@@ -50,6 +49,14 @@ class ScoreResult:
     @property
     def error_fraction(self) -> float:
         return self.errors / self.images_total if self.images_total else 0.0
+
+
+def _run_ray(pending, ctx, ray_address, advance):
+    """Ray Data scores the shards; imported here because importing Ray Data takes half a second
+    that a run on the local executor (every one-machine run) should not pay."""
+    from madmine.steps.score.executors.ray_data import run_ray
+
+    return run_ray(pending, ctx, ray_address, advance)
 
 
 def default_run_id(config: Config, versions: dict[str, str]) -> str:
@@ -159,7 +166,7 @@ def score(
         ) as progress:
             task = progress.add_task("score", total=sum(s.size for s in pending), shards=f"0/{len(pending)}")
             advance = lambda n: progress.advance(task, n)  # noqa: E731  (images decoded and scored, as they go)
-            summaries = run_local(pending, ctx, advance) if executor == "local" else run_ray(pending, ctx, ray_address, advance)
+            summaries = run_local(pending, ctx, advance) if executor == "local" else _run_ray(pending, ctx, ray_address, advance)
             done: set[str] = set()
             for summary in summaries:
                 if summary["shard"] in done:
