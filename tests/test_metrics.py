@@ -174,6 +174,6 @@ def test_label_ids_are_numpys_first_argmax_ties_included(channels_last):
     np.testing.assert_array_equal(metrics.label_ids(logits).numpy(), z.argmax(axis=1))
 
 
-def test_uncertainty_stride_keeps_small_maps_whole_and_samples_large_ones_at_about_128():
-    assert [metrics.uncertainty_stride(s) for s in (32, 64, 255, 256, 513, 1024)] == [1, 1, 1, 2, 4, 8]
-    assert all(100 <= -(-s // metrics.uncertainty_stride(s)) <= 256 for s in range(128, 2049))
+def test_uncertainty_stride_is_two_for_small_maps_and_samples_large_ones_at_about_128():
+    assert [metrics.uncertainty_stride(s) for s in (32, 64, 255, 383, 384, 513, 1024)] == [2, 2, 2, 2, 3, 4, 8]
+    assert all(100 <= -(-s // metrics.uncertainty_stride(s)) <= 192 for s in range(256, 2049))

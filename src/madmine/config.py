@@ -389,6 +389,11 @@ class FinetuneConfig:
     flip: Flag = True
     mixing: Literal["alternate", "union"] = "alternate"  # alternate: a batch of S and a batch of S(0) per step
     freeze_bn: Flag = True
+    # which learning rate wins: "t0" (the paper: the highest T(0) mIoU) or "validation" (the fewest failures
+    # on a held-out part of S, among the rates whose T(0) mIoU is within max_t0_drop of the parent's)
+    choose_by: Literal["t0", "validation"] = "t0"
+    validation_share: Annotated[Number, Field(gt=0, le=0.5)] = 0.2  # of S, kept out of training ("validation")
+    max_t0_drop: Annotated[Number, Field(ge=0, le=1)] = 0.01  # mIoU on T(0), as a fraction ("validation")
     start_from: Literal["latest", "original"] = "latest"  # latest: the newest target version of an earlier round
     num_workers: AtLeastOne = 1
     use_gpu: Flag = False

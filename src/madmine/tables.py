@@ -413,6 +413,8 @@ FINETUNE_CURVES = Table(
             ("val_miou", pa.float64()),
             ("resumed", pa.bool_()),
             ("seconds", pa.float64()),
+            ("v_failures", pa.float64()),  # choose_by = "validation": failures on V, the held-out part of S
+            ("v_image_miou", pa.float64()),
         ]
     ),
     "madmine finetune [--selection NAME]",

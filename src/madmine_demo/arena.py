@@ -35,6 +35,7 @@ class ArenaResult:
     per_image: dict[str, float]
     failures: dict[str, float]  # fraction of images with per-image mIoU < TAU
     by_kind: dict[str, dict[str, float]]  # model -> kind -> dataset mIoU
+    failures_by_kind: dict[str, dict[str, float]]  # model -> kind -> fraction of images with per-image mIoU < TAU
     gain: dict[str, tuple[float, float, float]]  # model -> dataset mIoU minus the original's: (value, 2.5%, 97.5%)
     competitions: list[competition.Competition]
     images: int
@@ -52,6 +53,15 @@ def _by_kind(image_rows: list[dict], truth: Truth) -> dict[str, dict[str, float]
         else:
             per[kind] = (inter, union)
     return {m: {k: metrics.miou_from_sums(i, u) for k, (i, u) in sorted(per.items())} for m, per in sums.items()}
+
+
+def _failures_by_kind(image_rows: list[dict], truth: Truth) -> dict[str, dict[str, float]]:
+    """model -> kind of scene -> the fraction of its images with per-image mIoU below TAU."""
+    by: dict[str, dict[str, list[bool]]] = {}
+    for r in image_rows:
+        if r["image_miou"] is not None:
+            by.setdefault(r["model"], {}).setdefault(truth.kind(r["image_id"]), []).append(r["image_miou"] < TAU)
+    return {m: {k: float(np.mean(v)) for k, v in sorted(per.items())} for m, per in by.items()}
 
 
 def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: int = 1000,
@@ -73,7 +83,8 @@ def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: i
 
 def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pairs: list[tuple[str, str]],
               show_progress: bool = False) -> ArenaResult:
-    """Write the arena's config, ingest the held-out set, evaluate every variant, run the competitions."""
+    """Write the arena's config, ingest the held-out set, evaluate every variant, run the competitions
+    (none for the probe: equal numbers of every kind of scene, to measure failure rates per kind)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "madmine.toml").write_text(config_text)
     config = load_config(root / "madmine.toml")
@@ -108,4 +119,5 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
         results.append(comp)
     base = config.target.name
     gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}
-    return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), gain, results, len(heldout.kinds()))
+    return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), _failures_by_kind(images, truth), gain,
+                       results, len(heldout.kinds()))

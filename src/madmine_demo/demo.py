@@ -16,6 +16,7 @@ the trained models and every finished stage.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from madmine.config import load_config
+from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
 from madmine.steps.bounds import run_bounds
 from madmine.steps.evaluation import evaluate as ev
@@ -41,6 +43,7 @@ from madmine_demo.arena import run_arena
 from madmine_demo.people.annotator import label_and_import
 from madmine_demo.people.raters import rate_round
 from madmine_demo.world.datasets import write
+from madmine_demo.world.failures import KINDS, MIXES
 from madmine_demo.world.shapes import NAMES
 from madmine_demo.world.truth import Truth
 from madmine_demo.zoo.training import ensure_trained
@@ -81,15 +84,27 @@ class DemoResult:
     table1: list[dict]  # evaluation summary rows
     arena: object  # arena.ArenaResult
     reports: list[str]
+    probe: object = None  # arena.ArenaResult on the probe (failure rates per kind)
+    t0: object = None  # arena.ArenaResult on T(0) held-out
 
 
 def _world(workdir: Path, settings, clock: Clock):
+    """The world's datasets; a workdir holds one world (its workspace has ingested that corpus)."""
+    marker = workdir / "world.json"
+    chosen = {"world": settings.world, "seed": settings.seed}
+    if marker.exists() and json.loads(marker.read_text()) != chosen:
+        held = json.loads(marker.read_text())
+        raise MadmineError(f"{workdir} holds the demo of the {held['world']!r} world (seed {held['seed']}); "
+                           f"remove it or pick another --workdir for the {settings.world!r} world")
+    marker.write_text(json.dumps(chosen))
     root = workdir / "world"
-    with clock.stage(f"world: {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
-                     f"{settings.heldout} held-out wild images"):
+    with clock.stage(f"world ({settings.world}): {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
+                     f"{settings.heldout} held-out wild, {settings.probe_per_kind} probe images of each kind"):
         sets = {name: write(root, name, size, settings.seed, domain)
                 for name, size, domain in (("train", settings.train, "train"), ("t0", settings.t0, "train"),
-                                           ("wild", settings.corpus, "wild"), ("heldout", settings.heldout, "wild"))}
+                                           ("wild", settings.corpus, settings.world),
+                                           ("heldout", settings.heldout, settings.world),
+                                           ("probe", settings.probe_per_kind * len(KINDS), "probe"))}
     return sets
 
 
@@ -138,14 +153,25 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
 
 
 def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = None, quick: bool = False,
-             ray_address: str | None = None, console: Console | None = None) -> DemoResult:
+             ray_address: str | None = None, console: Console | None = None, world: str | None = None,
+             choose_by: str | None = None) -> DemoResult:
     """Run the demo in `workdir`: `images` wild images (default 5,000), `rounds` rounds (default 2);
-    `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules)."""
+    `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules);
+    `world` the corpus's mix of kinds ('web' or 'wild', failures.MIXES); `choose_by` how
+    fine-tuning picks its learning rate ('validation' or the paper's 't0')."""
 
     console = console or Console(width=None if Console().is_terminal else 132)
     settings = (demo_settings.QUICK if quick else demo_settings.FULL).with_corpus(images)
     if rounds is not None:
         settings = replace(settings, rounds=rounds)
+    if world is not None:
+        if world not in MIXES:
+            raise MadmineError(f"unknown world {world!r}: one of {', '.join(MIXES)}")
+        settings = replace(settings, world=world)
+    if choose_by is not None:
+        if choose_by not in ("t0", "validation"):
+            raise MadmineError(f"unknown choose_by {choose_by!r}: 't0' or 'validation'")
+        settings = replace(settings, choose_by=choose_by)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     clock = Clock(console)
@@ -161,7 +187,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         ensure_ray(ray_address)
     with clock.stage("ingest the wild corpus"):
         ingest(ws, [str(sets["wild"].images)], storage_options=config.storage_options, show_progress=False)
-    truth = Truth([sets["wild"], sets["heldout"]], len(NAMES))
+    truth = Truth([sets["wild"], sets["heldout"], sets["probe"], sets["t0"]], len(NAMES))
     truth.add_manifest(ws)
     with clock.stage("bounds from the labels of S(0)"):
         run_bounds(config, str(sets["train"].labels))
@@ -212,10 +238,21 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
             t0=(str(sets["heldout"].images) + "/", str(sets["heldout"].labels) + "/"),
         )
         arena = run_arena(arena_dir, text, sets["heldout"], truth, pairs)
+    checks = {}
+    for name in ("probe", "t0"):  # failure rates per kind; what fine-tuning may not forget
+        with clock.stage(f"arena: the targets on the {len(sets[name].kinds())} {name} images"):
+            folder = workdir / f"arena-{name}"
+            text = demo_settings.config_text(
+                settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], folder) for m in zoo_models},
+                Path(os.path.relpath(workdir / "world", folder)), zoo_models[:1], extra_models=arena_models,
+                t0=(str(sets[name].images) + "/", str(sets[name].labels) + "/"),
+            )
+            checks[name] = run_arena(folder, text, sets[name], truth, [])
 
     summary = evaluation.summary_table().to_pylist()
     printout.table1(console, summary)
     printout.table2(console, arena, labels)
+    printout.failures_by_kind(console, checks["probe"], checks["t0"], labels)
     for r in range(settings.rounds):
         printout.yields(console, r, yields[r])
     printout.timings(console, clock.rows, clock.total)
@@ -223,7 +260,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
-    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports)
+    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports, checks["probe"], checks["t0"])
 
 
 def _variant_label(name: str, n4: int) -> str:

@@ -88,6 +88,23 @@ def table2(console: Console, arena: ArenaResult, labels: dict[str, str]) -> None
     console.print(comps)
 
 
+def failures_by_kind(console: Console, probe: ArenaResult, t0: ArenaResult, labels: dict[str, str]) -> None:
+    """Each target's failure rate per kind of scene, on the probe (equal numbers of each kind),
+    next to its dataset mIoU on T(0) held-out (what fine-tuning may not forget)."""
+    kinds = [k for k in KINDS if any(k in v for v in probe.failures_by_kind.values())]
+    table = Table(title=f"failure rate (%) by kind of scene, before and after fine-tuning: {probe.images} probe images "
+                        f"({probe.images // max(len(kinds), 1)} of each kind)", title_justify="left",
+                  caption=f"failures: per-image mIoU < {TAU}", caption_justify="left")
+    table.add_column("target")
+    for k in kinds:
+        table.add_column(k, justify="right")
+    table.add_column("T(0) held-out mIoU (%)", justify="right")
+    for name in probe.models:
+        table.add_row(labels.get(name, name), *(pct(probe.failures_by_kind.get(name, {}).get(k)) for k in kinds),
+                      pct(t0.miou.get(name)))
+    console.print(table)
+
+
 def yields(console: Console, round_: int, rows: list[Yield]) -> None:
     table = Table(title=f"round {round_}: failure yield (target's per-image mIoU < {TAU} against the true mask)",
                   title_justify="left")

@@ -1,7 +1,8 @@
 """The demo's sizes and schedules, and the madmine.toml it writes.
 
-`FULL` is `make demo`: a wild corpus of 5,000 images, two rounds, the paper's n3 = 25 and
-n4 = 100. `QUICK` runs every stage on a small corpus for one round (the end-to-end test).
+`FULL` is `make demo`: a corpus of 5,000 images like the web's (mostly typical scenes, a
+minority of corner cases), two rounds, the paper's n3 = 25 and n4 = 100. `QUICK` runs every
+stage on a small corpus for one round (the end-to-end test).
 Fine-tuning keeps the paper's recipe (SGD, momentum 0.9, weight decay 5e-4, poly decay,
 one batch of S and one of S(0) per step, lr chosen on T(0)) with fewer epochs and a
 learning-rate grid that suits small networks trained from scratch rather than a pretrained
@@ -38,6 +39,10 @@ class Settings:
     lr_grid: tuple[float, ...] = (0.003, 0.01)
     batch_size: int = 8
     shard_size: int = 500
+    world: str = "web"  # the corpus's mix of kinds (madmine_demo.world.failures.MIXES)
+    probe_per_kind: int = 50  # probe scenes of each kind: failure rates per kind, before and after fine-tuning
+    choose_by: str = "validation"  # [finetune] choose_by: "t0" is the paper's protocol (docs/finetune.md)
+    max_t0_drop: float = 0.01
 
     def with_corpus(self, images: int | None) -> Settings:
         return self if images is None else replace(self, corpus=images)
@@ -45,7 +50,8 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(corpus=240, train=120, t0=30, heldout=60, rounds=1, steps=(20, 20, 20, 20), n3=3, n4=12,
-                 testset_size=8, per_class=3, compete_n=8, epochs=1, lr_grid=(0.01,), batch_size=4, shard_size=120)
+                 testset_size=8, per_class=3, compete_n=8, epochs=1, lr_grid=(0.01,), batch_size=4, shard_size=120,
+                 world="wild", probe_per_kind=6)  # 240 images: the corner-case-rich mix gives every stage something to pick
 
 
 def zoo(settings: Settings) -> list[ZooModel]:
@@ -93,6 +99,7 @@ def config_text(settings: Settings, workspace: str, weights: dict[str, str], wor
         f"t0_images = {_toml(t0_images)}", f"t0_labels = {_toml(t0_labels)}",
         f"lr_grid = {_toml(list(settings.lr_grid))}", f"epochs = {settings.epochs}", f"batch_size = {settings.batch_size}",
         f"val_every = {settings.epochs}", f"checkpoint_every = {settings.epochs}",
-        f"concurrent_trials = {len(settings.lr_grid)}", "loader_workers = 0", f"seed = {settings.seed}", "",
+        f"concurrent_trials = {len(settings.lr_grid)}", "loader_workers = 0", f"seed = {settings.seed}",
+        f"choose_by = {_toml(settings.choose_by)}", f"max_t0_drop = {settings.max_t0_drop}", "",
     ]
     return "\n".join(lines)

@@ -84,6 +84,26 @@ def test_arena_compares_the_fine_tuned_targets(demo):
         assert len(comp.labelled) == len(comp.selection) > 0 and not comp.waiting
 
 
+def test_failure_rates_per_kind_on_the_probe_and_t0_of_every_target(demo):
+    from madmine_demo import settings as demo_settings
+    from madmine_demo.world.failures import KINDS
+
+    result, _ = demo
+    probe, t0 = result.probe, result.t0
+    assert set(probe.models) == set(t0.models) == set(result.arena.models)
+    per_kind = demo_settings.QUICK.probe_per_kind
+    assert probe.images == per_kind * len(KINDS)
+    for model in probe.models:
+        rates = probe.failures_by_kind[model]
+        assert set(rates) == set(KINDS) and all(0 <= r <= 1 for r in rates.values())
+        # the per-kind rates of equal-sized kinds average to the failure rate over the whole probe
+        assert abs(sum(rates.values()) / len(KINDS) - probe.failures[model]) < 1e-9
+    # T(0) held-out of the original and the round-0 target: the main workspace's own evaluation says the same
+    rows = {(r["model"], r["origin"], r["testset_round"]): r for r in result.table1}
+    assert t0.miou["target"] == pytest.approx(rows[("target", "config", sources.HELD_OUT)]["miou"], abs=1e-9)
+    assert t0.miou["mad_r0"] == pytest.approx(rows[("target", "models table", sources.HELD_OUT)]["miou"], abs=1e-9)
+
+
 def test_report_and_cached_models(demo):
     result, _ = demo
     assert all(Path(r).is_file() and Path(r).stat().st_size > 1000 for r in result.reports)

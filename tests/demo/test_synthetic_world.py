@@ -124,3 +124,37 @@ def test_datasets_are_written_once_with_exact_labels_and_an_index(tmp_path):
     before = ds.image(index[0]["stem"]).stat().st_mtime_ns
     write(tmp_path, "wild", 24, seed=3, domain="wild", workers=1)
     assert ds.image(index[0]["stem"]).stat().st_mtime_ns == before  # same seed and size: nothing rewritten
+
+
+def test_the_web_mix_is_mostly_typical_with_every_corner_kind_a_minority():
+    from madmine_demo.world.failures import MIXES, wild_kind
+
+    rng = np.random.default_rng(3)
+    n = 8000
+    counts = Counter(wild_kind(rng, MIXES["web"]) for _ in range(n))
+    for kind, share in MIXES["web"]:
+        sd = (share * (1 - share) / n) ** 0.5
+        assert abs(counts[kind] / n - share) < 4 * sd, (kind, counts[kind] / n, share)
+    assert dict(MIXES["web"])["typical"] == 0.85 and set(dict(MIXES["web"])) == set(KINDS)
+    web = Counter(sample(0, "wild", i, "web").kind for i in range(400))
+    assert web["typical"] > 300 and sum(web[k] for k in CORNER_CASES + ("ood",)) > 20
+
+
+def test_the_probe_draws_every_kind_in_turn_and_unknown_domains_are_refused():
+    probe = [sample(0, "probe", i, "probe") for i in range(2 * len(KINDS))]
+    assert [s.kind for s in probe] == list(KINDS) * 2
+    with pytest.raises(ValueError, match="train, wild, web, probe"):
+        sample(0, "x", 0, "nowhere")
+
+
+def test_a_demo_workdir_holds_one_world(tmp_path):
+    from madmine.errors import MadmineError
+    from madmine_demo import settings as demo_settings
+    from rich.console import Console
+
+    from madmine_demo.demo import Clock, _world
+
+    (tmp_path / "world.json").write_text('{"world": "wild", "seed": 0}')
+    with pytest.raises(MadmineError, match="holds the demo of the 'wild' world.*'web'"):
+        _world(tmp_path, demo_settings.FULL, Clock(Console()))
+    assert not (tmp_path / "world").exists()

@@ -45,7 +45,9 @@ def finetune(
     state = "already fine-tuned" if result.already_done else f"done in {result.seconds:.0f} s"
     out.print(
         f"round {result.round} {state}: {result.model}@{result.version} ({result.model}@{selection}) "
-        f"(from {result.parent_version}; mIoU on T(0) {result.parent_val_miou:.4f} -> {result.val_miou:.4f})\n"
+        f"(from {result.parent_version}; mIoU on T(0) {result.parent_val_miou:.4f} -> {result.val_miou:.4f}"
+        + (f"; chosen by validation: failures on V {result.parent_v_failures:.2f} -> {result.v_failures:.2f}"
+           if result.choose_by == "validation" and result.v_failures is not None else "") + ")\n"
         f"weights: {result.weights_uri}",
         highlight=False,
         soft_wrap=True,

@@ -140,6 +140,7 @@ def test_finetune_defaults_are_the_papers_and_folders_resolve_relative_to_the_co
         0.9,
     )
     assert f.mixing == "alternate" and f.checkpoint_every == 1 and not f.use_gpu
+    assert f.choose_by == "t0"  # the paper's choice of the lr unless asked otherwise
     f = _parse(tmp_path, s0_images="data/img/", t0_labels="s3://bucket/t0/", lr_grid=[1, 2e-3]).finetune
     assert f.s0_images == str(tmp_path / "data" / "img") + "/" and f.t0_labels == "s3://bucket/t0/"
     assert f.lr_grid == (1.0, 2e-3)
@@ -161,9 +162,121 @@ def test_finetune_defaults_are_the_papers_and_folders_resolve_relative_to_the_co
         ({"crop_size": 4}, "crop_size must be 0"),
         ({"s0_images": 3}, "s0_images must be a non-empty string"),
         ({"epoch": 3}, "did you mean 'epochs'"),
+        ({"choose_by": "v"}, "choose_by must be 't0' or 'validation'"),
+        ({"validation_share": 0.6}, "validation_share must be <= 0.5"),
+        ({"validation_share": 0}, "validation_share must be > 0"),
+        ({"max_t0_drop": -0.1}, "max_t0_drop must be >= 0"),
     ],
 )
 def test_bad_finetune_values_are_refused_with_the_key(tmp_path, values, message):
     with pytest.raises(ConfigError, match="finetune") as info:
         _parse(tmp_path, **values)
     assert message in str(info.value)
+
+
+# ---- choosing the learning rate ---------------------------------------------------------------
+def _outcome(lr, t0_before, t0_after, v_before=None, v_after=None, v_miou=None):
+    from madmine.steps.train.curves import Outcome
+
+    first = {"epoch": 0, "val_miou": t0_before, **({"v_failures": v_before} if v_before is not None else {})}
+    last = {"epoch": 5, "val_miou": t0_after,
+            **({"v_failures": v_after, "v_image_miou": v_miou} if v_after is not None else {})}
+    return Outcome(lr, f"lr-{lr:g}", t0_after, f"ckpt-{lr:g}", (first, last))
+
+
+def _plan(**fields):
+    import dataclasses
+
+    from madmine.steps.train.plan import Plan
+
+    base = {f.name: None for f in dataclasses.fields(Plan) if f.default is dataclasses.MISSING}
+    return Plan(**{**base, **fields})
+
+
+def test_t0_picks_the_highest_t0_and_validation_the_fewest_v_failures_within_the_t0_bound():
+    from madmine.steps.train.versions import pick_winner
+
+    gentle = _outcome(0.001, 0.80, 0.805, 0.9, 0.85, 0.40)  # changes least: T(0) even rises
+    fixer = _outcome(0.01, 0.80, 0.795, 0.9, 0.30, 0.62)  # fixes V, T(0) within 0.01
+    wrecker = _outcome(0.1, 0.80, 0.70, 0.9, 0.10, 0.70)  # fixes V best, loses 0.10 on T(0)
+    outcomes = [gentle, fixer, wrecker]
+    assert pick_winner(outcomes).lr == 0.001
+    assert pick_winner(outcomes, _plan(choose_by="t0")).lr == 0.001
+    assert pick_winner(outcomes, _plan(choose_by="validation", max_t0_drop=0.01)).lr == 0.01
+    assert pick_winner(outcomes, _plan(choose_by="validation", max_t0_drop=0.2)).lr == 0.1
+    # ties on V failures: the higher mean per-image mIoU on V, then the smaller lr
+    twin = _outcome(0.003, 0.80, 0.80, 0.9, 0.30, 0.70)
+    assert pick_winner([fixer, twin], _plan(choose_by="validation", max_t0_drop=0.01)).lr == 0.003
+    same = _outcome(0.02, 0.80, 0.80, 0.9, 0.30, 0.62)
+    assert pick_winner([same, fixer], _plan(choose_by="validation", max_t0_drop=0.01)).lr == 0.01
+    # nothing keeps T(0) within the bound: the paper's choice
+    assert pick_winner([wrecker, _outcome(0.3, 0.80, 0.6, 0.9, 0.0, 0.9)],
+                       _plan(choose_by="validation", max_t0_drop=0.01)).lr == 0.1
+
+
+def test_the_held_out_part_of_s_is_fixed_by_name_and_seed_and_near_its_share():
+    from madmine.steps.train.plan import held_out
+
+    names = [f"s3://bucket/round-0/img_{i:05d}.png" for i in range(4000)]
+    picked = [held_out(n, 0.2, 0) for n in names]
+    assert abs(sum(picked) / len(names) - 0.2) < 4 * (0.2 * 0.8 / len(names)) ** 0.5
+    assert picked == [held_out(n.replace("s3://bucket/round-0/", "/local/copy/"), 0.2, 0) for n in names]
+    assert picked != [held_out(n, 0.2, 1) for n in names]
+    assert all(held_out(n, 0.3, 0) for n, p in zip(names, picked) if p)  # a larger share keeps the smaller one's images
+
+
+def test_validation_counts_failures_on_v_like_an_independent_per_image_miou(tmp_path):
+    """loop.validate on a network with fixed outputs against numpy's per-image mIoU."""
+    from torch import nn
+
+    from madmine.steps.train.loop import validate
+
+    rng = np.random.default_rng(2)
+    pairs, truth = [], []
+
+    class Fixed(nn.Module):  # predicts class 1 on the left half, 0 on the right, whatever it sees
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3, x.shape[2], x.shape[3])
+            out[:, 1, :, : x.shape[3] // 2] = 1.0
+            out[:, 0, :, x.shape[3] // 2 :] = 1.0
+            return out
+
+    for i in range(7):
+        label = np.zeros((16, 16), np.uint8)
+        label[:, : (2, 5, 8, 9, 12, 14, 7)[i]] = 1
+        label[rng.integers(0, 12) :][:, rng.integers(0, 12) :][:3, :3] = 2
+        if i == 3:
+            label[:4] = 255
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"i{i}.png")
+        Image.fromarray(label).save(tmp_path / f"l{i}.png")
+        pairs.append((str(tmp_path / f"i{i}.png"), str(tmp_path / f"l{i}.png")))
+        pred = np.zeros((16, 16), np.int64)
+        pred[:, :8] = 1
+        valid = label != 255
+        ious = []
+        for k in range(3):
+            union = ((label == k) | (pred == k)) & valid
+            if union.sum():
+                ious.append((((label == k) & (pred == k)) & valid).sum() / union.sum())
+        truth.append(np.mean(ious))
+    plan = _plan(classes=("a", "b", "c"), v=tuple(pairs), tau=0.5, loader_workers=0,
+                 parent={"name": "t", "role": "target", "arch": "fcn_resnet50", "input_size": 16, "mean": (0.5,) * 3,
+                         "std": (0.5,) * 3})
+    out = validate(Fixed(), plan, {}, "cpu", 0, 1)
+    truth = np.asarray(truth)
+    assert out["v_failures"] == pytest.approx(np.mean(truth < 0.5))
+    assert out["v_image_miou"] == pytest.approx(truth.mean())
+    assert 0 < out["v_failures"] < 1
+
+
+def test_a_small_s_still_keeps_one_image_for_validation_and_a_single_image_none():
+    from madmine.steps.train.plan import held_out, split_validation
+
+    pairs = tuple((f"img_{i}.jpg", f"img_{i}.png") for i in range(12))
+    train, v = split_validation(pairs, 0.05, 0)
+    assert len(v) >= 1 and set(train) | set(v) == set(pairs) and not set(train) & set(v)
+    assert split_validation(pairs, 0.05, 0) == (train, v)
+    big = tuple((f"x_{i}.jpg", f"x_{i}.png") for i in range(500))
+    train, v = split_validation(big, 0.2, 3)
+    assert v == tuple(p for p in big if held_out(p[0], 0.2, 3)) and 60 < len(v) < 140
+    assert split_validation(pairs[:1], 0.2, 0) == (pairs[:1], ())

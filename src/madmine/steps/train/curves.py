@@ -30,6 +30,20 @@ class Outcome:
     checkpoint: str  # path of the final checkpoint folder, as the workspace filesystem names it
     curve: tuple[dict, ...]
 
+    @property
+    def v_failures(self) -> float | None:
+        """Failures on V (the held-out part of S) after the last epoch; None without V."""
+        return self.curve[-1].get("v_failures")
+
+    @property
+    def v_image_miou(self) -> float | None:
+        return self.curve[-1].get("v_image_miou")
+
+    @property
+    def t0_drop(self) -> float:
+        """How much T(0) mIoU the last epoch lost against the parent (epoch 0)."""
+        return float(self.curve[0]["val_miou"]) - self.val_miou
+
 
 def read_outcomes(plan: Plan, storage: RoundStorage) -> list[Outcome]:
     """The final checkpoint of every trial (the last epoch is always checkpointed)."""
@@ -62,6 +76,8 @@ def curves_table(plan: Plan, outcomes: list[Outcome]) -> pa.Table:
                     "val_miou": point.get("val_miou"),
                     "resumed": bool(point.get("resumed")),
                     "seconds": point.get("seconds"),
+                    "v_failures": point.get("v_failures"),
+                    "v_image_miou": point.get("v_image_miou"),
                 }
             )
     return pa.Table.from_pylist(rows, schema=tables.FINETUNE_CURVES.schema)

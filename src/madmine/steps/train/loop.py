@@ -4,7 +4,8 @@ Restores the newest checkpoint when Ray Train restarts the worker group (a kille
 a re-run of the round finds one (a killed driver), then trains epoch after epoch: SGD with
 momentum and weight decay, poly decay over all steps, cross-entropy ignoring 255, one batch
 of S and one of S(0) per step by default. After each epoch it measures dataset mIoU on T(0)
-(one confusion matrix summed over every worker) and reports a checkpoint.
+(one confusion matrix summed over every worker), and with [finetune] choose_by = "validation"
+the failures on V (the held-out part of S), and reports a checkpoint.
 
 CPU workers talk over gloo and GPU workers over nccl; the code is the same, Ray Train picks
 the backend from ScalingConfig(use_gpu=...).
@@ -79,16 +80,13 @@ def _outputs(out) -> int:
     return int((out["out"] if isinstance(out, dict) else out).shape[1])
 
 
-def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
-             loaded: LoadedModel | None = None) -> float:
-    """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed.
-
-    A model with a class map is judged as scoring sees it: its argmax mapped to config ids."""
-    c = plan.num_classes
-    conf = np.zeros((c, c), dtype=np.int64)
+def _predictions(net: nn.Module, pairs, plan: Plan, storage_options: dict, device, rank: int, world: int,
+                 loaded: LoadedModel | None):
+    """(label, prediction) of this worker's share of `pairs`, predicted as scoring sees it: a
+    model with a class map has its argmax mapped to config ids."""
     loader = torch.utils.data.DataLoader(
-        EvalSet(plan.t0, plan, storage_options),
-        sampler=list(range(rank, len(plan.t0), world)),
+        EvalSet(pairs, plan, storage_options),
+        sampler=list(range(rank, len(pairs), world)),
         batch_size=None,
         num_workers=plan.loader_workers,
     )
@@ -97,9 +95,32 @@ def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
         for x, label in loader:
             logits = _resize_to(forward_logits(net, x.to(device)), label.shape)
             lut = loaded.lut(_outputs(logits), logits.device) if loaded is not None else None
-            pred = map_ids(logits.argmax(dim=1), lut)[0].cpu().numpy()
-            conf += metrics.confusion(np.asarray(label), pred, c)
+            yield np.asarray(label), map_ids(logits.argmax(dim=1), lut)[0].cpu().numpy()
+
+
+def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
+             loaded: LoadedModel | None = None) -> float:
+    """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed."""
+    c = plan.num_classes
+    conf = np.zeros((c, c), dtype=np.int64)
+    for label, pred in _predictions(net, plan.t0, plan, storage_options, device, rank, world, loaded):
+        conf += metrics.confusion(label, pred, c)
     return metrics.dataset_miou(_all_reduce(conf, world))
+
+
+def validate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
+             loaded: LoadedModel | None = None) -> dict:
+    """On V, the held-out part of S: the fraction of failures (per-image mIoU below plan.tau)
+    and the mean per-image mIoU: how well the model now does on the kind of image it was
+    shown to fail on, but on images it was not trained on."""
+    sums = np.zeros(3, dtype=np.float64)  # images, failures, summed per-image mIoU
+    for label, pred in _predictions(net, plan.v, plan, storage_options, device, rank, world, loaded):
+        miou = metrics.image_miou(pred, label, plan.num_classes)
+        miou = 0.0 if miou != miou else miou  # nothing labelled and nothing predicted: no class to score
+        sums += (1.0, float(miou < plan.tau), miou)
+    sums = _all_reduce(sums, world)
+    n = max(sums[0], 1.0)
+    return {"v_failures": float(sums[1] / n), "v_image_miou": float(sums[2] / n)}
 
 
 def train_epoch(
@@ -150,7 +171,7 @@ def _report(metrics_: dict, net, optimizer, state: dict, rank: int, with_checkpo
 
 def _metrics(row: dict, lr: float) -> dict:
     out = {"epoch": row["epoch"], "lr": lr}
-    for key in ("train_loss", "val_miou"):
+    for key in ("train_loss", "val_miou", "v_failures", "v_image_miou"):
         if row.get(key) is not None:
             out[key] = row[key]
     return out
@@ -185,7 +206,8 @@ def train_loop(config: dict) -> None:
 
     if not state["curve"]:
         baseline = evaluate(net, plan, storage_options, device, rank, world, loaded)
-        state["curve"].append({"epoch": 0, "train_loss": None, "val_miou": baseline, "resumed": False, "seconds": 0.0})
+        state["curve"].append({"epoch": 0, "train_loss": None, "val_miou": baseline, "resumed": False, "seconds": 0.0,
+                               **(validate(net, plan, storage_options, device, rank, world, loaded) if plan.v else {})})
     if state["epoch"] >= plan.epochs:  # finished before a driver restart: report the result again
         ray.train.report(_metrics(state["curve"][-1], lr))
         return
@@ -196,7 +218,8 @@ def train_loop(config: dict) -> None:
         started = time.perf_counter()
         loss = train_epoch(model, net, optimizer, plan, lr, epoch, device, rank, world, dataset, loaded)
         last = epoch == plan.epochs
-        val = evaluate(net, plan, storage_options, device, rank, world, loaded) if last or epoch % plan.val_every == 0 else None
+        validated = last or epoch % plan.val_every == 0
+        val = evaluate(net, plan, storage_options, device, rank, world, loaded) if validated else None
         state["epoch"] = epoch
         row = {
             "epoch": epoch,
@@ -204,6 +227,7 @@ def train_loop(config: dict) -> None:
             "val_miou": val,
             "resumed": resumed,
             "seconds": time.perf_counter() - started,
+            **(validate(net, plan, storage_options, device, rank, world, loaded) if validated and plan.v else {}),
         }
         state["curve"].append(row)
         resumed = False

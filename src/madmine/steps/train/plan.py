@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from madmine.config import Config, ModelSpec
-from madmine.steps.train.data import Pair, TrainingData
+from madmine.steps.train.data import DataError, Pair, TrainingData
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class Plan:
     loader_workers: int
     seed: int
     selection: str = "mad"  # the strategy whose S is trained on
+    choose_by: str = "t0"  # "validation": v (a held-out part of S) chooses the lr, within max_t0_drop on T(0)
+    v: tuple[tuple[str, str], ...] = ()
+    max_t0_drop: float = 0.01
+    tau: float = 0.5  # a validation image is a failure below this per-image mIoU ([evaluate] tau)
 
     @property
     def num_classes(self) -> int:
@@ -61,8 +65,9 @@ class Plan:
     def from_dict(cls, d: dict) -> Plan:
         fields = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in fields}
-        for key in ("s", "s0", "t0"):
-            d[key] = tuple(tuple(p) for p in d[key])
+        for key in ("s", "s0", "t0", "v"):
+            if key in d:
+                d[key] = tuple(tuple(p) for p in d[key])
         for key in ("classes", "rounds", "lr_grid", "scale_range"):
             d[key] = tuple(d[key])
         return cls(**d)
@@ -73,6 +78,9 @@ class Plan:
         d.pop("loader_workers")
         if d.get("selection") == "mad":  # MAD's plans fingerprint as they did before strategies were keys
             d.pop("selection")
+        if d.get("choose_by") == "t0":  # and the paper's choice as before validation was a setting
+            for key in ("choose_by", "v", "max_t0_drop", "tau"):
+                d.pop(key)
         d["lr_grid"] = sorted(d["lr_grid"])
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -81,11 +89,40 @@ def _pairs(pairs: tuple[Pair, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((p.image, p.label) for p in pairs)
 
 
+def _draw(image_uri: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the image's file name and the seed."""
+    digest = hashlib.sha256(f"{seed}:{image_uri.rsplit('/', 1)[-1]}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def held_out(image_uri: str, share: float, seed: int) -> bool:
+    """Whether an image of S is kept out of training to validate on: fixed by its name and the
+    seed, so an image stays on its side in every round and on every machine."""
+    return _draw(image_uri, seed) < share
+
+
+def split_validation(s: tuple[tuple[str, str], ...], share: float, seed: int) -> tuple[tuple, tuple]:
+    """(training part, validation part V) of S. V holds about `share` of S, and at least one
+    image when S has two (the one drawing the smallest number)."""
+    v = tuple(p for p in s if held_out(p[0], share, seed))
+    if not v and len(s) >= 2:
+        v = (min(s, key=lambda p: _draw(p[0], seed)),)
+    return tuple(p for p in s if p not in v), v
+
+
 def make_plan(
     config: Config, round_: int, parent: ModelSpec, parent_version: str, data: TrainingData, data_digest: str,
     selection: str = "mad",
 ) -> Plan:
     f = config.finetune
+    s, v = _pairs(data.s), ()
+    if f.choose_by == "validation":
+        s, v = split_validation(s, f.validation_share, f.seed)
+        if not v:
+            raise DataError(
+                f"round {round_}: S has {len(data.s)} labelled image, too few to keep one for validation and train on "
+                "the rest; label more, or set [finetune] choose_by = \"t0\""
+            )
     return Plan(
         round=round_,
         classes=tuple(config.classes),
@@ -93,7 +130,7 @@ def make_plan(
         parent_version=parent_version,
         rounds=data.rounds,
         data_digest=data_digest,
-        s=_pairs(data.s),
+        s=s,
         s0=_pairs(data.s0),
         t0=_pairs(data.t0),
         lr_grid=tuple(f.lr_grid),
@@ -112,6 +149,10 @@ def make_plan(
         loader_workers=f.loader_workers,
         seed=f.seed,
         selection=selection,
+        choose_by=f.choose_by,
+        v=v,
+        max_t0_drop=f.max_t0_drop,
+        tau=config.evaluate.tau,
     )
 
 

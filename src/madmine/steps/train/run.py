@@ -51,6 +51,9 @@ class FinetuneResult:
     seconds: float
     already_done: bool = False
     selection: str = tables.MAD
+    choose_by: str = "t0"  # how the lr was chosen ([finetune] choose_by)
+    v_failures: float | None = None  # "validation": the winner's failures on V (the held-out part of S)
+    parent_v_failures: float | None = None
 
 
 def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool) -> None:
@@ -111,7 +114,7 @@ def finetune(
         outcomes = read_outcomes(plan, storage)
         ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round, selection=selection),
                          curves_table(plan, outcomes))
-        winner = pick_winner(outcomes)
+        winner = pick_winner(outcomes, plan)
         row = publish(config, ws, plan, winner)
         result = FinetuneResult(
             round=round_,
@@ -123,9 +126,12 @@ def finetune(
             val_miou=winner.val_miou,
             parent_val_miou=float(winner.curve[0]["val_miou"]),
             trials={o.trial: o.val_miou for o in outcomes},
-            data=data.counts(),
+            data=data.counts() + (f", V {len(plan.v)} (held out of S to choose the lr)" if plan.v else ""),
             seconds=time.perf_counter() - started,
             selection=selection,
+            choose_by=plan.choose_by,
+            v_failures=winner.v_failures,
+            parent_v_failures=winner.curve[0].get("v_failures"),
         )
         storage.markers.mark_done("done", {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))})
     return result

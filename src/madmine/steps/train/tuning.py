@@ -15,6 +15,8 @@ Resuming, at two levels:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 
 import ray.train
@@ -93,7 +95,10 @@ def run_grid(
                 verbose=verbose,
             ),
         )
-    results = tuner.fit()
+    # Tune prints its experiment table and a TensorBoard hint whatever the verbosity: library noise
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext()
+    with quiet:
+        results = tuner.fit()
     failed = [(r.config, r.error) for r in results if r.error]
     if failed:
         lines = "\n  ".join(

@@ -37,11 +37,22 @@ from madmine.steps.train.plan import Plan
 from madmine.workspace import Workspace
 
 
-def pick_winner(outcomes: list[Outcome]) -> Outcome:
-    """Highest final dataset mIoU on T(0); a tie goes to the smaller learning rate (the gentler change)."""
+def pick_winner(outcomes: list[Outcome], plan: Plan | None = None) -> Outcome:
+    """The paper's choice (choose_by = "t0"): the highest final dataset mIoU on T(0), a tie
+    going to the smaller learning rate (the gentler change).
+
+    With choose_by = "validation": among the rates whose T(0) mIoU fell by at most
+    max_t0_drop, the fewest failures on V (the held-out part of S), then the higher mean
+    per-image mIoU on V, then the smaller rate. T(0) alone rewards the rate that changes the
+    model least; V rewards fixing the failures S was picked for, and the bound keeps what the
+    model knew. When no rate keeps T(0) within the bound, the paper's choice."""
     usable = [o for o in outcomes if o.val_miou == o.val_miou]  # NaN: T(0) held no labelled pixel
     if not usable:
         raise MadmineError("no trial has a finite mIoU on T(0): does T(0) hold labelled pixels?")
+    if plan is not None and plan.choose_by == "validation":
+        kept = [o for o in usable if o.v_failures is not None and o.t0_drop <= plan.max_t0_drop + 1e-12]
+        if kept:
+            return min(kept, key=lambda o: (o.v_failures, -(o.v_image_miou or 0.0), o.lr))
     return max(usable, key=lambda o: (o.val_miou, -o.lr))
 
 
@@ -141,7 +152,8 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "created_at": datetime.now(UTC),
         "round": plan.round,
         "metrics": json.dumps(
-            {"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds)}
+            {"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds),
+             **({"choose_by": plan.choose_by, "v_failures": winner.v_failures, "v": len(plan.v)} if plan.v else {})}
         ),
         "checkpoint_uri": ws.url(winner.checkpoint),
         "val_miou": winner.val_miou,
