@@ -116,8 +116,8 @@ def validate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
     sums = np.zeros(3, dtype=np.float64)  # images, failures, summed per-image mIoU
     for label, pred in _predictions(net, plan.v, plan, storage_options, device, rank, world, loaded):
         miou = metrics.image_miou(pred, label, plan.num_classes)
-        miou = 0.0 if miou != miou else miou  # nothing labelled and nothing predicted: no class to score
-        sums += (1.0, float(miou < plan.tau), miou)
+        if miou == miou:  # NaN: no labelled pixel (S has none such: data.check refuses them)
+            sums += (1.0, float(miou < plan.tau), miou)
     sums = _all_reduce(sums, world)
     n = max(sums[0], 1.0)
     return {"v_failures": float(sums[1] / n), "v_image_miou": float(sums[2] / n)}
