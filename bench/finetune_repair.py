@@ -69,30 +69,25 @@ def kind_of(world: Path) -> dict[str, str]:
     return out
 
 
-def per_image_miou(net, pairs, plan: Plan) -> np.ndarray:
-    """Per-image mIoU of the network on (image, label) pairs, as scoring sees it."""
-    if not pairs:
-        return np.zeros(0)
-    out = []
+def predictions(net, pairs, plan: Plan):
+    """(label, prediction) per pair, predicted as scoring sees it (logits upsampled to the label)."""
     net.eval()
     with torch.inference_mode():
         for x, label in EvalSet(pairs, plan, {}):
-            logits = forward_logits(net, x)
-            pred = metrics.label_ids(torch.nn.functional.interpolate(logits, size=tuple(label.shape), mode="bilinear",
-                                                                     align_corners=False))[0].numpy()
-            out.append(metrics.image_miou(pred, np.asarray(label), plan.num_classes))
-    return np.asarray(out)
+            logits = torch.nn.functional.interpolate(forward_logits(net, x), size=tuple(label.shape), mode="bilinear",
+                                                     align_corners=False)
+            yield np.asarray(label), metrics.label_ids(logits)[0].numpy()
+
+
+def per_image_miou(net, pairs, plan: Plan) -> np.ndarray:
+    """Per-image mIoU of the network on (image, label) pairs."""
+    return np.asarray([metrics.image_miou(pred, label, plan.num_classes) for label, pred in predictions(net, pairs, plan)])
 
 
 def dataset_miou(net, pairs, plan: Plan) -> float:
     conf = np.zeros((plan.num_classes, plan.num_classes), dtype=np.int64)
-    net.eval()
-    with torch.inference_mode():
-        for x, label in EvalSet(pairs, plan, {}):
-            logits = forward_logits(net, x)
-            pred = metrics.label_ids(torch.nn.functional.interpolate(logits, size=tuple(label.shape), mode="bilinear",
-                                                                     align_corners=False))[0].numpy()
-            conf += metrics.confusion(np.asarray(label), pred, plan.num_classes)
+    for label, pred in predictions(net, pairs, plan):
+        conf += metrics.confusion(label, pred, plan.num_classes)
     return metrics.dataset_miou(conf)
 
 
@@ -188,6 +183,7 @@ def main() -> None:
     ws = Workspace(str(workdir / "workspace"), {})
     saved = ws.get_json(ws.path("finetune", "round-0", "plan.json"))
     plan = Plan.from_dict(saved["plan"] if "plan" in saved else saved)
+    plan = dataclasses.replace(plan, s=plan.s + plan.v, v=())  # the whole of S, however the round chose its lr
     seed = json.loads((workdir / "world.json").read_text())["seed"] if (workdir / "world.json").exists() else 0
     kinds = kind_of(world)
     s_kinds = [kinds.get(Path(i).stem, "?") for i, _ in plan.s]
