@@ -158,3 +158,14 @@ def test_a_demo_workdir_holds_one_world(tmp_path):
     with pytest.raises(MadmineError, match="holds the demo of the 'wild' world.*'web'"):
         _world(tmp_path, demo_settings.FULL, Clock(Console()))
     assert not (tmp_path / "world").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [("--world", "moon", "unknown world 'moon': one of wild, web"),
+                                                    ("--choose-by", "best", "unknown choose_by 'best'")])
+def test_the_demo_refuses_an_unknown_world_or_choice_in_one_line_before_writing_anything(tmp_path, option, value, message):
+    from bounded import error_lines, madmine
+
+    result = madmine("demo", "--workdir", str(tmp_path / "work"), option, value)
+    assert result.returncode == 2
+    assert any(message in line for line in error_lines(result)), result.stderr
+    assert not (tmp_path / "work").exists()
