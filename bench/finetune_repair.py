@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 import torch
 
 from madmine import metrics
-from madmine.models import forward_logits, load_model
-from madmine.steps.train.dataset import EvalSet, TrainSet
-from madmine.steps.train.loop import train_epoch
+from madmine.models import load_model
+from madmine.steps.train.dataset import TrainSet
+from madmine.steps.train.loop import evaluate, predictions, train_epoch
 from madmine.steps.train.plan import Plan, split_validation
 from madmine.steps.train.sampling import steps_per_epoch
 from madmine.workspace import Workspace
@@ -69,30 +69,14 @@ def kind_of(world: Path) -> dict[str, str]:
     return out
 
 
-def predictions(net, pairs, plan: Plan):
-    """(label, prediction) per pair, predicted as scoring sees it (logits upsampled to the label)."""
-    net.eval()
-    with torch.inference_mode():
-        for x, label in EvalSet(pairs, plan, {}):
-            logits = torch.nn.functional.interpolate(forward_logits(net, x), size=tuple(label.shape), mode="bilinear",
-                                                     align_corners=False)
-            yield np.asarray(label), metrics.label_ids(logits)[0].numpy()
-
-
 def per_image_miou(net, pairs, plan: Plan) -> np.ndarray:
-    """Per-image mIoU of the network on (image, label) pairs."""
-    return np.asarray([metrics.image_miou(pred, label, plan.num_classes) for label, pred in predictions(net, pairs, plan)])
-
-
-def dataset_miou(net, pairs, plan: Plan) -> float:
-    conf = np.zeros((plan.num_classes, plan.num_classes), dtype=np.int64)
-    for label, pred in predictions(net, pairs, plan):
-        conf += metrics.confusion(label, pred, plan.num_classes)
-    return metrics.dataset_miou(conf)
+    """Per-image mIoU of the network on (image, label) pairs, predicted as fine-tuning validates."""
+    return np.asarray([metrics.image_miou(pred, label, plan.num_classes)
+                       for label, pred in predictions(net, pairs, plan, {}, "cpu", 0, 1)])
 
 
 def measure(net, plan: Plan, sets: dict, probe_kinds: list[str], theta0: torch.Tensor) -> dict:
-    row = {"t0": dataset_miou(net, plan.t0, plan)}
+    row = {"t0": evaluate(net, plan, {}, "cpu", 0, 1)}
     for name in ("s_train", "v"):
         m = per_image_miou(net, sets[name], plan)
         row[name] = float(np.mean(m < TAU)) if len(m) else float("nan")

@@ -92,8 +92,8 @@ def _world(workdir: Path, settings, clock: Clock):
     """The world's datasets; a workdir holds one world (its workspace has ingested that corpus)."""
     marker = workdir / "world.json"
     chosen = {"world": settings.world, "seed": settings.seed}
-    if marker.exists() and json.loads(marker.read_text()) != chosen:
-        held = json.loads(marker.read_text())
+    held = json.loads(marker.read_text()) if marker.exists() else chosen
+    if held != chosen:
         raise MadmineError(f"{workdir} holds the demo of the {held['world']!r} world (seed {held['seed']}); "
                            f"remove it or pick another --workdir for the {settings.world!r} world")
     marker.write_text(json.dumps(chosen))
@@ -230,29 +230,25 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     labels = {"target": "original target", **{k: _variant_label(k, settings.n4) for k in arena_models}}
     pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"))
              if a in arena_models and (b in arena_models or b == "target")]
-    arena_dir = workdir / "arena"
-    with clock.stage(f"arena: the targets on {settings.heldout} held-out wild images; {len(pairs)} MAD competitions"):
-        text = demo_settings.config_text(
-            settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], arena_dir) for m in zoo_models},
-            Path(os.path.relpath(workdir / "world", arena_dir)), zoo_models[:1], extra_models=arena_models,
-            t0=(str(sets["heldout"].images) + "/", str(sets["heldout"].labels) + "/"),
-        )
-        arena = run_arena(arena_dir, text, sets["heldout"], truth, pairs)
-    checks = {}
-    for name in ("probe", "t0"):  # failure rates per kind; what fine-tuning may not forget
-        with clock.stage(f"arena: the targets on the {len(sets[name].kinds())} {name} images"):
-            folder = workdir / f"arena-{name}"
+    arenas = {}  # the held-out wild set (Table 2, competitions); the probe (failure rates per kind); T(0) held-out
+    for name, folder, what, competitions in (
+        ("heldout", "arena", f"{settings.heldout} held-out wild images; {len(pairs)} MAD competitions", pairs),
+        ("probe", "arena-probe", f"the {len(sets['probe'].kinds())} probe images", []),
+        ("t0", "arena-t0", f"the {len(sets['t0'].kinds())} T(0) held-out images", []),
+    ):
+        with clock.stage(f"arena: the targets on {what}"):
+            root = workdir / folder
             text = demo_settings.config_text(
-                settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], folder) for m in zoo_models},
-                Path(os.path.relpath(workdir / "world", folder)), zoo_models[:1], extra_models=arena_models,
+                settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], root) for m in zoo_models},
+                Path(os.path.relpath(workdir / "world", root)), zoo_models[:1], extra_models=arena_models,
                 t0=(str(sets[name].images) + "/", str(sets[name].labels) + "/"),
             )
-            checks[name] = run_arena(folder, text, sets[name], truth, [])
+            arenas[name] = run_arena(root, text, sets[name], truth, competitions)
 
     summary = evaluation.summary_table().to_pylist()
     printout.table1(console, summary)
-    printout.table2(console, arena, labels)
-    printout.failures_by_kind(console, checks["probe"], checks["t0"], labels)
+    printout.table2(console, arenas["heldout"], labels)
+    printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)
     for r in range(settings.rounds):
         printout.yields(console, r, yields[r])
     printout.timings(console, clock.rows, clock.total)
@@ -260,7 +256,8 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
-    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arena, reports, checks["probe"], checks["t0"])
+    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
+                      arenas["t0"])
 
 
 def _variant_label(name: str, n4: int) -> str:

@@ -80,8 +80,8 @@ def _outputs(out) -> int:
     return int((out["out"] if isinstance(out, dict) else out).shape[1])
 
 
-def _predictions(net: nn.Module, pairs, plan: Plan, storage_options: dict, device, rank: int, world: int,
-                 loaded: LoadedModel | None):
+def predictions(net: nn.Module, pairs, plan: Plan, storage_options: dict, device, rank: int, world: int,
+                loaded: LoadedModel | None = None):
     """(label, prediction) of this worker's share of `pairs`, predicted as scoring sees it: a
     model with a class map has its argmax mapped to config ids."""
     loader = torch.utils.data.DataLoader(
@@ -95,7 +95,7 @@ def _predictions(net: nn.Module, pairs, plan: Plan, storage_options: dict, devic
         for x, label in loader:
             logits = _resize_to(forward_logits(net, x.to(device)), label.shape)
             lut = loaded.lut(_outputs(logits), logits.device) if loaded is not None else None
-            yield np.asarray(label), map_ids(logits.argmax(dim=1), lut)[0].cpu().numpy()
+            yield np.asarray(label), map_ids(metrics.label_ids(logits), lut)[0].cpu().numpy()
 
 
 def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
@@ -103,7 +103,7 @@ def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
     """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed."""
     c = plan.num_classes
     conf = np.zeros((c, c), dtype=np.int64)
-    for label, pred in _predictions(net, plan.t0, plan, storage_options, device, rank, world, loaded):
+    for label, pred in predictions(net, plan.t0, plan, storage_options, device, rank, world, loaded):
         conf += metrics.confusion(label, pred, c)
     return metrics.dataset_miou(_all_reduce(conf, world))
 
@@ -114,7 +114,7 @@ def validate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: in
     and the mean per-image mIoU: how well the model now does on the kind of image it was
     shown to fail on, but on images it was not trained on."""
     sums = np.zeros(3, dtype=np.float64)  # images, failures, summed per-image mIoU
-    for label, pred in _predictions(net, plan.v, plan, storage_options, device, rank, world, loaded):
+    for label, pred in predictions(net, plan.v, plan, storage_options, device, rank, world, loaded):
         miou = metrics.image_miou(pred, label, plan.num_classes)
         if miou == miou:  # NaN: no labelled pixel (S has none such: data.check refuses them)
             sums += (1.0, float(miou < plan.tau), miou)
