@@ -113,7 +113,8 @@ def test_the_cli_prints_one_line_and_exits_2(folder):
 
 
 # ---- fuzzing ---------------------------------------------------------------------------------
-def accepts_or_refuses(load) -> None:
+def assert_accepts_or_refuses(load) -> None:
+    """The property every fuzz test asserts: a Config, or a ConfigError with a message; never a traceback."""
     try:
         result = load()
     except ConfigError as exc:
@@ -127,7 +128,7 @@ def accepts_or_refuses(load) -> None:
 def test_arbitrary_bytes(folder, data):
     path = folder / "fuzz.toml"
     path.write_bytes(data)
-    accepts_or_refuses(lambda: load_config(path))
+    assert_accepts_or_refuses(lambda: load_config(path))
 
 
 @FUZZ
@@ -138,7 +139,7 @@ def test_edited_text(folder, edits):
         text = text[:at] + insert + text[at + len(insert) :]
     path = folder / "fuzz.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
-    accepts_or_refuses(lambda: load_config(path))
+    assert_accepts_or_refuses(lambda: load_config(path))
 
 
 HOSTILE_TEXT = st.sampled_from(["", "/", "\x00", "a\x00b/", "s3://", "s3://b/k", "../../etc", "a:b", "x" * 5000, "work/",
@@ -176,7 +177,7 @@ def documents(draw):
 @settings(FUZZ, max_examples=100)
 @given(doc=documents())
 def test_arbitrary_documents(folder, doc):
-    accepts_or_refuses(lambda: parse_config(doc, folder, folder / "madmine.toml"))
+    assert_accepts_or_refuses(lambda: parse_config(doc, folder, folder / "madmine.toml"))
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -193,7 +194,7 @@ def test_arbitrary_values_in_a_valid_file(folder, section, data):
             doc["models"][data.draw(st.integers(0, 1))][key] = value
         else:
             doc.setdefault(section, {})[key] = value
-    accepts_or_refuses(lambda: parse_config(doc, folder, folder / "madmine.toml"))
+    assert_accepts_or_refuses(lambda: parse_config(doc, folder, folder / "madmine.toml"))
 
 
 def test_a_nul_in_the_workspace_uri_is_a_config_error(folder):
