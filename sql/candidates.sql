@@ -1,5 +1,6 @@
--- M with provenance: one row per (image, group) it was kept in, in a stable order.
--- Variables: round, run_id, class_names (index = class id).
+-- M with provenance: one row per (image, group) it was kept in, in a stable order; for the
+-- hybrid strategy `score` is the predicted failure probability that ranked the group.
+-- Variables: round, run_id, strategy ('mad' or 'hybrid'), class_names (index = class id).
 
 SELECT
     getvariable('round')::INTEGER AS round,
@@ -12,9 +13,9 @@ SELECT
     ranked.class_fraction,
     ranked.d,
     ranked.rank::INTEGER AS rank,
-    'mad' AS strategy,
+    getvariable('strategy') AS strategy,
     getvariable('run_id') AS run_id,
-    NULL::DOUBLE AS score,
+    ranked.score,
     run_images.shard
 FROM ranked
 LEFT JOIN run_images USING (image_id)

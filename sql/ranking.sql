@@ -21,6 +21,7 @@ contenders AS (
 )
 SELECT
     *,
+    NULL::DOUBLE AS score,
     row_number() OVER (PARTITION BY competitor, direction, class_id ORDER BY d DESC, image_id) AS rank
 FROM contenders
 QUALIFY rank <= getvariable('n3');

@@ -299,6 +299,11 @@ class SelectionConfig:
     # rated images that S did not take may re-enter a later M, as in the paper (an out-of-domain
     # vote still keeps an image out for good)
     exclude_rated: Flag = True
+    # the learned and hybrid strategies: a rated image is a failure when its MOS is at most
+    # this (2.5: "bad" or "poor" on average); the share of rated images kept out of fitting
+    # to measure the predictor (AUROC)
+    failure_mos: Annotated[Number, Field(ge=1, le=5)] = 2.5
+    learned_heldout: Annotated[Number, Field(gt=0, lt=1)] = 0.25
 
     @field_validator("quantiles")
     @classmethod

@@ -88,6 +88,18 @@ def connect(
     return con
 
 
+def bind_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str) -> None:
+    """Views of one scoring run's committed shard files (sql/run_inputs.sql): run_predictions,
+    run_pairs and run_images. The connection needs the manifest view."""
+    set_variables(
+        con,
+        run_id=run_id,
+        predictions_files=[ws.url(p) for p in tables.PREDICTIONS.files(ws, run_id=run_id)],
+        pairs_files=[ws.url(p) for p in tables.PAIRS.files(ws, run_id=run_id)],
+    )
+    run_file(con, "run_inputs")
+
+
 def table_exists(ws: Workspace, table: str) -> bool:
     """Whether a table has at least one readable file (committed shards for run tables)."""
     return bool(tables.table(table).files(ws))

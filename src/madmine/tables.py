@@ -38,7 +38,8 @@ from madmine.workspace import Workspace
 _UTC = pa.timestamp("us", tz="UTC")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 MAD = "mad"  # the strategy whose files keep their names from before strategies were keys
-STRATEGIES = (MAD, "entropy", "msp", "random")  # how a round's images are chosen: MAD and the paper's baselines
+# how a round's images are chosen: MAD, the paper's baselines, and two that learn from earlier rounds' ratings
+STRATEGIES = (MAD, "entropy", "msp", "random", "learned", "hybrid")
 SORTED_BY = b"madmine.sorted_by"  # file metadata of a manifest part whose rows are in image_id order
 
 

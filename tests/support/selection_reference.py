@@ -54,8 +54,10 @@ def mad_candidates(
     round_: int,
     class_ids: list[int],
     class_names: list[str],
+    score: dict[str, float] | None = None,
 ) -> list[dict]:
-    """The candidates rows (ARCHITECTURE §3 columns), ordered by competitor, direction, class, rank."""
+    """The candidates rows (ARCHITECTURE §3 columns), ordered by competitor, direction, class, rank.
+    With `score` (image_id -> predicted failure) the groups rank by it, then d, then image_id: the hybrid."""
     target_rows = {r["image_id"]: r for r in predictions if r["role"] == "target"}
     competitor_rows = {(r["model"], r["image_id"]): r for r in predictions if r["role"] == "competitor"}
     d_of = {(p["competitor"], p["image_id"]): p["d"] for p in pairs}
@@ -81,7 +83,10 @@ def mad_candidates(
                     fraction = pixels / (row["height"] * row["width"])
                     if pixels > 0 and p_k <= fraction <= q_k:
                         members.append((d, image_id, fraction))
-                members.sort(key=lambda m: (-m[0], m[1]))
+                if score is None:
+                    members.sort(key=lambda m: (-m[0], m[1]))
+                else:
+                    members.sort(key=lambda m: (-score[m[1]], -m[0], m[1]))
                 for rank, (d, image_id, fraction) in enumerate(members[:n3], start=1):
                     rows.append(
                         {

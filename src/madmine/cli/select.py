@@ -15,7 +15,9 @@ err = Console(stderr=True)
 @user_errors
 def select(
     round_: int = typer.Option(..., "--round", "-r", help="Round number (0 = first)."),
-    strategy: str = typer.Option("mad", help="mad, or a baseline with MAD's budget: entropy, msp, random."),
+    strategy: str = typer.Option("mad", help="mad; a baseline with MAD's budget: entropy, msp, random; "
+                                "learned (MAD's budget, by a failure predictor fitted on earlier rounds' ratings) "
+                                "or hybrid (MAD's groups ranked by that predictor)."),
     n3: int = typer.Option(None, "--n3", help="Images kept per (competitor, direction, class) group \\[selection] n3."),
     run_id: str = typer.Option(None, "--run-id", help="Scoring run to select from (default: newest complete)."),
     classes: list[str] = typer.Option(None, "--class", help="Only these classes form groups (repeatable)."),
@@ -49,6 +51,8 @@ def print_summary(result) -> None:
         f"select round {result.round} ({result.strategy}{budget}) from run [bold]{escape(result.run_id)}[/]: "
         f"[bold green]|M| = {result.num_images}[/] images in {result.num_rows} rows -> {escape(result.path)}"
     )
+    if result.trained is not None:
+        console.print("failure predictor: " + escape(result.trained.describe()), highlight=False)
     excluded = ", ".join(f"{n} {reason}" for reason, n in result.excluded.items() if n)
     console.print(
         f"{result.scored_images} images scored; {result.excluded_images} excluded before ranking"

@@ -20,11 +20,13 @@ import pyarrow.parquet as pq
 from madmine import duck, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.steps import learned
 from madmine.steps.rating import store
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace, filesystem, split_uri
 
 STRATEGIES = tables.STRATEGIES
+LEARNED = ("learned", "hybrid")  # strategies that rank by a predictor fitted on earlier rounds' ratings
 EXCLUSION_REASONS = ("rated", "labelled", "test_set", "near_duplicate")
 
 
@@ -48,6 +50,7 @@ class SelectResult:
     excluded: dict[str, int] = field(default_factory=dict)
     excluded_images: int = 0
     budget: int | None = None
+    trained: learned.Trained | None = None  # the predictor of the learned and hybrid strategies
 
     @property
     def num_images(self) -> int:
@@ -177,21 +180,16 @@ def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
             duck.register_empty(con, table, schema)
     con.register("other_strategies_s", other_strategies_s(ws, strategy))
     _check_bounds(con, config.classes)
-    duck.set_variables(
-        con,
-        run_id=run_id,
-        predictions_files=[ws.url(p) for p in prediction_files],
-        pairs_files=[ws.url(p) for p in pair_files],
-    )
-    duck.run_file(con, "run_inputs")
+    duck.bind_run(con, ws, run_id)
     scored = con.execute("SELECT count(*) FROM run_images").fetchone()[0]
     if scored == 0:
         raise MadmineError(f"empty corpus: run {run_id!r} scored no images; run `madmine score` on an ingested corpus")
     return con, scored
 
 
-def _mad(con) -> pa.Table:
-    for step in ("groups", "ranking"):
+def _mad(con, ranking: str = "ranking") -> pa.Table:
+    """MAD's M (ranking by d), or the hybrid's (ranking_hybrid: by predicted failure within MAD's groups)."""
+    for step in ("groups", ranking):
         duck.run_file(con, step)
     return duck.run_file(con, "candidates").to_arrow_table()
 
@@ -264,10 +262,20 @@ def run_select(
     step("exclusions (rated, labelled, test sets, near-duplicates)")
     duck.run_file(con, "exclusions")
     step(f"groups and top-{n3} ranking over {scored} images")
+    duck.set_variables(con, strategy=tables.MAD)
     mad = _mad(con)
-    budget = None
+    budget, trained = None, None
+    if strategy in LEARNED:
+        step(f"fitting the failure predictor on the ratings of rounds before {round_}")
+        trained = learned.train(ws, config, round_)
+        learned.save(ws, trained)
+        con.register("predicted", learned.predicted(con, trained.predictor))
     if strategy == "mad":
         table = mad
+    elif strategy == "hybrid":
+        step(f"hybrid: MAD's groups ranked by predicted failure, top {n3}")
+        duck.set_variables(con, strategy=strategy)
+        table = _mad(con, "ranking_hybrid")
     else:
         budget = len(set(mad.column("image_id").to_pylist()))
         step(f"{strategy} baseline, budget {budget}")
@@ -294,6 +302,7 @@ def run_select(
         excluded={reason: reasons.get(reason, 0) for reason in EXCLUSION_REASONS},
         excluded_images=excluded_images,
         budget=budget,
+        trained=trained,
     )
 
 
