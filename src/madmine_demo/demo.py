@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from madmine.config import load_config
+from madmine import tables
 from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
 from madmine.steps.bounds import run_bounds
@@ -34,7 +35,8 @@ from madmine.steps.evaluation import quality
 from madmine.steps.ingest import ingest
 from madmine.steps.report import write_report
 from madmine.steps.score.executors.ray_data import ensure_ray
-from madmine.steps.select import run_select
+from madmine.steps.learned import load as load_learned
+from madmine.steps.select import LEARNED, run_select
 from madmine.steps.train.versions import latest_row, with_latest_target
 from madmine.workspace import Workspace
 from madmine_demo import baselines, measure, printout
@@ -86,6 +88,8 @@ class DemoResult:
     reports: list[str]
     probe: object = None  # arena.ArenaResult on the probe (failure rates per kind)
     t0: object = None  # arena.ArenaResult on T(0) held-out
+    learned: object = None  # madmine.steps.learned.Trained: round 1's failure predictor and its AUROC
+    spread: dict = field(default_factory=dict)  # variant -> measure.Spread over the training seeds
 
 
 def _world(workdir: Path, settings, clock: Clock):
@@ -140,7 +144,7 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
             return rnd
         if waiting.stage == "rate":
             if on_rate is not None:
-                on_rate()
+                on_rate(rnd.record["run_id"])
             with clock.stage(f"round {round_}: 3 simulated raters vote (rating storage)"):
                 rate_round(ws, cfg, truth, round_)
         elif waiting.stage in ("annotate", "test_labels"):
@@ -154,11 +158,12 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
 
 def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = None, quick: bool = False,
              ray_address: str | None = None, console: Console | None = None, world: str | None = None,
-             choose_by: str | None = None) -> DemoResult:
+             choose_by: str | None = None, seeds: int | None = None) -> DemoResult:
     """Run the demo in `workdir`: `images` wild images (default 5,000), `rounds` rounds (default 2);
-    `quick` is the small end-to-end version (one round, a few hundred images, tiny schedules);
+    `quick` is the small end-to-end version (a few hundred images, tiny schedules);
     `world` the corpus's mix of kinds ('web' or 'wild', failures.MIXES); `choose_by` how
-    fine-tuning picks its learning rate ('validation' or the paper's 't0')."""
+    fine-tuning picks its learning rate ('validation' or the paper's 't0'); `seeds` how many
+    training seeds each compared fine-tuning runs with (1: Table 2 alone; 3: its spread too)."""
 
     console = console or Console(width=None if Console().is_terminal else 132)
     settings = (demo_settings.QUICK if quick else demo_settings.FULL).with_corpus(images)
@@ -172,6 +177,10 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         if choose_by not in ("t0", "validation"):
             raise MadmineError(f"unknown choose_by {choose_by!r}: 't0' or 'validation'")
         settings = replace(settings, choose_by=choose_by)
+    if seeds is not None:
+        if not 1 <= seeds <= 10:
+            raise MadmineError(f"seeds must be within [1, 10], got {seeds}")
+        settings = replace(settings, seeds=seeds)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     clock = Clock(console)
@@ -192,26 +201,51 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     with clock.stage("bounds from the labels of S(0)"):
         run_bounds(config, str(sets["train"].labels))
 
-    def baseline_picks() -> None:  # before any label exists: the baselines see the corpus MAD saw
+    def baseline_picks(run_id: str) -> None:  # before any label exists: the baselines see the corpus MAD saw
         with clock.stage("round 0: entropy and random selections with MAD's budget"):
             for strategy in ("entropy", "random"):
                 run_select(config, 0, strategy=strategy)
 
+    learned = {}
+
+    def learned_picks(run_id: str) -> None:  # from round 1's run, before its ratings: what MAD's M(1) saw
+        with clock.stage("round 1: learned and hybrid selections (a failure predictor fitted on round 0's ratings)"):
+            try:
+                for strategy in LEARNED:
+                    learned[strategy] = run_select(config, 1, strategy=strategy, run_id=run_id).trained
+            except MadmineError as exc:  # too few ratings to learn from: the demo goes on without them
+                console.print(f"[yellow]learned and hybrid selections skipped:[/] {exc}", highlight=False)
+                learned.clear()
+                return
+        console.print("round 1 failure predictor: " + learned["learned"].describe(), highlight=False)
+
+    hooks = {0: baseline_picks, 1: learned_picks}
     yields, runs = {}, {}
     for r in range(settings.rounds):
-        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, baseline_picks if r == 0 else None)
+        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, hooks.get(r))
         runs[r] = ws.get_json(ws.path("runs", rnd.record["run_id"], "run.json"))
         with clock.stage(f"round {r}: failure yields against the true masks"):
             yields[r], ious = measure.round_yields(ws, truth, runs[r], r, settings.seed)
         printout.yields(console, r, yields[r])
         printout.failure_rates(console, r, measure.failure_rates_by_kind(ious, truth))
 
+    for strategy in LEARNED:  # a resumed demo: round 1 selected them before its ratings, as MAD did
+        if strategy not in learned and 1 in runs and ws.exists(tables.CANDIDATES.path(ws, round=1, strategy=strategy)):
+            learned[strategy] = load_learned(ws, 1)
     variants = {}
-    for strategy in ("entropy", "random"):
-        with clock.stage(f"baseline: fine-tune on the {settings.n4} {strategy} picks (own workspace, Ray Train)"):
-            result = baselines.finetune_baseline(ws, config, strategy, 0, runs[0], settings.n4,
-                                                 workdir / "baselines" / strategy, truth, ray_address)
-        variants[f"{strategy}_r0"] = result.weights_uri
+    compared = [("entropy", 0), ("random", 0)] + [(s, 1) for s in LEARNED if s in learned]
+    for strategy, r in compared:
+        with clock.stage(f"{strategy}: fine-tune on its {settings.n4} picks of round {r} (own workspace, Ray Train)"):
+            result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
+                                             workdir / "baselines" / _fork_name(strategy, r), truth, ray_address)
+        variants[f"{strategy}_r{r}"] = result.weights_uri
+    for seed in range(1, settings.seeds):  # the same fine-tunings with other training seeds, MAD's own too
+        for strategy, r in [(tables.MAD, r) for r in runs] + compared:
+            with clock.stage(f"seed {seed}: fine-tune {strategy}'s S of round {r} (own workspace, Ray Train)"):
+                result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
+                                                 workdir / "seeds" / f"{_fork_name(strategy, r)}-seed-{seed}", truth,
+                                                 ray_address, seed=settings.seed + seed)
+            variants[f"{strategy}_r{r}_s{seed}"] = result.weights_uri
 
     with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
         evaluation = ev.evaluate(config, ws, show_progress=False)
@@ -226,9 +260,11 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         row = latest_row(ws, config.target.name, before_round=r + 1)
         if row is not None and row.get("round") == r:
             variants[f"mad_r{r}"] = row["weights_uri"]
-    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (not k.startswith("mad"), k))}
-    labels = {"target": "original target", **{k: _variant_label(k, settings.n4) for k in arena_models}}
-    pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"))
+    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: ("_s" in k, not k.startswith("mad"), k))}
+    labels = {"target": "original target",
+              **{k: _variant_label(k, settings.n4) for k in arena_models if "_s" not in k}}  # Table 2: seed 0
+    pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"),
+                                 ("mad_r1", "learned_r1"), ("mad_r1", "hybrid_r1"))
              if a in arena_models and (b in arena_models or b == "target")]
     arenas = {}  # the held-out wild set (Table 2, competitions); the probe (failure rates per kind); T(0) held-out
     for name, folder, what, competitions in (
@@ -249,19 +285,30 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     printout.table1(console, summary)
     printout.table2(console, arenas["heldout"], labels)
     printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)
+    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds)
+    if settings.seeds > 1:
+        printout.seed_spread(console, spread, labels, settings.seeds)
     for r in range(settings.rounds):
         printout.yields(console, r, yields[r])
+    if learned:
+        console.print("round 1 failure predictor: " + learned["learned"].describe(), highlight=False)
     printout.timings(console, clock.rows, clock.total)
     console.print("reports: " + ", ".join(reports), highlight=False)
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
     return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                      arenas["t0"])
+                      arenas["t0"], learned.get("learned"), spread)
+
+
+def _fork_name(strategy: str, round_: int) -> str:
+    return strategy if round_ == 0 else f"{strategy}-round-{round_}"
 
 
 def _variant_label(name: str, n4: int) -> str:
     strategy, _, r = name.rpartition("_r")
     if strategy == "mad":
         return f"MAD after round {r} ({n4 * (int(r) + 1)} images of S)"
-    return f"{strategy} ({n4} images)"
+    if r == "0":
+        return f"{strategy} ({n4} images)"
+    return f"{strategy} in round {r} (MAD's {n4 * int(r)} + {n4} images)"

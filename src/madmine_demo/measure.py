@@ -3,8 +3,8 @@
 A failure is an image on which the target's per-image mIoU against the true mask is below
 0.5 (the report's tau). For a round, every scored image gets its true IoU from the cached
 map of the round's target version; then the failure yield is the fraction of failures in
-M (MAD's candidates), in S (the n4 of lowest MOS), in the entropy and random baselines of
-the same size, and in a seeded random sample of the corpus of each size.
+M (MAD's candidates), in S (the n4 of lowest MOS), in the entropy, random, learned and
+hybrid selections of the same size, and in a seeded random sample of the corpus of each size.
 """
 
 from __future__ import annotations
@@ -73,16 +73,31 @@ def random_sample(ids, n: int, seed: int, salt: str) -> list[str]:
     return sorted(ids, key=key)[:n]
 
 
+OTHER_STRATEGIES = ("entropy", "random", "learned", "hybrid")  # compared with MAD at MAD's budget
+
+
+def best_first(rows: list[dict], strategy: str) -> list[dict]:
+    """A strategy's candidates in the order it would label them, one row per image: by rank, and for
+    the hybrid (ranked within MAD's groups) by predicted failure across groups."""
+    key = (lambda r: (-r["score"], r["image_id"])) if strategy == "hybrid" else (lambda r: (r["rank"], r["image_id"]))
+    seen, out = set(), []
+    for r in sorted(rows, key=key):
+        if r["image_id"] not in seen:
+            seen.add(r["image_id"])
+            out.append(r)
+    return out
+
+
 def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
     """Failure yields of one round's selections against random samples of equal size."""
     ious = true_ious(ws, truth, run)
     m = list(dict.fromkeys(ws.read_parquet([tables.CANDIDATES.path(ws, round=round_, strategy="mad")]).column("image_id").to_pylist()))
     s = ws.read_parquet([tables.SELECTED.path(ws, round=round_)]).column("image_id").to_pylist()
     baselines = {}  # strategy -> its images, best first
-    for strategy in ("entropy", "random"):
+    for strategy in OTHER_STRATEGIES:
         path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
         if ws.exists(path):
-            baselines[strategy] = [r["image_id"] for r in sorted(ws.read_parquet([path]).to_pylist(), key=lambda r: r["rank"])]
+            baselines[strategy] = [r["image_id"] for r in best_first(ws.read_parquet([path]).to_pylist(), strategy)]
     pool = sorted(ious)
     out = [yield_of("corpus (all scored images)", pool, ious, truth)]
     for name, label, ids in (("M", "M: MAD candidates", m), ("S", "S: lowest MOS of M", s)):
@@ -99,3 +114,30 @@ def failure_rates_by_kind(ious: dict[str, float], truth: Truth) -> dict[str, tup
     for i, v in ious.items():
         by.setdefault(truth.kind(i), []).append(v < TAU)
     return {k: (len(v), float(np.mean(v))) for k, v in sorted(by.items())}
+
+
+@dataclass
+class Spread:
+    """One compared fine-tuning over its training seeds (seed 0 first)."""
+
+    name: str
+    gains: list[float]  # held-out wild dataset mIoU minus the original target's
+    t0: list[float]  # dataset mIoU on T(0) held-out
+    probe_failures: list[float]  # fraction of probe images with per-image mIoU < TAU
+
+    @staticmethod
+    def mean_sd(values: list[float]) -> tuple[float, float]:
+        a = np.asarray(values, dtype=np.float64)
+        return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
+
+
+def seed_spread(heldout, probe, t0, seeds: int) -> dict[str, Spread]:
+    """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...)."""
+    out = {}
+    for name in heldout.models:
+        if name not in heldout.gain or "_s" in name:
+            continue
+        names = [name] + [f"{name}_s{k}" for k in range(1, seeds) if f"{name}_s{k}" in heldout.gain]
+        out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
+                           [probe.failures[n] for n in names])
+    return out

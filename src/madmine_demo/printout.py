@@ -9,7 +9,7 @@ from rich.table import Table
 
 from madmine.steps.evaluation.sources import HELD_OUT
 from madmine_demo.arena import ArenaResult
-from madmine_demo.measure import TAU, Yield
+from madmine_demo.measure import TAU, Spread, Yield
 from madmine_demo.world.failures import KINDS
 
 
@@ -55,6 +55,11 @@ def table1(console: Console, summary_rows: list[dict]) -> None:
     console.print(table)
 
 
+def labelled_models(arena: ArenaResult, labels: dict[str, str]) -> list[str]:
+    """The arena's models that have a label (the original target and the seed-0 runs), in its order."""
+    return [name for name in arena.models if name in labels]
+
+
 def table2(console: Console, arena: ArenaResult, labels: dict[str, str]) -> None:
     table = Table(title=f"Table 2: the fine-tuned targets on {arena.images} held-out wild images", title_justify="left",
                   caption=f"failures: images with per-image mIoU < {TAU}. The interval resamples the test images "
@@ -62,7 +67,7 @@ def table2(console: Console, arena: ArenaResult, labels: dict[str, str]) -> None
     for col in ("target", "dataset mIoU (%)", "gain over the original (95% interval)", "per-image mIoU (%)",
                 "failures (%)"):
         table.add_column(col, justify="left" if col == "target" else "right")
-    for name in arena.models:
+    for name in labelled_models(arena, labels):
         gain = arena.gain.get(name)
         shown = "-" if gain is None else f"{100 * gain[0]:+.1f} ({100 * gain[1]:+.1f} .. {100 * gain[2]:+.1f})"
         table.add_row(labels.get(name, name), pct(arena.miou.get(name)), shown, pct(arena.per_image.get(name)),
@@ -73,7 +78,7 @@ def table2(console: Console, arena: ArenaResult, labels: dict[str, str]) -> None
     per_kind.add_column("target")
     for k in kinds:
         per_kind.add_column(k, justify="right")
-    for name in arena.models:
+    for name in labelled_models(arena, labels):
         per_kind.add_row(labels.get(name, name), *(pct(arena.by_kind.get(name, {}).get(k)) for k in kinds))
     console.print(per_kind)
     comps = Table(title="MAD competitions (madmine compete): the images on which two targets disagree most",
@@ -99,7 +104,7 @@ def failures_by_kind(console: Console, probe: ArenaResult, t0: ArenaResult, labe
     for k in kinds:
         table.add_column(k, justify="right")
     table.add_column("T(0) held-out mIoU (%)", justify="right")
-    for name in probe.models:
+    for name in labelled_models(probe, labels):
         table.add_row(labels.get(name, name), *(pct(probe.failures_by_kind.get(name, {}).get(k)) for k in kinds),
                       pct(t0.miou.get(name)))
     console.print(table)
@@ -129,4 +134,22 @@ def failure_rates(console: Console, round_: int, rates: dict[str, tuple[int, flo
     for k in KINDS:
         if k in rates:
             table.add_row(k, str(rates[k][0]), pct(rates[k][1]))
+    console.print(table)
+
+
+def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, str], seeds: int) -> None:
+    """Each compared fine-tuning over its training seeds: is a difference larger than one run's noise?"""
+    table = Table(title=f"the spread over {seeds} training seeds (mean ± sd; each run on the same S)",
+                  title_justify="left", caption=f"gain: held-out wild dataset mIoU minus the original target's; "
+                  f"probe failures: per-image mIoU < {TAU}", caption_justify="left")
+    for col in ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)"):
+        table.add_column(col, justify="left" if col in ("target", "per seed") else "right")
+
+    def show(values: list[float], scale: float = 100.0, sign: str = "") -> str:
+        mean, sd = Spread.mean_sd(values)
+        return f"{scale * mean:{sign}.1f} ± {scale * sd:.1f}" if len(values) > 1 else f"{scale * mean:{sign}.1f}"
+
+    for name, s in spread.items():
+        table.add_row(labels.get(name, name), str(len(s.gains)), show(s.gains, sign="+"),
+                      " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures))
     console.print(table)

@@ -43,6 +43,7 @@ class Settings:
     probe_per_kind: int = 50  # probe scenes of each kind: failure rates per kind, before and after fine-tuning
     choose_by: str = "validation"  # [finetune] choose_by: "t0" is the paper's protocol (docs/finetune.md)
     max_t0_drop: float = 0.01
+    seeds: int = 1  # training seeds of each compared fine-tuning (> 1: the spread between training runs)
 
     def with_corpus(self, images: int | None) -> Settings:
         return self if images is None else replace(self, corpus=images)

@@ -1,6 +1,6 @@
-"""`madmine demo`, reduced (a small corpus, one round, tiny schedules), end to end on the
-session's Ray cluster: every stage runs, the people act through the real storage and
-export/import paths, and the measurements come out."""
+"""`madmine demo`, reduced (a small corpus, two rounds, two training seeds, tiny schedules),
+end to end on the session's Ray cluster: every stage runs, the people act through the real
+storage and export/import paths, and the measurements come out."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def demo(ray_address, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("demo")
     started = time.perf_counter()
-    result = run_demo(workdir, quick=True, ray_address=ray_address)
+    result = run_demo(workdir, quick=True, rounds=2, seeds=2, ray_address=ray_address)
     return result, time.perf_counter() - started
 
 
@@ -32,8 +32,11 @@ def test_every_stage_runs_and_is_timed(demo):
     names = [name for name, _ in result.timings]
     for stage in ("world", "models", "ingest", "bounds", "round 0: score", "round 0: select", "round 0: rate",
                   "round 0: S", "round 0: annotate", "round 0: finetune", "round 0: testset", "round 0: test_labels",
-                  "baseline: fine-tune on the 12 entropy", "baseline: fine-tune on the 12 random", "evaluate", "report",
-                  "arena"):
+                  "entropy: fine-tune on its 12 picks of round 0", "random: fine-tune on its 12 picks of round 0",
+                  "round 1: learned and hybrid selections", "learned: fine-tune on its 12 picks of round 1",
+                  "hybrid: fine-tune on its 12 picks of round 1", "seed 1: fine-tune mad's S of round 0",
+                  "seed 1: fine-tune mad's S of round 1", "seed 1: fine-tune hybrid's S of round 1", "evaluate",
+                  "report", "arena"):
         assert any(n.startswith(stage) for n in names), (stage, names)
     assert all(s >= 0 for _, s in result.timings)
     assert sum(s for _, s in result.timings) <= seconds  # the stages' clocks account for no more than the wall time
@@ -54,7 +57,7 @@ def test_people_went_through_the_real_storage_and_exports(demo):
     assert {r["image_id"] for r in selected} | {r["image_id"] for r in testset} <= set(labels)
     assert {row["source"] for row in labels.values()} == {"coco"}
     models = sources.models_table(ws)
-    assert [r["round"] for r in models if r["model"] == "target"] == [0]
+    assert [r["round"] for r in models if r["model"] == "target"] == [0, 1]
 
 
 def test_table1_and_the_failure_yields(demo):
@@ -73,10 +76,11 @@ def test_table1_and_the_failure_yields(demo):
 def test_arena_compares_the_fine_tuned_targets(demo):
     result, _ = demo
     arena = result.arena
-    assert set(arena.models) == {"target", "mad_r0", "entropy_r0", "random_r0"}
+    compared = {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "learned_r1", "hybrid_r1"}
+    assert set(arena.models) == {"target"} | compared | {f"{name}_s1" for name in compared}
     assert all(0 <= arena.miou[m] <= 1 for m in arena.models)
-    assert len(arena.competitions) == 3
-    assert set(arena.gain) == {"mad_r0", "entropy_r0", "random_r0"}
+    assert len(arena.competitions) == 5
+    assert set(arena.gain) == set(arena.models) - {"target"}
     for name, (value, low, high) in arena.gain.items():
         assert low <= value <= high
         assert abs(value - (arena.miou[name] - arena.miou["target"])) < 1e-9
@@ -117,3 +121,26 @@ def test_report_and_cached_models(demo):
     paths = ensure_trained(settings.zoo(settings.QUICK), world / "images", world / "labels",
                            result.workdir / "workspace" / "zoo", len(NAMES), zoo_key(settings.QUICK), report=trained.append)
     assert not trained and all(p.exists() for p in paths.values())  # a second demo trains nothing
+
+
+def test_learned_strategies_in_round_1_and_the_spread_over_seeds(demo):
+    from madmine.steps.learned import Trained
+
+    result, _ = demo
+    trained = result.learned
+    assert isinstance(trained, Trained) and trained.rounds == [0] and trained.examples >= 10
+    assert 0 <= trained.auroc <= 1 or trained.heldout_failures in (0, trained.heldout)
+    yields = {y.name: y for y in result.yields[1]}
+    m = yields[next(n for n in yields if n.startswith("M:"))]
+    assert yields["learned selection, |M|"].images == m.images  # MAD's budget
+    assert 0 < yields["hybrid selection, |M|"].images <= m.images  # MAD's groups, fewer distinct images
+    for strategy in ("learned", "hybrid"):
+        assert yields[f"{strategy} selection, |S|"].images == 12  # the same labelling budget as S
+    # the seed-1 runs are other training runs of the same S: each variant's spread holds both seeds'
+    # figures, and seed 0's are those of Table 2
+    arena = result.arena
+    assert set(result.spread) == {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "learned_r1", "hybrid_r1"}
+    for name, spread in result.spread.items():
+        assert spread.gains == [arena.gain[name][0], arena.gain[f"{name}_s1"][0]]
+        assert spread.t0 == [result.t0.miou[name], result.t0.miou[f"{name}_s1"]]
+        assert spread.probe_failures == [result.probe.failures[name], result.probe.failures[f"{name}_s1"]]

@@ -57,6 +57,11 @@ class Trained:
                 f"AUROC on {self.heldout} held-out rated images ({self.heldout_failures} failures): {show(self.auroc)} "
                 f"(d alone {show(self.auroc_d)}, entropy alone {show(self.auroc_entropy)})")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Trained:
+        values = {k: (float("nan") if v is None and k.startswith("auroc") else v) for k, v in data.items()}
+        return cls(**{**values, "predictor": Predictor.from_dict(data["predictor"])})
+
 
 def feature_matrix(table: pa.Table) -> np.ndarray:
     """The FEATURES columns of an image_features table as floats (NULL -> NaN)."""
@@ -143,10 +148,20 @@ def train(ws: Workspace, config: Config, round_: int) -> Trained:
     )
 
 
+def _path(ws: Workspace, round_: int) -> str:
+    return ws.path("learned", f"round-{round_}.json")
+
+
 def save(ws: Workspace, trained: Trained) -> str:
-    path = ws.path("learned", f"round-{trained.round}.json")
+    path = _path(ws, trained.round)
     ws.put_json(path, trained.to_dict())
     return ws.url(path)
+
+
+def load(ws: Workspace, round_: int) -> Trained | None:
+    """The predictor the round's learned or hybrid selection fitted, if one did."""
+    path = _path(ws, round_)
+    return Trained.from_dict(ws.get_json(path)) if ws.exists(path) else None
 
 
 def predicted(con, predictor: Predictor) -> pa.Table:
