@@ -26,9 +26,12 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from madmine.config import FinetuneConfig
 from madmine.errors import MadmineError
+from madmine.ray_cluster import quiet_logs
 from madmine.steps.train.loop import train_loop
 from madmine.steps.train.plan import Plan, trial_name
 from madmine.steps.train.storage import RoundStorage
+
+quiet_logs()  # importing Ray Data or Tune re-applied their INFO logging
 
 log = logging.getLogger(__name__)
 

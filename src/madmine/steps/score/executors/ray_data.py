@@ -22,10 +22,12 @@ from ray.data import ActorPoolStrategy, DataContext
 from ray.exceptions import GetTimeoutError, RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from madmine.ray_cluster import ensure_ray
+from madmine.ray_cluster import ensure_ray, quiet_logs
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.shard_job import ShardWorker
 from madmine.steps.score.shards import ShardSpec
+
+quiet_logs()  # importing Ray Data or Tune re-applied their INFO logging
 
 
 @ray.remote(num_cpus=0)
