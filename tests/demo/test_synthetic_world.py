@@ -161,7 +161,8 @@ def test_a_demo_workdir_holds_one_world(tmp_path):
 
 
 @pytest.mark.parametrize("option, value, message", [("--world", "moon", "unknown world 'moon': one of wild, web"),
-                                                    ("--choose-by", "best", "unknown choose_by 'best'")])
+                                                    ("--choose-by", "best", "unknown choose_by 'best'"),
+                                                    ("--seeds", "0", "seeds must be within [1, 10], got 0")])
 def test_the_demo_refuses_an_unknown_world_or_choice_in_one_line_before_writing_anything(tmp_path, option, value, message):
     from bounded import error_lines, madmine
 
