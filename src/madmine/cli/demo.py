@@ -17,7 +17,7 @@ def demo(
     choose_by: str = typer.Option(None, "--choose-by", help="How fine-tuning picks its learning rate: 'validation' "
                                   "(a held-out part of S, within 1 point of T(0); the default) or 't0' (the paper's)."),
     seeds: int = typer.Option(None, help="Training seeds of every compared fine-tuning (default 1). 3 prints the "
-                              "spread between training runs next to Table 2: the long version, about 20 more minutes."),
+                              "spread between training runs next to Table 2: the long version, about 24 more minutes on 2 cores."),
 ) -> None:
     """The whole method on the synthetic world on local Ray: every stage, simulated people, Tables 1 and 2, failure yield."""
     from madmine_demo.demo import run_demo
