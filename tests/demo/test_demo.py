@@ -102,10 +102,12 @@ def test_failure_rates_per_kind_on_the_probe_and_t0_of_every_target(demo):
         assert set(rates) == set(KINDS) and all(0 <= r <= 1 for r in rates.values())
         # the per-kind rates of equal-sized kinds average to the failure rate over the whole probe
         assert abs(sum(rates.values()) / len(KINDS) - probe.failures[model]) < 1e-9
-    # T(0) held-out of the original and the round-0 target: the main workspace's own evaluation says the same
-    rows = {(r["model"], r["origin"], r["testset_round"]): r for r in result.table1}
-    assert t0.miou["target"] == pytest.approx(rows[("target", "config", sources.HELD_OUT)]["miou"], abs=1e-9)
-    assert t0.miou["mad_r0"] == pytest.approx(rows[("target", "models table", sources.HELD_OUT)]["miou"], abs=1e-9)
+    # T(0) held-out of the original and of each round's target: the main workspace's own evaluation says the same
+    rows = {(r["model"], r["origin"], r.get("model_round"), r["testset_round"]): r for r in result.table1}
+    assert t0.miou["target"] == pytest.approx(rows[("target", "config", None, sources.HELD_OUT)]["miou"], abs=1e-9)
+    for r in (0, 1):
+        own = rows[("target", "models table", r, sources.HELD_OUT)]["miou"]
+        assert t0.miou[f"mad_r{r}"] == pytest.approx(own, abs=1e-9)
 
 
 def test_report_and_cached_models(demo):
