@@ -25,8 +25,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from madmine.config import load_config
 from madmine import tables
+from madmine.config import load_config
 from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
 from madmine.steps.bounds import run_bounds
@@ -245,7 +245,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
                 result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
                                                  workdir / "seeds" / f"{_fork_name(strategy, r)}-seed-{seed}", truth,
                                                  ray_address, seed=settings.seed + seed)
-            variants[f"{strategy}_r{r}_s{seed}"] = result.weights_uri
+            variants[measure.seed_variant(f"{strategy}_r{r}", seed)] = result.weights_uri
 
     with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
         evaluation = ev.evaluate(config, ws, show_progress=False)
@@ -260,9 +260,10 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         row = latest_row(ws, config.target.name, before_round=r + 1)
         if row is not None and row.get("round") == r:
             variants[f"mad_r{r}"] = row["weights_uri"]
-    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: ("_s" in k, not k.startswith("mad"), k))}
-    labels = {"target": "original target",
-              **{k: _variant_label(k, settings.n4) for k in arena_models if "_s" not in k}}  # Table 2: seed 0
+    arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (measure.is_seed_variant(k),
+                                                                         not k.startswith("mad"), k))}
+    labels = {"target": "original target",  # Table 2: the seed-0 runs
+              **{k: _variant_label(k, settings.n4) for k in arena_models if not measure.is_seed_variant(k)}}
     pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"),
                                  ("mad_r1", "learned_r1"), ("mad_r1", "hybrid_r1"))
              if a in arena_models and (b in arena_models or b == "target")]

@@ -131,13 +131,24 @@ class Spread:
         return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
 
 
+SEED_SUFFIX = "_s"  # mad_r0_s1: mad_r0 fine-tuned again with training seed 1
+
+
+def seed_variant(name: str, seed: int) -> str:
+    return f"{name}{SEED_SUFFIX}{seed}"
+
+
+def is_seed_variant(name: str) -> bool:
+    return SEED_SUFFIX in name
+
+
 def seed_spread(heldout, probe, t0, seeds: int) -> dict[str, Spread]:
     """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...)."""
     out = {}
     for name in heldout.models:
-        if name not in heldout.gain or "_s" in name:
+        if name not in heldout.gain or is_seed_variant(name):
             continue
-        names = [name] + [f"{name}_s{k}" for k in range(1, seeds) if f"{name}_s{k}" in heldout.gain]
+        names = [name] + [seed_variant(name, k) for k in range(1, seeds) if seed_variant(name, k) in heldout.gain]
         out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
                            [probe.failures[n] for n in names])
     return out

@@ -65,10 +65,7 @@ class Trained:
 
 def feature_matrix(table: pa.Table) -> np.ndarray:
     """The FEATURES columns of an image_features table as floats (NULL -> NaN)."""
-    return np.column_stack([
-        np.asarray(table.column(name).to_pylist(), dtype=np.float64) if table.num_rows else np.zeros(0)
-        for name in FEATURES
-    ]).reshape(table.num_rows, len(FEATURES))
+    return np.column_stack([np.asarray(table.column(name).to_pylist(), dtype=np.float64) for name in FEATURES])
 
 
 def image_features(con) -> pa.Table:
