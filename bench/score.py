@@ -41,6 +41,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from madmine import metrics
+from madmine.allocator import keep_freed_memory
 from madmine.completion import shard_markers
 from madmine.config import ModelSpec, load_config
 from madmine.models import build_network, check_models, forward_logits
@@ -186,6 +187,7 @@ def bare_forward(config, uris: list[str]) -> tuple[float, dict[str, float]]:
     s = config.scoring
     device = resolve_device(s.device)
     bf16 = resolve_precision(s.precision, device) == "bf16"
+    keep_freed_memory()  # the allocator setting the scorer uses: the ceiling is measured under it too
     torch.set_num_threads(s.torch_threads or os.cpu_count() or 1)
     per_model: dict[str, float] = {}
     for spec in config.models:

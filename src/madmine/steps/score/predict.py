@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from madmine import metrics
+from madmine.allocator import keep_freed_memory
 from madmine.config import ModelSpec
 from madmine.images import ImageError, resize_nearest
 from madmine.models.registry import LoadedModel, forward_logits, load_model, map_ids, maps_folder
@@ -29,7 +30,6 @@ from madmine.steps.score.decode import pixels_column
 from madmine.steps.score.device import resolve_device, resolve_precision
 from madmine.steps.score.map_store import StoredMap
 from madmine.steps.score.timing import Timings
-
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Scorer:
 
     def __init__(self, ctx: ScoreContext):
         self.ctx = ctx
+        keep_freed_memory()  # activations reuse freed memory instead of page-faulting fresh maps
         self.device = resolve_device(ctx.scoring.device)
         self.precision = resolve_precision(ctx.scoring.precision, self.device)
         if self.device == "cpu":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madmine import metrics
+from madmine.allocator import keep_freed_memory
 from madmine.errors import MadmineError
 from madmine.models.kinds.base import load_weights, weights_state
 from madmine.models.registry import LoadedModel, config_log_probs, forward_logits, load_model, map_ids
@@ -179,6 +180,7 @@ def _metrics(row: dict, lr: float) -> dict:
 
 def train_loop(config: dict) -> None:
     """Entry point of every Ray Train worker: config = {"lr", "plan" (Plan.to_dict()), "storage_options"}."""
+    keep_freed_memory()
     plan = Plan.from_dict(config["plan"])
     lr = float(config["lr"])
     storage_options = config.get("storage_options") or {}
