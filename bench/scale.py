@@ -122,12 +122,11 @@ def loop_seconds(config: Path, uris: list[str]) -> float:
                        {}, cfg.scoring)
     scorer = Scorer(ctx)
     started = time.perf_counter()
-    with ThreadPoolExecutor(cfg.scoring.decode_threads) as pool:
-        for start in range(0, len(uris), BATCH):
-            chunk = uris[start : start + BATCH]
-            batch = {"image_id": np.array([str(i) for i in range(len(chunk))], dtype=object),
-                     "uri": np.array(chunk, dtype=object), "shard": np.array(["s"] * len(chunk), dtype=object)}
-            scorer(decode_batch(batch, sizes=ctx.input_sizes, pool=pool))
+    for start in range(0, len(uris), BATCH):
+        chunk = uris[start : start + BATCH]
+        batch = {"image_id": np.array([str(i) for i in range(len(chunk))], dtype=object),
+                 "uri": np.array(chunk, dtype=object), "shard": np.array(["s"] * len(chunk), dtype=object)}
+        scorer(decode_batch(batch, sizes=ctx.input_sizes, threads=cfg.scoring.decode_threads))
     return time.perf_counter() - started
 
 

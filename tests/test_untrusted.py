@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 import bounded
 from madmine import images
 from madmine.images import ImageError, decode, decode_map_png, probe
-from madmine.untrusted import guarded, read_bytes, read_local
+from madmine.untrusted import guarded, guarded_map, read_bytes, read_local
 
 
 def png(shape=(20, 30, 3)) -> bytes:
@@ -169,3 +170,51 @@ def test_guarded_works_in_a_forked_child_after_the_parent_used_it():
 
 def _guarded_in_child() -> int:
     return guarded(lambda: 42, timeout_s=5)
+
+
+def test_guarded_map_keeps_order_and_turns_each_failure_into_that_items_error():
+    def square(x):
+        if x == 3:
+            raise ZeroDivisionError("three")
+        if x == 5:
+            raise ImageError("not an image", "five")
+        return x * x
+
+    for timeout in (None, 5.0):
+        out = guarded_map(square, range(40), threads=3, timeout_s=timeout)
+        assert [v for i, v in enumerate(out) if i not in (3, 5)] == [i * i for i in range(40) if i not in (3, 5)]
+        assert (out[3].reason, out[5].reason) == ("decode failed", "not an image")
+    assert guarded_map(square, [], threads=2) == []
+
+
+def test_guarded_map_runs_on_at_most_its_threads():
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def busy(x):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return x
+
+    assert guarded_map(busy, range(30), threads=3, timeout_s=5) == list(range(30))
+    assert most[0] == 3
+
+
+def test_guarded_map_abandons_an_item_that_hangs_and_finishes_the_rest():
+    release = threading.Event()
+
+    def maybe_stuck(x):
+        if x == 2:
+            release.wait(30)
+        return x
+
+    started = time.monotonic()
+    out = guarded_map(maybe_stuck, range(12), threads=2, timeout_s=0.5)
+    took = time.monotonic() - started
+    release.set()
+    assert out[2].reason == "decode timed out"
+    assert [v for i, v in enumerate(out) if i != 2] == [i for i in range(12) if i != 2]
+    assert took < 10  # the limit, not the stuck item, decides when the batch ends

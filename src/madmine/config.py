@@ -283,7 +283,7 @@ class ScoringConfig:
     min_side: Positive = 8
     # the untrusted-bytes boundary (madmine.untrusted), for ingest, scoring and the rating app
     max_bytes: Annotated[int, Field(strict=True, ge=1024, le=1 << 36)] = 256 << 20
-    decode_timeout_s: Annotated[Number, Field(gt=0, le=3600)] = 30.0
+    decode_timeout_s: Annotated[Number, Field(gt=0, le=3600)] = 30.0  # per image (scoring: fetch, decode, resize)
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -9,6 +9,8 @@ madmine goes through two functions here:
   is refused without reading it (a FIFO never blocks, /dev/zero is never read).
 - `guarded(fn, ...)`: runs a decoder on those bytes with a time limit; any exception it
   raises (a decoder bug, MemoryError, RecursionError, ...) becomes an `ImageError`.
+  `guarded_map(fn, items, ...)` does the same for many items on a few threads, each item
+  with its own time limit (scoring's decode stage: a batch of images at a time).
 
 Every refusal is an `ImageError(reason, detail)`: `reason` is short and stable (it goes to
 the `errors` table's `error` column), `detail` says what and where. Callers record it for
@@ -21,6 +23,7 @@ import os
 import queue
 import stat
 import threading
+import time
 
 from madmine.workspace import filesystem, split_uri
 
@@ -217,3 +220,96 @@ def _call(fn, args, kwargs, what: str):
         raise ImageError(f"{what} failed", "nested too deeply (RecursionError)") from None
     except Exception as exc:  # noqa: BLE001 - the boundary: any decoder failure is this item's error
         raise ImageError(f"{what} failed", f"{type(exc).__name__}: {exc}"[:500]) from None
+
+
+def guarded_map(fn, items, *, threads: int = 4, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+                what: str = "decode") -> list:
+    """[fn(item), or the ImageError it became] for every item, in order, each item within `timeout_s`.
+
+    Up to `threads` guard threads take items one after another from a shared list; the caller
+    sleeps until the oldest item in flight would pass its limit (or every item is done), so a
+    batch costs no hand-off per item: handing each image to a guard thread one by one cost as
+    much as decoding a small JPEG (100 of 360 us for a 96x96 one). An item past its limit
+    gets "<what> timed out"; its thread is abandoned (it ends when the call does) and a fresh
+    one carries on with the rest.
+    """
+    items = list(items)
+    if timeout_s is None or not items:
+        return [_outcome(fn, item, what) for item in items]
+    share = _Share(fn, items, what)
+    with share.cond:
+        for _ in range(max(1, min(threads, len(items)))):
+            share.start_worker()
+        while share.remaining:
+            now = time.monotonic()
+            for worker in share.late(now, timeout_s):
+                share.finish(worker.current, ImageError(
+                    f"{what} timed out", f"took more than {timeout_s:g} s ([scoring] decode_timeout_s)"), worker)
+                worker.abandoned = True
+                share.start_worker()
+            if share.remaining:
+                share.cond.wait(timeout=max(0.01, share.next_deadline(now, timeout_s) - now))
+    return share.results
+
+
+def _outcome(fn, item, what: str):
+    try:
+        return _call(fn, (item,), {}, what)
+    except ImageError as exc:
+        return exc
+
+
+class _Share:
+    """The items of one guarded_map call, their results, and the workers taking them."""
+
+    def __init__(self, fn, items: list, what: str):
+        self.fn, self.items, self.what = fn, items, what
+        self.results: list = [None] * len(items)
+        self.remaining = len(items)
+        self.taken = 0
+        self.workers: list[_MapWorker] = []
+        self.cond = threading.Condition()
+
+    def start_worker(self) -> None:
+        worker = _MapWorker(self)
+        self.workers.append(worker)
+        _GuardThread.take().inbox.put(worker)
+
+    def finish(self, index: int, value, worker: _MapWorker) -> None:
+        self.results[index] = value
+        self.remaining -= 1
+        worker.current = None
+        if not self.remaining:
+            self.cond.notify_all()
+
+    def late(self, now: float, timeout_s: float) -> list[_MapWorker]:
+        return [w for w in self.workers if w.current is not None and not w.abandoned and now - w.started >= timeout_s]
+
+    def next_deadline(self, now: float, timeout_s: float) -> float:
+        busy = [w.started for w in self.workers if w.current is not None and not w.abandoned]
+        return (min(busy) if busy else now) + timeout_s
+
+
+class _MapWorker:
+    """A guard thread's job in guarded_map: take the next item, run fn on it, until none is left."""
+
+    def __init__(self, share: _Share):
+        self.share = share
+        self.abandoned = False
+        self.current: int | None = None
+        self.started = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        share = self.share
+        while True:
+            with share.cond:
+                if self.abandoned or share.taken >= len(share.items):
+                    return
+                self.current, self.started = share.taken, time.monotonic()
+                share.taken += 1
+            value = _outcome(share.fn, share.items[self.current], share.what)
+            with share.cond:
+                if self.abandoned:  # the caller gave this item its timeout error and went on
+                    return
+                share.finish(self.current, value, self)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -93,3 +95,29 @@ def test_maps_over_max_bytes_are_refused(maps_folder):
     with pytest.raises(ImageError) as info:
         folder.load("x/large.png")
     assert info.value.reason == "map file too large"
+
+
+def test_an_image_whose_decoder_hangs_is_that_images_error_and_the_batch_goes_on(tmp_path, monkeypatch):
+    from madmine.steps.score import decode as stage
+
+    uris = [str(p) for p in write_corpus(tmp_path / "corpus", 6)]
+    release = threading.Event()
+    real = stage.decode
+
+    def hangs_on_the_third(data, **kwargs):
+        if data == open(uris[2], "rb").read():
+            release.wait(30)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(stage, "decode", hangs_on_the_third)
+    batch = {"image_id": np.array([f"i{k}" for k in range(6)], dtype=object), "uri": np.array(uris, dtype=object),
+             "shard": np.array(["s"] * 6, dtype=object)}
+    started = time.monotonic()
+    out = stage.decode_batch(batch, sizes=(16,), threads=2, decode_timeout_s=0.5)
+    took = time.monotonic() - started
+    release.set()
+    assert list(out["error"]) == ["", "", "decode timed out", "", "", ""]
+    assert took < 10
+    reference = np.asarray(Image.open(uris[0]).convert("RGB").resize((16, 16), Image.BILINEAR))
+    assert np.array_equal(out["pixels_16"][0], reference)
+    assert not out["pixels_16"][2].any()

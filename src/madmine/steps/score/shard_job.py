@@ -2,7 +2,7 @@
 
 The worker reads the shard's rows from its manifest part, reads back the maps the store
 already holds for it (a competitor's pack when only the target changed: one GET per model),
-decodes the images it still needs in a thread pool a few batches ahead of the forward
+decodes the images it still needs on a few guarded threads a few batches ahead of the forward
 passes, runs the `Scorer` batch by batch, and writes the shard's outputs itself: one map pack
 per network that ran, the predictions and pairs tables (errors only when there are any), and
 last the completion marker. Nothing per image crosses to the driver, which receives one
@@ -37,14 +37,13 @@ from madmine.workspace import Workspace
 
 class ShardWorker:
     """Everything a worker holds across shards: the scorer (models on the device), the
-    decode threads, the workspace and the map store."""
+    prefetch thread, the workspace and the map store."""
 
     def __init__(self, ctx: ScoreContext, node: str = ""):
         self.ctx = ctx
         self.scorer = Scorer(ctx)
         self.ws = Workspace(ctx.workspace_uri, dict(ctx.storage_options))
         self.store = MapStore(self.ws)
-        self.decoders = ThreadPoolExecutor(max_workers=ctx.scoring.decode_threads, thread_name_prefix="decode")
         self.ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.node = node or socket.gethostname()
 
@@ -78,7 +77,7 @@ class ShardWorker:
                 blank = np.full(len(chunk["image_id"]), "", dtype=object)
                 return {**chunk, "error": blank, "stage": blank.copy(), "detail": blank.copy()}
             return decode_batch(chunk, sizes=sizes, storage_options=ctx.storage_options, max_pixels=ctx.scoring.max_pixels,
-                                min_side=ctx.scoring.min_side, pool=self.decoders, max_bytes=ctx.scoring.max_bytes,
+                                min_side=ctx.scoring.min_side, threads=ctx.scoring.decode_threads, max_bytes=ctx.scoring.max_bytes,
                                 decode_timeout_s=ctx.scoring.decode_timeout_s)
 
         queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ctx.scoring.prefetch_batches + 1]]
