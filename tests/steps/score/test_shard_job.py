@@ -15,6 +15,7 @@ from madmine.config import load_config
 from madmine.models import check_models
 from madmine.steps.ingest import ingest
 from madmine.steps.score.context import ScoreContext
+from madmine.steps.score.device import resolve_prefetch
 from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.shard_job import ShardWorker
 from madmine.steps.score.shards import plan_shards, read_shard_rows, shards_of
@@ -132,3 +133,22 @@ def test_packs_keep_maps_and_uncertainty_exactly(tmp_path):
     assert set(some) == {"id005", "id033"} and np.array_equal(some["id033"].map, entries["id033"].map)
     assert store.read_pack("m", "v", "missing") is None
     assert dataclasses.asdict(store.get("m", "v", "id001", "p"))["mean_msp"] == pytest.approx(0.95)
+
+
+def test_decoding_when_needed_and_decoding_ahead_score_the_same(world):
+    """prefetch_batches "auto" decodes each batch when needed on a CPU (0) and two ahead on a
+    GPU; both paths see every image once and give the same tables."""
+    cfg, ws = world
+    assert (resolve_prefetch("auto", "cpu"), resolve_prefetch("auto", "cuda"), resolve_prefetch(3, "cpu")) == (0, 2, 3)
+    versions = check_models(cfg)
+    specs = plan_shards(ws, 3)
+    rows = {}
+    for run_id, prefetch in (("when-needed", "auto"), ("ahead", 2)):
+        scoring = dataclasses.replace(cfg.scoring, prefetch_batches=prefetch, cache_maps=False)
+        ctx = dataclasses.replace(context(cfg, ws, versions, run_id=run_id), scoring=scoring, stored_packs={})
+        worker = ShardWorker(ctx)
+        assert [worker(spec)["images"] for spec in specs] == [spec.size for spec in specs]
+        rows[run_id] = sorted((r["image_id"], r["competitor"], r["d"], tuple(r["intersection"]))
+                              for r in tables.PAIRS.read(ws, run_id=run_id).to_pylist())
+    assert len(rows["ahead"]) == 12 and len({r[0] for r in rows["ahead"]}) == 12
+    assert rows["when-needed"] == rows["ahead"]

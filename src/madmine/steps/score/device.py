@@ -49,3 +49,13 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
     return precision
+
+
+def resolve_prefetch(prefetch: int | str, device: str) -> int:
+    """Batches to decode ahead of the forward passes. 'auto': 2 on a GPU, whose forward passes
+    leave the CPU to the decoder; 0 on a CPU, where decoding beside the forward passes only
+    takes their cores (tiny networks on 2 cores: 1,043-1,106 images/s decoded when needed
+    against 911-926 decoded ahead; the mobile mix at 513x513 the same either way)."""
+    if prefetch == "auto":
+        return 2 if device.startswith("cuda") else 0
+    return int(prefetch)

@@ -2,9 +2,10 @@
 
 The worker reads the shard's rows from its manifest part, reads back the maps the store
 already holds for it (a competitor's pack when only the target changed: one GET per model),
-decodes the images it still needs on a few guarded threads a few batches ahead of the forward
-passes, runs the `Scorer` batch by batch, and writes the shard's outputs itself: one map pack
-per network that ran, the predictions and pairs tables (errors only when there are any), and
+decodes the images it still needs on a few guarded threads (a few batches ahead of the
+forward passes on a GPU; on a CPU, whose cores the models use, when each batch is needed),
+runs the `Scorer` batch by batch, and writes the shard's outputs itself: one map pack per
+network that ran, the predictions and pairs tables (errors only when there are any), and
 last the completion marker. Nothing per image crosses to the driver, which receives one
 small summary per shard.
 
@@ -27,6 +28,7 @@ from madmine import tables
 from madmine.completion import shard_markers
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch
+from madmine.steps.score.device import resolve_prefetch
 from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.outputs import concat, shard_tables
 from madmine.steps.score.predict import Scorer
@@ -80,15 +82,16 @@ class ShardWorker:
                                 min_side=ctx.scoring.min_side, threads=ctx.scoring.decode_threads, max_bytes=ctx.scoring.max_bytes,
                                 decode_timeout_s=ctx.scoring.decode_timeout_s)
 
-        queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ctx.scoring.prefetch_batches + 1]]
+        ahead = resolve_prefetch(ctx.scoring.prefetch_batches, self.scorer.device)  # 0: each batch when needed
+        queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ahead + 1]] if ahead else []
         batches, computed = [], {}
         for k in range(len(starts)):
             with timings("wait for decoded images"):
-                batch = queue.pop(0).result()
+                batch = queue.pop(0).result() if ahead else decoded(starts[k])
             nxt = k + len(queue) + 1
-            if nxt < len(starts):
+            if ahead and nxt < len(starts):
                 queue.append(self.ahead.submit(decoded, starts[nxt]))
-            for phase in ("fetch", "decode", "resize"):  # in the decode threads, overlapping the forward passes
+            for phase in ("fetch", "decode", "resize"):  # in the decode threads (within the wait when not ahead)
                 if f"t_{phase}" in batch:
                     timings.add(f"{phase} (decode threads)", float(np.sum(batch[f"t_{phase}"])))
             scored = self.scorer(batch, cached)
