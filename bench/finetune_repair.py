@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from madmine import metrics
-from madmine.models import load_model
+from madmine.models.registry import load_model
 from madmine.steps.train.dataset import TrainSet
 from madmine.steps.train.loop import evaluate, predictions, train_epoch
 from madmine.steps.train.plan import Plan, split_validation

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts
 from bench.score import breakdown  # noqa: E402
 from counting_s3 import CountingS3Server  # noqa: E402
 from madmine.config import load_config  # noqa: E402
-from madmine.models import check_models  # noqa: E402
+from madmine.models.registry import check_models  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402
 from madmine.steps.score.context import ScoreContext  # noqa: E402
 from madmine.steps.score.decode import decode_batch  # noqa: E402

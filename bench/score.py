@@ -44,11 +44,11 @@ from madmine import metrics
 from madmine.allocator import keep_freed_memory
 from madmine.completion import shard_markers
 from madmine.config import ModelSpec, load_config
-from madmine.models import build_network, check_models, forward_logits
+from madmine.models.device import resolve_device, resolve_precision
+from madmine.models.registry import build_network, check_models, forward_logits
 from madmine.steps.ingest import ingest
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import decode_batch
-from madmine.steps.score.device import resolve_device, resolve_precision
 from madmine.steps.score.predict import Scorer
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace

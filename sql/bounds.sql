@@ -1,4 +1,4 @@
--- Size bounds of each class (ARCHITECTURE §1 step 2): p_k and q_k are quantiles
+-- Size bounds of each class (step 2 of the method, docs/paper.md): p_k and q_k are quantiles
 -- (quantile_cont: linear interpolation; by default the first and third quartiles) of the
 -- area fraction pixels_k / (h * w) over the labelled images that contain class k.
 -- A class that no labelled image contains gets NULL bounds and n_images = 0: it forms no

@@ -1,4 +1,4 @@
--- Images of the run that never enter a ranking (ARCHITECTURE §1 step 2), with the reason:
+-- Images of the run that never enter a ranking (step 2 of the method, docs/paper.md), with the reason:
 -- rated in an earlier round, labelled, in a test set, or a near-duplicate.
 -- An image may have several reasons; it is excluded once.
 -- "Rated" follows [selection] exclude_rated: every image rated in an earlier round (true), or

@@ -1,4 +1,4 @@
--- The partition (ARCHITECTURE §1 step 2). For competitor j and direction 'target', image x
+-- The partition (step 2 of the method, docs/paper.md). For competitor j and direction 'target', image x
 -- is in group k when the target's map has class k (k >= 1: never background) with an area
 -- fraction pixels_k / (h * w) inside [p_k, q_k], inclusive; direction 'competitor' uses
 -- g_j's own map. Each member carries d(target, g_j); images with NULL d never rank, nor do

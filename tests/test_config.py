@@ -1,5 +1,7 @@
 """Config validation: every mistake is refused up front with the key and the fix."""
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -98,7 +100,7 @@ def test_duplicate_class_names_and_model_names_are_refused(tmp_path):
 def test_weights_with_another_class_count_fail_before_any_work(tmp_path):
     import torch
 
-    from madmine.models import check_models
+    from madmine.models.registry import check_models
     from madmine.models.tiny import tiny_segnet
 
     torch.save(tiny_segnet(21).state_dict(), tmp_path / "w21.pt")
@@ -124,3 +126,52 @@ def test_labelstudio_section_resolves_the_document_root_and_trims_the_url(tmp_pa
     assert cfg.labelstudio.url == "http://127.0.0.1:8080"
     assert cfg.labelstudio.document_root == str(tmp_path / "ls-files") and cfg.labelstudio.token == ""
     assert load_config(write(tmp_path, MINIMAL)).labelstudio.url == ""
+
+
+def test_parsing_a_config_with_hf_models_and_class_maps_imports_no_torch_and_reaches_no_network(tmp_path):
+    """Parsing checks the file's shape only: a Hub checkpoint, a shipped class map and a CSV one are resolved
+    later, by the commands that build models (madmine.models.resolve), so `madmine sql` pays for none of it."""
+    (tmp_path / "map.csv").write_text("id,name,class\n0,bg,background\n1,plane,aeroplane\n")
+    (tmp_path / "madmine.toml").write_text(textwrap.dedent("""
+        [workspace]
+        uri = "work/"
+        [classes]
+        names = ["background", "aeroplane", "bicycle"]
+        [[models]]
+        name = "target"
+        role = "target"
+        hf = "nvidia/segformer-b0-finetuned-ade-512-512"
+        class_map = "ade20k-voc"
+        [[models]]
+        name = "other"
+        role = "competitor"
+        arch = "fcn_resnet50"
+        classes = 2
+        class_map = "map.csv"
+        """))
+    script = textwrap.dedent(f"""
+        import socket, sys
+        def refuse(*args, **kwargs):
+            raise AssertionError("parsing reached the network")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        from madmine.config import load_config
+        config = load_config({str(tmp_path / "madmine.toml")!r})
+        assert config.target.hf.startswith("nvidia/") and not config.models_resolved
+        heavy = sorted(m for m in ("torch", "torchvision", "transformers", "huggingface_hub", "ray") if m in sys.modules)
+        print("heavy:", heavy)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "heavy: []"
+
+
+def test_resolving_checks_class_maps_before_any_model_is_built(tmp_path):
+    """What parsing leaves out, resolving does first: a class map naming an unknown class fails in one line."""
+    from madmine.models.resolve import resolve
+
+    (tmp_path / "map.csv").write_text("id,name,class\n0,bg,background\n1,plane,aeroplane\n2,car,vehicle\n")
+    text = MINIMAL.replace('maps = "preds/fcn/"', 'arch = "fcn_resnet50"\nclasses = 3\nclass_map = "map.csv"')
+    config = load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"\[\[models\]\] 'fcn': .*vehicle"):
+        resolve(config)

@@ -1,4 +1,4 @@
-"""metrics against an independent, loop-by-loop numpy computation of ARCHITECTURE §1 step 1."""
+"""metrics against an independent, loop-by-loop numpy computation of step 1 of the method, docs/paper.md."""
 
 import numpy as np
 import pytest

@@ -27,8 +27,8 @@ COMMITTED_ROWS = (70 + 30 + 30) * 4  # run-b, run-a, run-c (whose shards are com
 def world(tmp_path_factory):
     w = build_world(tmp_path_factory.mktemp("sqlworld"))
     errors = [dict(run_id=RUN_ID, uri="s3://corpus/bad.jpg", image_id=None, stage="decode", error="not an image", detail="x")]
-    w.ws.write_parquet(w.ws.path("tables", "errors", RUN_ID, "00000.parquet"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
-    w.ws.write_parquet(w.ws.path("tables", "errors", "ingest-1", "part-0.parquet"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
+    w.ws.write_parquet(w.tables.ERRORS.path(w.ws, run_id=RUN_ID, shard="00000"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
+    w.ws.write_parquet(tables.ERRORS.path(w.ws, run_id="ingest-1", shard="part-0"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
     return w
 
 
@@ -131,7 +131,7 @@ def test_select_and_views_on_s3(tmp_path, s3_endpoint):
     assert result.path == "s3://madmine-test/ws/tables/candidates/round-1-mad.parquet"
     assert selected(result.table) == remote.reference(1, remote.config.selection.n3)
     local_result = run_select(local.config, 1)
-    assert remote.ws.get_bytes(remote.ws.path("tables", "candidates", "round-1-mad.parquet")) == out.read_bytes()
+    assert remote.ws.get_bytes(tables.CANDIDATES.path(remote.ws, round=1, strategy="mad")) == out.read_bytes()
     assert out.read_bytes() == Path(local_result.path).read_bytes()
 
     session = Session(Workspace.from_config(remote.config))

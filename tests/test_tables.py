@@ -43,7 +43,7 @@ def test_rounds_and_key_globs(tmp_path):
     ws = Workspace(str(tmp_path))
     for r, strategy in ((0, "mad"), (3, "mad"), (10, "mad"), (2, "entropy")):
         tables.CANDIDATES.write(ws, tables.CANDIDATES.empty(), round=r, strategy=strategy)
-    ws.put_bytes(ws.path("tables", "candidates", "notes.parquet"), b"not a round")
+    ws.put_bytes(ws.path(tables.CANDIDATES.folder, "notes.parquet"), b"not a round")
     assert tables.CANDIDATES.rounds(ws, strategy="mad") == [0, 3, 10]
     assert tables.CANDIDATES.rounds(ws) == [0, 2, 3, 10]
     assert len(tables.CANDIDATES.files(ws)) == 5  # every part of the folder, named by the pattern or not
@@ -65,26 +65,27 @@ def test_run_tables_show_committed_shards_only(tmp_path):
 def test_write_keeps_the_contract_schema(tmp_path):
     ws = Workspace(str(tmp_path))
     loose = pa.table({"round": [1], "image_id": ["x"], "uri": ["u"], "mos": [2], "n_ratings": [3], "rank": [1], "extra": [0]})
-    path = tables.SELECTED.write(ws, loose, round=1)
+    path = tables.SELECTED.write(ws, loose, round=1, strategy="mad")
     written = ws.read_parquet([path])
     assert written.schema == tables.SELECTED.schema
 
 
-def test_strategy_keys_keep_mad_files_under_their_old_names(tmp_path):
-    """S, model versions and curves are keyed by strategy; MAD's files keep the names workspaces
-    already hold, another strategy's carry its name, and neither is read as the other."""
+def test_strategy_keys_name_every_strategys_files(tmp_path):
+    """S, model versions and curves are keyed by strategy: each file carries its strategy's name, a
+    key left out is refused, and no strategy's file is read as another's."""
     ws = Workspace(str(tmp_path))
-    assert tables.SELECTED.path(ws, round=2).endswith("tables/selected/round-2.parquet")
-    assert tables.SELECTED.path(ws, round=2, strategy="mad") == tables.SELECTED.path(ws, round=2)
+    assert tables.SELECTED.path(ws, round=2, strategy="mad").endswith("tables/selected/round-2-mad.parquet")
+    with pytest.raises(TypeError, match="strategy"):
+        tables.SELECTED.path(ws, round=2)
     assert tables.SELECTED.path(ws, round=2, strategy="entropy").endswith("tables/selected/round-2-entropy.parquet")
-    assert tables.MODELS.path(ws, model="target", round=0).endswith("tables/models/target-round-0.parquet")
+    assert tables.MODELS.path(ws, model="target", round=0, selection="mad").endswith("tables/models/target-round-0-mad.parquet")
     assert tables.MODELS.path(ws, model="target", round=0, selection="random").endswith("target-round-0-random.parquet")
     assert tables.FINETUNE_CURVES.path(ws, round=1, selection="msp").endswith("finetune_curves/round-1-msp.parquet")
     row = {"round": 0, "image_id": "a", "uri": "u", "mos": 1.0, "n_ratings": 3, "rank": 1}
     for r, strategy in ((0, "mad"), (0, "entropy"), (3, "mad"), (30, "random")):
         tables.SELECTED.write(ws, pa.Table.from_pylist([{**row, "round": r, "image_id": f"{r}-{strategy}"}]),
                               round=r, strategy=strategy)
-    assert tables.SELECTED.keys_of(tables.SELECTED.path(ws, round=3)) == {"round": "3", "strategy": "mad"}
+    assert tables.SELECTED.keys_of(tables.SELECTED.path(ws, round=3, strategy="mad")) == {"round": "3", "strategy": "mad"}
     assert tables.SELECTED.rounds(ws, strategy="mad") == [0, 3]
     assert tables.SELECTED.rounds(ws, strategy="entropy") == [0]
     assert tables.SELECTED.rounds(ws) == [0, 3, 30]

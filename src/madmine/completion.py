@@ -55,6 +55,27 @@ class Markers:
         return [n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and not n.startswith(".tmp-")]
 
 
+# ---- every kind of work's marker folder, in one place ------------------------------------------
 def shard_markers(ws: Workspace, run_id: str) -> Markers:
     """A scoring run's shards: runs/<run_id>/shards/<shard>.json (sql/views.sql reads these too)."""
     return Markers(ws, posixpath.join("runs", run_id, "shards"))
+
+
+def round_markers(ws: Workspace, round_: int) -> Markers:
+    """A round's steps: rounds/round-<R>/steps/<step>.json."""
+    return Markers(ws, posixpath.join("rounds", f"round-{round_}", "steps"))
+
+
+def night_markers(ws: Workspace, night: str) -> Markers:
+    """One night's steps: nightly/nights/<night>/steps/<step>.json."""
+    return Markers(ws, posixpath.join("nightly", "nights", night, "steps"))
+
+
+def history_markers(ws: Workspace) -> Markers:
+    """Finished nights: nightly/history/<night>.json, each holding its summary."""
+    return Markers(ws, posixpath.join("nightly", "history"))
+
+
+def finetune_markers(ws: Workspace, folder: str) -> Markers:
+    """A fine-tuning round: finetune/<folder>/done.json, holding its result."""
+    return Markers(ws, posixpath.join("finetune", folder))

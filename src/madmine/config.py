@@ -26,7 +26,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
-from madmine.errors import MadmineError
+from madmine.errors import ConfigError
+from madmine.workspace import is_remote
 
 SEGMENTATION_ARCHS = (
     "deeplabv3_mobilenet_v3_large",
@@ -38,13 +39,8 @@ SEGMENTATION_ARCHS = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ROLES = ("target", "competitor")
 FINETUNE_FOLDERS = ("s0_images", "s0_labels", "t0_images", "t0_labels")
 MAX_CONFIG_BYTES = 1 << 20  # a madmine.toml is a few kilobytes; anything this large is not one
-
-
-class ConfigError(MadmineError):
-    """A configuration value is missing, unknown or invalid."""
 
 
 # ---- field types -------------------------------------------------------------------------
@@ -67,13 +63,9 @@ Triple = Annotated[tuple[Number, Number, Number], Field()]
 SECTION = ConfigDict(extra="forbid")
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def _resolve(base: Path, value: str) -> str:
     """Relative local paths in the file are relative to the file, not the shell."""
-    if _is_remote(value) or os.path.isabs(value):
+    if is_remote(value) or os.path.isabs(value):
         return value
     return str((base / value).resolve()) + ("/" if value.endswith("/") else "")
 
@@ -94,6 +86,17 @@ WEIGHTED_KINDS = ("arch", "factory", "hf", "smp")  # `weights = ...` applies a s
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def looks_like_hub_name(value: str) -> bool:
+    """`org/name` as the Hugging Face Hub spells checkpoints (not a URI, not an absolute or dotted path)."""
+    return not is_remote(value) and not os.path.isabs(value) and not value.startswith((".", "~")) and (
+        HUB_NAME.fullmatch(value) is not None)
+
+
+def is_builtin_class_map(value: str) -> bool:
+    """`ade20k-voc` (a map shipped with madmine), as opposed to a path or URI of a CSV file."""
+    return "/" not in value and "\\" not in value and not value.endswith(".csv") and "://" not in value
+
+
 def _table_pairs(value):
     """An inline class_map table ({model class: config class}) as sorted-free (key, value) pairs; a string as is."""
     if isinstance(value, dict):
@@ -112,7 +115,7 @@ def _existing_file(value: str | None, info: ValidationInfo, what: str, exists=os
     if not value or base is None:
         return value
     value = _resolve(base, value)
-    if not _is_remote(value) and not exists(value):
+    if not is_remote(value) and not exists(value):
         raise ValueError(f"{what} {value!r} does not exist")
     return value
 
@@ -171,7 +174,7 @@ class ModelSpec:
         if not value or base is None or not is_weights_file(value):
             return value
         value = _resolve(base, value)
-        if not _is_remote(value) and not os.path.exists(value):
+        if not is_remote(value) and not os.path.exists(value):
             raise ValueError(
                 f"weights file {value!r} does not exist; fix the path, or remove weights = ... to start from "
                 "random initialisation"
@@ -188,12 +191,12 @@ class ModelSpec:
     def _hf(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A folder (relative to the config), an s3:// folder, or a Hub name such as "nvidia/segformer-b0-..."."""
         base = _base(info)
-        if not value or base is None or _is_remote(value):
+        if not value or base is None or is_remote(value):
             return value
         local = _resolve(base, value)
         if os.path.isdir(local):
             return local.rstrip("/")
-        if not os.path.isabs(value) and not value.startswith((".", "~")) and HUB_NAME.fullmatch(value):
+        if looks_like_hub_name(value):
             return value  # a Hub name: fetched where the machine may download
         raise ValueError(f"checkpoint folder {local!r} does not exist (and {value!r} is no Hub name such as \"org/model\")")
 
@@ -211,11 +214,9 @@ class ModelSpec:
     @classmethod
     def _class_map(cls, value, info: ValidationInfo):
         if isinstance(value, str):
-            from madmine.models.classmap import is_builtin_name
-
             if not value.strip():
                 raise ValueError('must name a shipped map ("ade20k-voc"), a CSV file, or be an inline table')
-            if not is_builtin_name(value):
+            if not is_builtin_class_map(value):
                 return _existing_file(value, info, "class_map file")
         return value
 
@@ -257,7 +258,7 @@ class ModelSpec:
 
 def is_weights_file(weights: str) -> bool:
     """A path (to a state_dict), as opposed to a torchvision weights enum name."""
-    return "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or _is_remote(weights)
+    return "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or is_remote(weights)
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -290,7 +291,7 @@ class ScoringConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class SelectionConfig:
-    """Selection budgets (ARCHITECTURE §1 steps 2 and 4)."""
+    """Selection budgets (steps 2 and 4 of the method, docs/paper.md)."""
 
     n3: Positive = 25
     n4: Positive = 100
@@ -327,7 +328,7 @@ class SelectionConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class RatingConfig:
-    """Weak labelling (ARCHITECTURE §1 steps 3-4): who must rate, what a human second costs, where the app listens."""
+    """Weak labelling (steps 3-4 of the method, docs/paper.md): who must rate, what a human second costs, where the app listens."""
 
     min_raters: AtLeastOne | None = None  # none: every registered rater rates every image (the paper: three)
     seconds_per_rating: Annotated[Number, Field(gt=0)] = 7.0
@@ -344,7 +345,7 @@ class RatingConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class EvaluateConfig:
-    """Measuring progress (ARCHITECTURE §1 step 6): test-set rules, competition and quality budgets."""
+    """Measuring progress (step 6 of the method, docs/paper.md): test-set rules, competition and quality budgets."""
 
     testset_size: Positive = 30
     per_class: Positive = 4
@@ -375,7 +376,7 @@ class NightlyConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class FinetuneConfig:
-    """`madmine finetune` (ARCHITECTURE §1 step 5): the paper's schedule by default, data folders, Ray resources.
+    """`madmine finetune` (step 5 of the method, docs/paper.md): the paper's schedule by default, data folders, Ray resources.
 
     S(0) and T(0) are folders (or s3:// prefixes) of images and label PNGs matched by file
     stem; see docs/finetune.md.
@@ -476,7 +477,7 @@ class LabelStudioConfig:
     @classmethod
     def _root(cls, value: str, info: ValidationInfo) -> str:
         base = _base(info)
-        if value and _is_remote(value):
+        if value and is_remote(value):
             raise ValueError(f"must be a folder on the Label Studio server's disk, got {value!r}")
         return _resolve(base, value).rstrip("/") if value and base is not None else value
 
@@ -576,6 +577,7 @@ class Config:
     evaluate: EvaluateConfig = EvaluateConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     labelstudio: LabelStudioConfig = LabelStudioConfig()
+    models_resolved: bool = False  # class maps checked and checkpoints' preprocessing read (madmine.models.resolve)
 
     @property
     def num_classes(self) -> int:
@@ -588,6 +590,13 @@ class Config:
     @property
     def competitors(self) -> tuple[ModelSpec, ...]:
         return tuple(m for m in self.models if m.role == "competitor")
+
+    def entry(self, name: str) -> dict:
+        """The model's entry as written in the file (which keys the user set)."""
+        for data in self.raw.get("models") or []:
+            if isinstance(data, dict) and data.get("name") == name:
+                return data
+        return {}
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -679,55 +688,16 @@ def _colors(section: ClassesSection) -> tuple[tuple[int, int, int], ...]:
     return colors
 
 
-def _hf_preprocessing(spec: ModelSpec, data: dict, where: str, storage_options: dict) -> ModelSpec:
-    """A Hugging Face model's input size, mean and std from its processor, unless the entry sets them."""
-    unset = [k for k in ("input_size", "mean", "std") if k not in data]
-    if not unset:
-        return spec
-    from madmine.models.kinds.hf import preprocessing, read_processor_config
-
-    processor = read_processor_config(spec.hf, storage_options)
-    if processor is None:  # no processor file: madmine's defaults, as for any other kind
-        return spec
-    found = preprocessing(processor)
-    change = {k: found[k] for k in unset if k in found}
-    if not change:
-        return spec
-    try:
-        return dataclasses.replace(spec, **change)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: the checkpoint's preprocessor_config.json gives {change}: {exc.errors()[0]['msg']}") from None
-
-
-def _class_map(spec: ModelSpec, where: str, classes: tuple[str, ...], storage_options: dict, num_classes: int) -> None:
-    """Check a model's class count and class_map against each other and the config's classes."""
-    if spec.class_map is None:
-        if spec.classes is not None and spec.classes != num_classes:
-            raise ConfigError(
-                f"{where}: the model predicts {spec.classes} classes but [classes] names lists {num_classes}; "
-                "all models of a run must share the class list, or map the model's classes with class_map"
-            )
-        return
-    from madmine.models.classmap import load_class_map
-
-    value = spec.class_map
-    if isinstance(value, str) and _is_remote(value):
-        return  # read when the models are checked, with the storage options
-    try:
-        cmap = load_class_map(value, classes, storage_options)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if cmap.size is not None and spec.classes is not None and cmap.size != spec.classes:
-        raise ConfigError(f"{where}: classes = {spec.classes} but its class_map lists {cmap.size} model classes")
-    if spec.kind in ("arch", "factory", "smp", "maps") and cmap.size is None and spec.classes is None:
+def _class_count(spec: ModelSpec, where: str, num_classes: int) -> None:
+    """A model without a class map predicts the config's classes (class maps are checked by models.resolve)."""
+    if spec.class_map is None and spec.classes is not None and spec.classes != num_classes:
         raise ConfigError(
-            f"{where}: set classes = N, the number of classes the {spec.kind} model predicts (its inline class_map "
-            "does not list them all)"
+            f"{where}: the model predicts {spec.classes} classes but [classes] names lists {num_classes}; "
+            "all models of a run must share the class list, or map the model's classes with class_map"
         )
 
 
-def _models(raw_models, base: Path, classes: tuple[str, ...], storage_options: dict | None = None) -> tuple[ModelSpec, ...]:
-    num_classes = len(classes)
+def _models(raw_models, base: Path, num_classes: int) -> tuple[ModelSpec, ...]:
     if not raw_models or not isinstance(raw_models, list):
         raise ConfigError("no [[models]] entries: add one target and at least one competitor")
     models = []
@@ -737,9 +707,7 @@ def _models(raw_models, base: Path, classes: tuple[str, ...], storage_options: d
         if isinstance(data, dict) and not name:
             raise ConfigError(f'{where}: set name = "..." (a short unique model name)')
         spec = _validate(ModelSpec, data, where, base)
-        _class_map(spec, where, classes, storage_options or {}, num_classes)
-        if spec.kind == "hf":
-            spec = _hf_preprocessing(spec, data, where, storage_options or {})
+        _class_count(spec, where, num_classes)
         models.append(spec)
     seen = set()
     for m in models:
@@ -779,7 +747,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> Config:
         workspace_uri=uri,
         storage_options=storage.options(),
         classes=tuple(classes.names),
-        models=_models(raw.get("models"), base, tuple(classes.names), storage.options()),
+        models=_models(raw.get("models"), base, len(classes.names)),
         raw=raw,
         colors=_colors(classes),
         **sections,

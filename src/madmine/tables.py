@@ -1,5 +1,5 @@
 """The table catalog: every workspace table's name, where its files live, its schema, and
-which command writes it (ARCHITECTURE §3: the column names are a contract).
+which command writes it (docs/architecture.md, "Tables": the column names are a contract).
 
 No table path is built anywhere else: code asks a `Table` for `path(ws, ...)`, `files(ws)`
 or `read(ws)`. sql/views.sql spells the same layout for the duckdb CLI; a test keeps the two
@@ -12,32 +12,23 @@ Layout under the workspace root (tables; other areas are listed in docs/architec
                                                 shard's marker runs/<run_id>/shards/<shard>.json exists
     tables/<table>/<key>.parquet                every other table, one file per round, part or name
 
-A part of a pattern in [brackets] is left out when its keys hold their default value: the
-tables a strategy keys (selected, models, finetune_curves) name MAD's files as they always
-were (tables/selected/round-3.parquet) and another strategy's with its name
-(tables/selected/round-3-entropy.parquet), so workspaces written before strategies were keys
-read unchanged.
-
 Every file is written whole or not at all (Workspace.put_bytes).
 """
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
 import string
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from madmine.completion import shard_markers
 from madmine.workspace import Workspace
 
 _UTC = pa.timestamp("us", tz="UTC")
-_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
-MAD = "mad"  # the strategy whose files keep their names from before strategies were keys
+MAD = "mad"  # the paper's strategy: maximum discrepancy
 # how a round's images are chosen: MAD, the paper's baselines, and two that learn from earlier rounds' ratings
 STRATEGIES = (MAD, "entropy", "msp", "random", "learned", "hybrid")
 SORTED_BY = b"madmine.sorted_by"  # file metadata of a manifest part whose rows are in image_id order
@@ -52,34 +43,22 @@ class Table:
     schema: pa.Schema | None
     written_by: str
     run_table: bool = False  # files of scoring runs count only once their shard is committed
-    defaults: tuple[tuple[str, str], ...] = ()  # (key, value): a [bracketed] part is left out at this value
 
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(f for _, f, _, _ in string.Formatter().parse(self.pattern) if f)
 
     def _render(self, values: dict[str, str]) -> str:
-        """The pattern with `values` ('*' for any); bracketed parts left out at their defaults."""
-        defaults = dict(self.defaults)
-
-        def part(match: re.Match) -> str:
-            inner = match.group(1)
-            inner_keys = [f for _, f, _, _ in string.Formatter().parse(inner) if f]
-            if any(values[k] == "*" for k in inner_keys):
-                return "*"
-            if all(values[k] == defaults.get(k) for k in inner_keys):
-                return ""
-            return inner
-
-        return re.sub(r"\*+", "*", _OPTIONAL.sub(part, self.pattern).format(**values))
+        """The pattern with `values` ('*' for any)."""
+        return self.pattern.format(**values)
 
     @property
     def folder(self) -> str:
         return posixpath.join("tables", self.name)
 
     def path(self, ws: Workspace, **keys) -> str:
-        """The path of one file of the table (every key of the pattern given, or defaulted)."""
-        keys = {**dict(self.defaults), **{k: v for k, v in keys.items() if v is not None}}
+        """The path of one file of the table (every key of the pattern given)."""
+        keys = {k: v for k, v in keys.items() if v is not None}
         missing = set(self.keys) - set(keys)
         if missing:
             raise TypeError(f"table {self.name}: path needs {sorted(missing)}")
@@ -94,28 +73,12 @@ class Table:
 
     def keys_of(self, path: str) -> dict[str, str] | None:
         """The keys of a file path of this table ({'round': '3', ...}); None when the file does not
-        follow the pattern. A bracketed part that is absent gives its keys' defaults."""
-
-        def to_regex(text: str) -> str:
-            regex = re.escape(text)
-            for key in self.keys:
-                regex = regex.replace(re.escape("{" + key + "}"), f"(?P<{key}>[^/]+?)", 1)
-            return regex
-
-        pieces, last = [], 0
-        for match in _OPTIONAL.finditer(self.pattern):
-            pieces.append(to_regex(self.pattern[last : match.start()]))
-            pieces.append(f"(?:{to_regex(match.group(1))})?")
-            last = match.end()
-        pieces.append(to_regex(self.pattern[last:]))
-        match = re.search("(?:^|/)" + "".join(pieces) + "$", path)
-        if not match:
-            return None
-        found = match.groupdict()
-        for key, value in self.defaults:
-            if found.get(key) is None:
-                found[key] = value
-        return found
+        follow the pattern."""
+        regex = re.escape(self.pattern)
+        for key in self.keys:
+            regex = regex.replace(re.escape("{" + key + "}"), f"(?P<{key}>[^/]+?)", 1)
+        match = re.search("(?:^|/)" + regex + "$", path)
+        return match.groupdict() if match else None
 
     def _matches(self, path: str, keys: dict) -> bool:
         found = self.keys_of(path)
@@ -182,13 +145,6 @@ class Table:
 
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The bytes of a Parquet file of `table`; the same table always gives the same bytes."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
 
 
 MANIFEST = Table(
@@ -324,7 +280,7 @@ RATINGS = Table(
 
 SELECTED = Table(
     "selected",
-    "tables/selected/round-{round}[-{strategy}].parquet",
+    "tables/selected/round-{round}-{strategy}.parquet",
     pa.schema(
         [
             ("round", pa.int32()),
@@ -333,11 +289,10 @@ SELECTED = Table(
             ("mos", pa.float64()),
             ("n_ratings", pa.int32()),
             ("rank", pa.int32()),
-            ("strategy", pa.string()),  # null in files written before strategies were keys: mad
+            ("strategy", pa.string()),
         ]
     ),
     "madmine rate select [--strategy NAME]",
-    defaults=(("strategy", MAD),),
 )
 
 LABELS = Table(
@@ -378,7 +333,7 @@ TESTSETS = Table(
 
 MODELS = Table(
     "models",
-    "tables/models/{model}-round-{round}[-{selection}].parquet",
+    "tables/models/{model}-round-{round}-{selection}.parquet",
     pa.schema(
         [
             ("model", pa.string()),
@@ -394,16 +349,15 @@ MODELS = Table(
             ("val_miou", pa.float64()),
             ("lr", pa.float64()),
             ("factory", pa.string()),
-            ("selection", pa.string()),  # the strategy whose S it was trained on; null in older files: mad
+            ("selection", pa.string()),  # the strategy whose S it was trained on
         ]
     ),
     "madmine finetune [--selection NAME]",
-    defaults=(("selection", MAD),),
 )
 
 FINETUNE_CURVES = Table(
     "finetune_curves",
-    "tables/finetune_curves/round-{round}[-{selection}].parquet",
+    "tables/finetune_curves/round-{round}-{selection}.parquet",
     pa.schema(
         [
             ("round", pa.int32()),
@@ -419,7 +373,6 @@ FINETUNE_CURVES = Table(
         ]
     ),
     "madmine finetune [--selection NAME]",
-    defaults=(("selection", MAD),),
 )
 
 EVALUATION = Table(

@@ -24,12 +24,29 @@ import queue
 import stat
 import threading
 import time
+from dataclasses import dataclass
 
 from madmine.workspace import filesystem, split_uri
 
 DEFAULT_MAX_BYTES = 256 << 20  # 256 MiB: larger than any photo or scan a segmentation corpus holds
 DEFAULT_DECODE_TIMEOUT_S = 30.0  # a 64-megapixel PNG decodes in ~2 s here
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the boundary allows one item: bytes read, pixels decoded, the smallest side, seconds to decode.
+
+    One value for ingest, scoring, evaluation and the rating app, taken from [scoring] (`Limits.of`)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = 64_000_000
+    min_side: int = 8
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S
+
+    @classmethod
+    def of(cls, scoring) -> Limits:
+        return cls(scoring.max_bytes, scoring.max_pixels, scoring.min_side, scoring.decode_timeout_s)
 
 
 class ImageError(ValueError):

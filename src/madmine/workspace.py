@@ -21,6 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def is_remote(uri: str) -> bool:
+    """An object-store URI (s3://...), as opposed to a local path or file:// URI."""
+    return "://" in uri and not uri.startswith("file://")
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """('s3', 'bucket/key') or ('file', '/abs/path')."""
     if "://" in uri:
@@ -35,6 +40,35 @@ def filesystem(uri: str, storage_options: dict | None = None) -> fsspec.Abstract
     protocol, _ = split_uri(uri)
     options = storage_options if protocol not in ("file", "local") else {}
     return fsspec.filesystem(protocol, **(options or {}))
+
+
+def write_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write a whole file, or nothing: locally to a temporary name beside it, then renamed (readable
+    by all, as any file the user writes); on an object store in a single PUT."""
+    protocol, path = split_uri(uri)
+    if protocol != "file":
+        filesystem(uri, storage_options).pipe_file(path, data)
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """The bytes of a Parquet file of `table` (zstd); the same table always gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
+    return buf.getvalue()
 
 
 @dataclass
@@ -74,17 +108,7 @@ class Workspace:
 
     def put_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file atomically."""
-        if self.is_local:
-            directory = os.path.dirname(path)
-            os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, data)
+        write_atomic(self.url(path), data, self.storage_options)
 
     def get_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
@@ -114,9 +138,7 @@ class Workspace:
 
     # ---- Parquet -------------------------------------------------------------------------
     def write_parquet(self, path: str, table: pa.Table, row_group_size: int | None = None) -> None:
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
-        self.put_bytes(path, buf.getvalue())
+        self.put_bytes(path, parquet_bytes(table, row_group_size))
 
     def read_parquet(self, paths: list[str], schema: pa.Schema | None = None) -> pa.Table | None:
         """Concatenate Parquet files; None when there are none."""

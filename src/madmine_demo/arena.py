@@ -18,10 +18,12 @@ import numpy as np
 
 from madmine import metrics
 from madmine.config import load_config
+from madmine.errors import MadmineError
+from madmine.steps import ingest
+from madmine.steps.context import StepContext
 from madmine.steps.evaluation import compete as competition
-from madmine.steps.evaluation import evaluate as ev
-from madmine.steps.ingest import ingest
-from madmine.workspace import Workspace
+from madmine.steps.evaluation.run import EvaluateParams
+from madmine.steps.evaluation.run import run as run_evaluation
 from madmine_demo.measure import TAU
 from madmine_demo.people.annotator import label_and_import
 from madmine_demo.world.datasets import Dataset
@@ -88,12 +90,14 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
     root.mkdir(parents=True, exist_ok=True)
     (root / "madmine.toml").write_text(config_text)
     config = load_config(root / "madmine.toml")
-    ws = Workspace.from_config(config)
-    ingest(ws, [str(heldout.images)], storage_options=config.storage_options, show_progress=show_progress)
+    ctx = StepContext.of(config, show_progress=show_progress)
+    ws = ctx.ws
+    ingested = ingest.run(ctx, ingest.IngestParams.from_config(config, [str(heldout.images)]))
+    if ingested.failure:
+        raise MadmineError(ingested.failure)
     truth.add_manifest(ws)
 
-    evaluation = ev.evaluate(config, ws, show_progress=show_progress)
-    ev.save(ws, evaluation)
+    evaluation = run_evaluation(ctx, EvaluateParams(quality=False)).evaluation
     summary = evaluation.summary_table().to_pylist()
     images = evaluation.image_table().to_pylist()
     names = [m.name for m in config.models]
@@ -107,15 +111,14 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
     results = []
     for a, b in pairs:
         # the arena's workspace holds no size bounds or raters: the whole-pool d ranking, not the MAD protocol
-        comp = competition.compete(config, ws, a, b, protocol=competition.LEGACY)
+        comp = competition.run(ctx, competition.CompeteParams(a, b, protocol=competition.D_RANKING))
         if comp.waiting:
             folder = root / "exports" / comp.id
             if folder.exists():
                 shutil.rmtree(folder)
             competition.export(config, ws, comp, "coco", folder)
             label_and_import(ws, config, folder, truth)
-            # the arena's workspace holds no size bounds or raters: the whole-pool d ranking, not the MAD protocol
-        comp = competition.compete(config, ws, a, b, protocol=competition.LEGACY)
+        comp = competition.run(ctx, competition.CompeteParams(a, b, protocol=competition.D_RANKING))
         results.append(comp)
     base = config.target.name
     gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}

@@ -21,10 +21,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from madmine import tables
+from madmine.completion import finetune_markers
 from madmine.config import Config, parse_config
-from madmine.steps.annotation.exchange import export
+from madmine.steps.annotation.exchange import ExportParams, run_export
+from madmine.steps.context import StepContext
 from madmine.steps.score.map_store import MapStore
-from madmine.steps.train import finetune
+from madmine.steps.train import run as training
 from madmine.workspace import Workspace
 from madmine_demo.measure import best_first
 from madmine_demo.people.annotator import label_and_import
@@ -77,7 +79,7 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
         _copy(main, ws, _relative(main, store.path(target["name"], target["version"], shard)))
     for earlier in range(round_):  # MAD's chain so far: its S, their labels, its fine-tuned version
         _copy(main, ws, _relative(main, tables.SELECTED.path(main, round=earlier, strategy=tables.MAD)))
-        _copy(main, ws, _relative(main, tables.MODELS.path(main, model=config.target.name, round=earlier)))
+        _copy(main, ws, _relative(main, tables.MODELS.path(main, model=config.target.name, round=earlier, selection=tables.MAD)))
     if round_ > 0:
         for path in tables.LABELS.files(main):
             _copy(main, ws, _relative(main, path))
@@ -86,7 +88,7 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
           "n_ratings": r.get("n_ratings") or 0, "rank": k} for k, r in enumerate(rows, start=1)],
         schema=tables.SELECTED.schema,
     )
-    ws.write_parquet(tables.SELECTED.path(ws, round=round_), table)
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_, strategy=strategy), table)
     return cfg, ws, table.num_rows
 
 
@@ -95,12 +97,12 @@ def finetune_fork(main: Workspace, config: Config, strategy: str, round_: int, r
     """Fork, export S as COCO, label it truly, import, fine-tune; returns the FinetuneResult."""
     cfg = fork_config(config, root / "workspace", seed)
     ws = Workspace.from_config(cfg)
-    if not ws.exists(ws.path("finetune", f"round-{round_}", "done.json")):  # a finished fork is kept as it is
+    if not finetune_markers(ws, f"round-{round_}-{tables.MAD}").is_done("done"):  # a finished fork is kept as it is
         cfg, ws, _ = fork(main, config, strategy, round_, run, n4, root / "workspace", seed)
         folder = root / "export-s"
         if folder.exists():
             shutil.rmtree(folder)
-        export(ws, cfg, "coco", folder, round_, "s")
+        run_export(StepContext.of(cfg), ExportParams("coco", folder, round_, "s"))
         truth.add_manifest(ws)
         label_and_import(ws, cfg, folder, truth)
-    return finetune(cfg, round_, ray_address=ray_address, show_progress=False)
+    return training.run(StepContext.of(cfg, ray_address=ray_address), training.FinetuneParams(round_))

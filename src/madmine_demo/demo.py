@@ -29,16 +29,15 @@ from madmine import tables
 from madmine.config import load_config
 from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
-from madmine.steps.bounds import run_bounds
-from madmine.steps.evaluation import evaluate as ev
-from madmine.steps.evaluation import quality
-from madmine.steps.ingest import ingest
-from madmine.steps.report import write_report
-from madmine.steps.score.executors.ray_data import ensure_ray
+from madmine.ray_cluster import ensure_ray
+from madmine.steps import bounds, ingest, select
+from madmine.steps.context import StepContext
+from madmine.steps.evaluation import run as evaluation
 from madmine.steps.learned import load as load_learned
-from madmine.steps.select import LEARNED, run_select
+from madmine.steps.report import ReportParams
+from madmine.steps.report import run as report
+from madmine.steps.select import LEARNED
 from madmine.steps.train.versions import latest_row, with_latest_target
-from madmine.workspace import Workspace
 from madmine_demo import baselines, measure, printout
 from madmine_demo import settings as demo_settings
 from madmine_demo.arena import run_arena
@@ -132,28 +131,27 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
     cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
     rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
 
-    def tell(stage: str, text: str) -> None:
+    def tell(step: str, text: str) -> None:
         if text.startswith("done in"):
-            seconds = rnd.record["stages"][stage].get("seconds", 0.0)
-            clock.add(f"round {round_}: {stage}", seconds)
+            seconds = rnd.record["steps"][step].get("seconds", 0.0)
+            clock.add(f"round {round_}: {step}", seconds)
 
     while True:
-        status = rnd.run(until="test_labels", on_stage=tell)
-        waiting = status.waiting
+        waiting = rnd.run(until="test_labels", on_step=tell)
         if waiting is None:
             return rnd
-        if waiting.stage == "rate":
+        if waiting.step == "rate":
             if on_rate is not None:
                 on_rate(rnd.record["run_id"])
             with clock.stage(f"round {round_}: 3 simulated raters vote (rating storage)"):
                 rate_round(ws, cfg, truth, round_)
-        elif waiting.stage in ("annotate", "test_labels"):
-            which = "s" if waiting.stage == "annotate" else "test"
+        elif waiting.step in ("annotate", "test_labels"):
+            which = "s" if waiting.step == "annotate" else "test"
             folder = Path(ws.path("exports", f"round-{round_}-{which}-coco"))
             with clock.stage(f"round {round_}: simulated annotator labels the {which!r} export, annotate import"):
                 label_and_import(ws, cfg, folder, truth)
         else:
-            raise RuntimeError(f"round {round_} waits at {waiting.stage!r}: {waiting.what}")
+            raise RuntimeError(f"round {round_} waits at {waiting.step!r}: {waiting.what}")
 
 
 def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = None, quick: bool = False,
@@ -190,21 +188,24 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     config_path = workdir / "madmine.toml"
     config_path.write_text(demo_settings.config_text(settings, "workspace/", weights, Path("world"), zoo_models))
     config = load_config(config_path)
-    ws = Workspace.from_config(config)
+    ctx = StepContext.of(config, ray_address=ray_address)
+    ws = ctx.ws
 
     with clock.stage("ray: " + (f"connect to {ray_address}" if ray_address else "start the embedded local cluster")):
         ensure_ray(ray_address)
     with clock.stage("ingest the wild corpus"):
-        ingest(ws, [str(sets["wild"].images)], storage_options=config.storage_options, show_progress=False)
+        ingested = ingest.run(ctx, ingest.IngestParams.from_config(config, [str(sets["wild"].images)]))
+        if ingested.failure:
+            raise MadmineError(ingested.failure)
     truth = Truth([sets["wild"], sets["heldout"], sets["probe"], sets["t0"]], len(NAMES))
     truth.add_manifest(ws)
     with clock.stage("bounds from the labels of S(0)"):
-        run_bounds(config, str(sets["train"].labels))
+        bounds.run(ctx, bounds.BoundsParams(str(sets["train"].labels)))
 
     def baseline_picks(run_id: str) -> None:  # before any label exists: the baselines see the corpus MAD saw
         with clock.stage("round 0: entropy and random selections with MAD's budget"):
             for strategy in ("entropy", "random"):
-                run_select(config, 0, strategy=strategy)
+                select.run(ctx, select.SelectParams(0, strategy=strategy))
 
     learned = {}
 
@@ -212,7 +213,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         with clock.stage("round 1: learned and hybrid selections (a failure predictor fitted on round 0's ratings)"):
             try:
                 for strategy in LEARNED:
-                    learned[strategy] = run_select(config, 1, strategy=strategy, run_id=run_id).trained
+                    learned[strategy] = select.run(ctx, select.SelectParams(1, strategy=strategy, run_id=run_id)).trained
             except MadmineError as exc:  # too few ratings to learn from: the demo goes on without them
                 console.print(f"[yellow]learned and hybrid selections skipped:[/] {exc}", highlight=False)
                 learned.clear()
@@ -248,13 +249,11 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
             variants[measure.seed_variant(f"{strategy}_r{r}", seed)] = result.weights_uri
 
     with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
-        evaluation = ev.evaluate(config, ws, show_progress=False)
-        ev.save(ws, evaluation)
-        quality.save(ws, quality.selection_quality(config, ws))
+        evaluated = evaluation.run(ctx, evaluation.EvaluateParams())
     reports = []
     with clock.stage("report: one HTML page per round"):
         for r in range(settings.rounds):
-            reports.append(write_report(config, ws, r))
+            reports.append(report(ctx, ReportParams(r)))
 
     for r in range(settings.rounds):
         row = latest_row(ws, config.target.name, before_round=r + 1)
@@ -282,7 +281,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
             )
             arenas[name] = run_arena(root, text, sets[name], truth, competitions)
 
-    summary = evaluation.summary_table().to_pylist()
+    summary = evaluated.evaluation.summary_table().to_pylist()
     printout.table1(console, summary)
     printout.table2(console, arenas["heldout"], labels)
     printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)

@@ -92,7 +92,7 @@ def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int 
     """Failure yields of one round's selections against random samples of equal size."""
     ious = true_ious(ws, truth, run)
     m = list(dict.fromkeys(ws.read_parquet([tables.CANDIDATES.path(ws, round=round_, strategy="mad")]).column("image_id").to_pylist()))
-    s = ws.read_parquet([tables.SELECTED.path(ws, round=round_)]).column("image_id").to_pylist()
+    s = ws.read_parquet([tables.SELECTED.path(ws, round=round_, strategy=tables.MAD)]).column("image_id").to_pylist()
     baselines = {}  # strategy -> its images, best first
     for strategy in OTHER_STRATEGIES:
         path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)

@@ -7,7 +7,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from madmine.steps.evaluation.sources import HELD_OUT
+from madmine.names import HELD_OUT
 from madmine_demo.arena import ArenaResult
 from madmine_demo.measure import TAU, Spread, Yield
 from madmine_demo.world.failures import KINDS

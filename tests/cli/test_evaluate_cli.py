@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import evaluate_world as world
+from madmine import tables
 from madmine.cli import app
 from madmine.errors import MadmineError
 
@@ -26,7 +27,7 @@ def test_testset_evaluate_compete_report(run, tmp_path):
     text = invoke("testset", "--round", "1", "--size", "12", "--per-class", "2")
     assert "T(2) (round 1): 12 of 40 candidates" in text and "annotate export --set test --round 1" in text
     assert "out of domain" in text and "in some S(j)" in text
-    assert len(w.ws.read_parquet([w.ws.path("tables", "testsets", "round-1.parquet")])) == 12
+    assert len(w.ws.read_parquet([tables.TESTSETS.path(w.ws, round=1)])) == 12
     with pytest.raises(MadmineError, match="--force"):
         invoke("testset", "--round", "1")
 

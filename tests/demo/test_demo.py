@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from madmine import names, tables
 from madmine.config import load_config
-from madmine.steps.evaluation import sources
+from madmine.steps import reads
 from madmine.steps.rating import store
 from madmine.workspace import Workspace
 
@@ -48,15 +49,15 @@ def test_people_went_through_the_real_storage_and_exports(demo):
     ws = Workspace.from_config(config)
     events = store.load_events(ws, 0)
     assert {e["rater"] for e in events} == {"alice", "bob", "carol"}
-    selected = ws.read_parquet([ws.path("tables", "selected", "round-0.parquet")]).to_pylist()
+    selected = ws.read_parquet([tables.SELECTED.path(ws, round=0, strategy="mad")]).to_pylist()
     assert len(selected) == 12
     ood = {e["image_id"] for e in events if e["score"] is None}
     assert not ood & {r["image_id"] for r in selected}  # out-of-domain votes drop images
-    labels = sources.labels(ws)
-    testset = sources.testsets(ws)[0]
+    labels = reads.labels(ws)
+    testset = reads.testsets(ws)[0]
     assert {r["image_id"] for r in selected} | {r["image_id"] for r in testset} <= set(labels)
     assert {row["source"] for row in labels.values()} == {"coco"}
-    models = sources.models_table(ws)
+    models = reads.models_table(ws)
     assert [r["round"] for r in models if r["model"] == "target"] == [0, 1]
 
 
@@ -64,10 +65,10 @@ def test_table1_and_the_failure_yields(demo):
     result, _ = demo
     rows = {(r["model"], r["origin"], r["testset_round"]): r for r in result.table1}
     for origin in ("config", "models table"):
-        for testset in (sources.HELD_OUT, 0):
+        for testset in (names.HELD_OUT, 0):
             assert rows[("target", origin, testset)]["miou"] is not None
     for competitor in ("unet", "fcn", "mobile"):
-        assert rows[(competitor, "config", sources.HELD_OUT)]["miou"] > 0
+        assert rows[(competitor, "config", names.HELD_OUT)]["miou"] > 0
     yields = {y.name.split(":")[0].split(",")[0]: y for y in result.yields[0]}
     assert yields["S"].images == 12 and yields["S"].in_domain == 12
     assert yields["M"].images >= 12
@@ -104,9 +105,9 @@ def test_failure_rates_per_kind_on_the_probe_and_t0_of_every_target(demo):
         assert abs(sum(rates.values()) / len(KINDS) - probe.failures[model]) < 1e-9
     # T(0) held-out of the original and of each round's target: the main workspace's own evaluation says the same
     rows = {(r["model"], r["origin"], r.get("model_round"), r["testset_round"]): r for r in result.table1}
-    assert t0.miou["target"] == pytest.approx(rows[("target", "config", None, sources.HELD_OUT)]["miou"], abs=1e-9)
+    assert t0.miou["target"] == pytest.approx(rows[("target", "config", None, names.HELD_OUT)]["miou"], abs=1e-9)
     for r in (0, 1):
-        own = rows[("target", "models table", r, sources.HELD_OUT)]["miou"]
+        own = rows[("target", "models table", r, names.HELD_OUT)]["miou"]
         assert t0.miou[f"mad_r{r}"] == pytest.approx(own, abs=1e-9)
 
 

@@ -148,10 +148,10 @@ def test_the_probe_draws_every_kind_in_turn_and_unknown_domains_are_refused():
 
 
 def test_a_demo_workdir_holds_one_world(tmp_path):
-    from madmine.errors import MadmineError
-    from madmine_demo import settings as demo_settings
     from rich.console import Console
 
+    from madmine.errors import MadmineError
+    from madmine_demo import settings as demo_settings
     from madmine_demo.demo import Clock, _world
 
     (tmp_path / "world.json").write_text('{"world": "wild", "seed": 0}')

@@ -22,7 +22,7 @@ import evaluate_world as world
 import model_kinds as mk
 from madmine import tables
 from madmine.config import load_config
-from madmine.models import check_models
+from madmine.models.registry import check_models
 from madmine.steps.bounds import run_bounds
 from madmine.steps.evaluation import compete as cp
 from madmine.steps.evaluation import evaluate as ev

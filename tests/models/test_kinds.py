@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 import model_kinds as mk
 from madmine.config import ConfigError, load_config
-from madmine.models import check_models, inspect_models, load_model, model_version
 from madmine.models.kinds.onnx import providers_for
+from madmine.models.registry import check_models, inspect_models, load_model, model_version
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.predict import Scorer
 from madmine.steps.train.versions import parent_of

@@ -6,10 +6,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from madmine import tables
 from madmine.config import load_config
+from madmine.errors import MadmineError
 from madmine.lock import LockHeld, WorkspaceLock
 from madmine.pipeline.nightly import nightly
 from madmine.steps.score.runs import run_records
@@ -127,3 +130,24 @@ def test_lock_on_s3_admits_exactly_one_of_racing_runs(s3_bucket):
         t.join()
     assert sorted(results) == ["acquired", "held", "held"]
     assert not ws.exists(ws.path("locks", "nightly.json"))
+
+
+def test_nightly_reads_with_the_configs_limits_and_fails_above_its_error_budget(tmp_path):
+    """The unattended path honours [scoring] max_bytes, decode_timeout_s and max_error_fraction, as
+    `madmine ingest` does: a file over max_bytes and an image slower to decode than decode_timeout_s are
+    error rows, and a night whose ingest fails more files than the budget stops with the reason."""
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 6, seed=70)
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(corpus / "large.png")  # ~1 MB of incompressible pixels
+    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(corpus / "slow.png")  # ~120 kB; over 1 s to decode here
+    assert (corpus / "large.png").stat().st_size > 262144 > (corpus / "slow.png").stat().st_size
+    cfg = load_config(write_config(tmp_path, MODELS, scoring="max_bytes = 262144\ndecode_timeout_s = 0.25\n"
+                                   "max_error_fraction = 0.2", extra='[nightly]\nsources = ["corpus/"]\n'))
+    with pytest.raises(MadmineError, match=r"2 of 8 files failed \(25.0%\), above max_error_fraction=20.0%"):
+        nightly(cfg, lock_settle=0.0)
+    ws = Workspace.from_config(cfg)
+    errors = {Path(r["uri"]).name: r["error"] for r in tables.ERRORS.read(ws, run_id="ingest").to_pylist()}
+    assert errors == {"large.png": "file too large", "slow.png": "decode timed out"}
+    assert tables.MANIFEST.read(ws).num_rows == 6  # what could be read is kept
+    assert not ws.listdir(ws.path("nightly", "history"))  # the night did not finish: no summary claims it did

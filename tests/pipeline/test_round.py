@@ -1,5 +1,5 @@
-"""`madmine round`: every stage, waiting points for people, interruption at each stage
-boundary and in the middle of a stage, resumed by simply running the command again."""
+"""`madmine round`: every step, waiting points for people, interruption at each step
+boundary and in the middle of a step, resumed by simply running the command again."""
 
 import json
 import signal
@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from madmine import tables
-from madmine.completion import shard_markers
+from madmine.completion import round_markers, shard_markers
 from madmine.config import load_config
-from madmine.pipeline.round import STAGES, Round, step_markers
+from madmine.pipeline.round import STEP_NAMES, Round
 from madmine.steps.ingest import ingest
 from madmine.workspace import Workspace
 from round_world import MODELS, rate_everything, round_config
@@ -50,47 +50,58 @@ def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path,
     def fresh():  # a new process each time: nothing carried over but the workspace
         return Round(cfg, 0, ray_address=ray_address)
 
-    status = fresh().run(until="score")
-    assert status.stages["score"]["status"] == "done" and "select" not in status.stages
+    rnd = fresh()
+    assert rnd.run(until="score") is None
+    assert rnd.record["steps"]["score"]["status"] == "done" and "select" not in rnd.record["steps"]
 
-    status = fresh().run()  # no size bounds yet: the operator must act
-    assert status.waiting.stage == "select" and "bounds LABELS_DIR" in status.waiting.commands[0]
+    waiting = fresh().run()  # no size bounds yet: the operator must act
+    assert waiting.step == "select" and "bounds LABELS_DIR" in waiting.commands[0]
     from madmine.steps.bounds import run_bounds
 
     run_bounds(cfg, str(s0_labels))
 
-    status = fresh().run()
-    assert status.stages["select"]["status"] == "done"
-    assert status.waiting.stage == "rate" and status.waiting.who == "the raters"
+    rnd = fresh()
+    waiting = rnd.run()
+    assert rnd.record["steps"]["select"]["status"] == "done"
+    assert waiting.step == "rate" and waiting.who == "the raters"
     rate_everything(ws, cfg, 0)
 
-    status = fresh().run()
-    assert status.stages["S"]["status"] == "done" and status.stages["S"]["counts"]["S"] == 4
-    assert status.waiting.stage == "annotate"
+    rnd = fresh()
+    waiting = rnd.run()
+    assert rnd.record["steps"]["S"]["status"] == "done" and rnd.record["steps"]["S"]["counts"]["S"] == 4
+    assert waiting.step == "annotate"
     export_dir = Path(ws.path("exports", "round-0-s-coco"))
     assert (export_dir / "annotations.json").exists()
     annotate_export(ws, export_dir, cfg)
 
-    status = fresh().run(until="finetune")
-    assert status.stages["finetune"]["status"] == "done" and status.waiting is None
-    assert "testset" not in status.stages
+    rnd = fresh()
+    assert rnd.run(until="finetune") is None
+    assert rnd.record["steps"]["finetune"]["status"] == "done" and "testset" not in rnd.record["steps"]
 
-    status = fresh().run()
-    assert status.waiting.stage == "test_labels"
+    waiting = fresh().run()
+    assert waiting.step == "test_labels"
     annotate_export(ws, Path(ws.path("exports", "round-0-test-coco")), cfg)
 
-    status = fresh().run()
-    assert status.complete, status.stages
-    assert [s for s in STAGES if status.stages[s]["status"] != "done"] == []
+    rnd = fresh()
+    assert rnd.run() is None and rnd.complete, rnd.record["steps"]
+    assert [s for s in STEP_NAMES if rnd.record["steps"][s]["status"] != "done"] == []
     registry = ws.get_json(ws.path("rounds", "round-0.json"))
-    assert registry["stages"]["report"]["counts"]["report"].endswith(".html")
+    report = registry["steps"]["report"]["counts"]["report"]
+    assert report.endswith(".html")
+    # the round's evaluate step measured what `madmine evaluate` measures: selection quality too, shown in the report
+    quality = tables.SELECTION_QUALITY.read(ws)
+    assert quality is not None and "mad" in quality.column("strategy").to_pylist()
+    assert registry["steps"]["evaluate"]["counts"]["strategies"] == quality.num_rows
+    page = Path(report).read_text()
+    assert "Selection quality against ground truth" in page and "precision@" in page
     models = tables.MODELS.read(ws)
     assert models is not None and 0 in models.column("round").to_pylist()
     round0 = next(r for r in models.to_pylist() if r["round"] == 0)
-    assert registry["stages"]["finetune"]["counts"]["model_version"] == round0["model_version"]  # the version it made
-    assert ws.get_json(step_markers(ws, 0).path("finetune"))["model_version"] == round0["model_version"]
-    again = fresh().run()  # a finished round re-run does nothing new
-    assert again.complete and registry["stages"]["finetune"] == again.stages["finetune"]
+    assert registry["steps"]["finetune"]["counts"]["model_version"] == round0["model_version"]  # the version it made
+    assert ws.get_json(round_markers(ws, 0).path("finetune"))["model_version"] == round0["model_version"]
+    again = fresh()
+    assert again.run() is None and again.complete  # a finished round re-run does nothing new
+    assert registry["steps"]["finetune"] == again.record["steps"]["finetune"]
 
 
 def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
@@ -112,11 +123,11 @@ def test_round_killed_in_the_middle_of_scoring_resumes(tmp_path, cli_env):
     run_id = ws.listdir(ws.path("runs"))[0]
     committed = len(shard_markers(ws, run_id).done())
     assert 1 <= committed < 6
-    assert ws.get_json(ws.path("rounds", "round-0.json"))["stages"]["score"]["status"] == "running"
+    assert ws.get_json(ws.path("rounds", "round-0.json"))["steps"]["score"]["status"] == "running"
     done = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    stages = ws.get_json(ws.path("rounds", "round-0.json"))["stages"]
-    assert stages["score"]["status"] == "done" and stages["score"]["counts"]["scored_now"] == 24 - 4 * committed
+    steps = ws.get_json(ws.path("rounds", "round-0.json"))["steps"]
+    assert steps["score"]["status"] == "done" and steps["score"]["counts"]["scored_now"] == 24 - 4 * committed
     assert len(shard_markers(ws, run_id).done()) == 6
 
 
@@ -130,18 +141,18 @@ def test_a_final_round_draws_and_measures_the_next_test_set_without_fine_tuning(
     from madmine.steps.bounds import run_bounds
 
     run_bounds(cfg, str(s0_labels))
-    status = Round(cfg, 0, ray_address=ray_address, final=True).run()
-    assert status.waiting.stage == "rate" and status.waiting.commands[-1].endswith("round --round 0 --final")
+    waiting = Round(cfg, 0, ray_address=ray_address, final=True).run()
+    assert waiting.step == "rate" and waiting.commands[-1].endswith("round --round 0 --final")
     rate_everything(ws, cfg, 0)
 
-    status = Round(cfg, 0, ray_address=ray_address).run()  # a final round stays final
-    assert status.waiting.stage == "test_labels" and "blank masks" in status.waiting.what
+    waiting = Round(cfg, 0, ray_address=ray_address).run()  # a final round stays final
+    assert waiting.step == "test_labels" and "blank masks" in waiting.what
     export_dir = Path(ws.path("exports", "round-0-test-coco"))
     assert json.loads((export_dir / "annotations.json").read_text())["annotations"] == []
     annotate_export(ws, export_dir, cfg)
 
-    status = Round(cfg, 0, ray_address=ray_address).run()
-    assert status.complete and not {"S", "annotate", "finetune"} & set(status.stages)
+    rnd = Round(cfg, 0, ray_address=ray_address)
+    assert rnd.run() is None and rnd.complete and not {"S", "annotate", "finetune"} & set(rnd.record["steps"])
     assert not tables.SELECTED.exists(ws, round=0, strategy=tables.MAD) and tables.MODELS.read(ws) is None
     testset = tables.TESTSETS.read(ws, round=0).to_pylist()
     assert testset and {r["testset"] for r in testset} == {"T(1)"}

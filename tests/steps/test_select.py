@@ -165,7 +165,7 @@ def test_older_run_by_id_uses_its_own_rows(world):
 
 def test_empty_corpus(tmp_path):
     w = build_world(tmp_path / "a", extras=False)
-    w.ws.remove(w.ws.path("tables", "manifest"), recursive=True)
+    w.ws.remove(w.ws.path(tables.MANIFEST.folder), recursive=True)
     with pytest.raises(MadmineError, match="empty corpus.*madmine ingest"):
         run_select(w.config, 0)
     w = build_world(tmp_path / "b", extras=False)
@@ -182,16 +182,16 @@ def test_n3_must_be_positive(world, n3):
 
 def test_bounds_missing(tmp_path):
     w = build_world(tmp_path, extras=False)
-    w.ws.remove(w.ws.path("tables", "bounds"), recursive=True)
+    w.ws.remove(w.ws.path(tables.BOUNDS.folder), recursive=True)
     with pytest.raises(MadmineError, match=r"no size bounds.*run `madmine bounds LABELS_DIR`"):
         run_select(w.config, 0)
 
 
 def test_bounds_of_other_classes(tmp_path):
     w = build_world(tmp_path, extras=False)
-    table = pq.read_table(w.ws.path("tables", "bounds", "bounds.parquet"))
+    table = pq.read_table(tables.BOUNDS.path(w.ws))
     table = table.set_column(1, "class_name", pa.array(["background", "cat", "dog", "car", "tree", "ship"]))
-    w.ws.write_parquet(w.ws.path("tables", "bounds", "bounds.parquet"), table)
+    w.ws.write_parquet(tables.BOUNDS.path(w.ws), table)
     with pytest.raises(MadmineError, match="bounds table was computed for classes.*re-run `madmine bounds"):
         run_select(w.config, 0)
 
@@ -234,7 +234,7 @@ def test_cli_select_writes_table_and_prints_summary(world, tmp_path):
     assert "per class" in text and "dog" in text and "per competitor" in text and "overlap" in text
     assert "selected in both directions" in text
     assert "excluded before ranking" in text and "near_duplicate" in text
-    assert (world.ws.path("tables", "candidates", "round-1-mad.parquet"))
+    assert (tables.CANDIDATES.path(world.ws, round=1, strategy="mad"))
 
 
 @pytest.mark.parametrize(
@@ -322,7 +322,7 @@ def test_end_to_end_through_ingest_and_score_on_ray(tmp_path, ray_address):
             if n != "target":
                 inter, union, d = pair_numpy(target, m, c)
                 pairs.append(dict(image_id=image_id, competitor=n, d=d))
-    bounds_rows = pq.read_table(ws.path("tables", "bounds", "bounds.parquet")).to_pylist()
+    bounds_rows = pq.read_table(tables.BOUNDS.path(ws)).to_pylist()
     bounds = {r["class_id"]: None if r["p"] is None else (r["p"], r["q"]) for r in bounds_rows if r["class_id"] >= 1}
     uris = {r["image_id"]: r["uri"] for r in manifest}
     phash = {r["image_id"]: r["phash"] for r in manifest}

@@ -109,7 +109,7 @@ def rated_world(tmp_path_factory):
             ratings.append(dict(round=0, image_id=image_id, rater=rater, score=score, created_at=None))
         if None not in scores:
             mos[image_id] = float(np.mean(scores))
-    world.ws.write_parquet(world.ws.path("tables", "ratings", "round-0.parquet"),
+    world.ws.write_parquet(tables.RATINGS.path(world.ws, round=0),
                            pa.Table.from_pylist(ratings, tables.RATINGS.schema))
     world.rated = [(0, i) for i in m0]
     world.mos = mos
@@ -193,7 +193,7 @@ def test_learned_needs_ratings_of_an_earlier_round(tmp_path):
         run_select(world.config, 0, strategy="learned")
     result, out = invoke(["--config", str(world.config_path), "select", "--round", "0", "--strategy", "hybrid"])
     assert result.exit_code != 0 and "Rate an earlier round" in out and "Traceback" not in out
-    assert not world.ws.exists(world.ws.path("tables", "candidates", "round-0-hybrid.parquet"))
+    assert not world.ws.exists(tables.CANDIDATES.path(world.ws, round=0, strategy="hybrid"))
 
 
 # ---- the predictor itself -------------------------------------------------------------------

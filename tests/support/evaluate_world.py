@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.completion import shard_markers
 from madmine.config import Config, load_config
 from madmine.images import encode_map_png
-from madmine.models import model_version
+from madmine.models.registry import model_version
 from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
 from worlds import store_maps
@@ -155,7 +155,7 @@ def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labell
          "height": labels[i].shape[0], "phash": k, "ingested_at": T0}
         for k, i in enumerate(ids)
     ]
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
+    ws.write_parquet(tables.MANIFEST.path(ws, part="part-0"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
     store_maps(ws, TARGET, versions[TARGET], tmaps)
     store_maps(ws, COMPETITOR, versions[COMPETITOR], cmaps)
     ws.put_json(
@@ -187,7 +187,7 @@ def write_candidates(ws, round_, ids, uris, tmaps, cmaps, mains) -> None:
             other = 1 + (main % (len(CLASSES) - 1))
             rows.append({"round": round_, "image_id": image_id, "uri": uris[image_id], "competitor": COMPETITOR,
                          "direction": "competitor", "class_id": other, "class_fraction": 0.12, "d": d, "rank": 2})
-    ws.write_parquet(ws.path("tables", "candidates", f"round-{round_}-mad.parquet"), pa.Table.from_pylist(rows))
+    ws.write_parquet(tables.CANDIDATES.path(ws, round=round_, strategy="mad"), pa.Table.from_pylist(rows))
 
 
 def ood_image(k: int) -> bool:
@@ -204,13 +204,13 @@ def write_ratings(ws, round_, ids, raters=("ann", "bob")) -> None:
                          "created_at": T0 + timedelta(seconds=10 * k + j)})
     schema = pa.schema([("round", pa.int32()), ("image_id", pa.string()), ("rater", pa.string()),
                         ("score", pa.int8()), ("created_at", pa.timestamp("us", tz="UTC"))])
-    ws.write_parquet(ws.path("tables", "ratings", f"round-{round_}.parquet"), pa.Table.from_pylist(rows, schema=schema))
+    ws.write_parquet(tables.RATINGS.path(ws, round=round_), pa.Table.from_pylist(rows, schema=schema))
 
 
 def write_selected(ws, round_, image_ids) -> None:
     rows = [{"round": round_, "image_id": i, "uri": "", "mos": 1.0, "n_ratings": 2, "rank": k + 1}
             for k, i in enumerate(image_ids)]
-    ws.write_parquet(ws.path("tables", "selected", f"round-{round_}.parquet"), pa.Table.from_pylist(rows))
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_, strategy="mad"), pa.Table.from_pylist(rows))
 
 
 def write_labels(ws, masks: dict[str, np.ndarray], round_: int | None, source: str = "coco") -> None:
@@ -221,14 +221,14 @@ def write_labels(ws, masks: dict[str, np.ndarray], round_: int | None, source: s
         rows.append({"image_id": image_id, "mask_uri": ws.url(path), "source": source, "round": round_, "created_at": T0})
     schema = pa.schema([("image_id", pa.string()), ("mask_uri", pa.string()), ("source", pa.string()),
                         ("round", pa.int32()), ("created_at", pa.timestamp("us", tz="UTC"))])
-    ws.write_parquet(ws.path("tables", "labels", f"{source}-{len(rows)}.parquet"), pa.Table.from_pylist(rows, schema=schema))
+    ws.write_parquet(tables.LABELS.path(ws, part=f"{source}-{len(rows)}"), pa.Table.from_pylist(rows, schema=schema))
 
 
 def write_testset(ws, round_: int, image_ids: list[str]) -> None:
     """A test set written by hand (T(0), the held-out set, is not drawn from candidates)."""
     rows = [{"round": round_, "image_id": i, "position": k + 1} for k, i in enumerate(image_ids)]
     schema = pa.schema([("round", pa.int32()), ("image_id", pa.string()), ("position", pa.int32())])
-    ws.write_parquet(ws.path("tables", "testsets", f"round-{round_}.parquet"), pa.Table.from_pylist(rows, schema=schema))
+    ws.write_parquet(tables.TESTSETS.path(ws, round=round_), pa.Table.from_pylist(rows, schema=schema))
 
 
 def add_model_version(ws, name: str, version: str, maps: dict[str, np.ndarray], round_: int, created: datetime) -> None:
@@ -236,7 +236,7 @@ def add_model_version(ws, name: str, version: str, maps: dict[str, np.ndarray], 
     store_maps(ws, name, version, maps)
     row = {"model": name, "model_version": version, "role": "target", "arch": None, "weights_uri": None,
            "parent_version": None, "created_at": created, "round": round_}
-    ws.write_parquet(ws.path("tables", "models", f"{name}-{version}.parquet"), pa.Table.from_pylist([row]))
+    ws.write_parquet(tables.MODELS.path(ws, model=name, round=round_, selection="mad"), pa.Table.from_pylist([row]))
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -264,8 +264,8 @@ def write_scores(w: EvalWorld, run_id: str = "run-1") -> None:
                           "mean_msp": 1 - entropy / 2 if role == "target" else None})
         pairs.append({"run_id": run_id, "image_id": image_id, "target_version": w.versions[TARGET], "competitor": COMPETITOR,
                       "competitor_version": w.versions[COMPETITOR], "intersection": inter.tolist(), "union": union.tolist(), "d": d})
-    w.ws.write_parquet(w.ws.path("tables", "predictions", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(preds, schema=PREDICTIONS_TABLE.schema))
-    w.ws.write_parquet(w.ws.path("tables", "pairs", run_id, "part-0-00000.parquet"), pa.Table.from_pylist(pairs, schema=PAIRS_TABLE.schema))
+    w.ws.write_parquet(tables.PREDICTIONS.path(w.ws, run_id=run_id, shard="part-0-00000"), pa.Table.from_pylist(preds, schema=PREDICTIONS_TABLE.schema))
+    w.ws.write_parquet(tables.PAIRS.path(w.ws, run_id=run_id, shard="part-0-00000"), pa.Table.from_pylist(pairs, schema=PAIRS_TABLE.schema))
     w.ws.put_json(shard_markers(w.ws, run_id).path("part-0-00000"), {"shard": "part-0-00000", "images": len(w.ids), "errors": 0})
 
 
@@ -278,7 +278,7 @@ def write_finetune_curves(ws: Workspace, round_: int) -> None:
             rows.append({"round": round_, "trial": f"lr-{trial}", "lr": lr, "epoch": epoch,
                          "train_loss": 1.2 * np.exp(-epoch * lr * 3e4) + 0.1,
                          "val_miou": 0.45 + 0.3 * (1 - np.exp(-epoch * lr * 2e4)) if validated else None})
-    ws.write_parquet(ws.path("tables", "finetune_curves", f"round-{round_}.parquet"), pa.Table.from_pylist(rows))
+    ws.write_parquet(tables.FINETUNE_CURVES.path(ws, round=round_, selection="mad"), pa.Table.from_pylist(rows))
 
 
 def full_round(root: Path, n: int = 40, big: bool = False) -> EvalWorld:

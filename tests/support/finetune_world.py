@@ -157,8 +157,8 @@ def add_round(ws: Workspace, round_: int, pairs, image_dir: Path | str, storage_
         labels.append(
             {"image_id": image_id, "mask_uri": mask_uri, "source": "test", "round": round_, "created_at": now}
         )
-    ws.write_parquet(tables.SELECTED.path(ws, round=round_), pa.Table.from_pylist(rows, schema=tables.SELECTED.schema))
-    ws.write_parquet(ws.path("tables", "labels", f"test-{round_}.parquet"), pa.Table.from_pylist(labels, schema=tables.LABELS.schema))
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_, strategy=tables.MAD), pa.Table.from_pylist(rows, schema=tables.SELECTED.schema))
+    ws.write_parquet(tables.LABELS.path(ws, part=f"test-{round_}"), pa.Table.from_pylist(labels, schema=tables.LABELS.schema))
     return [r["image_id"] for r in rows]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from madmine import tables
 from madmine.config import Config, load_config
 from madmine.tables import MANIFEST as MANIFEST_TABLE
 from madmine.workspace import Workspace
@@ -146,10 +147,10 @@ n4 = 3
             {"round": 0, "image_id": image_id, "uri": str(path), "competitor": COMPETITOR,
              "direction": "target", "class_id": 1 + (k % 3), "class_fraction": 0.1, "d": 0.5 - k / 100, "rank": k + 1}
         )
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
+    ws.write_parquet(tables.MANIFEST.path(ws, part="part-0"), pa.Table.from_pylist(manifest, schema=MANIFEST_TABLE.schema))
     store_maps(ws, TARGET, TARGET_VERSION, target_maps)
     store_maps(ws, COMPETITOR, COMPETITOR_VERSION, competitor_maps)
-    ws.write_parquet(ws.path("tables", "candidates", "round-0-mad.parquet"), pa.Table.from_pylist(candidates))
+    ws.write_parquet(tables.CANDIDATES.path(ws, round=0, strategy="mad"), pa.Table.from_pylist(candidates))
     ws.put_json(
         ws.path("runs", "run-1", "run.json"),
         {

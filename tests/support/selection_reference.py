@@ -1,4 +1,4 @@
-"""An independent, pure-Python reading of ARCHITECTURE §1 step 2, for checking the SQL.
+"""An independent, pure-Python reading of step 2 of the method, docs/paper.md, for checking the SQL.
 
 Written from the text of the method with plain loops over rows (no SQL, no DuckDB), so
 that a mistake in sql/*.sql cannot hide behind the same mistake here:
@@ -56,7 +56,7 @@ def mad_candidates(
     class_names: list[str],
     score: dict[str, float] | None = None,
 ) -> list[dict]:
-    """The candidates rows (ARCHITECTURE §3 columns), ordered by competitor, direction, class, rank.
+    """The candidates rows (the columns of docs/architecture.md, "Tables"), ordered by competitor, direction, class, rank.
     With `score` (image_id -> predicted failure) the groups rank by it, then d, then image_id: the hybrid."""
     target_rows = {r["image_id"]: r for r in predictions if r["role"] == "target"}
     competitor_rows = {(r["model"], r["image_id"]): r for r in predictions if r["role"] == "competitor"}

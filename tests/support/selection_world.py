@@ -107,8 +107,8 @@ def write_run(ws, run_id, created_at, status, rows_pred, rows_pair, shard_size, 
         if rng is not None:
             rng.shuffle(pred)
             rng.shuffle(pair)
-        ws.write_parquet(ws.path("tables", "predictions", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pred, tables.PREDICTIONS.schema))
-        ws.write_parquet(ws.path("tables", "pairs", run_id, f"{shard}.parquet"), pa.Table.from_pylist(pair, tables.PAIRS.schema))
+        ws.write_parquet(tables.PREDICTIONS.path(ws, run_id=run_id, shard=shard), pa.Table.from_pylist(pred, tables.PREDICTIONS.schema))
+        ws.write_parquet(tables.PAIRS.path(ws, run_id=run_id, shard=shard), pa.Table.from_pylist(pair, tables.PAIRS.schema))
         if committed:
             ws.put_json(shard_markers(ws, run_id).path(shard), {"rows": len(chunk)})
 
@@ -166,7 +166,7 @@ def write_bounds(ws, bounds):
         rows.append(dict(class_id=k, class_name=CLASSES[k], p=b and b[0], q=b and b[1], n_images=0 if b is None else 5))
     schema = pa.schema([("class_id", pa.int32()), ("class_name", pa.string()), ("p", pa.float64()),
                         ("q", pa.float64()), ("n_images", pa.int64())])
-    ws.write_parquet(ws.path("tables", "bounds", "bounds.parquet"), pa.Table.from_pylist(rows, schema))
+    ws.write_parquet(tables.BOUNDS.path(ws), pa.Table.from_pylist(rows, schema))
 
 
 def config_text(workspace: str, maps_dir: Path, competitors, selection: str = "", storage: str = "") -> str:
@@ -215,8 +215,8 @@ def build_world(
         g_pred, g_pair = make_rows(rng, ghosts, competitors, RUN_ID)
         for r in g_pair:
             r["d"] = 1.0
-        ws.write_parquet(ws.path("tables", "predictions", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pred, tables.PREDICTIONS.schema))
-        ws.write_parquet(ws.path("tables", "pairs", RUN_ID, "99999.parquet"), pa.Table.from_pylist(g_pair, tables.PAIRS.schema))
+        ws.write_parquet(tables.PREDICTIONS.path(ws, run_id=RUN_ID, shard="99999"), pa.Table.from_pylist(g_pred, tables.PREDICTIONS.schema))
+        ws.write_parquet(tables.PAIRS.path(ws, run_id=RUN_ID, shard="99999"), pa.Table.from_pylist(g_pair, tables.PAIRS.schema))
         old_pred, old_pair = make_rows(np.random.default_rng(seed + 100), ids[:30], competitors, "run-a")
         write_run(ws, "run-a", "2026-01-01T00:00:00+00:00", "complete", old_pred, old_pair, shard_size)
         new_pred, new_pair = make_rows(np.random.default_rng(seed + 200), ids[:30], competitors, "run-c")
@@ -234,8 +234,8 @@ def build_world(
     if extras:
         manifest.append(dict(manifest[3], uri="s3://corpus/z-second-copy.jpg"))
     half = len(manifest) // 2
-    ws.write_parquet(ws.path("tables", "manifest", "part-0.parquet"), pa.Table.from_pylist(manifest[:half], tables.MANIFEST.schema))
-    ws.write_parquet(ws.path("tables", "manifest", "part-1.parquet"), pa.Table.from_pylist(manifest[half:], tables.MANIFEST.schema))
+    ws.write_parquet(tables.MANIFEST.path(ws, part="part-0"), pa.Table.from_pylist(manifest[:half], tables.MANIFEST.schema))
+    ws.write_parquet(tables.MANIFEST.path(ws, part="part-1"), pa.Table.from_pylist(manifest[half:], tables.MANIFEST.schema))
 
     bounds = quartile_bounds(preds)
     write_bounds(ws, bounds)
@@ -245,11 +245,11 @@ def build_world(
         world.labelled = {ids[23], ids[24]}
         world.test_set = {ids[25]}
         ratings = [dict(round=r, image_id=i, rater="ann", score=2, created_at=None) for r, i in world.rated]
-        ws.write_parquet(ws.path("tables", "ratings", "round-0.parquet"), pa.Table.from_pylist(ratings))
+        ws.write_parquet(tables.RATINGS.path(ws, round=0), pa.Table.from_pylist(ratings))
         labels = [dict(image_id=i, mask_uri=f"m/{i}.png", source="cvat", round=0, created_at=None) for i in world.labelled]
-        ws.write_parquet(ws.path("tables", "labels", "labels.parquet"), pa.Table.from_pylist(labels))
+        ws.write_parquet(tables.LABELS.path(ws, part="labels"), pa.Table.from_pylist(labels))
         tests = [dict(round=1, image_id=i) for i in world.test_set]
-        ws.write_parquet(ws.path("tables", "testsets", "round-1.parquet"), pa.Table.from_pylist(tests))
+        ws.write_parquet(tables.TESTSETS.path(ws, round=1), pa.Table.from_pylist(tests))
     return world
 
 

@@ -46,14 +46,15 @@ def export_cmd(
     """The set's images for an annotation tool, in its own format: S with the target's prediction as a
     pre-annotation, test sets blank (unless --prefill)."""
     from madmine.steps.annotation.bundle import DEFAULT_PREFILL
-    from madmine.steps.annotation.exchange import export
+    from madmine.steps.annotation.exchange import ExportParams, run_export
+    from madmine.steps.context import StepContext
     from madmine.steps.rating.roundset import latest_round
 
-    config = cli_state.get_config()
-    ws = Workspace.from_config(config)
-    round_ = latest_round(ws, strategy) if round_ is None else round_
-    count, files = export(ws, config, fmt, out_dir, round_, which, strategy, image_prefix, document_root,
-                          DEFAULT_PREFILL if prefill is None else prefill)
+    ctx = StepContext.of(cli_state.get_config())
+    config = ctx.config
+    round_ = latest_round(ctx.ws, strategy) if round_ is None else round_
+    count, files = run_export(ctx, ExportParams(fmt, out_dir, round_, which, strategy, image_prefix, document_root,
+                                                DEFAULT_PREFILL if prefill is None else prefill))
     start = "blank masks" if (prefill is None and which == "test") or (prefill or "").lower() in ("none", "blank") else (
         f"masks pre-filled with {prefill or config.target.name}")
     out.print(f"exported {count} images of round {round_} (set {which}, {start}) to {out_dir}:", highlight=False)
@@ -73,10 +74,11 @@ def import_cmd(
     require_all: bool = typer.Option(False, help="Fail unless every exported image has a finished annotation."),
 ) -> None:
     """Finished annotations -> labels/<image_id>.png (255 = ignore) and the `labels` table; all or nothing."""
-    from madmine.steps.annotation.exchange import import_, unknown_round_warning
+    from madmine.steps.annotation.exchange import ImportParams, run_import, unknown_round_warning
+    from madmine.steps.context import StepContext
 
-    config = cli_state.get_config()
-    table, unfinished = import_(Workspace.from_config(config), config, fmt, path, round_, require_all)
+    ctx = StepContext.of(cli_state.get_config())
+    table, unfinished = run_import(ctx, ImportParams(fmt, path, round_, require_all))
     out.print(f"imported {table.num_rows} label masks from {path}", highlight=False)
     if table.column("round").null_count:
         err.print(f"[yellow]warning:[/] {unknown_round_warning(path)}", highlight=False)

@@ -20,10 +20,10 @@ def bounds(
     ),
 ) -> None:
     """Size bounds per class: quartiles of area fractions over the labelled training set S(0) -> tables/bounds."""
-    from madmine.steps.bounds import run_bounds
+    from madmine.steps.bounds import BoundsParams, run
+    from madmine.steps.context import StepContext
 
-    config = get_config()
-    result = run_bounds(config, labels, workers=workers, split=split)
+    result = run(StepContext.of(get_config()), BoundsParams(labels, workers=workers, split=split))
     console = Console()
     which = f" named by {escape(split)}" if split else ""
     console.print(f"bounds from {result.labels} label maps{which} -> {escape(result.path)}")

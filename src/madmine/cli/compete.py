@@ -10,7 +10,6 @@ from rich.table import Table
 
 from madmine.cli.evaluate import pct
 from madmine.cli.state import get_config, user_errors
-from madmine.workspace import Workspace
 
 out = Console()
 err = Console(stderr=True)
@@ -37,12 +36,12 @@ def compete(
     ),
 ) -> None:
     """A MAD competition: the images where A and B disagree most, both scored on their labels (Table 2)."""
-    from madmine.steps.evaluation.compete import compete as run
-    from madmine.steps.evaluation.compete import export
+    from madmine.steps.context import StepContext
+    from madmine.steps.evaluation.compete import CompeteParams, export, run
 
-    config = get_config()
-    ws = Workspace.from_config(config)
-    comp = run(config, ws, model_a, model_b, n=n, reselect=reselect, protocol=protocol)
+    ctx = StepContext.of(get_config())
+    config, ws = ctx.config, ctx.ws
+    comp = run(ctx, CompeteParams(model_a, model_b, n=n, reselect=reselect, protocol=protocol))
     how = "kept from the saved selection" if comp.reused else f"selected from a pool of {comp.pool}"
     what = "per class and partitioning model, inside the size bounds" if comp.protocol == "mad" else "by d over the pool"
     out.print(f"competition {comp.id} ({comp.protocol}): {len(comp.selection)} images {what} ({how})", highlight=False)

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from madmine.cli.state import get_config
-from madmine.workspace import Workspace
 
 out = Console()
 err = Console(stderr=True)
@@ -42,12 +41,13 @@ def testset(
 ) -> None:
     """T(R+1) from M(R), the paper's names (T(0) is the held-out set): out of domain removed, never in any S(j),
     <= 4 per main class, 30 images."""
-    from madmine.steps.evaluation.sources import testset_name
-    from madmine.steps.evaluation.testset import build
+    from madmine.names import testset_name
+    from madmine.steps.context import StepContext
+    from madmine.steps.evaluation.testset import TestsetParams, run
 
     config = get_config()
-    ws = Workspace.from_config(config)
-    result = build(config, ws, round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
+    params = TestsetParams(round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
+    result = run(StepContext.of(config), params)
     name = testset_name(round_)
     out.print(f"{name} (round {round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)
     out.print("per main class: " + ", ".join(f"{k} {v}" for k, v in result.per_class.items()), highlight=False)
@@ -95,15 +95,15 @@ def evaluate(
     ),
 ) -> None:
     """Every model version on T(0) and every labelled T(i): Table 1, ranking stability, selection quality."""
-    from madmine.steps.evaluation import evaluate as ev
-    from madmine.steps.evaluation import quality as q
-    from madmine.steps.evaluation import srcc
-    from madmine.steps.evaluation.sources import testset_name
+    from madmine.names import testset_name
+    from madmine.steps.context import StepContext
+    from madmine.steps.evaluation.run import EvaluateParams, run
 
     config = get_config()
-    ws = Workspace.from_config(config)
-    result = ev.evaluate(config, ws)
-    paths = ev.save(ws, result)
+    params = EvaluateParams(quality=quality, run_id=run_id, tau=tau, top_n=top_n, srcc_reference=srcc_reference,
+                            srcc_k=srcc_k, srcc_draws=srcc_draws)
+    evaluated = run(StepContext.of(config, show_progress=err.is_terminal), params)
+    result, paths, curves = evaluated.evaluation, evaluated.paths, evaluated.curves
     summary = result.summary_table()
     out.print(_table1(summary, "miou", "Table 1: dataset mIoU (%)", "one confusion matrix per test set"))
     out.print(_table1(summary, "per_image_miou", "per-image mean mIoU (%)", "the mean of each image's own mIoU"))
@@ -126,13 +126,7 @@ def evaluate(
                     continue
                 table.add_row(ref.label, *(pct(float(v)) for v in cell.iou))
             out.print(table)
-    try:
-        ks = srcc.parse_ks(srcc_k) if srcc_k else None
-    except ValueError as exc:
-        raise ev.EvaluationError(str(exc)) from None
-    if srcc_reference is not None and srcc_reference < 1:
-        raise ev.EvaluationError("--srcc-reference must be >= 1")
-    curves = srcc.curves(result.image_table(), srcc_reference, ks, srcc_draws, config.evaluate.seed)
+    ks = curves[0].ks if curves and srcc_k else None
     for c in curves:
         at = {k: v for k, v in zip(c.ks, c.srcc)}
         shown = ([k for k in (5, 10, 15, 20, 25, 30) if k in at] if ks is None else c.ks) or c.ks[-1:]
@@ -153,15 +147,10 @@ def evaluate(
             err.print("no SRCC plot: it needs a labelled test set and two models evaluated on it", highlight=False)
     if not quality:
         return
-    try:
-        rows = q.selection_quality(config, ws, run_id=run_id, tau=tau, n=top_n)
-    except ev.EvaluationError as exc:
-        err.print(f"selection quality skipped: {exc}", highlight=False)
+    rows = evaluated.quality
+    if evaluated.quality_skipped:
+        err.print(f"selection quality skipped: {evaluated.quality_skipped}", highlight=False)
         return
-    if not rows:
-        err.print("selection quality: no labelled image was scored yet", highlight=False)
-        return
-    q.save(ws, rows)
     table = Table(title="selection quality", caption=f"{rows[0].pool} labelled images; failure: per-image mIoU < {rows[0].tau}")
     table.add_column("strategy")
     for col in ("failures", f"precision@{rows[0].n}", "AUROC", "AUPR", "base rate"):

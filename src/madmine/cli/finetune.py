@@ -14,7 +14,7 @@ out = Console()
 @user_errors
 def finetune(
     round_: int = typer.Option(
-        ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*.parquet) plus S(0)."
+        ..., "--round", "-r", help="Learn from the S of every round <= R (tables/selected/round-*-<strategy>.parquet) plus S(0)."
     ),
     selection: str = typer.Option(
         "mad", "--selection", help="Whose S to learn from: mad, or a baseline (entropy, msp, random) whose S "
@@ -30,11 +30,13 @@ def finetune(
     Re-running the same round continues from its checkpoints (finished trials are kept).
     """
     from madmine.cli.state import get_config
-    from madmine.steps.evaluation.sources import trained_on
-    from madmine.steps.train import finetune as run
+    from madmine.names import trained_on
+    from madmine.steps.context import StepContext
     from madmine.steps.train.plan import trial_name
+    from madmine.steps.train.run import FinetuneParams, run
 
-    result = run(get_config(), round_, ray_address=ray_address, restart=restart, selection=selection)
+    ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True)
+    result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart))
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
     table.add_column("mIoU on T(0)", justify="right")

@@ -28,26 +28,13 @@ def ingest(
     Exits non-zero (2) when a SOURCE is missing or more files fail than the error budget
     allows; what could be read is added all the same.
     """
-    from madmine.steps.ingest import ingest as run_ingest
-    from madmine.workspace import Workspace
+    from madmine.steps.context import StepContext
+    from madmine.steps.ingest import IngestParams, run
 
-    if workers < 1:
-        raise MadmineError(f"--workers must be at least 1, got {workers}")
     config = cli_state.get_config()
-    budget = config.scoring.max_error_fraction if max_error_fraction is None else max_error_fraction
-    if not 0 <= budget <= 1:
-        raise MadmineError(f"--max-error-fraction must be within [0, 1], got {budget}")
-    result = run_ingest(
-        Workspace.from_config(config),
-        sources,
-        storage_options=config.storage_options,
-        max_pixels=config.scoring.max_pixels,
-        min_side=config.scoring.min_side,
-        max_bytes=config.scoring.max_bytes,
-        decode_timeout_s=config.scoring.decode_timeout_s,
-        workers=workers,
-        retry_errors=retry_errors,
-    )
+    params = IngestParams.from_config(config, sources, workers=workers, retry_errors=retry_errors,
+                                      max_error_fraction=max_error_fraction)
+    result = run(StepContext.of(config, show_progress=console.is_terminal), params)
     console.print(
         f"ingest: [bold green]{result.added}[/] new images, {result.duplicates} duplicates, "
         f"{result.already_known} already known, {len(result.errors)} errors"
@@ -58,9 +45,8 @@ def ingest(
         console.print(f"  [yellow]{escape(err['error'])}[/]: {escape(err['uri'])} ({escape(err['detail'])})", highlight=False)
     if len(result.errors) > 10:
         console.print(f"  ... {len(result.errors) - 10} more in the errors table (run_id = 'ingest')")
-    failure = result.failure(budget)
-    if failure:
-        raise MadmineError(failure)
+    if result.failure:
+        raise MadmineError(result.failure)
 
 
 def register(app: typer.Typer) -> None:

@@ -207,39 +207,29 @@ def select_(
         False, "--allow-partial", help="Choose S although images that may be in domain still lack ratings."
     ),
 ) -> None:
-    """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>.parquet (MAD), or a
+    """S = the n4 images of lowest mean opinion score -> tables/selected/round-<R>-mad.parquet (MAD), or a
     baseline's own top n4 -> tables/selected/round-<R>-<strategy>.parquet."""
-    from madmine.steps.rating import selection, store
+    from madmine.steps.context import StepContext
+    from madmine.steps.rating.choose import ChooseParams, run, tally
+    from madmine.steps.rating.roundset import latest_round
 
-    config, ws, rs = _context(round_, strategy)
-    n4 = config.selection.n4 if n4 is None else n4
-    min_raters = selection.required_raters(config, ws) if min_raters is None else min_raters
-    by = by or ("mos" if strategy == "mad" else "rank")
-    if n4 < 1 or min_raters < 1:
-        raise MadmineError("--n4 and --min-raters must be >= 1")
-    if by not in selection.BY:
-        raise MadmineError(f"--by must be one of {', '.join(selection.BY)}, got {by!r}")
-    problems: list = []
-    if by == "rank":
-        from madmine.steps.evaluation.sources import candidates
-
-        chosen = selection.by_rank(candidates(ws, rs.round, strategy).to_pylist(), rs.round, n4, strategy)
-        how = f"the {n4} best-ranked of {chosen.eligible} {strategy} candidates (no ratings)"
-    else:
-        snapshot = store.load_events(ws, rs.round, problems=problems)  # S and the ratings table from this one read
-        store.materialise(ws, rs.round, snapshot)
-        events = [e for e in snapshot if e["image_id"] in rs]
-        chosen = selection.select(store.latest(events), rs.round, rs.uris, n4, min_raters, strategy)
+    config = cli_state.get_config()
+    ctx = StepContext.of(config)
+    round_ = latest_round(ctx.ws, strategy) if round_ is None else round_
+    params = ChooseParams.from_config(config, round_, strategy=strategy, n4=n4, min_raters=min_raters, by=by,
+                                      allow_partial=allow_partial)
+    counted = tally(ctx, params, materialise=True)
+    if params.how == "mos":  # what the votes say, before S is chosen or refused
+        chosen, need = counted.chosen, counted.min_raters
         out.print(
-            f"{len(rs)} candidates: {len(chosen.out_of_domain)} out of domain, {chosen.eligible} rated by >= "
-            f"{min_raters} rater(s), {len(chosen.lacking)} lack ratings ({len(chosen.unrated)} not rated, "
-            f"{len(chosen.short)} short of {min_raters})",
+            f"{len(counted.candidates)} candidates: {len(chosen.out_of_domain)} out of domain, {chosen.eligible} rated by "
+            f">= {need} rater(s), {len(chosen.lacking)} lack ratings ({len(chosen.unrated)} not rated, "
+            f"{len(chosen.short)} short of {need})",
             highlight=False,
         )
-        _print_skipped([{"path": p.path, "reason": p.reason} for p in problems])
-        selection.check_complete(chosen, min_raters, allow_partial)
-        how = f"lowest MOS among {chosen.eligible} eligible images"
-    path = selection.write(ws, rs.round, chosen, strategy)
-    out.print(f"S ({strategy}, round {rs.round}): {chosen.table.num_rows} images, {how} -> {ws.url(path)}", highlight=False)
+        _print_skipped([{"path": p.path, "reason": p.reason} for p in counted.skipped])
+    result = run(ctx, params, counted)
+    chosen, n4, path, how, rs = result.chosen, params.n4, result.path, result.how, result.tally.candidates
+    out.print(f"S ({strategy}, round {rs.round}): {chosen.table.num_rows} images, {how} -> {path}", highlight=False)
     if chosen.table.num_rows < n4:
         err.print(f"[yellow]S has {chosen.table.num_rows} images, fewer than n4={n4}[/]: rate more images or lower --min-raters")

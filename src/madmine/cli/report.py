@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 
 from madmine.cli.state import get_config
-from madmine.workspace import Workspace
 
 out = Console()
 
@@ -18,10 +17,10 @@ def report(
     out_file: Path = typer.Option(None, "--out", help="HTML file; default <workspace>/reports/round-<R>.html."),
 ) -> None:
     """One self-contained HTML page of the round: numbers, Table 1, candidates, ratings, fine-tuning, SRCC."""
-    from madmine.steps.report import write_report
+    from madmine.steps.context import StepContext
+    from madmine.steps.report import ReportParams, run
 
-    config = get_config()
-    where = write_report(config, Workspace.from_config(config), round_, out_file)
+    where = run(StepContext.of(get_config()), ReportParams(round_, out_file))
     out.print(f"report of round {round_}: {where}", highlight=False)
 
 

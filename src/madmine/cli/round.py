@@ -14,7 +14,7 @@ console = Console(stderr=True)
 
 def round_cmd(
     round_: int = typer.Option(..., "--round", "-r", help="The round (0 = the first)."),
-    until: str = typer.Option(None, help="Stop after this stage (score, select, rate, S, annotate, finetune, ...)."),
+    until: str = typer.Option(None, help="Stop after this step (score, select, rate, S, annotate, finetune, ...)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
     export_format: str = typer.Option("coco", help="Annotation format for the exports at the labelling stages."),
     final: bool = typer.Option(
@@ -22,8 +22,8 @@ def round_cmd(
         "evaluate every model on it, without choosing S or fine-tuning again (default: as the round was started)."
     ),
 ) -> None:
-    """Run a round's stages from the first unfinished one; stop where people must act, and say what to run next."""
-    from madmine.pipeline.round import FINAL_STAGES, STAGES, Round
+    """Run a round's steps from the first unfinished one; stop where people must act, and say what to run next."""
+    from madmine.pipeline.round import Round
 
     rnd = Round(
         cli_state.get_config(),
@@ -34,15 +34,13 @@ def round_cmd(
         export_format=export_format,
         final=final,
     )
-    status = rnd.run(until=until, on_stage=lambda stage, text: console.print(f"[bold]{stage:>11}[/] {text}"))
-    if status.waiting:
-        w = status.waiting
-        console.print(f"\n[yellow]waiting at '{w.stage}'[/] for {w.who}: {w.what}\nto continue:")
-        for command in w.commands:
+    waiting = rnd.run(until=until, on_step=lambda step, text: console.print(f"[bold]{step:>11}[/] {text}"))
+    if waiting:
+        console.print(f"\n[yellow]waiting at '{waiting.step}'[/] for {waiting.who}: {waiting.what}\nto continue:")
+        for command in waiting.commands:
             console.print(f"  {command}", highlight=False)
-    elif status.complete:
-        stages = FINAL_STAGES if rnd.final else STAGES
-        console.print(f"round {round_}{' (final)' if rnd.final else ''}: all {len(stages)} stages done")
+    elif rnd.complete:
+        console.print(f"round {round_}{' (final)' if rnd.final else ''}: all {len(rnd.executor.steps)} steps done")
 
 
 def register(app: typer.Typer) -> None:

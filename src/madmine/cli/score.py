@@ -27,18 +27,12 @@ def score(
     ),
 ) -> None:
     """Score the manifest with the target and every competitor -> predictions, pairs, errors."""
-    from madmine.steps.score.run import score as run_score
-    from madmine.steps.train.versions import with_latest_target
+    from madmine.steps.context import StepContext
+    from madmine.steps.score.run import ScoreParams, run
 
-    config = with_latest_target(cli_state.get_config(), selection=selection)  # the newest fine-tuned target, if any
-    result = run_score(
-        config,
-        run_id=run_id,
-        resume=resume,
-        executor=executor,
-        ray_address=ray_address,
-        max_error_fraction=max_error_fraction,
-    )
+    params = ScoreParams(run_id=run_id, resume=resume, executor=executor, max_error_fraction=max_error_fraction,
+                         selection=selection)
+    result = run(StepContext.of(cli_state.get_config(), ray_address=ray_address, show_progress=console.is_terminal), params)
     if result.shards_scored == 0:
         console.print(f"score: run [bold]{result.run_id}[/] is complete ({result.shards_total} shards); nothing to do")
         return

@@ -24,20 +24,14 @@ def select(
     out: str = typer.Option(None, "--out", help="Also write the candidates table to this Parquet file."),
 ) -> None:
     """Select the round's likely failures (top n3 by discrepancy per group) -> tables/candidates."""
-    from madmine.steps.select import run_select
+    from madmine.steps.context import StepContext
+    from madmine.steps.select import SelectParams, run
 
-    config = get_config()
+    params = SelectParams(round_, strategy=strategy, n3=n3, run_id=run_id, classes=tuple(classes) if classes else None,
+                          out=out)
     with err.status("select") as status:
-        result = run_select(
-            config,
-            round_,
-            strategy=strategy,
-            n3=n3,
-            run_id=run_id,
-            classes=classes or None,
-            out=out,
-            on_step=lambda text: status.update(f"select: {text}"),
-        )
+        ctx = StepContext.of(get_config(), say=lambda text: status.update(f"select: {text}"))
+        result = run(ctx, params)
     print_summary(result)
 
 

@@ -1,23 +1,7 @@
-"""Model registry: every kind of model (models/kinds/), class maps, precomputed maps, tiny nets."""
+"""How a model is built and versioned: every kind of model (kinds/), class maps (classmap.py),
+precomputed maps (maps.py), the registry that builds and checks them (registry.py), and the
+resolution of a parsed config's models (resolve.py).
 
-from madmine.models.maps import MapsFolder
-from madmine.models.registry import (
-    LoadedModel,
-    build_network,
-    check_models,
-    forward_logits,
-    inspect_models,
-    load_model,
-    model_version,
-)
-
-__all__ = [
-    "LoadedModel",
-    "MapsFolder",
-    "build_network",
-    "check_models",
-    "forward_logits",
-    "inspect_models",
-    "load_model",
-    "model_version",
-]
+The package imports nothing itself: reading a class map or resolving a config must not pay for
+torch, which the registry and the kinds need.
+"""

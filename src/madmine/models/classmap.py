@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from madmine.config import ConfigError
+from madmine.config import is_builtin_class_map
+from madmine.errors import ConfigError
 
 IGNORE = 255
 IGNORE_WORDS = ("ignore", "255", "")
@@ -49,11 +50,6 @@ class ClassMapError(ConfigError):
 def builtin_maps() -> list[str]:
     """Names of the maps shipped with madmine (`class_map = "<name>"`)."""
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.csv"))
-
-
-def is_builtin_name(value: str) -> bool:
-    """`ade20k-voc` (a shipped map), as opposed to a path or URI of a CSV file."""
-    return "/" not in value and "\\" not in value and not value.endswith(".csv") and "://" not in value
 
 
 def _did_you_mean(value: str, choices) -> str:
@@ -212,7 +208,7 @@ def builtin_path(name: str) -> Path:
 
 
 def _csv_text(value: str, storage_options: dict | None) -> str:
-    if is_builtin_name(value):
+    if is_builtin_class_map(value):
         return builtin_path(value).read_text(encoding="utf-8")
     from madmine.workspace import filesystem, split_uri
 
@@ -235,7 +231,7 @@ def load_class_map(value, classes: Sequence[str], storage_options: dict | None =
     if isinstance(value, (Mapping, list, tuple)):
         return from_table(value, classes)
     value = str(value)
-    source = repr(value) if is_builtin_name(value) else repr(os.path.basename(value.rstrip("/")) or value)
+    source = repr(value) if is_builtin_class_map(value) else repr(os.path.basename(value.rstrip("/")) or value)
     return from_csv(_csv_text(value, storage_options), classes, source)
 
 

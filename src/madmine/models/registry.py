@@ -24,19 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from madmine.config import Config, ConfigError, ModelSpec
+from madmine.config import Config, ModelSpec, is_weights_file
+from madmine.errors import ConfigError
 from madmine.models.classmap import ClassMap, ClassMapError, csv_size, load_class_map
+from madmine.models.device import resolve_device, resolve_precision
 from madmine.models.kinds import kind_of
-from madmine.models.kinds.base import effective_seed, is_weights_path, load_state_dict_bytes, load_weights, read_file
+from madmine.models.kinds.base import effective_seed, load_state_dict_bytes, load_weights, read_file
 from madmine.models.maps import MapsFolder
+from madmine.models.resolve import resolve
 
 log = logging.getLogger(__name__)
 
 PROBE_SIZE = 64  # check_models runs every network once on a blank batch of this side
-
-
-def _effective_seed(spec: ModelSpec) -> int:
-    return effective_seed(spec)
 
 
 def class_map_of(spec: ModelSpec, classes, storage_options: dict | None = None) -> ClassMap | None:
@@ -91,7 +90,7 @@ def _build(spec: ModelSpec, num_classes: int, storage_options: dict | None, warn
     kind.require(spec)
     num_outputs = None if kind.intrinsic_classes and spec.classes is None else model_class_count(spec, num_classes, storage_options)
     state = None
-    if spec.weights and is_weights_path(spec.weights):
+    if spec.weights and is_weights_file(spec.weights):
         state = load_state_dict_bytes(spec, read_file(spec.weights, storage_options))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(effective_seed(spec))
@@ -281,8 +280,7 @@ def inspect_models(config: Config) -> list[ModelReport]:
     output class count does not match the config or its class_map, or a target that can never
     predict one of the config's classes.
     """
-    from madmine.steps.score.device import resolve_device, resolve_precision
-
+    config = resolve(config)
     device = resolve_device(config.scoring.device)
     precision = resolve_precision(config.scoring.precision, device)
     reports = []

@@ -1,4 +1,4 @@
-"""The steps of the method (ARCHITECTURE §1), one module or folder each, in the order a round
+"""The steps of the method (docs/paper.md), one module or folder each, in the order a round
 runs them:
 
     ingest      files, folders, s3:// prefixes -> the manifest

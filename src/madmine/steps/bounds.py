@@ -1,7 +1,7 @@
 """`madmine bounds LABELS_DIR`: per-class size bounds [p_k, q_k] from labelled images.
 
 The bounds keep selection away from regions too small or too large to be typical of a
-class (ARCHITECTURE §1 step 2). Pixels are counted with metrics.class_pixels; the
+class (step 2 of the method, docs/paper.md). Pixels are counted with metrics.class_pixels; the
 quantiles are taken by DuckDB (sql/bounds.sql) so that the numbers are the ones a user
 gets from the same SQL in the duckdb CLI.
 
@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from madmine import duck, metrics, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
+from madmine.steps.context import StepContext
 from madmine.untrusted import ImageError, guarded
 from madmine.workspace import Workspace, filesystem, split_uri
 
@@ -161,6 +162,18 @@ def compute_bounds(label_counts: pa.Table, classes: tuple[str, ...], quantiles: 
         labels_uri=labels_uri,
     )
     return duck.run_file(con, "bounds").to_arrow_table()
+
+
+@dataclass(frozen=True)
+class BoundsParams:
+    labels: str  # folder or s3:// prefix of S(0)'s label PNGs
+    workers: int = 4
+    split: str | None = None  # a list of file stems: only those labels count
+
+
+def run(ctx: StepContext, params: BoundsParams) -> BoundsResult:
+    """The bounds step: quartiles of each class's area fraction over S(0) -> tables/bounds."""
+    return run_bounds(ctx.config, params.labels, workers=params.workers, split=params.split)
 
 
 def run_bounds(config: Config, labels_uri: str, workers: int = 4, split: str | None = None) -> BoundsResult:

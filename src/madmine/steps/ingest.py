@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from madmine import tables
 from madmine.errors import MadmineError
 from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
-from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, read_bytes
+from madmine.steps.context import StepContext, from_section
+from madmine.untrusted import Limits, read_bytes
 from madmine.workspace import Workspace, filesystem, split_uri
 
 URI_LIST_SUFFIXES = (".txt", ".lst", ".uris")
@@ -91,17 +92,13 @@ def _error(uri: str, image_id: str | None, reason: str, detail: str) -> dict:
     return {"run_id": "ingest", "uri": uri, "image_id": image_id, "stage": "ingest", "error": reason, "detail": detail}
 
 
-def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
-    return filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
-
-
-def _ingest_one(uri: str, storage_options: dict, max_pixels: int, min_side: int,
-                max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S) -> dict:
+def _ingest_one(uri: str, storage_options: dict, limits: Limits) -> dict:
     image_id = None
     try:
-        data = read_bytes(uri, storage_options, max_bytes=max_bytes)
+        data = read_bytes(uri, storage_options, max_bytes=limits.max_bytes)
         image_id = image_id_of(data)
-        small, width, height = probe(data, max_pixels=max_pixels, min_side=min_side, timeout_s=timeout_s)
+        small, width, height = probe(data, max_pixels=limits.max_pixels, min_side=limits.min_side,
+                                     timeout_s=limits.decode_timeout_s)
         phash = int(str(imagehash.phash(small)), 16)
     except ImageError as exc:
         return {"error": _error(uri, image_id, exc.reason, exc.detail)}
@@ -120,6 +117,7 @@ class IngestResult:
     part: str | None
     failed_before: int = 0
     tried: int = 0  # files read in this ingest (new URIs)
+    max_error_fraction: float = 1.0  # the error budget this ingest was run with
 
     @property
     def missing_sources(self) -> list[dict]:
@@ -130,8 +128,10 @@ class IngestResult:
     def file_errors(self) -> list[dict]:
         return [e for e in self.errors if e["error"] not in SOURCE_ERRORS]
 
-    def failure(self, max_error_fraction: float) -> str | None:
+    @property
+    def failure(self) -> str | None:
         """Why this ingest must exit non-zero (a source missing, the error budget exceeded), or None."""
+        max_error_fraction = self.max_error_fraction
         problems = []
         if self.missing_sources:
             shown = ", ".join(e["uri"] for e in self.missing_sources[:3])
@@ -147,15 +147,38 @@ class IngestResult:
         return "ingest: " + "; ".join(problems) + "; what could be read was added (errors table, run_id = 'ingest')"
 
 
+@dataclass(frozen=True)
+class IngestParams:
+    """One ingest: what to read, and the limits and error budget ([scoring]) it reads with."""
+
+    sources: tuple[str, ...]
+    workers: int = 8
+    retry_errors: bool = False  # read again the files that failed an earlier ingest
+    max_error_fraction: float = 0.05
+
+    @classmethod
+    def from_config(cls, config, sources, **overrides) -> IngestParams:
+        return from_section(cls, config.scoring, sources=tuple(sources), **overrides)
+
+
+def run(ctx: StepContext, params: IngestParams) -> IngestResult:
+    """The ingest step: new images of `params.sources` into the manifest; `result.failure` says why a
+    caller must fail (a source missing, more files failed than the error budget allows)."""
+    if not 0 <= params.max_error_fraction <= 1:
+        raise MadmineError(f"max_error_fraction must be within [0, 1], got {params.max_error_fraction}")
+    result = ingest(ctx.ws, list(params.sources), storage_options=ctx.config.storage_options,
+                    limits=Limits.of(ctx.config.scoring), workers=params.workers, show_progress=ctx.show_progress,
+                    retry_errors=params.retry_errors)
+    result.max_error_fraction = params.max_error_fraction
+    return result
+
+
 def ingest(
     workspace: Workspace,
     sources: list[str],
     *,
     storage_options: dict | None = None,
-    max_pixels: int = 64_000_000,
-    min_side: int = 8,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    limits: Limits = Limits(),
     workers: int = 8,
     show_progress: bool = True,
     retry_errors: bool = False,
@@ -187,7 +210,7 @@ def ingest(
         task = progress.add_task("ingest", total=len(todo))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             def one(uri: str) -> dict:
-                return _ingest_one(uri, storage_options, max_pixels, min_side, max_bytes, decode_timeout_s)
+                return _ingest_one(uri, storage_options, limits)
 
             for result in pool.map(one, todo):
                 progress.advance(task)

@@ -1,4 +1,4 @@
-"""`madmine select`: the likely failures of a round (ARCHITECTURE §1 step 2), in DuckDB.
+"""`madmine select`: the likely failures of a round (step 2 of the method, docs/paper.md), in DuckDB.
 
 Python only checks inputs, lists the run's committed files and binds values; every step
 of the selection is a file under sql/ (run_inputs, exclusions, groups, ranking,
@@ -8,22 +8,19 @@ candidates, and the baselines), so the same selection can be read and re-run by 
 from __future__ import annotations
 
 import difflib
-import io
 import itertools
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from madmine import duck, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps import learned
+from madmine.steps.context import StepContext
 from madmine.steps.rating import store
 from madmine.steps.score.runs import run_records
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.workspace import Workspace, parquet_bytes, write_atomic
 
 STRATEGIES = tables.STRATEGIES
 LEARNED = ("learned", "hybrid")  # strategies that rank by a predictor fitted on earlier rounds' ratings
@@ -122,7 +119,7 @@ def _check_bounds(con, classes: tuple[str, ...]) -> None:
 
 def other_strategies_s(ws: Workspace, strategy: str) -> pa.Table:
     """Images in the S of another strategy and not in this one's: labelled for that strategy only."""
-    from madmine.steps.evaluation.sources import selected_ids
+    from madmine.steps.reads import selected_ids
 
     own = set(selected_ids(ws, strategy=strategy))
     others = set(selected_ids(ws)) - own
@@ -208,11 +205,22 @@ def _baseline(con, strategy: str, budget: int) -> pa.Table:
     return duck.run_file(con, "baseline_candidates").to_arrow_table()
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """The file bytes of a candidates table; the same table always gives the same bytes."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
+@dataclass(frozen=True)
+class SelectParams:
+    """One selection: the round, the strategy, and what may override [selection]."""
+
+    round: int
+    strategy: str = tables.MAD
+    n3: int | None = None  # default: [selection] n3
+    run_id: str | None = None  # default: the round's run (the newest complete one)
+    classes: tuple[str, ...] | None = None  # only these classes form groups
+    out: str | None = None  # also write the candidates here
+
+
+def run(ctx: StepContext, params: SelectParams) -> SelectResult:
+    """The selection step: round `params.round`'s candidates by `params.strategy` -> tables/candidates."""
+    return run_select(ctx.config, params.round, strategy=params.strategy, n3=params.n3, run_id=params.run_id,
+                      classes=list(params.classes) if params.classes else None, out=params.out, on_step=ctx.say)
 
 
 def run_select(
@@ -290,7 +298,7 @@ def run_select(
     path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
     ws.put_bytes(path, data)
     if out:
-        write_file(out, data, config.storage_options)
+        write_atomic(out, data, config.storage_options)
     return SelectResult(
         round=round_,
         strategy=strategy,
@@ -304,20 +312,6 @@ def run_select(
         budget=budget,
         trained=trained,
     )
-
-
-def write_file(uri: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Write bytes to a local path or an object-store URI, whole or not at all."""
-    protocol, path = split_uri(uri)
-    if protocol != "file":
-        filesystem(uri, storage_options).pipe_file(path, data)
-        return
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from madmine.steps.annotation import coco
-from madmine.steps.annotation.exchange import import_
+from madmine.steps.annotation.exchange import ImportParams, run_import
+from madmine.steps.context import StepContext
 from madmine_demo.world.truth import Truth
 
 
@@ -63,7 +64,7 @@ def _background_id(doc: dict) -> int:
 def label_and_import(ws, config, folder: Path, truth: Truth) -> int:
     """Correct a COCO export with the true masks and bring it in with `annotate import`; returns labels imported."""
     correct_export(folder, truth)
-    table, unfinished = import_(ws, config, "coco", Path(folder), require_all=True)
+    table, unfinished = run_import(StepContext.of(config), ImportParams("coco", Path(folder), require_all=True))
     if unfinished:
         raise RuntimeError(f"{unfinished} image(s) of {folder} were left without a label")
     return table.num_rows

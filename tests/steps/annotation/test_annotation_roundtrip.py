@@ -76,7 +76,7 @@ def test_test_sets_export_only_their_round(world, tmp_path):
 
     ids = world.image_ids
     rows = [{"round": 0, "image_id": ids[1]}, {"round": 0, "image_id": ids[3]}, {"round": 1, "image_id": ids[2]}]
-    world.ws.write_parquet(world.ws.path("tables", "testsets", "part-0.parquet"), pa.Table.from_pylist(rows))
+    world.ws.write_parquet(tables.TESTSETS.path(world.ws, round=0), pa.Table.from_pylist(rows))
     count, _ = export(world.ws, world.config, "coco", tmp_path / "t0", 0, which="test")
     meta = json.loads((tmp_path / "t0" / "madmine-export.json").read_text())
     assert count == 2 and meta["set"] == "test" and [i["image_id"] for i in meta["images"]] == [ids[1], ids[3]]

@@ -203,7 +203,7 @@ def test_s3_workspace_is_served_by_presigned_urls(labelstudio, s3_endpoint, requ
 def test_cli_pushes_a_blank_test_set_with_the_env_token_and_lists_the_unlabelled(labelstudio, request, monkeypatch):
     world = build(labelstudio, request.node.name, token_in_config=False)
     ids = world.image_ids
-    world.ws.write_parquet(world.ws.path("tables", "testsets", "part-0.parquet"),
+    world.ws.write_parquet(tables.TESTSETS.path(world.ws, round=0),
                            pa.Table.from_pylist([{"round": 0, "image_id": ids[1]}, {"round": 0, "image_id": ids[2]}]))
     cli_state.set_config_path(world.config_path)
     runner = CliRunner()
@@ -256,7 +256,7 @@ def test_export_readme_steps_work_side_by_side_on_one_server(labelstudio, reques
     world = build(labelstudio, request.node.name)
     exports = world.root / "exports"
     export(world.ws, world.config, "labelstudio", exports / "round-0-s", 0)
-    world.ws.write_parquet(world.ws.path("tables", "testsets", "part-0.parquet"),
+    world.ws.write_parquet(tables.TESTSETS.path(world.ws, round=0),
                            pa.Table.from_pylist([{"round": 0, "image_id": world.image_ids[0]}]))
     export(world.ws, world.config, "labelstudio", exports / "round-0-test", 0, which="test")
     sdk = client(labelstudio)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import evaluate_world as world
+from madmine.errors import EvaluationError
 from madmine.steps.evaluation import compete as cp
-from madmine.steps.evaluation.sources import EvaluationError, selected_ids
+from madmine.steps.reads import selected_ids
 from references import reference
 
 C = len(world.CLASSES)

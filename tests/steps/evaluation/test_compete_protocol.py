@@ -15,8 +15,8 @@ import pytest
 
 import evaluate_world as world
 from madmine import tables
+from madmine.errors import EvaluationError
 from madmine.steps.evaluation import compete as cp
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.steps.rating import store
 from madmine.steps.rating.tokens import add_rater
 from references import reference, reference_d

@@ -16,7 +16,7 @@ from PIL import Image
 import evaluate_world as world
 from madmine import tables
 from madmine.config import load_config
-from madmine.models import build_network, model_version
+from madmine.models.registry import build_network, model_version
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation import quality
 from madmine.steps.ingest import ingest
@@ -72,7 +72,7 @@ def test_cached_maps_and_the_network_give_the_same_numbers(scored):
     torch.save(build_network(config.target, config.num_classes).state_dict(), weights)
     row = {"model": "target", "model_version": "ft-1", "role": "target", "arch": None, "weights_uri": str(weights),
            "parent_version": version, "created_at": world.T0, "round": 1}
-    ws.write_parquet(ws.path("tables", "models", "ft-1.parquet"), pa.Table.from_pylist([row]))
+    ws.write_parquet(tables.MODELS.path(ws, model="target", round=1, selection="mad"), pa.Table.from_pylist([row]))
 
     cached = ev.evaluate(config, ws, show_progress=False)
     labels = [r.label for r in cached.refs]

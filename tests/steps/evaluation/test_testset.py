@@ -10,8 +10,8 @@ import pytest
 
 import evaluate_world as world
 from madmine import tables
-from madmine.steps.evaluation import sources
-from madmine.steps.evaluation.sources import EvaluationError
+from madmine.errors import EvaluationError
+from madmine.steps import reads
 from madmine.steps.evaluation.testset import build, main_classes
 
 
@@ -30,7 +30,7 @@ def test_out_of_domain_images_never_enter(w):
     ood = {i for k, i in enumerate(w.ids) if world.ood_image(k)}
     assert ood and not ids & ood
     # everything else that is not in an S entered: the rule, not chance, kept them out
-    in_s = set(sources.selected_ids(w.ws))
+    in_s = set(reads.selected_ids(w.ws))
     assert ids == set(w.ids) - ood - in_s
 
 
@@ -89,7 +89,7 @@ def test_deterministic_and_independent_of_row_order(w):
     first = drawn(build(w.config, w.ws, w.round))
     again = drawn(build(w.config, w.ws, w.round, overwrite=True))
     assert again == first
-    path = w.ws.path("tables", "candidates", f"round-{w.round}-mad.parquet")
+    path = tables.CANDIDATES.path(w.ws, round=w.round, strategy="mad")
     table = w.ws.read_parquet([path])
     w.ws.write_parquet(path, table.take(pa.array(list(range(table.num_rows))[::-1])))
     assert drawn(build(w.config, w.ws, w.round, overwrite=True)) == first
@@ -99,7 +99,7 @@ def test_deterministic_and_independent_of_row_order(w):
 
 def test_unrated_images_and_images_short_of_raters_stay_out(tmp_path):
     w = world.build(tmp_path / "w", n=40, extra_toml="")
-    path = w.ws.path("tables", "ratings", f"round-{w.round}.parquet")
+    path = tables.RATINGS.path(w.ws, round=w.round)
     ratings = w.ws.read_parquet([path]).to_pylist()
     unrated = {w.ids[k] for k in (1, 2, 3)}
     w.ws.write_parquet(path, pa.Table.from_pylist([r for r in ratings if r["image_id"] not in unrated]))
@@ -114,7 +114,7 @@ def test_unrated_images_and_images_short_of_raters_stay_out(tmp_path):
 
 def test_refuses_before_s_and_over_an_existing_set(tmp_path):
     w = world.build(tmp_path / "w", n=30)
-    w.ws.remove(w.ws.path("tables", "selected", f"round-{w.round}.parquet"))
+    w.ws.remove(tables.SELECTED.path(w.ws, round=w.round, strategy="mad"))
     with pytest.raises(EvaluationError, match="rate select"):
         build(w.config, w.ws, w.round)
     build(w.config, w.ws, w.round, require_s=False)
@@ -149,7 +149,7 @@ def test_vote_events_are_the_source_of_truth(w):
     from madmine.steps.rating import store
 
     k = next(k for k in range(len(w.ids)) if not world.ood_image(k) and k % 7 and k % 11 != 3)
-    for row in w.ws.read_parquet([w.ws.path("tables", "ratings", f"round-{w.round}.parquet")]).to_pylist():
+    for row in w.ws.read_parquet([tables.RATINGS.path(w.ws, round=w.round)]).to_pylist():
         store.record(w.ws, w.round, row["image_id"], row["rater"], row["score"])
     store.record(w.ws, w.round, w.ids[k], "ann", None)
     ids = set(drawn(build(w.config, w.ws, w.round, size=1000, per_class=1000)))

@@ -186,7 +186,7 @@ def test_bad_files_in_the_rating_storage_are_skipped_and_reported(server, world)
     assert table.exit_code == 0 and "skipped 8 unreadable file(s)" in text
     chosen, text = invoke("rate", "select", "--n4", "2", "--min-raters", "1", "--allow-partial")
     assert chosen.exit_code == 0 and "skipped 4 unreadable file(s)" in text, text  # the vote files it read
-    rows = pq.read_table(world.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
+    rows = pq.read_table(tables.SELECTED.path(world.ws, round=0, strategy="mad")).to_pylist()
     assert sorted(r["mos"] for r in rows) == [2.0, 4.0]
 
 
@@ -208,7 +208,7 @@ def test_rate_select_computes_s_and_the_ratings_table_from_one_snapshot(world, m
     monkeypatch.setattr(store, "load_events", read_then_a_vote_arrives)
     result, text = invoke("rate", "select", "--n4", "2", "--allow-partial")
     assert result.exit_code == 0, text
-    selected = pq.read_table(world.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
+    selected = pq.read_table(tables.SELECTED.path(world.ws, round=0, strategy="mad")).to_pylist()
     ratings = tables.RATINGS.read(world.ws).to_pylist()
     assert sorted(r["image_id"] for r in ratings) == sorted(ids[:5])  # the table S was computed from
     assert [r["image_id"] for r in selected] == [ids[0], ids[1]]

@@ -163,10 +163,10 @@ def test_select_refuses_while_images_lack_ratings_then_writes_s(rated):
     assert refused.exit_code == 2
     text = " ".join(refused.output.split())
     assert "1 lack ratings (0 not rated, 1 short of 2)" in text and "--allow-partial" in text
-    assert not rated.ws.exists(rated.ws.path("tables", "selected", "round-0.parquet"))
+    assert not rated.ws.exists(tables.SELECTED.path(rated.ws, round=0, strategy="mad"))
     result = CliRunner().invoke(rate_app, ["select", "--n4", "2", "--allow-partial"])
     assert result.exit_code == 0, result.output
-    table = pq.read_table(rated.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
+    table = pq.read_table(tables.SELECTED.path(rated.ws, round=0, strategy="mad")).to_pylist()
     ids = rated.image_ids
     assert [(r["image_id"], r["mos"], r["n_ratings"]) for r in table] == [(ids[0], 1.5, 2), (ids[1], 2.0, 2)]
     assert "1 out of domain" in " ".join(result.output.split())
@@ -192,7 +192,7 @@ def test_every_registered_rater_must_rate_by_default(tmp_path):
             store.record(world.ws, 0, image_id, "carol", 3)
         chosen = CliRunner().invoke(rate_app, ["select", "--n4", "2"])
         assert chosen.exit_code == 0, chosen.output
-        rows = pq.read_table(world.ws.path("tables", "selected", "round-0.parquet")).to_pylist()
+        rows = pq.read_table(tables.SELECTED.path(world.ws, round=0, strategy="mad")).to_pylist()
         assert [r["n_ratings"] for r in rows] == [3, 3]
     finally:
         cli_state.set_config_path("madmine.toml")
@@ -203,7 +203,7 @@ def test_a_baselines_s_is_its_own_file_and_never_overwrites_mads(rated):
     paper's baselines) -> tables/selected/round-0-entropy.parquet; MAD's S stays as it was."""
     mad = CliRunner().invoke(rate_app, ["select", "--n4", "2", "--allow-partial"])
     assert mad.exit_code == 0, mad.output
-    mad_path = rated.ws.path("tables", "selected", "round-0.parquet")
+    mad_path = tables.SELECTED.path(rated.ws, round=0, strategy="mad")
     before = open(mad_path, "rb").read()
     ids = rated.image_ids
     order = [ids[4], ids[2], ids[5], ids[0]]  # the baseline's ranking, an out-of-domain image first
@@ -212,7 +212,7 @@ def test_a_baselines_s_is_its_own_file_and_never_overwrites_mads(rated):
     tables.CANDIDATES.write(rated.ws, pa.Table.from_pylist(rows), round=0, strategy="entropy")
     result = CliRunner().invoke(rate_app, ["select", "--strategy", "entropy", "--n4", "3"])
     assert result.exit_code == 0, result.output
-    written = pq.read_table(rated.ws.path("tables", "selected", "round-0-entropy.parquet")).to_pylist()
+    written = pq.read_table(tables.SELECTED.path(rated.ws, round=0, strategy="entropy")).to_pylist()
     assert [r["image_id"] for r in written] == order[:3] and {r["strategy"] for r in written} == {"entropy"}
     assert open(mad_path, "rb").read() == before
     assert tables.SELECTED.read(rated.ws, round=0, strategy="mad").num_rows == 2

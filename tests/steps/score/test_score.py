@@ -103,7 +103,7 @@ def test_rerun_of_a_finished_run_does_nothing(scored, ray_address):
 
 def test_new_target_version_reuses_cached_competitor_maps(scored, ray_address):
     root, cfg, ws, first = scored
-    from madmine.models import build_network
+    from madmine.models.registry import build_network
 
     new_target = build_network(cfg.target, 4)
     with torch.no_grad():

@@ -12,10 +12,10 @@ import pytest
 from madmine import tables
 from madmine.completion import shard_markers
 from madmine.config import load_config
-from madmine.models import check_models
+from madmine.models.device import resolve_prefetch
+from madmine.models.registry import check_models
 from madmine.steps.ingest import ingest
 from madmine.steps.score.context import ScoreContext
-from madmine.steps.score.device import resolve_prefetch
 from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.shard_job import ShardWorker
 from madmine.steps.score.shards import plan_shards, read_shard_rows, shards_of

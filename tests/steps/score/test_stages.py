@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from madmine.config import load_config
-from madmine.models import check_models
+from madmine.models.registry import check_models
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import decode_batch, pixels_column
 from madmine.steps.score.predict import Scorer

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def curves(ws: Workspace, round_: int) -> list[dict]:
-    return ws.read_parquet([ws.path("tables", "finetune_curves", f"round-{round_}.parquet")]).to_pylist()
+    return ws.read_parquet([tables.FINETUNE_CURVES.path(ws, round=round_, selection="mad")]).to_pylist()
 
 
 def models(ws: Workspace) -> list[dict]:

@@ -119,7 +119,7 @@ def test_an_hf_target_on_its_own_label_order_is_fine_tuned_through_its_class_map
     assert set(weights) == set(parent)  # SegFormer's own state_dict: from_pretrained + load_state_dict read it
     assert any(not torch.equal(weights[k], parent[k]) for k in parent)
 
-    curve = sorted((r for r in ws.read_parquet([ws.path("tables", "finetune_curves", "round-0.parquet")]).to_pylist()),
+    curve = sorted((r for r in ws.read_parquet([tables.FINETUNE_CURVES.path(ws, round=0, selection="mad")]).to_pylist()),
                    key=lambda r: r["epoch"])
     assert [r["epoch"] for r in curve] == list(range(7))
     assert curve[0]["val_miou"] == pytest.approx(transformers_miou(folder, parent, t0), abs=1e-9)

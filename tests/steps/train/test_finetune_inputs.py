@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from finetune_world import world
 from madmine import cli, tables
-from madmine.steps.train import DataError, finetune
+from madmine.steps.train.data import DataError
+from madmine.steps.train.run import finetune
 from madmine.workspace import Workspace
 
 FAST = """
@@ -32,20 +33,20 @@ def refused(cfg, round_: int = 0) -> str:
 
 def test_empty_s(cfg):
     ws = Workspace.from_config(cfg)
-    ws.write_parquet(tables.SELECTED.path(ws, round=0), pa.Table.from_pylist([], schema=tables.SELECTED.schema))
+    ws.write_parquet(tables.SELECTED.path(ws, round=0, strategy=tables.MAD), pa.Table.from_pylist([], schema=tables.SELECTED.schema))
     assert "S is empty" in refused(cfg)
 
 
 def test_round_without_s(cfg):
     ws = Workspace.from_config(cfg)
-    ws.remove(tables.SELECTED.path(ws, round=0))
+    ws.remove(tables.SELECTED.path(ws, round=0, strategy=tables.MAD))
     message = refused(cfg)
     assert "round 0 has no S" in message and "madmine rate select --round 0" in message
 
 
 def test_s_image_without_pixel_label(cfg):
     ws = Workspace.from_config(cfg)
-    for path in ws.glob(ws.path("tables", "labels", "*.parquet")):
+    for path in tables.LABELS.files(ws):
         table = ws.read_parquet([path])
         ws.write_parquet(path, table.slice(1))
     message = refused(cfg)
@@ -71,7 +72,7 @@ def test_missing_images(cfg, tmp_path):
     message = refused(cfg)
     assert "S(0) label" in message and "missing image a002.*" in message
     ws = Workspace.from_config(cfg)
-    rows = ws.read_parquet([tables.SELECTED.path(ws, round=0)]).to_pylist()
+    rows = ws.read_parquet([tables.SELECTED.path(ws, round=0, strategy=tables.MAD)]).to_pylist()
     (tmp_path / "s0" / "images" / "a002.png").write_bytes((tmp_path / "s0" / "images" / "a001.png").read_bytes())
     (tmp_path / "corpus" / rows[0]["uri"].rsplit("/", 1)[1]).unlink()
     message = refused(cfg)

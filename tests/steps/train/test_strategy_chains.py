@@ -10,8 +10,8 @@ import pytest
 
 from madmine import tables
 from madmine.config import load_config
+from madmine.errors import EvaluationError
 from madmine.steps.evaluation.predictions import find_ref, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.steps.train import data as training_data
 from madmine.steps.train.data import DataError
 from madmine.steps.train.versions import parent_of, with_latest_target
@@ -41,7 +41,7 @@ def chains(tmp_path):
 def test_the_newest_target_follows_mads_chain_unless_asked(chains):
     cfg, ws, made = chains
     assert {p.rsplit("/", 1)[-1] for p in tables.MODELS.files(ws)} == {
-        "target-round-0.parquet", "target-round-1.parquet", "target-round-0-entropy.parquet"}
+        "target-round-0-mad.parquet", "target-round-1-mad.parquet", "target-round-0-entropy.parquet"}
     assert with_latest_target(cfg, ws).target.weights == made["v-mad1"]  # not the newer entropy version
     assert with_latest_target(cfg, ws, before_round=1).target.weights == made["v-mad0"]
     assert with_latest_target(cfg, ws, selection="entropy").target.weights == made["v-ent0"]

@@ -23,8 +23,9 @@ import zlib
 import torch
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
-from madmine.workspace import filesystem, split_uri
+from madmine.config import ModelSpec, is_weights_file
+from madmine.errors import ConfigError
+from madmine.workspace import filesystem, is_remote, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ def effective_seed(spec: ModelSpec) -> int:
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
 
 
 def read_file(uri: str, storage_options: dict | None, what: str = "weights file") -> bytes:
@@ -125,7 +122,7 @@ class Kind:
         """<prefix>-<sha256[:12] of the weights file> as for every kind, else of the model's own bytes."""
         prefix = self.version_prefix(spec)
         if spec.weights:
-            if is_weights_path(spec.weights):
+            if is_weights_file(spec.weights):
                 return f"{prefix}-" + digest(read_file(spec.weights, storage_options))
             return f"{prefix}-{spec.weights}"
         return f"{prefix}-{self.own_digest(spec, storage_options)}"
@@ -151,11 +148,6 @@ class Kind:
     def runtime(self, net: nn.Module, device: str, precision: str) -> tuple[str, str]:
         """(precision, device) the model really runs in under scoring's settings."""
         return precision, device
-
-
-def is_weights_path(weights: str) -> bool:
-    """A path (to a state_dict), as opposed to a torchvision weights enum name."""
-    return "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or is_remote(weights)
 
 
 # ---- folders (Hugging Face checkpoints) -------------------------------------------------------

@@ -20,7 +20,6 @@ version is the hash of that file, as for every other kind.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,26 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
-from madmine.models.kinds.base import Kind, folder_digest, is_remote, local_folder
+from madmine.config import ModelSpec, looks_like_hub_name
+from madmine.errors import ConfigError
+from madmine.models.hf_processor import PROCESSOR_FILE
+from madmine.models.kinds.base import Kind, folder_digest, local_folder
 from madmine.torchvision_compat import import_torchvision
-from madmine.workspace import filesystem, split_uri
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt|h5|msgpack)$")
-PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def is_hub_name(value: str) -> bool:
     """`org/name` on the Hugging Face Hub, as opposed to a local folder or a URI."""
-    return (
-        not is_remote(value)
-        and not os.path.isabs(value)
-        and not value.startswith((".", "~"))
-        and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value) is not None
-        and not os.path.exists(value)
-    )
+    return looks_like_hub_name(value) and not os.path.exists(value)
 
 
 def _hub_folder(name: str) -> str:
@@ -74,80 +67,6 @@ def checkpoint_folder(value: str, storage_options: dict | None) -> str:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ConfigError(f"hf = {value!r} holds no config.json: not a Hugging Face checkpoint folder (save_pretrained writes one)")
     return folder
-
-
-# ---- preprocessing, read from the processor's JSON when the config is parsed ------------------------
-def read_processor_config(value: str, storage_options: dict | None) -> dict | None:
-    """The checkpoint's preprocessor_config.json as a dict (None where there is none)."""
-    if is_hub_name(value):
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError as exc:
-            raise ConfigError(f"hf = {value!r} names a Hub checkpoint: pip install 'madmine[hf]' ({exc})") from exc
-        try:
-            path = hf_hub_download(value, PROCESSOR_FILE)
-        except Exception as exc:
-            raise ConfigError(
-                f"hf = {value!r}: cannot read its {PROCESSOR_FILE} from the Hub ({type(exc).__name__}); set "
-                "input_size, mean and std in the model entry, or point hf at a local copy"
-            ) from exc
-        with open(path, "rb") as fh:
-            data = fh.read()
-    else:
-        uri = value.rstrip("/") + "/" + PROCESSOR_FILE
-        try:
-            data = filesystem(uri, storage_options).cat_file(split_uri(uri)[1])
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ConfigError(f"hf = {value!r}: cannot read {PROCESSOR_FILE}: {exc}") from exc
-    try:
-        config = json.loads(data)
-    except ValueError as exc:
-        raise ConfigError(f"hf = {value!r}: {PROCESSOR_FILE} is not JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigError(f"hf = {value!r}: {PROCESSOR_FILE} is not a JSON object")
-    return config
-
-
-def _size(config: dict) -> int | None:
-    """The square input side a processor asks for: crop, height and width, or shortest edge."""
-    if config.get("do_center_crop") and isinstance(config.get("crop_size"), dict):
-        crop = config["crop_size"]
-        if "height" in crop and "width" in crop:
-            return int(max(crop["height"], crop["width"]))
-    size = config.get("size")
-    if isinstance(size, (int, float)):
-        return int(size)
-    if isinstance(size, dict):
-        if "height" in size and "width" in size:
-            return int(max(size["height"], size["width"]))
-        if "shortest_edge" in size:
-            return int(size["shortest_edge"])
-    return None
-
-
-def preprocessing(config: dict) -> dict:
-    """{input_size, mean, std} for madmine's pixels in [0, 1] from a processor config.
-
-    The processor computes (uint8 * rescale_factor - image_mean) / image_std; madmine computes
-    (uint8 / 255 - mean) / std, so mean = image_mean / (255 * rescale_factor) and likewise std.
-    """
-    out: dict = {}
-    size = _size(config)
-    if size is not None:
-        out["input_size"] = size
-    scale = 255.0 * float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0
-    if config.get("do_normalize", True) and config.get("image_mean") is not None and config.get("image_std") is not None:
-        mean, std = config["image_mean"], config["image_std"]
-        mean = [mean] * 3 if isinstance(mean, (int, float)) else list(mean)
-        std = [std] * 3 if isinstance(std, (int, float)) else list(std)
-        out["mean"] = tuple(float(m) / scale for m in mean)
-        out["std"] = tuple(float(s) / scale for s in std)
-    else:  # no normalisation: the model sees uint8 * rescale_factor
-        out["mean"] = (0.0, 0.0, 0.0)
-        out["std"] = (1.0 / scale,) * 3
-    return out
 
 
 # ---- the wrappers -------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
+from madmine.config import ModelSpec
+from madmine.errors import ConfigError
 from madmine.models.kinds.base import Kind, digest, read_file
 from madmine.models.kinds.torchscript import logits_of, to_input_size
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
+from madmine.config import ModelSpec
+from madmine.errors import ConfigError
 from madmine.models.kinds.base import Kind
 from madmine.torchvision_compat import import_torchvision
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
+from madmine.config import ModelSpec
+from madmine.errors import ConfigError
 from madmine.models.kinds.base import Kind, digest, read_file
 
 

@@ -8,8 +8,9 @@ import inspect
 
 from torch import nn
 
-from madmine.config import ConfigError, ModelSpec
-from madmine.models.kinds.base import Kind, is_weights_path
+from madmine.config import ModelSpec, is_weights_file
+from madmine.errors import ConfigError
+from madmine.models.kinds.base import Kind
 from madmine.torchvision_compat import import_torchvision
 
 
@@ -27,7 +28,7 @@ class TorchvisionKind(Kind):
         kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_outputs}
         if state is not None and any(k.startswith("aux_classifier") for k in state):
             kwargs["aux_loss"] = True
-        if spec.weights and not is_weights_path(spec.weights):
+        if spec.weights and not is_weights_file(spec.weights):
             kwargs = {"weights": spec.weights}  # a torchvision weights enum name: downloads where allowed
         return tv.models.get_model(spec.arch, **kwargs)
 

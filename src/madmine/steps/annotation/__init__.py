@@ -1,4 +1,4 @@
-"""Exchange with annotation tools (ARCHITECTURE §1 step 4): export S (or a test set) with the
+"""Exchange with annotation tools (step 4 of the method, docs/paper.md): export S (or a test set) with the
 target's prediction as a pre-annotation, and import the finished pixel labels.
 
 One module per tool (labelstudio, cvat, coco); `bundle` gathers what every export needs,

@@ -2,7 +2,7 @@
 starting mask when one is asked for, plus madmine-export.json so an import knows the round, the
 sizes and the class list that the files were made for.
 
-Sets: `s` = S of a round and strategy (tables/selected/round-<R>[-<strategy>].parquet, written
+Sets: `s` = S of a round and strategy (tables/selected/round-<R>-<strategy>.parquet, written
 by `madmine rate select`), `test` = the rows of round R in tables/testsets/*.parquet (the
 paper's T(R+1); written by the evaluation step).
 
@@ -64,7 +64,7 @@ def prefill_model(cfg: Config, which: str, prefill: str | None) -> str | None:
 
 
 def set_ids(ws: Workspace, round_: int, which: str, strategy: str = tables.MAD) -> list[str]:
-    """The image ids of S (tables/selected/round-<R>[-<strategy>].parquet) or of the round's test
+    """The image ids of S (tables/selected/round-<R>-<strategy>.parquet) or of the round's test
     set (rows of tables/testsets/*.parquet whose round is R)."""
     if which not in SET_TABLES:
         raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
@@ -106,8 +106,8 @@ def _prefill_maps(ws: Workspace, cfg: Config, rs, model: str, items: list[tuple[
     target name, else any model version (NAME, NAME@VERSION, NAME@STRATEGY) as evaluation finds it."""
     if model == rs.target:
         return (lambda image_id: rs.load_map(rs.target, image_id)), f"{rs.target}@{rs.versions[rs.target]}"
+    from madmine.errors import EvaluationError
     from madmine.steps.evaluation.predictions import ModelMaps, find_ref, model_refs
-    from madmine.steps.evaluation.sources import EvaluationError
 
     try:
         ref = find_ref(model_refs(cfg, ws), model)

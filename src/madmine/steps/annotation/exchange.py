@@ -3,10 +3,12 @@ then write."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from madmine import tables
 from madmine.config import Config
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
 from madmine.steps.annotation.bundle import (
@@ -20,6 +22,7 @@ from madmine.steps.annotation.bundle import (
 )
 from madmine.steps.annotation.collect import Collector
 from madmine.steps.annotation.labels import commit, known_sizes
+from madmine.steps.context import StepContext
 from madmine.workspace import Workspace
 
 READERS = {"labelstudio": labelstudio.read, "cvat": cvat.read, "coco": coco.read}
@@ -28,6 +31,39 @@ READERS = {"labelstudio": labelstudio.read, "cvat": cvat.read, "coco": coco.read
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise AnnotationError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """One export: a round's set ("s" or "test") in a tool's format, into a new folder."""
+
+    fmt: str
+    out: Path
+    round: int
+    which: str = "s"
+    strategy: str = tables.MAD
+    image_prefix: str | None = labelstudio.DEFAULT_PREFIX  # Label Studio: where else the images are served
+    document_root: Path | None = None  # Label Studio: the server's LOCAL_FILES_DOCUMENT_ROOT
+    prefill: str | None = DEFAULT_PREFILL  # the model whose prediction starts every mask; None: blank
+
+
+@dataclass(frozen=True)
+class ImportParams:
+    fmt: str
+    path: Path
+    round: int | None = None  # default: the export's record
+    require_all: bool = False  # fail unless every exported image has a finished annotation
+
+
+def run_export(ctx: StepContext, params: ExportParams) -> tuple[int, list[Path]]:
+    """The annotation step, outward: the set's images and a task file for the tool."""
+    return export(ctx.ws, ctx.config, params.fmt, params.out, params.round, params.which, params.strategy,
+                  params.image_prefix, params.document_root, params.prefill)
+
+
+def run_import(ctx: StepContext, params: ImportParams) -> tuple[pa.Table, int]:
+    """The annotation step, inward: finished annotations -> labels (all or nothing)."""
+    return import_(ctx.ws, ctx.config, params.fmt, params.path, params.round, params.require_all)
 
 
 def export(ws: Workspace, cfg: Config, fmt: str, out: Path, round_: int, which: str = "s",

@@ -40,20 +40,21 @@ from rich.progress import track
 
 from madmine import duck, metrics, tables
 from madmine.config import Config
+from madmine.errors import EvaluationError
 from madmine.images import resize_nearest
+from madmine.steps import reads
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
 from madmine.steps.annotation.bundle import BLANK, ExportItem, _displayed, _fit, write_images, write_manifest
-from madmine.steps.evaluation import sources
+from madmine.steps.context import StepContext
 from madmine.steps.evaluation.evaluate import score_maps
 from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, find_ref, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.steps.rating import store
 from madmine.steps.rating.roundset import RoundSet, read_image
 from madmine.steps.rating.selection import mos_by_image, required_raters
 from madmine.workspace import Workspace
 
 PROTOCOLS = ("mad", "d-ranking")
-LEGACY = "d-ranking"  # saved selections without a protocol column were made this way
+D_RANKING = "d-ranking"
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Competition:
     selection: list[dict]
     pool: int
     reused: bool
-    protocol: str = LEGACY
+    protocol: str = D_RANKING
     labelled: list[str] = field(default_factory=list)  # scored: labelled, and (mad) in domain by every rater
     waiting: list[str] = field(default_factory=list)  # waiting for pixel labels
     vetoed: list[str] = field(default_factory=list)  # (mad) a rater marked them out of domain
@@ -112,10 +113,9 @@ class Competition:
         return pa.Table.from_pylist([row], schema=tables.COMPETITION_RESULTS.schema)
 
 
-def competition_id(a: ModelRef, b: ModelRef, protocol: str = LEGACY) -> str:
+def competition_id(a: ModelRef, b: ModelRef, protocol: str) -> str:
     safe = re.compile(r"[^A-Za-z0-9_.-]+")
-    base = f"{safe.sub('_', a.label.replace('@', '-'))}--vs--{safe.sub('_', b.label.replace('@', '-'))}"
-    return base if protocol == LEGACY else f"{base}--{protocol}"
+    return f"{safe.sub('_', a.label.replace('@', '-'))}--vs--{safe.sub('_', b.label.replace('@', '-'))}--{protocol}"
 
 
 def rating_key(cid: str) -> str:
@@ -130,7 +130,7 @@ def training_ids(ws: Workspace, ref: ModelRef, s0: set[str]) -> set[str]:
         return set()
     out = set(s0)
     if ref.origin == "models table" and ref.round is not None:
-        out |= set(sources.selected_ids(ws, strategy=ref.selection or tables.MAD, up_to=ref.round))
+        out |= set(reads.selected_ids(ws, strategy=ref.selection or tables.MAD, up_to=ref.round))
     return out
 
 
@@ -165,8 +165,8 @@ def _save(ws: Workspace, cid: str, rows: list[dict]) -> None:
 def _select_ranking(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n: int,
                     chunk: int = 64) -> tuple[list[dict], int]:
     """The d-ranking proxy: the top n of the whole pool by d(A, B)."""
-    trained = sources.selected_ids(ws)
-    pool = sorted((i, u) for i, u in sources.uris(ws).items() if i not in trained)
+    trained = reads.selected_ids(ws)
+    pool = sorted((i, u) for i, u in reads.uris(ws).items() if i not in trained)
     if not pool:
         raise EvaluationError("the pool is empty: ingest images (`madmine ingest`) that no S(j) holds")
     src_a, src_b = ModelMaps(config, ws, a), ModelMaps(config, ws, b)
@@ -175,7 +175,7 @@ def _select_ranking(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid
         items = pool[start : start + chunk]
         best = sorted(best + rank_pool(src_a.maps(items), src_b.maps(items), config.num_classes, n), key=lambda t: (-t[1], t[0]))[:n]
     picked = [{"image_id": i, "d": d, "rank": k} for k, (i, d) in enumerate(best, start=1)]
-    rows = _rows(cid, a, b, LEGACY, picked, dict(pool), len(pool))
+    rows = _rows(cid, a, b, D_RANKING, picked, dict(pool), len(pool))
     _save(ws, cid, rows)
     return rows, len(pool)
 
@@ -208,9 +208,9 @@ def _select_mad(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: st
     over the images neither model trained on, inside the size bounds."""
     from madmine.steps.select import _check_bounds
 
-    s0 = sources.s0_image_ids(config)
+    s0 = reads.s0_image_ids(config)
     trained = training_ids(ws, a, s0) | training_ids(ws, b, s0)
-    pool = sorted((i, u) for i, u in sources.uris(ws).items() if i not in trained)
+    pool = sorted((i, u) for i, u in reads.uris(ws).items() if i not in trained)
     if not pool:
         raise EvaluationError("the pool is empty: ingest images (`madmine ingest`) that neither model was trained on")
     con = duck.connect(ws)
@@ -237,6 +237,23 @@ def _select_mad(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: st
 
 def _votes(ws: Workspace, cid: str) -> dict[str, tuple[list[int], int]]:
     return mos_by_image(store.latest(store.load_events(ws, rating_key(cid))))
+
+
+@dataclass(frozen=True)
+class CompeteParams:
+    """A MAD competition between two model versions (NAME, NAME@VERSION or NAME@STRATEGY)."""
+
+    a: str
+    b: str
+    n: int | None = None  # mad: images per (direction, class) group; d-ranking: images in all ([evaluate])
+    reselect: bool = False
+    protocol: str | None = None  # mad | d-ranking; default [evaluate] compete_protocol
+
+
+def run(ctx: StepContext, params: CompeteParams) -> Competition:
+    """The competition step: select (or read the saved selection), then score both models where labelled."""
+    return compete(ctx.config, ctx.ws, params.a, params.b, n=params.n, reselect=params.reselect,
+                   protocol=params.protocol)
 
 
 def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int | None = None, reselect: bool = False,
@@ -274,11 +291,11 @@ def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int |
         eligible = [i for i in ids if i not in comp.vetoed and i not in comp.waiting_raters]
     else:
         eligible = ids
-    labelled = sources.labels(ws)
+    labelled = reads.labels(ws)
     comp.labelled = [i for i in eligible if i in labelled]
     comp.waiting = [i for i in eligible if i not in labelled]
     if comp.labelled:
-        truth = {i: sources.load_label(ws, labelled[i], config.num_classes) for i in comp.labelled}
+        truth = {i: reads.load_label(ws, labelled[i], config.num_classes) for i in comp.labelled}
         uris = {r["image_id"]: r["uri"] for r in selection}
         items = [(i, uris[i]) for i in comp.labelled]
         scores = {}

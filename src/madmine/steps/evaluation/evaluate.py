@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from madmine import metrics, tables
+from madmine import metrics, names, tables
 from madmine.config import Config
+from madmine.errors import EvaluationError
 from madmine.images import resize_nearest
-from madmine.steps.evaluation import sources
+from madmine.steps import reads
 from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.workspace import Workspace
 
 
@@ -102,8 +102,8 @@ class Evaluation:
                         "model_round": ref.round,
                         "order": order,
                         "testset_round": r,
-                        "testset": sources.testset_name(r),
-                        "testset_index": sources.testset_index(r),
+                        "testset": names.testset_name(r),
+                        "testset_index": names.testset_index(r),
                         "selection": ref.selection,
                         "trained_on": ref.trained_on,
                         "n_images": c.n_images,
@@ -161,17 +161,17 @@ def score_maps(
 
 def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Evaluation:
     """Every model version on every test set that has labels; models that cannot be run get an error cell."""
-    tests = sources.testsets(ws)
-    held = sources.held_out(config)
+    tests = reads.testsets(ws)
+    held = reads.held_out(config)
     if held:
-        tests = {sources.HELD_OUT: held, **{r: rows for r, rows in tests.items() if r != sources.HELD_OUT}}
+        tests = {names.HELD_OUT: held, **{r: rows for r, rows in tests.items() if r != names.HELD_OUT}}
     if not tests:
         raise EvaluationError(
             "no test set yet: run `madmine testset --round R`, then label it (annotate export --set test), "
             "or name the held-out set in [finetune] t0_images and t0_labels"
         )
-    labelled = sources.labels(ws)
-    manifest = sources.uris(ws)
+    labelled = reads.labels(ws)
+    manifest = reads.uris(ws)
     refs = model_refs(config, ws)
     c = config.num_classes
     truth: dict[str, np.ndarray] = {}
@@ -186,7 +186,7 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
                 waiting[r].append(image_id)
                 continue
             if image_id not in truth:
-                truth[image_id] = sources.load_label(ws, label_row, c)
+                truth[image_id] = reads.load_label(ws, label_row, c)
             plan[r].append((image_id, row.get("uri") or manifest.get(image_id, "")))
     cells: dict[tuple[str, str, int], Cell] = {}
     total = sum(len(items) for items in plan.values()) * len(refs)
@@ -201,7 +201,7 @@ def evaluate(config: Config, ws: Workspace, *, show_progress: bool = True) -> Ev
         for ref in refs:
             source = ModelMaps(config, ws, ref)
             for r, items in plan.items():
-                progress.update(task, model=f"{ref.label} on {sources.testset_name(r)}")
+                progress.update(task, model=f"{ref.label} on {names.testset_name(r)}")
                 cell = Cell(ref, r, len(tests[r]))
                 cells[(ref.name, ref.version, r)] = cell
                 if not items:
@@ -244,4 +244,4 @@ def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tupl
         models.setdefault(r["label"], {})[r["testset_round"]] = r[value]
         order[r["label"]] = r["order"]
     labels = sorted(models, key=lambda m: order[m])
-    return [sources.testset_name(r) for r in rounds], [(m, [models[m].get(r) for r in rounds]) for m in labels]
+    return [names.testset_name(r) for r in rounds], [(m, [models[m].get(r) for r in rounds]) for m in labels]

@@ -19,10 +19,11 @@ import numpy as np
 
 from madmine import tables
 from madmine.config import Config, ModelSpec
+from madmine.errors import EvaluationError
 from madmine.images import ImageError
-from madmine.models import model_version
-from madmine.models.registry import maps_folder
-from madmine.steps.evaluation.sources import EvaluationError, models_table
+from madmine.models.registry import maps_folder, model_version
+from madmine.models.resolve import resolve
+from madmine.steps.reads import models_table
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch, pixels_column
 from madmine.steps.score.map_store import MapStore, StoredMap
@@ -55,7 +56,7 @@ class ModelRef:
         """In the paper's names: S(0) for a model as configured, S(0) + S(1) + ... + S(R+1) for round R's version."""
         if self.origin != "models table":
             return "S(0)" if self.role == "target" else "its own training set"
-        from madmine.steps.evaluation.sources import trained_on
+        from madmine.names import trained_on
 
         return trained_on(self.round, self.selection)
 
@@ -79,6 +80,7 @@ def _table_spec(config: Config, row: dict) -> ModelSpec | None:
 def model_refs(config: Config, ws: Workspace) -> list[ModelRef]:
     """Every target version of the models table (oldest first), then the config's models at
     their current versions; a version listed twice counts once."""
+    config = resolve(config)
     refs: dict[tuple[str, str], ModelRef] = {}
     for row in models_table(ws):
         ref = ModelRef(
@@ -151,7 +153,7 @@ class ModelMaps:
     """
 
     def __init__(self, config: Config, ws: Workspace, ref: ModelRef):
-        self.config, self.ws, self.ref = config, ws, ref
+        self.config, self.ws, self.ref = resolve(config), ws, ref
         self.store = MapStore(ws)
         self._scorer = None
         self._folder = None

@@ -21,10 +21,10 @@ import pyarrow as pa
 
 from madmine import metrics, tables
 from madmine.config import Config
+from madmine.errors import EvaluationError
 from madmine.images import resize_nearest
-from madmine.steps.evaluation import sources
+from madmine.steps import reads
 from madmine.steps.evaluation.predictions import ModelMaps, ModelRef, model_refs
-from madmine.steps.evaluation.sources import EvaluationError
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 
@@ -88,17 +88,17 @@ def selection_quality(
     if target is None:
         raise EvaluationError(f"scoring run {run['run_id']} records no target")
     scores = strategy_scores(ws, run["run_id"], config.evaluate.seed)
-    labelled = sources.labels(ws)
+    labelled = reads.labels(ws)
     pool = sorted(i for i in scores["random"] if i in labelled)
     if not pool:
         return []
     refs = {r.key: r for r in model_refs(config, ws)}
     ref = refs.get((target["name"], target["version"])) or ModelRef(target["name"], target["version"], "target", None, "run")
-    manifest = sources.uris(ws)
+    manifest = reads.uris(ws)
     maps = ModelMaps(config, ws, ref).maps([(i, manifest.get(i, "")) for i in pool])
     failures = {}
     for image_id in pool:
-        label = sources.load_label(ws, labelled[image_id], config.num_classes)
+        label = reads.load_label(ws, labelled[image_id], config.num_classes)
         miou = metrics.image_miou(resize_nearest(maps[image_id], label.shape), label, config.num_classes)
         failures[image_id] = bool(np.isfinite(miou) and miou < tau)
     out = []

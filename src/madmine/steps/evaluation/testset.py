@@ -1,4 +1,4 @@
-"""T(R+1): the unbiased test set drawn in round R (ARCHITECTURE §1 step 6).
+"""T(R+1): the unbiased test set drawn in round R (step 6 of the method, docs/paper.md).
 
 Names follow the paper: T(0) is the held-out set of the training domain, and the set drawn
 from M of round R (the code's round numbers start at 0, the paper's i too) is T(R+1), next to
@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from madmine import tables
+from madmine import names, tables
 from madmine.config import Config
-from madmine.steps.evaluation import sources
-from madmine.steps.evaluation.sources import EvaluationError
+from madmine.errors import EvaluationError
+from madmine.steps import reads
+from madmine.steps.context import StepContext
 from madmine.steps.rating.selection import mos_by_image, required_raters
 from madmine.workspace import Workspace
 
@@ -69,6 +70,24 @@ def main_classes(rows: list[dict]) -> dict[str, int]:
     return {i: k[1] for i, k in best.items()}
 
 
+@dataclass(frozen=True)
+class TestsetParams:
+    """Round R's test set T(R+1); None takes [evaluate]'s value."""
+
+    round: int
+    size: int | None = None
+    per_class: int | None = None
+    seed: int | None = None
+    require_s: bool = True  # False: draw it before S(R+1) exists (a final round)
+    overwrite: bool = False
+
+
+def run(ctx: StepContext, params: TestsetParams) -> TestSet:
+    """The test-set step: draw T(R+1) from M(R) and write it."""
+    return build(ctx.config, ctx.ws, params.round, size=params.size, per_class=params.per_class, seed=params.seed,
+                 require_s=params.require_s, overwrite=params.overwrite)
+
+
 def build(
     config: Config,
     ws: Workspace,
@@ -87,19 +106,19 @@ def build(
     seed = config.evaluate.seed if seed is None else seed
     if size < 1 or per_class < 1:
         raise EvaluationError("--size and --per-class must be >= 1")
-    name = sources.testset_name(round_)
+    name = names.testset_name(round_)
     path = tables.TESTSETS.path(ws, round=round_)
     if ws.exists(path) and not overwrite:
         raise EvaluationError(
             f"{name} (round {round_}) already exists ({ws.url(path)}); its images may be labelled already. "
             "Pass --force to draw it again"
         )
-    table = sources.candidates(ws, round_, "mad")
+    table = reads.candidates(ws, round_, "mad")
     if table is None or table.num_rows == 0:
         raise EvaluationError(f"round {round_} has no MAD candidates; run `madmine select --round {round_}` first")
-    if require_s and not sources.selected_exists(ws, round_):
+    if require_s and not reads.selected_exists(ws, round_):
         raise EvaluationError(
-            f"{sources.s_name(round_)} (round {round_}'s S) is not selected yet, and {name} must not take an image "
+            f"{names.s_name(round_)} (round {round_}'s S) is not selected yet, and {name} must not take an image "
             f"that S will: run `madmine rate select --round {round_}` first (or pass --without-s to draw {name} anyway)"
         )
     rows = table.to_pylist()
@@ -107,9 +126,9 @@ def build(
     for r in rows:
         uris.setdefault(r["image_id"], r.get("uri"))
     mains = main_classes(rows)
-    votes = mos_by_image(sources.votes(ws, round_))
-    in_s = sources.selected_ids(ws)
-    other_tests = {r["image_id"] for k, rs in sources.testsets(ws).items() if k != round_ for r in rs}
+    votes = mos_by_image(reads.votes(ws, round_))
+    in_s = reads.selected_ids(ws)
+    other_tests = {r["image_id"] for k, rs in reads.testsets(ws).items() if k != round_ for r in rs}
     min_raters = required_raters(config, ws)
 
     dropped: dict[str, list[str]] = {"out_of_domain": [], "in_s": [], "in_other_testset": [], "unrated": [], "no_class": []}
@@ -143,7 +162,7 @@ def build(
         chosen.append((image_id, k, scores))
 
     now = datetime.now(UTC)
-    names = config.classes
+    class_names = config.classes
     out = pa.Table.from_pylist(
         [
             {
@@ -152,7 +171,7 @@ def build(
                 "uri": uris[image_id],
                 "position": position,
                 "main_class": k,
-                "class_name": names[k] if k < len(names) else str(k),
+                "class_name": class_names[k] if k < len(class_names) else str(k),
                 "mos": sum(scores) / len(scores) if scores else None,
                 "n_ratings": len(scores),
                 "seed": seed,
@@ -167,5 +186,5 @@ def build(
         reasons = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in dropped.items() if v)
         raise EvaluationError(f"no image of round {round_}'s {len(uris)} candidates can enter {name} ({reasons})")
     ws.write_parquet(path, out)
-    per_class_names = {names[k] if k < len(names) else str(k): n for k, n in sorted(counts.items())}
+    per_class_names = {class_names[k] if k < len(class_names) else str(k): n for k, n in sorted(counts.items())}
     return TestSet(round_, out, ws.url(path), len(uris), {k: v for k, v in dropped.items() if v}, per_class_names, capped)

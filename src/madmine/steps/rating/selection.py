@@ -1,11 +1,10 @@
-"""S(i+1): the n4 candidates of lowest mean opinion score (ARCHITECTURE §1 step 4), and a
+"""S(i+1): the n4 candidates of lowest mean opinion score (step 4 of the method, docs/paper.md), and a
 baseline's S: the n4 candidates its own ranking puts first.
 
 One out-of-domain vote drops an image (out of domain is +infinity on the ACR scale); an image
 needs `min_raters` raters to count, by default every registered rater (the paper: three raters
 rate every image). Ties are broken by image_id so S is reproducible. Each strategy's S is its
-own file: tables/selected/round-<R>.parquet for MAD (the name it always had),
-tables/selected/round-<R>-<strategy>.parquet for the others (tables.SELECTED).
+own file: tables/selected/round-<R>-<strategy>.parquet (tables.SELECTED).
 """
 
 from __future__ import annotations

@@ -4,17 +4,27 @@ class, a gallery of the top candidates, ratings and agreement, and fine-tuning c
 
 from __future__ import annotations
 
-import os
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from madmine.config import Config
-from madmine.workspace import Workspace
+from madmine.steps.context import StepContext
+from madmine.steps.report import facts, gallery, page
+from madmine.workspace import Workspace, write_atomic
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    round: int
+    out: Path | None = None  # default: <workspace>/reports/round-<R>.html
+
+
+def run(ctx: StepContext, params: ReportParams) -> str:
+    """The report step: the round's page, written atomically; returns where."""
+    return write_report(ctx.config, ctx.ws, params.round, params.out)
 
 
 def render_report(config: Config, ws: Workspace, round_: int) -> str:
-    from madmine.steps.report import facts, gallery, page
-
     f = facts.gather(config, ws, round_)
     tiles, problems = gallery.tiles(config, ws, round_, f.candidates, f.mos, config.evaluate.gallery)
     return page.render(config, f, tiles, problems, config.workspace_uri)
@@ -27,11 +37,5 @@ def write_report(config: Config, ws: Workspace, round_: int, out: Path | None = 
         path = ws.path("reports", f"round-{round_}.html")
         ws.put_bytes(path, html)
         return ws.url(path)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".tmp-{out.name}")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(html)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    write_atomic(str(out), html)
     return str(out)

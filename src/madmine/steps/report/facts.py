@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from madmine import tables
 from madmine.config import Config
-from madmine.steps.evaluation import compete, quality, sources, srcc
+from madmine.steps import reads
+from madmine.steps.evaluation import compete, quality, srcc
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.rating import agreement
 from madmine.steps.rating.selection import mos_by_image
@@ -76,18 +77,18 @@ def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     facts.manifest_images = 0 if manifest is None else manifest.num_rows
     runs = [r for r in run_records(ws) if r.get("status") == "complete"]
     facts.run = runs[-1] if runs else None
-    table = sources.candidates(ws, round_, "mad")
+    table = reads.candidates(ws, round_, "mad")
     facts.candidates = [] if table is None else table.to_pylist()
-    facts.votes = sources.votes(ws, round_)
+    facts.votes = reads.votes(ws, round_)
     selected = tables.SELECTED.read(ws, round=round_, strategy=tables.MAD)
     facts.selected = [] if selected is None else selected.to_pylist()
-    facts.testset = sources.testsets(ws).get(round_, [])
-    facts.labels = sources.labels(ws)
-    facts.models = sources.models_table(ws)
+    facts.testset = reads.testsets(ws).get(round_, [])
+    facts.labels = reads.labels(ws)
+    facts.models = reads.models_table(ws)
     facts.summary, images = ev.load(ws)
     facts.curves = srcc.curves(images)
     facts.quality = quality.load(ws)
     facts.competitions = compete.results(ws)
-    curves = sources.finetune_curves(ws, round_)
+    curves = reads.finetune_curves(ws, round_)
     facts.finetune = None if curves is None or curves.num_rows == 0 else curves.to_pylist()
     return facts

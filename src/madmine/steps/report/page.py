@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from html import escape
 
 from madmine.config import Config
+from madmine.names import s_name, testset_name
 from madmine.steps.evaluation import evaluate as ev
-from madmine.steps.evaluation.sources import s_name, testset_name
 from madmine.steps.report import plots
 from madmine.steps.report.facts import Facts
 from madmine.steps.report.gallery import Tile
@@ -126,7 +126,7 @@ def versions(config: Config, f: Facts) -> str:
     if not f.models:
         return (f'<p class="note">No fine-tuned version yet; every model runs as configured ({escape(config.target.name)} '
                 "trained on S(0)).</p>")
-    from madmine.steps.evaluation.sources import trained_on
+    from madmine.names import trained_on
 
     rows = [[f"{m['model']}@{m['model_version']}", str(m.get("round")), m.get("selection") or "mad",
              trained_on(m.get("round"), m.get("selection")), str(m.get("parent_version") or "–"), _num(m.get("lr"), 6),

@@ -9,7 +9,7 @@ import math
 
 from matplotlib.figure import Figure
 
-from madmine.steps.evaluation.sources import testset_name
+from madmine.names import testset_name
 
 BLUE, ORANGE, GREY = "#3465a4", "#f57900", "#888a85"
 

@@ -1,4 +1,4 @@
-"""Scoring (ARCHITECTURE §1 step 1): the manifest, in shards, through pure stages into Parquet.
+"""Scoring (step 1 of the method, docs/paper.md): the manifest, in shards, through pure stages into Parquet.
 
     context.py   what a scorer needs (models, versions, workspace), picklable for actors
     decode.py    stage: fetch and decode bytes into each model's input size

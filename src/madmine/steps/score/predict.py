@@ -24,10 +24,10 @@ from madmine import metrics
 from madmine.allocator import keep_freed_memory
 from madmine.config import ModelSpec
 from madmine.images import ImageError, resize_nearest
+from madmine.models.device import resolve_device, resolve_precision
 from madmine.models.registry import LoadedModel, forward_logits, load_model, map_ids, maps_folder
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import pixels_column
-from madmine.steps.score.device import resolve_device, resolve_precision
 from madmine.steps.score.map_store import StoredMap
 from madmine.steps.score.timing import Timings
 

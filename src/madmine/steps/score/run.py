@@ -25,12 +25,15 @@ from madmine import tables
 from madmine.completion import shard_markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
-from madmine.models import check_models
+from madmine.models.registry import check_models
+from madmine.models.resolve import resolve
+from madmine.steps.context import StepContext
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.executors.local import run_local
 from madmine.steps.score.map_store import MapStore
 from madmine.steps.score.runs import read_record, run_records, write_record
 from madmine.steps.score.shards import plan_shards
+from madmine.steps.train.versions import with_latest_target
 from madmine.workspace import Workspace
 
 
@@ -94,6 +97,27 @@ def run_errors(ws: Workspace, run_id: str) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class ScoreParams:
+    """One scoring run: which run, where it runs, its error budget, and whose target it scores."""
+
+    run_id: str | None = None  # default: derived from the model versions
+    resume: bool = False  # continue the newest unfinished run
+    executor: str = "auto"  # auto | ray | local (resolve_executor)
+    max_error_fraction: float | None = None  # default: [scoring] max_error_fraction
+    selection: str = tables.MAD  # whose newest fine-tuned target: MAD's chain or a baseline's
+    before_round: int | None = None  # only versions fine-tuned before this round (a round scores with its own)
+
+
+def run(ctx: StepContext, params: ScoreParams) -> ScoreResult:
+    """The scoring step: the newest target version of `params.selection`'s chain and every competitor over
+    every uncommitted shard of the manifest."""
+    config = with_latest_target(ctx.config, ctx.ws, before_round=params.before_round, selection=params.selection)
+    return score(config, run_id=params.run_id, resume=params.resume, executor=params.executor,
+                 ray_address=ctx.ray_address, max_error_fraction=params.max_error_fraction,
+                 show_progress=ctx.show_progress)
+
+
 def score(
     config: Config,
     *,
@@ -106,6 +130,7 @@ def score(
 ) -> ScoreResult:
     """Score every uncommitted shard of the manifest; raise MadmineError above the error budget."""
     started = time.perf_counter()
+    config = resolve(config)
     executor = resolve_executor(executor, ray_address, config.scoring.actors)
     workspace = Workspace.from_config(config)
     versions = check_models(config)

@@ -26,9 +26,9 @@ import numpy as np
 
 from madmine import tables
 from madmine.completion import shard_markers
+from madmine.models.device import resolve_prefetch
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.decode import decode_batch
-from madmine.steps.score.device import resolve_prefetch
 from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.outputs import concat, shard_tables
 from madmine.steps.score.predict import Scorer

@@ -1,4 +1,4 @@
-"""Fine-tuning the target on its found failures (ARCHITECTURE §1 step 5) as a Ray Train job.
+"""Fine-tuning the target on its found failures (step 5 of the method, docs/paper.md) as a Ray Train job.
 
 Modules, one job each:
     data.py        S(..R), S(0), T(0) as (image, label) pairs, checked before any training
@@ -9,18 +9,9 @@ Modules, one job each:
     checkpoints.py what a checkpoint holds and how it is read back
     tuning.py      the lr grid as Ray Tune trials over TorchTrainer runs, resumable
     versions.py    the winner as a new target version in the `models` table
-    curves.py      every trial's learning curve as tables/finetune_curves/round-<R>.parquet
-    run.py         `finetune(config, round)`: the whole step
+    curves.py      every trial's learning curve as tables/finetune_curves/round-<R>-<strategy>.parquet
+    run.py         the step's entry point, `run(ctx, FinetuneParams(round))`
+
+The package itself imports nothing: Ray Train takes about 6.5 s to import, which readers of
+train.data and train.versions (evaluation, scoring) must not pay.
 """
-
-from madmine.steps.train.data import DataError
-
-__all__ = ["DataError", "finetune"]
-
-
-def finetune(*args, **kwargs):
-    """See madmine.steps.train.run.finetune. Imported when called: Ray Train takes about 6.5 s to
-    import, which readers of this package (evaluation reads train.data) must not pay."""
-    from madmine.steps.train.run import finetune as run
-
-    return run(*args, **kwargs)

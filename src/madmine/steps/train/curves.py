@@ -1,6 +1,6 @@
 """Every trial's outcome and learning curve, read back from its final checkpoint.
 
-tables/finetune_curves/round-<R>.parquet: round, trial, lr, epoch, train_loss, val_miou
+tables/finetune_curves/round-<R>-<strategy>.parquet: round, trial, lr, epoch, train_loss, val_miou
 (+ resumed, seconds). Epoch 0 is the parent before any step (val_miou only); val_miou is
 dataset mIoU on T(0), null on epochs that were not validated (val_every > 1). The curve of
 a resumed trial has each epoch once; `resumed` marks the first epoch trained after a restore.

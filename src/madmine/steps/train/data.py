@@ -4,7 +4,7 @@ Every pair is decoded once before any Ray work starts, so that a missing image, 
 another size than its image or a label value outside the classes fails in seconds, with the
 list of offending files, instead of killing a training job an hour in.
 
-S comes from the workspace: the S of one strategy (MAD's tables/selected/round-<r>.parquet,
+S comes from the workspace: the S of one strategy (MAD's tables/selected/round-<r>-mad.parquet,
 or a baseline's round-<r>-<strategy>.parquet: image ids and URIs) and the newest row of the
 `labels` table per image. S(0) and T(0) are folders (or s3:// prefixes):
 every label PNG names its image by file stem (labels/x123.png -> images/x123.jpg); images
@@ -26,8 +26,7 @@ from madmine import tables
 from madmine.errors import MadmineError
 from madmine.images import IMAGE_EXTENSIONS, ImageError, decode, decode_map_png
 from madmine.metrics import IGNORE
-from madmine.steps.ingest import read_uri
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.workspace import Workspace, filesystem, read_uri, split_uri
 
 MAX_LISTED = 12
 

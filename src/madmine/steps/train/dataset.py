@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from madmine.images import decode, decode_map_png
-from madmine.steps.ingest import read_uri
 from madmine.steps.train.augment import eval_input, train_example
 from madmine.steps.train.plan import Plan
+from madmine.workspace import read_uri
 
 CACHE_BYTES = 256 * 2**20
 _cache: dict[str, bytes] = {}

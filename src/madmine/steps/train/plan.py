@@ -1,6 +1,6 @@
 """Everything one fine-tuning round needs, as plain data that travels to the Ray workers.
 
-The plan is written to the workspace (finetune/round-<R>/plan.json) before training starts.
+The plan is written to the workspace (finetune/round-<R>-<strategy>/plan.json) before training starts.
 Its fingerprint covers the data, the parent weights and the schedule: a re-run of the same
 round continues from the checkpoints only when nothing of that changed. It holds no
 credentials (storage options travel separately, in memory).

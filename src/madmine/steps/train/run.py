@@ -19,7 +19,9 @@ from madmine import tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
+from madmine.models.resolve import resolve
 from madmine.ray_cluster import ensure_ray
+from madmine.steps.context import StepContext
 from madmine.steps.train import data as training_data
 from madmine.steps.train.curves import curves_table, read_outcomes
 from madmine.steps.train.plan import Plan, make_plan
@@ -72,6 +74,22 @@ def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool)
         ws.put_json(storage.plan, {"fingerprint": plan.fingerprint(), "plan": plan.to_dict()})
 
 
+@dataclass(frozen=True)
+class FinetuneParams:
+    """One fine-tuning round: which S chain it learns from, and whether to start over."""
+
+    round: int
+    selection: str = tables.MAD  # whose S(..R): MAD's, or a baseline's chain
+    restart: bool = False  # discard this round's checkpoints and trials
+
+
+def run(ctx: StepContext, params: FinetuneParams) -> FinetuneResult:
+    """The fine-tuning step: the target on S(..R) + S(0) as a Ray Train job; the lr grid's winner becomes a
+    new version of the target in `params.selection`'s chain."""
+    return finetune(ctx.config, params.round, ray_address=ctx.ray_address, restart=params.restart,
+                    show_progress=ctx.show_progress, selection=params.selection)
+
+
 def finetune(
     config: Config,
     round_: int,
@@ -84,6 +102,7 @@ def finetune(
     """Fine-tune the target on S(..R) of a strategy and S(0); the winner of the lr grid becomes a new
     target version of that strategy's chain (MAD's by default)."""
     started = time.perf_counter()
+    config = resolve(config)
     if round_ < 0:
         raise MadmineError(f"--round must be >= 0, got {round_}")
     if not selection or not selection.replace("_", "").replace("-", "").isalnum():

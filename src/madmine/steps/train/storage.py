@@ -1,12 +1,11 @@
 """Where a round's fine-tuning state lives in the workspace, as Ray Train and Tune want it.
 
-    finetune/round-<R>/plan.json          what is being trained (fingerprinted)
-    finetune/round-<R>/tune/              the Ray Tune experiment (restorable)
-    finetune/round-<R>/trials/lr-<lr>/    one Ray Train run per learning rate: epoch-NNNN/ checkpoints
-    finetune/round-<R>/done.json          written last: the round's result
+    finetune/round-<R>-<strategy>/plan.json          what is being trained (fingerprinted)
+    finetune/round-<R>-<strategy>/tune/              the Ray Tune experiment (restorable)
+    finetune/round-<R>-<strategy>/trials/lr-<lr>/    one Ray Train run per learning rate: epoch-NNNN/ checkpoints
+    finetune/round-<R>-<strategy>/done.json          written last: the round's result
 
-Fine-tuning on a baseline's S (`--selection entropy`) keeps its own folder,
-finetune/round-<R>-<strategy>/; MAD's keeps the name it always had.
+<strategy> is whose S is trained on: mad, or a baseline's (`--selection entropy`).
 
 Ray takes a plain path plus a pyarrow filesystem; for s3:// that is the workspace's own
 fsspec filesystem wrapped for pyarrow, so Ray reaches the same endpoint with the same
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from madmine.completion import Markers
+from madmine.completion import Markers, finetune_markers
 from madmine.workspace import Workspace
 
 
@@ -33,7 +32,7 @@ class RoundStorage:
 
     @property
     def folder(self) -> str:
-        return f"round-{self.round}" if self.selection == "mad" else f"round-{self.round}-{self.selection}"
+        return f"round-{self.round}-{self.selection}"
 
     @property
     def workspace(self) -> Workspace:
@@ -53,8 +52,8 @@ class RoundStorage:
 
     @property
     def markers(self) -> Markers:
-        """The round's completion marker: finetune/round-<R>[-<strategy>]/done.json, holding its result."""
-        return Markers(self.workspace, posixpath.join("finetune", self.folder))
+        """The round's completion marker: finetune/round-<R>-<strategy>/done.json, holding its result."""
+        return finetune_markers(self.workspace, self.folder)
 
     @property
     def tune(self) -> str:

@@ -7,7 +7,7 @@ that the config's entry (arch, factory, hf checkpoint or smp architecture) plus
 madmine.models.registry.model_version names any weights file (<prefix>-<sha256[:12] of the
 file>, then -cm<hash> with a class map), so scoring finds the same version either way.
 
-tables/models/<name>-round-<R>[-<selection>].parquet (one part per fine-tuned round and
+tables/models/<name>-round-<R>-<selection>.parquet (one part per fine-tuned round and
 strategy; re-running a round replaces its part): model, model_version, role, arch,
 weights_uri, parent_version, created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr,
 factory, selection (the strategy whose S it learned from; null in older parts means mad).

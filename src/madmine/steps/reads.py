@@ -1,6 +1,8 @@
-"""Reading what the other steps wrote: a round's candidates M(R), its votes, every S(j), the
-test sets, the pixel labels and the models table. Missing tables read as empty, so every
-measurement works at any point of a round and says what it is waiting for.
+"""The shared read API: what the steps wrote, read back by the others (selection, rating, test
+sets, evaluation, the report). A round's candidates M(R), its votes, every S(j), the test sets,
+the pixel labels, the models table, the manifest's URIs, fine-tuning curves, and the labelled
+sets S(0) and T(0) of the config. Missing tables read as empty, so every measurement works at
+any point of a round and says what it is waiting for.
 """
 
 from __future__ import annotations
@@ -9,17 +11,14 @@ import numpy as np
 import pyarrow as pa
 
 from madmine import tables
-from madmine.errors import MadmineError
+from madmine.errors import EvaluationError
 from madmine.images import ImageError, decode_map_png
 from madmine.metrics import IGNORE
+from madmine.names import HELD_OUT
 from madmine.steps.ingest import image_id_of
 from madmine.steps.rating import store
 from madmine.steps.train.data import DataError, folder_pairs
 from madmine.workspace import Workspace, filesystem, read_uri, split_uri
-
-
-class EvaluationError(MadmineError):
-    """A measurement cannot be made as asked; nothing was written."""
 
 
 def candidates(ws: Workspace, round_: int, strategy: str = "mad") -> pa.Table | None:
@@ -61,7 +60,7 @@ def _round_rows(ws: Workspace, table: str) -> list[dict]:
 
 def selected_ids(ws: Workspace, strategy: str | None = None, up_to: int | None = None) -> dict[str, int]:
     """image_id -> round, over every S(j) of one strategy (every strategy when None), of rounds
-    <= up_to (all when None): tables/selected/round-<j>[-<strategy>].parquet."""
+    <= up_to (all when None): tables/selected/round-<j>-<strategy>.parquet."""
     parts = []
     for path in tables.SELECTED.files(ws, strategy=strategy):
         round_ = (tables.SELECTED.keys_of(path) or {}).get("round", "")
@@ -130,32 +129,6 @@ def uris(ws: Workspace) -> dict[str, str]:
 def finetune_curves(ws: Workspace, round_: int, selection: str = tables.MAD) -> pa.Table | None:
     path = tables.FINETUNE_CURVES.path(ws, round=round_, selection=selection)
     return ws.read_parquet([path]) if ws.exists(path) else None
-
-
-HELD_OUT = -1  # the testset_round of T(0), the held-out set of [finetune] t0_images / t0_labels
-
-
-def testset_index(round_: int) -> int:
-    """The paper's i of T(i): 0 for the held-out set, R + 1 for the set drawn from M of round R."""
-    return 0 if round_ == HELD_OUT else round_ + 1
-
-
-def testset_name(round_: int) -> str:
-    """T(0) for the held-out set of the training domain, T(R+1) for the set drawn in round R (the paper's names)."""
-    return f"T({testset_index(round_)})"
-
-
-def s_name(round_: int) -> str:
-    """S(R+1): the images round R fine-tunes on (S(0) is the original training set)."""
-    return f"S({round_ + 1})"
-
-
-def trained_on(round_: int | None, selection: str | None) -> str:
-    """What a model version learned from: S(0), plus S(1)..S(R+1) of its strategy for round R's version."""
-    if round_ is None:
-        return "S(0)"
-    parts = " + ".join(f"S({i})" for i in range(round_ + 2))
-    return f"{parts} ({selection or tables.MAD})"
 
 
 def s0_image_ids(config) -> set[str]:
