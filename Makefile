@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LS_VENV := .venv-labelstudio
 LS_STAMP := $(LS_VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP) $(LS_STAMP)
 
@@ -31,7 +31,12 @@ demo: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/madmine demo --workdir demo-work
 
 test: $(STAMP) $(LS_STAMP)
-	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q tests
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q --durations=25 tests
+
+# For developers: everything but the slow marks (Ray cluster, Ray Train, several nodes, Label Studio,
+# the browser, the demo); see tests/conftest.py.
+test-fast: $(STAMP)
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q --durations=10 -m "not slow" tests
 
 # Benchmarks print their figures; each runs as a module of the bench package.
 bench: $(STAMP)

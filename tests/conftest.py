@@ -1,4 +1,10 @@
-"""Shared fixtures: one real Ray cluster per test session, on loopback, and small corpora."""
+"""Shared fixtures: one real Ray cluster per test session, on loopback, and small corpora.
+
+Tests are marked from the fixtures they use (FIXTURE_MARKS): `ray` (the session's Ray cluster),
+`train` (Ray Train fine-tuning), `cluster` (several Ray nodes), `labelstudio` (a real Label
+Studio server), `browser` (chromium), `demo` (the synthetic world end to end), and `slow`
+for any of them. `make test-fast` runs `-m "not slow"`; `make test` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +28,28 @@ SUPPORT = TESTS / "support"  # shared helpers and the model factories configs na
 sys.path.insert(0, str(SUPPORT))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FIXTURE_MARKS = {
+    "ray_cluster": ("ray",),
+    "ray_address": ("ray",),
+    "cli_env": ("ray",),
+    "ray_train": ("ray", "train"),
+    "multinode": ("cluster",),
+    "on_multinode": ("cluster",),
+    "labelstudio": ("labelstudio",),
+    "browser": ("browser",),
+    "demo": ("demo",),
+}
+SLOW = {mark for marks in FIXTURE_MARKS.values() for mark in marks}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark each test from the fixtures it uses."""
+    for item in items:
+        marks = {mark for name in getattr(item, "fixturenames", ()) for mark in FIXTURE_MARKS.get(name, ())}
+        for mark in sorted(marks):
+            item.add_marker(mark)
+        if marks & SLOW:
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +61,8 @@ def ray_cluster(tmp_path_factory) -> dict:
     (tests/ on PYTHONPATH), as a user's cluster imports theirs.
     """
     import ray
+
+    from network import free_port
 
     port, dashboard_port = free_port(), free_port()
     env = dict(os.environ)
@@ -95,6 +121,21 @@ def ray_cluster(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def ray_address(ray_cluster) -> str:
     return ray_cluster["address"]
+
+
+@pytest.fixture(scope="session")
+def ray_train(ray_address) -> str:
+    """The session cluster's address, for tests that fine-tune (Ray Train): marked `train`."""
+    return ray_address
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium (Debian's, driven by Playwright) for the session's browser tests."""
+    from browser import chromium
+
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture()

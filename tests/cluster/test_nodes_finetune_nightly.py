@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from madmine.completion import shard_markers
 from madmine.config import load_config
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
+from network import wait_for
 from worlds import write_config, write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,17 +30,6 @@ loader_workers = 0
 max_failures = 3
 num_workers = 2
 """
-
-
-def wait_for(condition, timeout: float, what: str, alive=lambda: True):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert alive(), f"stopped before {what}"
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def train_worker_nodes(dashboard: str) -> list[str]:

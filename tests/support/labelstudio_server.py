@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from network import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("MADMINE_LABELSTUDIO_VENV", REPO / ".venv-labelstudio"))
@@ -55,12 +56,6 @@ class LabelStudio:
                 self.proc.wait(timeout=20)
             except ProcessLookupError:
                 pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_installed() -> Path:

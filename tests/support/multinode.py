@@ -13,18 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from ray.cluster_utils import Cluster as RayCluster
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from network import free_port
 
 
 class Cluster:
@@ -34,7 +29,7 @@ class Cluster:
         self.env = dict(env or os.environ)
         self.env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), str(cpus_per_worker), str(_free_port())],
+            [sys.executable, str(Path(__file__).resolve()), str(cpus_per_worker), str(free_port())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env, start_new_session=True,
         )
         hello = self._read()
@@ -95,7 +90,7 @@ def _serve(cpus_per_worker: int, dashboard_port: int) -> None:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
-            "dashboard_agent_listen_port": _free_port(),  # not Ray's fixed 52365: the session's cluster has one too
+            "dashboard_agent_listen_port": free_port(),  # not Ray's fixed 52365: the session's cluster has one too
         },
     ))
     nodes = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rating_world
-from browser import chromium, open_page, shown, wait_ready
+from browser import open_page, shown, wait_ready
 from madmine import tables
 from madmine.steps.rating import store
 from madmine.steps.rating.app import create_app
@@ -15,11 +15,11 @@ from madmine.steps.rating.tokens import add_rater
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, browser):
     world = rating_world.build(tmp_path / "w")
     tokens = {name: add_rater(world.ws, name) for name in ("alice", "bob")}
     app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
-    with BackgroundServer(app) as server, chromium() as browser:
+    with BackgroundServer(app) as server:
         yield world, tokens, server, browser
 
 

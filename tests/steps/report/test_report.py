@@ -40,13 +40,12 @@ def report(tmp_path_factory):
     return w, out
 
 
-def test_report_renders_every_image_without_errors(report):
+def test_report_renders_every_image_without_errors(report, browser):
     w, out = report
-    with chromium() as browser:
-        page, problems = open_report(browser, out)
-        images = page.evaluate(CHECK_IMAGES)
-        page.screenshot(path=str(out.with_suffix(".png")), full_page=True)
-        headings = page.locator("h2").all_inner_texts()
+    page, problems = open_report(browser, out)
+    images = page.evaluate(CHECK_IMAGES)
+    page.screenshot(path=str(out.with_suffix(".png")), full_page=True)
+    headings = page.locator("h2").all_inner_texts()
     assert problems == []
     assert len(images) >= 1 + 12 * 4  # plots, and per gallery tile the photo three times and two maps
     assert all(i["ok"] for i in images), [i for i in images if not i["ok"]]
@@ -77,15 +76,14 @@ def test_report_shows_the_workspace_numbers(report):
     assert "http://" not in html and "https://" not in html
 
 
-def test_report_of_a_fresh_round_says_what_is_missing(tmp_path):
+def test_report_of_a_fresh_round_says_what_is_missing(tmp_path, browser):
     w = world.build(tmp_path / "w", n=12)
     out = Path(write_report(w.config, w.ws, 3))
     assert out.name == "round-3.html" and out.parent.name == "reports"
     html = out.read_text()
     assert "No MAD candidates for round 3" in html and "No evaluation yet" in html and "No fine-tuning yet" in html
-    with chromium() as browser:
-        page, problems = open_report(browser, out)
-        assert page.evaluate(CHECK_IMAGES) == [] and problems == []
+    page, problems = open_report(browser, out)
+    assert page.evaluate(CHECK_IMAGES) == [] and problems == []
 
 
 def screenshot(out: Path) -> None:
