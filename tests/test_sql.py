@@ -27,7 +27,7 @@ COMMITTED_ROWS = (70 + 30 + 30) * 4  # run-b, run-a, run-c (whose shards are com
 def world(tmp_path_factory):
     w = build_world(tmp_path_factory.mktemp("sqlworld"))
     errors = [dict(run_id=RUN_ID, uri="s3://corpus/bad.jpg", image_id=None, stage="decode", error="not an image", detail="x")]
-    w.ws.write_parquet(w.tables.ERRORS.path(w.ws, run_id=RUN_ID, shard="00000"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
+    w.ws.write_parquet(tables.ERRORS.path(w.ws, run_id=RUN_ID, shard="00000"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
     w.ws.write_parquet(tables.ERRORS.path(w.ws, run_id="ingest-1", shard="part-0"), pa.Table.from_pylist(errors, tables.ERRORS.schema))
     return w
 

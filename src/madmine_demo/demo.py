@@ -2,7 +2,7 @@
 
 No pretrained weights or web corpora can be downloaded here, and a user wants to see the
 method work before pointing it at a cluster. The synthetic world has exact ground truth, so
-every stage runs for real (ingest, score on local Ray, bounds, select, rate through the
+every step runs for real (ingest, score on local Ray, bounds, select, rate through the
 rating storage, S, annotate export and import, finetune as a Ray Train job, testset,
 evaluate, report) with simulated raters and an annotator, and the demo can measure what
 the paper measured: Table 1 (every model on every test set), Table 2 (the target
@@ -11,7 +11,7 @@ MAD's picks are failures compared with random ones.
 
 Rounds run through `madmine round` (madmine.pipeline.round.Round); at its waiting points the
 simulated people act. Everything lands under `workdir`; a second run reuses the world,
-the trained models and every finished stage.
+the trained models and every finished step.
 """
 
 from __future__ import annotations
@@ -54,14 +54,14 @@ WORLD_VERSION = 1  # part of the trained models' cache key: bump when the world'
 
 @dataclass
 class Clock:
-    """Times stages and prints each as it ends."""
+    """Times the demo's steps and prints each as it ends."""
 
     console: Console
     rows: list[tuple[str, float]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     @contextmanager
-    def stage(self, name: str):
+    def step(self, name: str):
         self.console.print(f"[bold cyan]>[/] {name} ...", highlight=False)
         t = time.perf_counter()
         yield
@@ -101,7 +101,7 @@ def _world(workdir: Path, settings, clock: Clock):
                            f"remove it or pick another --workdir for the {settings.world!r} world")
     marker.write_text(json.dumps(chosen))
     root = workdir / "world"
-    with clock.stage(f"world ({settings.world}): {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
+    with clock.step(f"world ({settings.world}): {settings.train} training, {settings.t0} T(0), {settings.corpus} wild, "
                      f"{settings.heldout} held-out wild, {settings.probe_per_kind} probe images of each kind"):
         sets = {name: write(root, name, size, settings.seed, domain)
                 for name, size, domain in (("train", settings.train, "train"), ("t0", settings.t0, "train"),
@@ -119,7 +119,7 @@ def zoo_key(settings) -> str:
 def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str, str]]:
 
     models = demo_settings.zoo(settings)
-    with clock.stage("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
+    with clock.step("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
         paths = ensure_trained(models, sets["train"].images, sets["train"].labels, workdir / "workspace" / "zoo",
                                len(NAMES), zoo_key(settings),
                                report=lambda text: clock.console.print(text, highlight=False))
@@ -143,12 +143,12 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
         if waiting.step == "rate":
             if on_rate is not None:
                 on_rate(rnd.record["run_id"])
-            with clock.stage(f"round {round_}: 3 simulated raters vote (rating storage)"):
+            with clock.step(f"round {round_}: 3 simulated raters vote (rating storage)"):
                 rate_round(ws, cfg, truth, round_)
         elif waiting.step in ("annotate", "test_labels"):
             which = "s" if waiting.step == "annotate" else "test"
             folder = Path(ws.path("exports", f"round-{round_}-{which}-coco"))
-            with clock.stage(f"round {round_}: simulated annotator labels the {which!r} export, annotate import"):
+            with clock.step(f"round {round_}: simulated annotator labels the {which!r} export, annotate import"):
                 label_and_import(ws, cfg, folder, truth)
         else:
             raise RuntimeError(f"round {round_} waits at {waiting.step!r}: {waiting.what}")
@@ -191,26 +191,26 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     ctx = StepContext.of(config, ray_address=ray_address)
     ws = ctx.ws
 
-    with clock.stage("ray: " + (f"connect to {ray_address}" if ray_address else "start the embedded local cluster")):
+    with clock.step("ray: " + (f"connect to {ray_address}" if ray_address else "start the embedded local cluster")):
         ensure_ray(ray_address)
-    with clock.stage("ingest the wild corpus"):
+    with clock.step("ingest the wild corpus"):
         ingested = ingest.run(ctx, ingest.IngestParams.from_config(config, [str(sets["wild"].images)]))
         if ingested.failure:
             raise MadmineError(ingested.failure)
     truth = Truth([sets["wild"], sets["heldout"], sets["probe"], sets["t0"]], len(NAMES))
     truth.add_manifest(ws)
-    with clock.stage("bounds from the labels of S(0)"):
+    with clock.step("bounds from the labels of S(0)"):
         bounds.run(ctx, bounds.BoundsParams(str(sets["train"].labels)))
 
     def baseline_picks(run_id: str) -> None:  # before any label exists: the baselines see the corpus MAD saw
-        with clock.stage("round 0: entropy and random selections with MAD's budget"):
+        with clock.step("round 0: entropy and random selections with MAD's budget"):
             for strategy in ("entropy", "random"):
                 select.run(ctx, select.SelectParams(0, strategy=strategy))
 
     learned = {}
 
     def learned_picks(run_id: str) -> None:  # from round 1's run, before its ratings: what MAD's M(1) saw
-        with clock.stage("round 1: learned and hybrid selections (a failure predictor fitted on round 0's ratings)"):
+        with clock.step("round 1: learned and hybrid selections (a failure predictor fitted on round 0's ratings)"):
             try:
                 for strategy in LEARNED:
                     learned[strategy] = select.run(ctx, select.SelectParams(1, strategy=strategy, run_id=run_id)).trained
@@ -225,7 +225,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     for r in range(settings.rounds):
         rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, hooks.get(r))
         runs[r] = ws.get_json(ws.path("runs", rnd.record["run_id"], "run.json"))
-        with clock.stage(f"round {r}: failure yields against the true masks"):
+        with clock.step(f"round {r}: failure yields against the true masks"):
             yields[r], ious = measure.round_yields(ws, truth, runs[r], r, settings.seed)
         printout.yields(console, r, yields[r])
         printout.failure_rates(console, r, measure.failure_rates_by_kind(ious, truth))
@@ -236,22 +236,22 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     variants = {}
     compared = [("entropy", 0), ("random", 0)] + [(s, 1) for s in LEARNED if s in learned]
     for strategy, r in compared:
-        with clock.stage(f"{strategy}: fine-tune on its {settings.n4} picks of round {r} (own workspace, Ray Train)"):
+        with clock.step(f"{strategy}: fine-tune on its {settings.n4} picks of round {r} (own workspace, Ray Train)"):
             result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
                                              workdir / "baselines" / _fork_name(strategy, r), truth, ray_address)
         variants[f"{strategy}_r{r}"] = result.weights_uri
     for seed in range(1, settings.seeds):  # the same fine-tunings with other training seeds, MAD's own too
         for strategy, r in [(tables.MAD, r) for r in runs] + compared:
-            with clock.stage(f"seed {seed}: fine-tune {strategy}'s S of round {r} (own workspace, Ray Train)"):
+            with clock.step(f"seed {seed}: fine-tune {strategy}'s S of round {r} (own workspace, Ray Train)"):
                 result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
                                                  workdir / "seeds" / f"{_fork_name(strategy, r)}-seed-{seed}", truth,
                                                  ray_address, seed=settings.seed + seed)
             variants[measure.seed_variant(f"{strategy}_r{r}", seed)] = result.weights_uri
 
-    with clock.stage("evaluate: every model on T(0) held-out and every T(R); selection quality"):
+    with clock.step("evaluate: every model on T(0) held-out and every T(R); selection quality"):
         evaluated = evaluation.run(ctx, evaluation.EvaluateParams())
     reports = []
-    with clock.stage("report: one HTML page per round"):
+    with clock.step("report: one HTML page per round"):
         for r in range(settings.rounds):
             reports.append(report(ctx, ReportParams(r)))
 
@@ -272,7 +272,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         ("probe", "arena-probe", f"the {len(sets['probe'].kinds())} probe images", []),
         ("t0", "arena-t0", f"the {len(sets['t0'].kinds())} T(0) held-out images", []),
     ):
-        with clock.stage(f"arena: the targets on {what}"):
+        with clock.step(f"arena: the targets on {what}"):
             root = workdir / folder
             text = demo_settings.config_text(
                 settings, "workspace/", {m.name: os.path.relpath(workdir / weights[m.name], root) for m in zoo_models},

@@ -18,11 +18,11 @@ def pct(value) -> str:
 
 
 def timings(console: Console, rows: list[tuple[str, float]], total: float) -> None:
-    table = Table(title="time per stage", title_justify="left")
+    table = Table(title="time per step", title_justify="left")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
-    for stage, seconds in rows:
-        table.add_row(stage, f"{seconds:.1f}")
+    for step, seconds in rows:
+        table.add_row(step, f"{seconds:.1f}")
     table.add_row("[bold]total[/]", f"[bold]{total:.1f}[/]")
     console.print(table)
 

@@ -2,7 +2,7 @@
 
 `FULL` is `make demo`: a corpus of 5,000 images like the web's (mostly typical scenes, a
 minority of corner cases), two rounds, the paper's n3 = 25 and n4 = 100. `QUICK` runs every
-stage on a small corpus for one round (the end-to-end test).
+step on a small corpus for one round (the end-to-end test).
 Fine-tuning keeps the paper's recipe (SGD, momentum 0.9, weight decay 5e-4, poly decay,
 one batch of S and one of S(0) per step, lr chosen on T(0)) with fewer epochs and a
 learning-rate grid that suits small networks trained from scratch rather than a pretrained
@@ -52,7 +52,7 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(corpus=240, train=120, t0=30, heldout=60, rounds=1, steps=(20, 20, 20, 20), n3=3, n4=12,
                  testset_size=8, per_class=3, compete_n=8, epochs=1, lr_grid=(0.01,), batch_size=4, shard_size=120,
-                 world="wild", probe_per_kind=6)  # 240 images: the corner-case-rich mix gives every stage something to pick
+                 world="wild", probe_per_kind=6)  # 240 images: the corner-case-rich mix gives every step something to pick
 
 
 def zoo(settings: Settings) -> list[ZooModel]:

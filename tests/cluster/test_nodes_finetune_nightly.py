@@ -44,7 +44,7 @@ def test_finetuning_resumes_from_its_checkpoint_when_a_worker_node_is_lost(tmp_p
         cluster.add()
     cfg = world(tmp_path, n_s=6, n_s0=6, n_t0=4, finetune=FINETUNE, factory="finetune_world:slow_tiny_segnet")
     ws = Workspace.from_config(cfg)
-    trial = Path(ws.path("finetune", "round-0", "trials", "lr-0.02"))
+    trial = Path(ws.path("finetune", "round-0-mad", "trials", "lr-0.02"))
     cmd = [str(Path(sys.executable).parent / "madmine"), "--config", str(cfg.path), "finetune", "--round", "0"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

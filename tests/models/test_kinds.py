@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import model_kinds as mk
 from madmine.config import ConfigError, load_config
+from madmine.models.resolve import resolve
 from madmine.models.kinds.onnx import providers_for
 from madmine.models.registry import check_models, inspect_models, load_model, model_version
 from madmine.steps.score.context import ScoreContext
@@ -27,10 +28,11 @@ FP32 = 'precision = "fp32"'
 
 
 def config_of(tmp_path, target: str, *competitors: str, scoring: str = FP32):
+    """The config with its models resolved, as every command that builds models has it."""
     text = mk.model_entry("target", "target", target) + "".join(
         mk.model_entry(f"c{i}", "competitor", lines) for i, lines in enumerate(competitors)
     )
-    return load_config(write_config(tmp_path, text, scoring=scoring))
+    return resolve(load_config(write_config(tmp_path, text, scoring=scoring)))
 
 
 def scorer(config) -> Scorer:
@@ -240,7 +242,7 @@ def test_exported_files_are_not_fine_tuned(tmp_path):
         parent_of(cfg, Workspace.from_config(cfg), 0)
 
 
-def test_entries_are_checked_when_the_config_is_read(tmp_path):
+def test_entries_are_checked_before_any_model_is_built(tmp_path):
     mk.save_torchscript(tmp_path / "cn.pt", mk.Logits(ColourNet()))
     cases = [
         ('torchscript = "cn.pt"\nweights = "cn.pt"', "holds its weights"),
@@ -273,7 +275,7 @@ def test_hub_names_are_kept_for_download_and_remote_files_load(tmp_path, s3_buck
     storage = f'\n[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n'
     text = mk.model_entry("target", "target", f'hf = "s3://{bucket}/models/seg"') + mk.model_entry(
         "c0", "competitor", f'onnx = "s3://{bucket}/models/cn.onnx"\ninput_size = 32')
-    cfg = load_config(write_config(tmp_path, text, scoring=FP32, extra=storage))
+    cfg = resolve(load_config(write_config(tmp_path, text, scoring=FP32, extra=storage)))
     local = config_of(tmp_path, 'hf = "seg"', 'onnx = "cn.onnx"\ninput_size = 32')
     assert cfg.target.input_size == 32  # read from the processor on S3
     assert check_models(cfg) == check_models(local)  # the same bytes, the same versions

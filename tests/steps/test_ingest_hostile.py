@@ -15,6 +15,7 @@ import bounded
 from fuzz_corpus import corrupt_idat_png
 from madmine import tables
 from madmine.steps.ingest import ingest
+from madmine.untrusted import Limits
 from madmine.workspace import Workspace
 from worlds import write_corpus
 
@@ -92,7 +93,7 @@ def test_files_over_max_bytes_are_refused_unread(tmp_path, monkeypatch):
     big = tmp_path / "corpus" / "big.png"
     Image.fromarray((np.random.default_rng(1).random((300, 300, 3)) * 255).astype(np.uint8)).save(big)
     assert big.stat().st_size > 100_000 > max(p.stat().st_size for p in good)
-    result = ingest(ws, [str(tmp_path / "corpus")], show_progress=False, max_bytes=100_000)
+    result = ingest(ws, [str(tmp_path / "corpus")], show_progress=False, limits=Limits(max_bytes=100_000))
     assert result.added == len(good)
     assert [(e["uri"], e["error"]) for e in result.errors] == [(str(big), "file too large")]
     assert "over max_bytes=100000" in result.errors[0]["detail"]

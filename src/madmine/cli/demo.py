@@ -19,7 +19,7 @@ def demo(
     seeds: int = typer.Option(None, help="Training seeds of every compared fine-tuning (default 1). 3 prints the "
                               "spread between training runs next to Table 2: the long version, about 24 more minutes on 2 cores."),
 ) -> None:
-    """The whole method on the synthetic world on local Ray: every stage, simulated people, Tables 1 and 2, failure yield."""
+    """The whole method on the synthetic world on local Ray: every step, simulated people, Tables 1 and 2, failure yield."""
     from madmine_demo.demo import run_demo
 
     run_demo(workdir, images, rounds=rounds, quick=quick, world=world, choose_by=choose_by, seeds=seeds)

@@ -16,7 +16,7 @@ def round_cmd(
     round_: int = typer.Option(..., "--round", "-r", help="The round (0 = the first)."),
     until: str = typer.Option(None, help="Stop after this step (score, select, rate, S, annotate, finetune, ...)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."),
-    export_format: str = typer.Option("coco", help="Annotation format for the exports at the labelling stages."),
+    export_format: str = typer.Option("coco", help="Annotation format for the exports at the labelling steps."),
     final: bool = typer.Option(
         None, "--final/--not-final", help="A final round: select, rate and draw the next test set T(R+1), label it and "
         "evaluate every model on it, without choosing S or fine-tuning again (default: as the round was started)."

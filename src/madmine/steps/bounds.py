@@ -198,3 +198,14 @@ def run_bounds(config: Config, labels_uri: str, workers: int = 4, split: str | N
         )
     return BoundsResult(table=table, path=ws.url(path), labels=len(files), missing=missing,
                         listed=None if stems is None else len(stems))
+
+
+def check_classes(con, classes: tuple[str, ...]) -> None:
+    """The bounds table (a DuckDB view on `con`) was computed for the config's classes, in order."""
+    rows = con.execute("SELECT class_id, class_name FROM bounds ORDER BY class_id").fetchall()
+    names = tuple(name for _, name in rows)
+    if names != tuple(classes) or [cid for cid, _ in rows] != list(range(len(classes))):
+        raise MadmineError(
+            f"the bounds table was computed for classes {list(names)} but the config lists {list(classes)}: "
+            "re-run `madmine bounds LABELS_DIR`"
+        )

@@ -164,8 +164,10 @@ class IngestParams:
 def run(ctx: StepContext, params: IngestParams) -> IngestResult:
     """The ingest step: new images of `params.sources` into the manifest; `result.failure` says why a
     caller must fail (a source missing, more files failed than the error budget allows)."""
+    if params.workers < 1:
+        raise MadmineError(f"--workers must be at least 1, got {params.workers}")
     if not 0 <= params.max_error_fraction <= 1:
-        raise MadmineError(f"max_error_fraction must be within [0, 1], got {params.max_error_fraction}")
+        raise MadmineError(f"--max-error-fraction must be within [0, 1], got {params.max_error_fraction}")
     result = ingest(ctx.ws, list(params.sources), storage_options=ctx.config.storage_options,
                     limits=Limits.of(ctx.config.scoring), workers=params.workers, show_progress=ctx.show_progress,
                     retry_errors=params.retry_errors)

@@ -16,7 +16,7 @@ import pyarrow as pa
 from madmine import duck, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
-from madmine.steps import learned
+from madmine.steps import bounds, learned
 from madmine.steps.context import StepContext
 from madmine.steps.rating import store
 from madmine.steps.score.runs import run_records
@@ -107,16 +107,6 @@ def class_ids_of(names: list[str] | None, classes: tuple[str, ...]) -> list[int]
     return sorted(set(ids))
 
 
-def _check_bounds(con, classes: tuple[str, ...]) -> None:
-    rows = con.execute("SELECT class_id, class_name FROM bounds ORDER BY class_id").fetchall()
-    names = tuple(name for _, name in rows)
-    if names != tuple(classes) or [cid for cid, _ in rows] != list(range(len(classes))):
-        raise MadmineError(
-            f"the bounds table was computed for classes {list(names)} but the config lists {list(classes)}: "
-            "re-run `madmine bounds LABELS_DIR`"
-        )
-
-
 def other_strategies_s(ws: Workspace, strategy: str) -> pa.Table:
     """Images in the S of another strategy and not in this one's: labelled for that strategy only."""
     from madmine.steps.reads import selected_ids
@@ -176,7 +166,7 @@ def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
         if table not in present:
             duck.register_empty(con, table, schema)
     con.register("other_strategies_s", other_strategies_s(ws, strategy))
-    _check_bounds(con, config.classes)
+    bounds.check_classes(con, config.classes)
     duck.bind_run(con, ws, run_id)
     scored = con.execute("SELECT count(*) FROM run_images").fetchone()[0]
     if scored == 0:

@@ -125,7 +125,7 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     thread.start()
     trials = ["lr-0.01", "lr-0.05"]
     killed = kill_a_worker_mid_training(
-        Path(ws.path("finetune", "round-0", "trials")), trials, 5, ray_address, thread.is_alive
+        Path(ws.path("finetune", "round-0-mad", "trials")), trials, 5, ray_address, thread.is_alive
     )
     thread.join(timeout=1500)
     result = outcome["result"]

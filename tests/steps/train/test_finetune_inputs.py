@@ -115,7 +115,7 @@ def test_a_second_driver_for_the_same_round_exits_with_the_lock_message(cfg):
     import time
 
     ws = Workspace.from_config(cfg)
-    lock = ws.path("locks", "finetune-round-0.json")
+    lock = ws.path("locks", "finetune-round-0-mad.json")
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
         try:
             ws.put_json(lock, {"token": "t", "owner": f"{socket.gethostname()}:{other.pid}", "heartbeat": time.time()})
@@ -124,6 +124,6 @@ def test_a_second_driver_for_the_same_round_exits_with_the_lock_message(cfg):
             other.kill()
     assert result.exit_code == 2, result.output
     assert "another run holds" in " ".join(result.output.split())
-    assert "locks/finetune-round-0.json" in "".join(result.output.split())  # rich may wrap the path
-    assert not ws.exists(ws.path("finetune", "round-0", "plan.json"))  # nothing started
+    assert "locks/finetune-round-0-mad.json" in "".join(result.output.split())  # rich may wrap the path
+    assert not ws.exists(ws.path("finetune", "round-0-mad", "plan.json"))  # nothing started
     assert ws.exists(lock)  # and the other driver's lock is left alone

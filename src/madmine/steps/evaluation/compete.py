@@ -42,7 +42,7 @@ from madmine import duck, metrics, tables
 from madmine.config import Config
 from madmine.errors import EvaluationError
 from madmine.images import resize_nearest
-from madmine.steps import reads
+from madmine.steps import bounds, reads
 from madmine.steps.annotation import FORMATS, coco, cvat, labelstudio
 from madmine.steps.annotation.bundle import BLANK, ExportItem, _displayed, _fit, write_images, write_manifest
 from madmine.steps.context import StepContext
@@ -206,8 +206,6 @@ def pool_tables(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, pool: l
 def _select_mad(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, per_class: int) -> tuple[list[dict], int]:
     """The MAD competition's selection: top `per_class` by d per (partitioning model, class) group,
     over the images neither model trained on, inside the size bounds."""
-    from madmine.steps.select import _check_bounds
-
     s0 = reads.s0_image_ids(config)
     trained = training_ids(ws, a, s0) | training_ids(ws, b, s0)
     pool = sorted((i, u) for i, u in reads.uris(ws).items() if i not in trained)
@@ -218,7 +216,7 @@ def _select_mad(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: st
         if "bounds" not in duck.create_views(con, ws, ("bounds",)):
             raise EvaluationError(f"no size bounds in workspace {ws.uri}: run `madmine bounds LABELS_DIR` (the "
                                   "competition's groups use them, as selection does), or pass --protocol d-ranking")
-        _check_bounds(con, config.classes)
+        bounds.check_classes(con, config.classes)
         predictions, pairs = pool_tables(config, ws, a, b, pool)
         con.register("run_predictions", predictions)
         con.register("run_pairs", pairs)

@@ -27,8 +27,3 @@ def run_records(ws: Workspace) -> list[dict]:
         if record is not None:
             records.append(record)
     return sorted(records, key=lambda r: r.get("created_at", ""))
-
-
-def complete_runs(ws: Workspace) -> list[dict]:
-    """The records of finished runs, oldest first."""
-    return [r for r in run_records(ws) if r.get("status") == "complete"]
