@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import model_kinds as mk
+from configs import write_config
 from madmine.cli.main import main
-from worlds import ColourNet, write_config
+from worlds import ColourNet
 
 SEG_LABELS = {0: "sky", 1: "background", 2: "red", 3: "green", 4: "blue"}
 NO_BLUE = '{ "0" = "background", "1" = "red", "2" = "green", "3" = "ignore" }'

@@ -12,6 +12,7 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 
+from configs import DILATED, SLOW_COLOUR, model, models, write_config
 from finetune_world import registered_epoch, world
 from madmine import tables
 from madmine.completion import shard_markers
@@ -19,7 +20,7 @@ from madmine.config import load_config
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 from network import wait_for
-from worlds import write_config, write_corpus
+from worlds import write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 FINETUNE = """
@@ -69,19 +70,10 @@ def test_finetuning_resumes_from_its_checkpoint_when_a_worker_node_is_lost(tmp_p
     assert len(tables.MODELS.read(ws).to_pylist()) == 1
 
 
-NIGHTLY_MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:slow_colour_net"
-input_size = 32
-
-[[models]]
-name = "other"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
+NIGHTLY_MODELS = models(
+    model("target", "target", factory=SLOW_COLOUR, input_size=32),
+    model("other", "competitor", factory=DILATED, input_size=32),
+)
 
 
 @pytest.mark.timeout(1200)

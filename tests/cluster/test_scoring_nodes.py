@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from configs import SEGNET, SLOW_COLOUR, model, models, write_config
 from madmine import tables
 from madmine.completion import shard_markers
 from madmine.config import load_config
@@ -14,21 +15,12 @@ from madmine.steps.ingest import ingest
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 from network import wait_for
-from worlds import write_config, write_corpus
+from worlds import write_corpus
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:slow_colour_net"
-input_size = 32
-
-[[models]]
-name = "tiny"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-"""
+MODELS = models(
+    model("target", "target", factory=SLOW_COLOUR, input_size=32),
+    model("tiny", "competitor", factory=SEGNET, input_size=32),
+)
 IMAGES = 320  # 0.15 s each: the run outlasts a joining node's start-up (torch import, model build)
 SHARD = 4
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 import evaluate_world as world
 import model_kinds as mk
+from configs import model, write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.models.registry import check_models
@@ -31,7 +32,7 @@ from madmine.steps.score.decode import decode_batch, pixels_column
 from madmine.steps.score.run import score
 from madmine.steps.select import run_select
 from madmine.workspace import Workspace
-from worlds import ColourNet, stored_map, true_mask, write_config, write_corpus, write_labelled
+from worlds import ColourNet, stored_map, true_mask, write_corpus, write_labelled
 
 FPN_MAP = {"5": "background", "0": "red", "2": "green", "3": "blue"}  # 1 and 4: ignored
 
@@ -44,11 +45,11 @@ def models(root) -> str:
     mk.save_torchscript(root / "colour.pt", mk.Logits(ColourNet()))
     table = "{ " + ", ".join(f'"{k}" = "{v}"' for k, v in FPN_MAP.items()) + " }"
     return (
-        mk.model_entry("seg", "target", 'hf = "seg"')
-        + mk.model_entry("perm", "competitor", 'onnx = "perm.onnx"\nclass_map = "perm.csv"\ninput_size = 32')
-        + mk.model_entry("fpn", "competitor", f'smp = "{mk.SMP_ARCH}"\nencoder = "{mk.SMP_ENCODER}"\nweights = "fpn.pt"\n'
+        model("seg", "target", 'hf = "seg"')
+        + model("perm", "competitor", 'onnx = "perm.onnx"\nclass_map = "perm.csv"\ninput_size = 32')
+        + model("fpn", "competitor", f'smp = "{mk.SMP_ARCH}"\nencoder = "{mk.SMP_ENCODER}"\nweights = "fpn.pt"\n'
                          f"classes = 6\ninput_size = 48\nclass_map = {table}")
-        + mk.model_entry("colour", "competitor", 'torchscript = "colour.pt"\ninput_size = 32')
+        + model("colour", "competitor", 'torchscript = "colour.pt"\ninput_size = 32')
     )
 
 

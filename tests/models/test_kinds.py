@@ -14,23 +14,24 @@ import torch
 import torch.nn.functional as F
 
 import model_kinds as mk
+from configs import model, write_config
 from madmine.config import ConfigError, load_config
-from madmine.models.resolve import resolve
 from madmine.models.kinds.onnx import providers_for
 from madmine.models.registry import check_models, inspect_models, load_model, model_version
+from madmine.models.resolve import resolve
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.predict import Scorer
 from madmine.steps.train.versions import parent_of
 from madmine.workspace import Workspace
-from worlds import ColourNet, write_config
+from worlds import ColourNet
 
 FP32 = 'precision = "fp32"'
 
 
 def config_of(tmp_path, target: str, *competitors: str, scoring: str = FP32):
     """The config with its models resolved, as every command that builds models has it."""
-    text = mk.model_entry("target", "target", target) + "".join(
-        mk.model_entry(f"c{i}", "competitor", lines) for i, lines in enumerate(competitors)
+    text = model("target", "target", target) + "".join(
+        model(f"c{i}", "competitor", lines) for i, lines in enumerate(competitors)
     )
     return resolve(load_config(write_config(tmp_path, text, scoring=scoring)))
 
@@ -273,7 +274,7 @@ def test_hub_names_are_kept_for_download_and_remote_files_load(tmp_path, s3_buck
     fs.put(str(tmp_path / "cn.onnx"), f"{bucket}/models/cn.onnx")
     endpoint = options["client_kwargs"]["endpoint_url"]
     storage = f'\n[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n'
-    text = mk.model_entry("target", "target", f'hf = "s3://{bucket}/models/seg"') + mk.model_entry(
+    text = model("target", "target", f'hf = "s3://{bucket}/models/seg"') + model(
         "c0", "competitor", f'onnx = "s3://{bucket}/models/cn.onnx"\ninput_size = 32')
     cfg = resolve(load_config(write_config(tmp_path, text, scoring=FP32, extra=storage)))
     local = config_of(tmp_path, 'hf = "seg"', 'onnx = "cn.onnx"\ninput_size = 32')
@@ -285,12 +286,12 @@ def test_hub_names_are_kept_for_download_and_remote_files_load(tmp_path, s3_buck
         b = scorer(local).forward(here, px)[0].cpu().numpy()
         np.testing.assert_array_equal(a, b)
 
-    hub = mk.model_entry("target", "target", 'hf = "nvidia/segformer-b0-finetuned-ade-512-512"\ninput_size = 512\n'
+    hub = model("target", "target", 'hf = "nvidia/segformer-b0-finetuned-ade-512-512"\ninput_size = 512\n'
                          'mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\nclass_map = "ade20k-voc"')
     names = '\n[classes]\nnames = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", ' \
             '"chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]\n'
     path = tmp_path / "hub.toml"
-    path.write_text('[workspace]\nuri = "work/"\n' + names + hub + mk.model_entry("c0", "competitor", 'onnx = "cn.onnx"'))
+    path.write_text('[workspace]\nuri = "work/"\n' + names + hub + model("c0", "competitor", 'onnx = "cn.onnx"'))
     spec = load_config(path).target  # parsed without any download: every preprocessing key is given
     assert spec.hf == "nvidia/segformer-b0-finetuned-ade-512-512" and spec.kind == "hf"
 

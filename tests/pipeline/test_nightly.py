@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import DILATED, SEGNET, model, models, write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.errors import MadmineError
@@ -17,22 +18,13 @@ from madmine.lock import LockHeld, WorkspaceLock
 from madmine.pipeline.nightly import nightly
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
-from worlds import write_config, write_corpus
+from worlds import write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "other"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
+MODELS = models(
+    model("target", "target", factory=SEGNET, input_size=32),
+    model("other", "competitor", factory=DILATED, input_size=32),
+)
 
 
 def nightly_config(root: Path, workspace: str = "work/", extra: str = ""):

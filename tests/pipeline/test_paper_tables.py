@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from annotator import label_export
+from configs import CLASSES
 from madmine import tables
 from madmine.cli import app
 from madmine.cli import state as cli_state
@@ -21,7 +22,7 @@ from madmine.steps.evaluation.compete import rating_key
 from madmine.steps.rating import store
 from madmine.workspace import Workspace
 from round_world import MODELS, rate_everything, round_config
-from worlds import CLASSES, stored_map, true_mask, write_corpus
+from worlds import stored_map, true_mask, write_corpus
 
 C = len(CLASSES)
 # a target that fails where it sees green (and learns), against the exact colour reader

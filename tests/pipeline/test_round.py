@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from configs import write_config
 from madmine import tables
 from madmine.completion import round_markers, shard_markers
 from madmine.config import load_config
@@ -18,7 +19,7 @@ from madmine.pipeline.round import STEP_NAMES, Round
 from madmine.steps.ingest import ingest
 from madmine.workspace import Workspace
 from round_world import MODELS, rate_everything, round_config
-from worlds import true_mask, write_config, write_corpus
+from worlds import true_mask, write_corpus
 
 
 def annotate_export(ws: Workspace, export_dir: Path, cfg) -> None:

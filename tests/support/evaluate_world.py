@@ -12,7 +12,6 @@ correct implementation agrees with PIL's.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+import configs
+from configs import model, models
 from madmine import metrics, tables
 from madmine.completion import shard_markers
 from madmine.config import Config, load_config
@@ -98,32 +99,10 @@ def damage(label: np.ndarray, shape: tuple[int, int], k: int, strength: float, s
 
 def write_config(root: Path, extra: str = "", workspace_uri: str = "work/", min_raters: int | None = 1) -> Path:
     """min_raters None leaves the key out: every registered rater must vote, madmine's default."""
-    path = root / "madmine.toml"
     raters = "" if min_raters is None else f"min_raters = {min_raters}"
-    path.write_text(
-        f"""
-[workspace]
-uri = "{workspace_uri}"
-
-[classes]
-names = {json.dumps(CLASSES)}
-
-[[models]]
-name = "{TARGET}"
-role = "target"
-maps = "preds/target/"
-
-[[models]]
-name = "{COMPETITOR}"
-role = "competitor"
-maps = "preds/fcn/"
-
-[rating]
-{raters}
-{extra}
-"""
-    )
-    return path
+    entries = models(model(TARGET, "target", maps="preds/target/"), model(COMPETITOR, "competitor", maps="preds/fcn/"))
+    return configs.write_config(root, entries, workspace=workspace_uri, classes=CLASSES,
+                                extra=f"[rating]\n{raters}\n{extra}")
 
 
 def build(root: Path, n: int = 80, *, round_: int = 1, big: bool = False, labelled=None, extra_toml: str = "",

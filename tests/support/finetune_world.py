@@ -23,6 +23,8 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+import configs
+from configs import DILATED, SEGNET, model, models
 from madmine import tables
 from madmine.config import load_config
 from madmine.images import encode_map_png
@@ -166,7 +168,7 @@ def write_config(
     root: Path,
     *,
     workspace: str,
-    factory: str = "madmine.models.tiny:tiny_segnet",
+    factory: str = SEGNET,
     weights: str = "target.pt",
     finetune: str = "",
     storage: str = "",
@@ -175,35 +177,16 @@ def write_config(
 ) -> Path:
     """The config of a fine-tuning world; `target` (TOML lines) replaces the target's factory and weights."""
     kind = target or f'factory = "{factory}"\nweights = "{weights}"'
-    text = textwrap.dedent(f"""
-        [workspace]
-        uri = "{workspace}"
-
-        [classes]
-        names = ["background", "red", "green", "blue"]
-
-        [[models]]
-        name = "target"
-        role = "target"
-        {{kind}}
-        input_size = {SIZE}
-
-        [[models]]
-        name = "other"
-        role = "competitor"
-        factory = "madmine.models.tiny:tiny_dilated"
-        input_size = {SIZE}
-        """).replace("{kind}", kind)
-    text += textwrap.dedent(storage)
-    text += "\n[finetune]\n" + (textwrap.dedent(folders) or textwrap.dedent("""
+    entries = models(model("target", "target", kind, input_size=SIZE),
+                     model("other", "competitor", factory=DILATED, input_size=SIZE))
+    folders = textwrap.dedent(folders) or textwrap.dedent("""
         s0_images = "s0/images/"
         s0_labels = "s0/labels/"
         t0_images = "t0/images/"
         t0_labels = "t0/labels/"
-        """)) + textwrap.dedent(finetune)
-    path = root / "madmine.toml"
-    path.write_text(text)
-    return path
+        """)
+    return configs.write_config(root, entries, workspace=workspace,
+                                extra=textwrap.dedent(storage) + "\n[finetune]\n" + folders + textwrap.dedent(finetune))
 
 
 def world(

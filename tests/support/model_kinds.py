@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -137,11 +136,3 @@ def permuted_csv(path: Path) -> Path:
     rows += [f"{i},{name},{name if name not in ('sky', 'void') else 'ignore'}" for i, name in enumerate(PERMUTED)]
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def model_entry(name: str, role: str, lines: str) -> str:
-    return textwrap.dedent(f"""
-        [[models]]
-        name = "{name}"
-        role = "{role}"
-        """) + textwrap.dedent(lines).strip() + "\n"

@@ -9,32 +9,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from configs import COLOUR, DILATED, SEGNET, model, models, write_config
 from madmine import metrics
 from madmine.config import load_config
 from madmine.steps.rating import store
 from madmine.steps.rating.roundset import load_round
 from madmine.workspace import Workspace
-from worlds import true_mask, write_config, write_labelled
+from worlds import true_mask, write_labelled
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "colour"
-role = "competitor"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "dilated"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
+MODELS = models(
+    model("target", "target", factory=SEGNET, input_size=32),
+    model("colour", "competitor", factory=COLOUR, input_size=32),
+    model("dilated", "competitor", factory=DILATED, input_size=32),
+)
 
 
 def round_config(root: Path, models: str = MODELS):

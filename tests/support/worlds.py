@@ -7,7 +7,6 @@ decode to the same pixels get the same map.
 
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from torch import nn
 
 from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.shards import shards_of
-
-CLASSES = ["background", "red", "green", "blue"]
 
 
 class ColourNet(nn.Module):
@@ -91,23 +88,6 @@ def write_corpus(folder: Path, n: int, seed: int = 0, fmt: str = "png") -> list[
         Image.fromarray(blob_image(rng, 40 + (i % 5) * 4, 56)).save(path)
         paths.append(path)
     return paths
-
-
-def write_config(folder: Path, models: str, workspace: str = "work/", scoring: str = "", extra: str = "") -> Path:
-    text = textwrap.dedent(
-        f"""
-        [workspace]
-        uri = "{workspace}"
-
-        [classes]
-        names = {CLASSES!r}
-        """
-    ).replace("'", '"')
-    text += textwrap.dedent(models)
-    text += "\n[scoring]\n" + textwrap.dedent(scoring) + "\n" + textwrap.dedent(extra)
-    path = folder / "madmine.toml"
-    path.write_text(text)
-    return path
 
 
 # ---- odd and broken files ---------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import evaluate_world as world
+from configs import COLOUR, SEGNET, model, models, write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.models.registry import build_network, model_version
@@ -23,21 +24,12 @@ from madmine.steps.ingest import ingest
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import brute_ap, brute_auroc
-from worlds import stored_map, write_config, write_corpus
+from worlds import stored_map, write_corpus
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 64
-
-[[models]]
-name = "colour"
-role = "competitor"
-factory = "worlds:colour_net"
-input_size = 64
-"""
+MODELS = models(
+    model("target", "target", factory=SEGNET, input_size=64),
+    model("colour", "competitor", factory=COLOUR, input_size=64),
+)
 
 
 def colour_truth(path) -> np.ndarray:

@@ -6,33 +6,23 @@ import pytest
 import torch
 from PIL import Image
 
+from configs import model, models, write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
 from references import reference_d
-from worlds import stored_map, write_config, write_corpus, write_maps
+from worlds import stored_map, write_corpus, write_maps
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-arch = "lraspp_mobilenet_v3_large"
-input_size = 64
-{weights}
 
-[[models]]
-name = "dlv3"
-role = "competitor"
-arch = "deeplabv3_mobilenet_v3_large"
-input_size = 64
-
-[[models]]
-name = "ext"
-role = "competitor"
-maps = "maps/"
-"""
+def models_with(weights: str | None = None) -> str:
+    """A torchvision target (random init, or `weights`), a torchvision competitor and a maps folder."""
+    return models(
+        model("target", "target", arch="lraspp_mobilenet_v3_large", input_size=64, weights=weights),
+        model("dlv3", "competitor", arch="deeplabv3_mobilenet_v3_large", input_size=64),
+        model("ext", "competitor", maps="maps/"),
+    )
 
 
 def counts(table, *keys):
@@ -45,7 +35,7 @@ def scored(ray_address, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     paths = write_corpus(root / "corpus", 20, seed=3)
     write_maps(root / "maps", paths)
-    cfg = load_config(write_config(root, MODELS.format(weights=""), scoring="shard_size = 8\nbatch_size = 4"))
+    cfg = load_config(write_config(root, models_with(), scoring="shard_size = 8\nbatch_size = 4"))
     ws = Workspace.from_config(cfg)
     ingest(ws, [str(root / "corpus")], show_progress=False)
     result = score(cfg, ray_address=ray_address, show_progress=False)
@@ -111,7 +101,7 @@ def test_new_target_version_reuses_cached_competitor_maps(scored, ray_address):
             p.add_(0.01)
     torch.save(new_target.state_dict(), root / "target_v2.pt")
     cfg2 = load_config(
-        write_config(root, MODELS.format(weights='weights = "target_v2.pt"'), scoring="shard_size = 8\nbatch_size = 4")
+        write_config(root, models_with("target_v2.pt"), scoring="shard_size = 8\nbatch_size = 4")
     )
     second = score(cfg2, ray_address=ray_address, show_progress=False)
     assert second.run_id != first.run_id

@@ -13,6 +13,7 @@ import psutil
 import pyarrow.compute as pc
 import pytest
 
+from configs import COLOUR, SEGNET, SLOW_COLOUR, model, models, write_config
 from madmine import tables
 from madmine.completion import shard_markers
 from madmine.config import load_config
@@ -21,23 +22,12 @@ from madmine.steps.ingest import image_id_of, ingest
 from madmine.steps.score.run import score
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
-from worlds import bad_files, odd_images, stored_map, write_config, write_corpus
+from worlds import bad_files, odd_images, stored_map, write_corpus
 
-SLOW_MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:slow_colour_net"
-input_size = 32
-mean = [0.45, 0.45, 0.45]
-std = [0.225, 0.225, 0.225]
-
-[[models]]
-name = "tiny"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-"""
+SLOW_MODELS = models(
+    model("target", "target", factory=SLOW_COLOUR, input_size=32, mean=[0.45, 0.45, 0.45], std=[0.225, 0.225, 0.225]),
+    model("tiny", "competitor", factory=SEGNET, input_size=32),
+)
 SCORING = "shard_size = 4\nbatch_size = 2"
 
 
@@ -137,19 +127,10 @@ def test_killed_driver_then_resume_skips_committed_shards_and_equals_an_uninterr
         assert got.equals(want), table
 
 
-ODD_MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "tiny"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-"""
+ODD_MODELS = models(
+    model("target", "target", factory=COLOUR, input_size=32),
+    model("tiny", "competitor", factory=SEGNET, input_size=32),
+)
 
 
 def test_bad_input_lands_in_errors_and_odd_modes_are_scored_like_their_rgb(tmp_path, ray_address):

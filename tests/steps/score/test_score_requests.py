@@ -7,33 +7,21 @@ from __future__ import annotations
 import pytest
 import s3fs
 
+from configs import COLOUR, DILATED, SEGNET, model, models, write_config
 from counting_s3 import CountingS3Server
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
-from worlds import write_config, write_corpus
+from worlds import write_corpus
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:colour_net"
-input_size = 32
-seed = {seed}
 
-[[models]]
-name = "dilated"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-
-[[models]]
-name = "segnet"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-"""
+def models_seeded(seed: int) -> str:
+    return models(
+        model("target", "target", factory=COLOUR, input_size=32, seed=seed),
+        model("dilated", "competitor", factory=DILATED, input_size=32),
+        model("segnet", "competitor", factory=SEGNET, input_size=32),
+    )
 SHARD = 16
 MODELS_N = 3
 
@@ -55,7 +43,7 @@ def run(root, server, images: int, bucket: str):
     storage = f'[storage]\nendpoint_url = "{server.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
 
     def config(seed: int):
-        text = MODELS.format(seed=seed)
+        text = models_seeded(seed)
         return load_config(write_config(root, text, workspace=f"s3://{bucket}/ws", scoring=f"shard_size = {SHARD}", extra=storage))
 
     cfg = config(0)

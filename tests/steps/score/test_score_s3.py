@@ -2,31 +2,21 @@
 
 import s3fs
 
+from configs import COLOUR, SEGNET, model, models, write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.steps.ingest import ingest
 from madmine.steps.score.run import score
 from madmine.workspace import Workspace
-from worlds import write_config, write_corpus, write_maps
+from worlds import write_corpus, write_maps
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:colour_net"
-input_size = 32
 
-[[models]]
-name = "tiny"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "ext"
-role = "competitor"
-maps = "{maps}"
-"""
+def models_with_maps(maps: str) -> str:
+    return models(
+        model("target", "target", factory=COLOUR, input_size=32),
+        model("tiny", "competitor", factory=SEGNET, input_size=32),
+        model("ext", "competitor", maps=maps),
+    )
 
 
 def test_s3_run_equals_the_local_run(tmp_path, ray_address, s3_bucket, s3_endpoint):
@@ -39,12 +29,12 @@ def test_s3_run_equals_the_local_run(tmp_path, ray_address, s3_bucket, s3_endpoi
 
     local_dir, remote_dir = tmp_path / "local", tmp_path / "remote"
     local_dir.mkdir(), remote_dir.mkdir()
-    local = load_config(write_config(local_dir, MODELS.format(maps=str(tmp_path / "maps") + "/"), scoring="shard_size = 5"))
+    local = load_config(write_config(local_dir, models_with_maps(str(tmp_path / "maps") + "/"), scoring="shard_size = 5"))
     storage = f'[storage]\nendpoint_url = "{s3_endpoint}"\nkey = "testing"\nsecret = "testing"\n'
     remote = load_config(
         write_config(
             remote_dir,
-            MODELS.format(maps=f"s3://{bucket}/maps/"),
+            models_with_maps(f"s3://{bucket}/maps/"),
             workspace=f"s3://{bucket}/ws",
             scoring="shard_size = 5",
             extra=storage,

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from configs import COLOUR, DILATED, model, models, write_config
 from madmine import tables
 from madmine.completion import shard_markers
 from madmine.config import load_config
@@ -20,21 +21,12 @@ from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.shard_job import ShardWorker
 from madmine.steps.score.shards import plan_shards, read_shard_rows, shards_of
 from madmine.workspace import Workspace
-from worlds import write_config, write_corpus
+from worlds import write_corpus
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "dilated"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 24
-"""
+MODELS = models(
+    model("target", "target", factory=COLOUR, input_size=32),
+    model("dilated", "competitor", factory=DILATED, input_size=24),
+)
 
 
 @pytest.fixture

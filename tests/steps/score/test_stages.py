@@ -7,26 +7,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import CLASSES, COLOUR, model, models, write_config
 from madmine.config import load_config
 from madmine.models.registry import check_models
 from madmine.steps.score.context import ScoreContext, column
 from madmine.steps.score.decode import decode_batch, pixels_column
 from madmine.steps.score.predict import Scorer
 from references import reference_d
-from worlds import CLASSES, write_config, write_corpus, write_maps
+from worlds import write_corpus, write_maps
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "maps"
-role = "competitor"
-maps = "maps/"
-"""
+MODELS = models(
+    model("target", "target", factory=COLOUR, input_size=32),
+    model("maps", "competitor", maps="maps/"),
+)
 
 
 def batch_of(uris: list[str]) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+from configs import write_config
 from madmine import tables
 from madmine.config import load_config
 from madmine.errors import EvaluationError
@@ -17,7 +18,6 @@ from madmine.steps.train.data import DataError
 from madmine.steps.train.versions import parent_of, with_latest_target
 from madmine.workspace import Workspace
 from round_world import MODELS
-from worlds import write_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
