@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from infra_support import (
-    KUBERAY_CRDS,
-    RAY_SCHEMA,
-    SCHEMAS,
-    InfraCopy,
-    crd_validators,
-    launcher_schema_problems,
-    load_infra,
-    schema_problems,
-)
+from deploy_checks.copies import InfraCopy
+from deploy_checks.files import KUBERAY_CRDS, RAY_SCHEMA, SCHEMAS, load_infra
+from deploy_checks.kuberay import crd_validators
+from deploy_checks.kubernetes import schema_problems
+from deploy_checks.launcher import launcher_schema_problems
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,14 @@ import re
 
 import pytest
 
-from infra_support import (
-    CONFIG_FILE,
-    REPO,
-    InfraCopy,
-    crontab_install_problems,
-    dockerfile_problems,
-    entry_point_problems,
-    flag_problems,
-    gpu_problems,
-    invocations,
-    launcher_start_problems,
-    load_infra,
-    madmine_command,
-    mentioned_path_problems,
-    mount_problems,
-    nightly_times,
-    overlap_problems,
-    runtime_env_problems,
-    script_of,
-    submit_problems,
-)
+from deploy_checks.commands import entry_point_problems, flag_problems, invocations, madmine_command, script_of, submit_problems
+from deploy_checks.copies import InfraCopy, crontab_install_problems, overlap_problems
+from deploy_checks.files import CONFIG_FILE, REPO, load_infra
+from deploy_checks.gpus import gpu_problems
+from deploy_checks.images import dockerfile_problems, runtime_env_problems
+from deploy_checks.launcher import launcher_start_problems
+from deploy_checks.paths import mentioned_path_problems, mount_problems
+from deploy_checks.schedules import nightly_times
 from madmine.config import ConfigError, load_config
 
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
