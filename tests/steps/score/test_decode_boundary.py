@@ -17,6 +17,7 @@ import bounded
 from fuzz_corpus import corrupt_idat_png
 from madmine.images import ImageError
 from madmine.models.maps import MapsFolder
+from madmine.untrusted import Limits
 from worlds import _png_with_declared_size, write_corpus
 
 
@@ -37,8 +38,8 @@ def test_the_decode_stage_refuses_fifos_devices_and_oversized_files(tmp_path):
             uris = {uris!r}
             batch = {{"image_id": np.array([f"i{{k}}" for k in range(len(uris))], dtype=object),
                       "uri": np.array(uris, dtype=object), "shard": np.array(["s"] * len(uris), dtype=object)}}
-            kwargs = {{"max_bytes": 40_000}} if "max_bytes" in decode_batch.__code__.co_varnames else {{}}
-            out = decode_batch(batch, sizes=(16,), **kwargs)
+            from madmine.untrusted import Limits
+            out = decode_batch(batch, sizes=(16,), limits=Limits(max_bytes=40_000))
             print(json.dumps(list(out["error"])))
             """,
             timeout=60,
@@ -113,7 +114,7 @@ def test_an_image_whose_decoder_hangs_is_that_images_error_and_the_batch_goes_on
     batch = {"image_id": np.array([f"i{k}" for k in range(6)], dtype=object), "uri": np.array(uris, dtype=object),
              "shard": np.array(["s"] * 6, dtype=object)}
     started = time.monotonic()
-    out = stage.decode_batch(batch, sizes=(16,), threads=2, decode_timeout_s=0.5)
+    out = stage.decode_batch(batch, sizes=(16,), threads=2, limits=Limits(decode_timeout_s=0.5))
     took = time.monotonic() - started
     release.set()
     assert list(out["error"]) == ["", "", "decode timed out", "", "", ""]

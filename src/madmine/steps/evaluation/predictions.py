@@ -30,6 +30,7 @@ from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.predict import Scorer
 from madmine.steps.score.runs import run_records
 from madmine.steps.score.shards import shards_of
+from madmine.untrusted import Limits
 from madmine.workspace import Workspace
 
 
@@ -238,10 +239,8 @@ class ModelMaps:
                 },
                 sizes=(spec.input_size,),
                 storage_options=self.config.storage_options,
-                max_pixels=self.config.scoring.max_pixels,
-                min_side=self.config.scoring.min_side,
-                max_bytes=self.config.scoring.max_bytes,
-                decode_timeout_s=self.config.scoring.decode_timeout_s,
+                limits=Limits.of(self.config.scoring),
+                threads=self.config.scoring.decode_threads,
             )
             bad = [(str(i), str(e), str(d)) for i, e, d in zip(batch["image_id"], batch["error"], batch["detail"]) if e]
             if bad:

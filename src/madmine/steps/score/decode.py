@@ -7,24 +7,24 @@ import time
 import numpy as np
 
 from madmine.images import ImageError, decode, resize_uint8
-from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, DEFAULT_MAX_BYTES, guarded_map, read_bytes
+from madmine.untrusted import Limits, guarded_map, read_bytes
 
 
 def pixels_column(size: int) -> str:
     return f"pixels_{size}"
 
 
-def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, max_pixels: int, min_side: int, draft: int,
-                max_bytes: int) -> tuple[dict[str, np.ndarray], list[float]]:
+def _decode_one(uri: str, sizes: tuple[int, ...], storage_options: dict, limits: Limits,
+                draft: int) -> tuple[dict[str, np.ndarray], list[float]]:
     """One image -> ({size: uint8 (size, size, 3)}, seconds of fetch, decode, resize), or ImageError.
 
     The bytes come through the untrusted boundary's read_bytes (a regular file or object, up to
     max_bytes). Runs inside guarded_map, which holds the time limit, so the decoder runs in
     this thread."""
     started = time.perf_counter()
-    data = read_bytes(uri, storage_options, max_bytes=max_bytes)
+    data = read_bytes(uri, storage_options, max_bytes=limits.max_bytes)
     fetched = time.perf_counter()
-    img = decode(data, max_pixels=max_pixels, min_side=min_side, draft=draft, timeout_s=None)
+    img = decode(data, max_pixels=limits.max_pixels, min_side=limits.min_side, draft=draft, timeout_s=None)
     decoded = time.perf_counter()
     out = {size: resize_uint8(img, size) for size in sizes}
     return out, [fetched - started, decoded - fetched, time.perf_counter() - decoded]
@@ -35,17 +35,14 @@ def decode_batch(
     *,
     sizes: tuple[int, ...],
     storage_options: dict | None = None,
-    max_pixels: int = 64_000_000,
-    min_side: int = 8,
+    limits: Limits = Limits(),
     threads: int = 4,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
     """image_id, uri, shard -> the same plus error/stage/detail and one uint8 array per size.
 
     Fetching, decoding and resizing release the GIL, so images of a batch go through `threads`
     of the untrusted boundary's guard threads (guarded_map), each image within
-    `decode_timeout_s`. A failed image keeps its row (error set, pixels zero) so that every
+    `limits.decode_timeout_s`. A failed image keeps its row (error set, pixels zero) so that every
     image of a shard is accounted for.
     """
     uris = [str(u) for u in batch["uri"]]
@@ -55,10 +52,10 @@ def decode_batch(
     draft = max(sizes) if sizes else 64
 
     def one(uri: str):
-        return _decode_one(uri, sizes, storage_options or {}, max_pixels, min_side, draft, max_bytes)
+        return _decode_one(uri, sizes, storage_options or {}, limits, draft)
 
     laps = np.zeros((n, 3))
-    for i, result in enumerate(guarded_map(one, uris, threads=threads, timeout_s=decode_timeout_s)):
+    for i, result in enumerate(guarded_map(one, uris, threads=threads, timeout_s=limits.decode_timeout_s)):
         if isinstance(result, ImageError):
             errors[i], details[i] = result.reason, result.detail
             continue

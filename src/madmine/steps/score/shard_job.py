@@ -34,6 +34,7 @@ from madmine.steps.score.outputs import concat, shard_tables
 from madmine.steps.score.predict import Scorer
 from madmine.steps.score.shards import ShardSpec, read_shard_rows
 from madmine.steps.score.timing import Timings
+from madmine.untrusted import Limits
 from madmine.workspace import Workspace
 
 
@@ -78,9 +79,8 @@ class ShardWorker:
             if not sizes:  # every network's maps are in the store: nothing to decode
                 blank = np.full(len(chunk["image_id"]), "", dtype=object)
                 return {**chunk, "error": blank, "stage": blank.copy(), "detail": blank.copy()}
-            return decode_batch(chunk, sizes=sizes, storage_options=ctx.storage_options, max_pixels=ctx.scoring.max_pixels,
-                                min_side=ctx.scoring.min_side, threads=ctx.scoring.decode_threads, max_bytes=ctx.scoring.max_bytes,
-                                decode_timeout_s=ctx.scoring.decode_timeout_s)
+            return decode_batch(chunk, sizes=sizes, storage_options=ctx.storage_options, limits=Limits.of(ctx.scoring),
+                                threads=ctx.scoring.decode_threads)
 
         ahead = resolve_prefetch(ctx.scoring.prefetch_batches, self.scorer.device)  # 0: each batch when needed
         queue: list[Future] = [self.ahead.submit(decoded, s) for s in starts[: ahead + 1]] if ahead else []
