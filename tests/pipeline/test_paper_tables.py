@@ -56,14 +56,14 @@ def dataset_miou(ws: Workspace, version: str, truth: dict[str, np.ndarray], ids:
     return float(np.mean(inter[union > 0] / union[union > 0]))
 
 
-def test_tables_1_and_2_through_the_commands(tmp_path, ray_address, madmine):
+def test_tables_1_and_2_through_the_commands(tmp_path, ray_train, madmine):
     write_corpus(tmp_path / "corpus", 24, seed=45)
     cfg, s0_labels = round_config(tmp_path, TARGET)
     ws = Workspace.from_config(cfg)
     madmine("ingest", str(tmp_path / "corpus"))
     uris = {r["image_id"]: r["uri"] for r in tables.MANIFEST.read(ws).to_pylist()}
     truth = {i: true_mask(np.asarray(Image.open(u).convert("RGB"))) for i, u in uris.items()}
-    madmine("score", "--ray-address", ray_address)
+    madmine("score", "--ray-address", ray_train)
     madmine("bounds", str(s0_labels))
 
     # round 0, twice: MAD (rated) and the entropy baseline with the same budget (its own ranking)
@@ -78,7 +78,7 @@ def test_tables_1_and_2_through_the_commands(tmp_path, ray_address, madmine):
         madmine("annotate", "export", "--round", "0", "--set", "s", "--strategy", strategy, "--format", "coco",
                 "--out", str(folder))
         s[strategy] = set(label_export(ws, cfg, folder, truth.__getitem__))
-        madmine("finetune", "--round", "0", "--selection", strategy, "--ray-address", ray_address)
+        madmine("finetune", "--round", "0", "--selection", strategy, "--ray-address", ray_train)
     versions = {r["selection"]: r["model_version"] for r in tables.MODELS.read(ws).to_pylist()}
     assert set(versions) == {"mad", "entropy"} and versions["mad"] != versions["entropy"]
 

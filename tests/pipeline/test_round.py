@@ -42,14 +42,14 @@ def annotate_export(ws: Workspace, export_dir: Path, cfg) -> None:
     import_(ws, cfg, "coco", export_dir, None, True)
 
 
-def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path, ray_address):
+def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path, ray_train):
     write_corpus(tmp_path / "corpus", 18, seed=40)
     cfg, s0_labels = round_config(tmp_path)
     ws = Workspace.from_config(cfg)
     ingest(ws, [str(tmp_path / "corpus")], show_progress=False)
 
     def fresh():  # a new process each time: nothing carried over but the workspace
-        return Round(cfg, 0, ray_address=ray_address)
+        return Round(cfg, 0, ray_address=ray_train)
 
     rnd = fresh()
     assert rnd.run(until="score") is None

@@ -57,9 +57,9 @@ def assert_each_epoch_once(rows: list[dict], trial: str, epochs: int) -> list[di
     return mine
 
 
-def train_workers(ray_address: str) -> list[psutil.Process]:
+def train_workers(ray_train: str) -> list[psutil.Process]:
     """Ray Train worker processes of this session's cluster (never another cluster's)."""
-    session = f"ray-mm-{ray_address.rsplit(':', 1)[1]}"
+    session = f"ray-mm-{ray_train.rsplit(':', 1)[1]}"
     raylets = [
         p
         for p in psutil.process_iter(["cmdline"])
@@ -76,7 +76,7 @@ def train_workers(ray_address: str) -> list[psutil.Process]:
     return found
 
 
-def kill_a_worker_mid_training(trials_dir: Path, trials: list[str], epochs: int, ray_address: str, running) -> str:
+def kill_a_worker_mid_training(trials_dir: Path, trials: list[str], epochs: int, ray_train: str, running) -> str:
     """SIGKILL the Ray Train worker of the first trial that has a registered checkpoint and
     is not finished; returns that trial's name."""
     deadline = time.time() + 900  # worker start-up takes minutes on a busy 2-core machine
@@ -89,7 +89,7 @@ def kill_a_worker_mid_training(trials_dir: Path, trials: list[str], epochs: int,
                 continue
             if not 1 <= registered <= epochs - 2:  # the kill must leave epochs to resume
                 continue
-            for worker in train_workers(ray_address):
+            for worker in train_workers(ray_train):
                 try:
                     if os.path.basename(worker.cwd()) == trial:  # Ray Train runs a worker in its run's folder
                         os.kill(worker.pid, signal.SIGKILL)
@@ -115,7 +115,7 @@ max_failures = 2
 
 
 @pytest.mark.timeout(1800)
-def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_worker(tmp_path, ray_address):
+def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_worker(tmp_path, ray_train):
     cfg = world(tmp_path, n_s=8, n_s0=8, n_t0=6, finetune=QUALITY, factory="finetune_world:slow_tiny_segnet")
     ws = Workspace.from_config(cfg)
     parent_version = model_version(cfg.target)
@@ -125,7 +125,7 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
     thread.start()
     trials = ["lr-0.01", "lr-0.05"]
     killed = kill_a_worker_mid_training(
-        Path(ws.path("finetune", "round-0-mad", "trials")), trials, 5, ray_address, thread.is_alive
+        Path(ws.path("finetune", "round-0-mad", "trials")), trials, 5, ray_train, thread.is_alive
     )
     thread.join(timeout=1500)
     result = outcome["result"]
@@ -195,7 +195,7 @@ num_workers = 2
 
 # ---- 3. checkpoints on S3, two workers, a killed driver that continues instead of starting over ----
 @pytest.mark.timeout(1800)
-def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_env, s3_bucket):
+def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_train, cli_env, s3_bucket):
     import s3fs
 
     bucket, options = s3_bucket
@@ -224,7 +224,7 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
     cfg = load_config(path)
     ws = Workspace.from_config(cfg)
     add_round(ws, 1, scenes(6, "shift", 3), f"s3://{bucket}/corpus", options)
-    trial = f"{bucket}/work/finetune/round-1/trials/lr-0.02"
+    trial = f"{bucket}/work/finetune/round-1-mad/trials/lr-0.02"
 
     cmd = [sys.executable, str(REPO / "ray_jobs" / "finetune_job.py"), "--config", str(path), "--round", "1"]
     log = tmp_path / "first-driver.log"
@@ -245,7 +245,7 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_
     fs.invalidate_cache()
     assert not fs.exists(f"{trial}/epoch-0004"), "the driver was killed too late"
     for _ in range(100):  # the dead driver's trials and workers go with it
-        if not train_workers(ray_address):
+        if not train_workers(ray_train):
             break
         time.sleep(0.2)
 

@@ -91,7 +91,7 @@ def transformers_miou(folder, weights, pairs) -> float:
 
 
 @pytest.mark.timeout(1800)
-def test_an_hf_target_on_its_own_label_order_is_fine_tuned_through_its_class_map(tmp_path, ray_address):
+def test_an_hf_target_on_its_own_label_order_is_fine_tuned_through_its_class_map(tmp_path, ray_train):
     folder = mk.save_segformer(tmp_path / "seg", 4, size=SIZE, id2label=dict(enumerate(OWN_ORDER)))
     from transformers import SegformerForSemanticSegmentation
 
