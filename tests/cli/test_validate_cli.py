@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import model_kinds as mk
-from configs import write_config
+from configs import model, write_config
 from madmine.cli.main import main
 from worlds import ColourNet
 
@@ -15,10 +15,10 @@ NO_BLUE = '{ "0" = "background", "1" = "red", "2" = "green", "3" = "ignore" }'
 
 def entries(target_map: str) -> str:
     return (
-        mk.model_entry("seg", "target", f'hf = "seg"\nclass_map = {target_map}')
-        + mk.model_entry("perm", "competitor", 'onnx = "perm.onnx"\nclass_map = "perm.csv"\ninput_size = 32')
-        + mk.model_entry("fpn", "competitor", f'smp = "{mk.SMP_ARCH}"\nencoder = "{mk.SMP_ENCODER}"\ninput_size = 48')
-        + mk.model_entry("colour", "competitor", f'torchscript = "colour.pt"\ninput_size = 32\nclass_map = {NO_BLUE}')
+        model("seg", "target", f'hf = "seg"\nclass_map = {target_map}')
+        + model("perm", "competitor", 'onnx = "perm.onnx"\nclass_map = "perm.csv"\ninput_size = 32')
+        + model("fpn", "competitor", f'smp = "{mk.SMP_ARCH}"\nencoder = "{mk.SMP_ENCODER}"\ninput_size = 48')
+        + model("colour", "competitor", f'torchscript = "colour.pt"\ninput_size = 32\nclass_map = {NO_BLUE}')
     )
 
 
