@@ -29,7 +29,6 @@ from madmine.workspace import filesystem, split_uri
 
 DEFAULT_MAX_BYTES = 256 << 20  # 256 MiB: larger than any photo or scan a segmentation corpus holds
 DEFAULT_DECODE_TIMEOUT_S = 30.0  # a 64-megapixel PNG decodes in ~2 s here
-_CHUNK = 1 << 20
 
 
 class ImageError(ValueError):
@@ -60,12 +59,13 @@ def _too_large(where: str, size: int | None, max_bytes: int) -> ImageError:
     return ImageError("file too large", f"{where} is {how_big}, over max_bytes={max_bytes} ([scoring] max_bytes)")
 
 
-def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of a local regular file of at most `max_bytes`, else ImageError.
+def open_regular(path: str):
+    """A binary file object on a local regular file, else ImageError; nothing is read yet.
 
     The path is checked with stat before it is opened (a device is never opened), opened
-    non-blocking (a FIFO swapped in meanwhile cannot block) and checked again with fstat;
-    reading stops at max_bytes + 1 whatever the file claims.
+    non-blocking (a FIFO swapped in meanwhile cannot block) and checked again with fstat.
+    `read_local` reads through it; so does the read-only view of the workspace that
+    `madmine sql` queries (madmine.readonly_fs).
     """
     try:
         st = os.stat(path)
@@ -77,8 +77,6 @@ def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError("unreadable", f"{path!r}: {exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ImageError("not a regular file", f"{path} is a {_kind(st.st_mode)}; only regular files are read")
-    if st.st_size > max_bytes:
-        raise _too_large(path, st.st_size, max_bytes)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -87,22 +85,32 @@ def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageError("not a regular file", f"{path} is a {_kind(mode)}; only regular files are read")
-        chunks, total = [], 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
     except OSError as exc:
-        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
-    finally:
         os.close(fd)
-    if total > max_bytes:  # it grew after the stat
+        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ImageError("not a regular file", f"{path} is a {_kind(mode)}; only regular files are read")
+    return os.fdopen(fd, "rb")
+
+
+def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a local regular file of at most `max_bytes`, else ImageError.
+
+    The file is opened by `open_regular` (never a FIFO or a device); reading stops at
+    max_bytes + 1 whatever the file claims.
+    """
+    with open_regular(path) as fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise _too_large(path, size, max_bytes)
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:  # it grew after the stat
         raise _too_large(path, None, max_bytes)
-    return b"".join(chunks)
+    return data
 
 
 def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
