@@ -7,6 +7,8 @@ madmine goes through two functions here:
 - `read_bytes(uri, ...)`: the bytes of a local regular file or an object, at most
   `max_bytes` of them. A FIFO, a device, a folder, a symlink loop or a file over the limit
   is refused without reading it (a FIFO never blocks, /dev/zero is never read).
+- `read_files(fs, paths, ...)`: the same for many small files of one filesystem at once
+  (the rating storage's records and vote events).
 - `guarded(fn, ...)`: runs a decoder on those bytes with a time limit; any exception it
   raises (a decoder bug, MemoryError, RecursionError, ...) becomes an `ImageError`.
   `guarded_map(fn, items, ...)` does the same for many items on a few threads, each item
@@ -124,15 +126,49 @@ def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int 
         return read_local(path, max_bytes)
     try:
         data = filesystem(uri, storage_options).cat_file(path, start=0, end=max_bytes + 1)
-    except FileNotFoundError:
-        raise ImageError("file not found", f"{uri} does not exist") from None
-    except IsADirectoryError:
-        raise ImageError("not a regular file", f"{uri} is a folder") from None
     except Exception as exc:  # noqa: BLE001 - any client error is this item's error, never the run's
-        text = str(exc)
+        data = exc
+    return _object_bytes(uri, data, max_bytes)
+
+
+def read_files(fs, paths: list[str], *, local: bool, max_bytes: int) -> dict[str, bytes | ImageError]:
+    """path -> the file's bytes (at most `max_bytes`) or the ImageError that refused it, for many
+    files of one filesystem (a workspace's `fs`): small storage files such as vote events.
+
+    Local files go through `read_local` one by one (a FIFO never blocks, /dev/zero is never
+    read); objects are fetched concurrently, each with one ranged GET of max_bytes + 1 bytes.
+    """
+    if local:
+        out: dict[str, bytes | ImageError] = {}
+        for path in paths:
+            try:
+                out[path] = read_local(path, max_bytes)
+            except ImageError as exc:
+                out[path] = exc
+        return out
+    if not paths:
+        return {}
+    blobs = fs.cat_ranges(list(paths), 0, max_bytes + 1, on_error="return")
+    out = {}
+    for path, blob in zip(paths, blobs):
+        try:
+            out[path] = _object_bytes(path, blob, max_bytes)
+        except ImageError as exc:
+            out[path] = exc
+    return out
+
+
+def _object_bytes(uri: str, data, max_bytes: int) -> bytes:
+    """What a ranged GET of max_bytes + 1 bytes gave (bytes or the exception it raised), checked."""
+    if isinstance(data, FileNotFoundError):
+        raise ImageError("file not found", f"{uri} does not exist")
+    if isinstance(data, IsADirectoryError):
+        raise ImageError("not a regular file", f"{uri} is a folder")
+    if isinstance(data, BaseException):
+        text = str(data)
         if "InvalidRange" in text or "not satisfiable" in text.lower():  # a ranged GET of an empty object (416)
             return b""
-        raise ImageError("unreadable", f"{uri}: {type(exc).__name__}: {exc}") from None
+        raise ImageError("unreadable", f"{uri}: {type(data).__name__}: {data}")
     if len(data) > max_bytes:
         raise _too_large(uri, None, max_bytes)
     return data

@@ -214,7 +214,8 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
         return image_id
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
+        # on the event loop, not in the thread pool: it answers even while slow storage holds every thread
         return {"ok": True}
 
     @app.get("/", response_class=HTMLResponse)

@@ -10,7 +10,10 @@ server process that shares the workspace. Tokens made before names were part of 
 still found, by comparing against every record.
 
 A file in rating/raters/ that cannot be read as a rater record is skipped and reported
-(`problems`), never fatal to the other raters.
+(`problems`), never fatal to the other raters. Every file of the rating storage is read
+through the untrusted-bytes boundary (`read_storage`): a FIFO, a device or a symlink to one is
+refused without being opened for reading, and no file is read past its size limit, so a
+hostile file there can neither hang the rating app nor fill its memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from madmine.errors import MadmineError
+from madmine.untrusted import ImageError, read_files
 from madmine.workspace import Workspace
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -76,7 +80,9 @@ def add_rater(ws: Workspace, name: str) -> str:
 
 
 def revoke(ws: Workspace, name: str) -> None:
-    """Delete the rater's record: their link and API token stop working at once. Votes stay."""
+    """Delete the rater's record: their link and API token stop working at once. Votes stay.
+
+    A file in the record's place that is not a valid record goes too (it gave no access)."""
     path = record_path(ws, name)
     if not ws.exists(path):
         known = ", ".join(list_raters(ws)) or "none"
@@ -85,9 +91,14 @@ def revoke(ws: Workspace, name: str) -> None:
 
 
 def list_raters(ws: Workspace) -> list[str]:
-    """Names of the rater records (files named like a rater; their content is not checked here)."""
-    names = [n[: -len(".json")] for n in ws.listdir(raters_dir(ws)) if n.endswith(".json") and not n.startswith(".tmp-")]
-    return [n for n in names if valid_name(n)]
+    """Names of the raters whose records are valid (the files `scan` skips are not raters)."""
+    return sorted(scan(ws)[0])
+
+
+def read_storage(ws: Workspace, paths: list[str], max_bytes: int) -> dict[str, bytes | ImageError]:
+    """path -> bytes, or the ImageError that refused the file: the rating storage's files
+    through the untrusted-bytes boundary (never a FIFO, a device or more than max_bytes)."""
+    return read_files(ws.fs, paths, local=ws.is_local, max_bytes=max_bytes)
 
 
 def small_json(data: bytes, max_bytes: int, what: str):
@@ -116,7 +127,7 @@ def parse_record(data: bytes, name: str) -> dict:
 
 def scan(ws: Workspace) -> tuple[dict[str, dict], list[Problem]]:
     """Every readable rater record by name, and the files that were skipped."""
-    records, problems = {}, []
+    records, problems, named = {}, [], {}
     for name in ws.listdir(raters_dir(ws)):
         if name.startswith(".tmp-"):
             continue
@@ -125,9 +136,13 @@ def scan(ws: Workspace) -> tuple[dict[str, dict], list[Problem]]:
         if not valid_name(stem):
             problems.append(Problem(path, "not named <rater>.json"))
             continue
+        named[path] = stem
+    for path, blob in read_storage(ws, list(named), MAX_RECORD_BYTES).items():
         try:
-            records[stem] = parse_record(ws.get_bytes(path), stem)
-        except (ValueError, OSError) as exc:
+            if isinstance(blob, ImageError):
+                raise ValueError(str(blob))
+            records[named[path]] = parse_record(blob, named[path])
+        except ValueError as exc:
             problems.append(Problem(path, str(exc) or type(exc).__name__))
     return records, problems
 
@@ -139,10 +154,12 @@ class RaterRegistry:
         self.ws = ws
 
     def _record(self, name: str) -> dict | None:
-        try:
-            data = self.ws.get_bytes(record_path(self.ws, name))
-        except FileNotFoundError:
-            return None
+        path = record_path(self.ws, name)
+        data = read_storage(self.ws, [path], MAX_RECORD_BYTES)[path]
+        if isinstance(data, ImageError):
+            if data.reason == "unreadable":  # the storage failed (I/O, permissions, network): a 503, not a 403
+                raise OSError(str(data))
+            return None  # missing, or not a file that could be a record (`rate status` reports it)
         try:
             return parse_record(data, name)
         except ValueError:
