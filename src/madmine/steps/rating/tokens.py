@@ -157,7 +157,7 @@ class RaterRegistry:
         path = record_path(self.ws, name)
         data = read_storage(self.ws, [path], MAX_RECORD_BYTES)[path]
         if isinstance(data, ImageError):
-            if data.reason == "unreadable":  # the storage failed (I/O, permissions, network): a 503, not a 403
+            if data.reason == "unreadable" and not self.ws.is_local:  # the object store failed: a 503, not a 403
                 raise OSError(str(data))
             return None  # missing, or not a file that could be a record (`rate status` reports it)
         try:
