@@ -88,6 +88,18 @@ def revoke(ws: Workspace, name: str) -> None:
         known = ", ".join(list_raters(ws)) or "none"
         raise RaterError(f"no rater named {name!r} (raters: {known})")
     ws.remove(path)
+    for kind in RATER_FOLDERS:  # their unused sign-in links and sessions ended with the record: tidy them away
+        ws.remove(rater_folder(ws, kind, name), recursive=True)
+
+
+RATER_FOLDERS = ("logins", "sessions")  # per rater: one-time sign-in codes and browser sessions (logins.py)
+
+
+def rater_folder(ws: Workspace, kind: str, name: str) -> str:
+    """rating/<kind>/<name>/, kind one of RATER_FOLDERS."""
+    if kind not in RATER_FOLDERS:
+        raise ValueError(kind)
+    return ws.path("rating", kind, check_name(name))
 
 
 def list_raters(ws: Workspace) -> list[str]:
@@ -153,7 +165,8 @@ class RaterRegistry:
     def __init__(self, ws: Workspace):
         self.ws = ws
 
-    def _record(self, name: str) -> dict | None:
+    def record(self, name: str) -> dict | None:
+        """The rater's valid record, or None (no record, or a file that is not one)."""
         path = record_path(self.ws, name)
         data = read_storage(self.ws, [path], MAX_RECORD_BYTES)[path]
         if isinstance(data, ImageError):
@@ -173,7 +186,7 @@ class RaterRegistry:
         if name and secret:
             if not valid_name(name):
                 return None
-            record = self._record(name)
+            record = self.record(name)
             return name if record and hmac.compare_digest(record["token_sha256"], digest) else None
         found = None  # a token made before names were part of tokens: compare with every record
         for name, record in scan(self.ws)[0].items():
