@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
 
 from fsspec import AbstractFileSystem
 
@@ -91,12 +92,12 @@ class ReadOnlyWorkspaceFS(AbstractFileSystem):
             raise PermissionError(f"{self._strip_protocol(path)}: madmine sql is read-only and writes no file")
         path = self._inside(path)
         if not self.ws.is_local:
-            return self.target.open(path, "rb", **kwargs)
+            return PositionPerThread(self.target.open(path, "rb", **kwargs))
         real = os.path.realpath(path)
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise PermissionError(f"{path} leads outside the workspace (to {real}): madmine sql reads the workspace only")
         try:
-            return open_regular(path)
+            return PositionPerThread(open_regular(path))
         except ImageError as exc:
             raise PermissionError(f"{exc.detail or exc}") from None
 
@@ -114,3 +115,66 @@ class ReadOnlyWorkspaceFS(AbstractFileSystem):
 
     def copy(self, path1, path2, *args, **kwargs):
         self._refuse(path2)
+
+
+class PositionPerThread:
+    """A read-only file whose position belongs to each thread.
+
+    DuckDB reads one file from several threads at once, and through an fsspec filesystem it
+    does so as seek(offset) then read(n), two calls: with one shared position another
+    thread's seek can land in between, and a Parquet reader then gets the wrong bytes ("Out of
+    buffer"). Here each thread keeps its own position, and every read seeks and reads under
+    one lock.
+    """
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.size = self._size()
+
+    def _size(self) -> int:
+        size = getattr(self.raw, "size", None)
+        if isinstance(size, int):
+            return size
+        with self._lock:
+            end = self.raw.seek(0, os.SEEK_END)
+            self.raw.seek(0)
+        return end
+
+    def tell(self) -> int:
+        return getattr(self._local, "position", 0)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.tell(), os.SEEK_END: self.size}[whence]
+        self._local.position = max(0, base + offset)
+        return self._local.position
+
+    def read(self, n: int = -1) -> bytes:
+        with self._lock:
+            self.raw.seek(self.tell())
+            data = self.raw.read(n)
+        self._local.position = self.tell() + len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
