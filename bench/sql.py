@@ -28,7 +28,7 @@ QUERIES = {
     "mean d per competitor": "SELECT competitor, round(avg(d), 9) FROM pairs GROUP BY ALL ORDER BY ALL",
     "top 25 of a join": "SELECT p.image_id, max(p.d) AS d FROM pairs p JOIN manifest USING (image_id) "
                         "GROUP BY ALL ORDER BY d DESC, image_id LIMIT 25",
-    "predictions scan": "SELECT model, sum(list_sum(class_pixels)) FROM predictions GROUP BY ALL",
+    "predictions scan": "SELECT model, sum(list_sum(class_pixels)) FROM predictions GROUP BY ALL ORDER BY ALL",
 }
 
 
