@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 import rating_world
 from browser import chromium
+from html_page import HtmlPage
 from madmine import tables
 from madmine.cli import state as cli_state
 from madmine.cli.annotate import annotate_app
@@ -331,40 +332,7 @@ def test_labeling_page_shows_the_image_and_prediction_and_submit_round_trips(lab
 # ---- rough edges: a wrong URL, a token in two places, a refused storage, annotations with no brush region ----
 
 
-class NotLabelStudio:
-    """Another web server on 127.0.0.1 that answers every request with an HTML page."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        page = b"<!doctype html><html><head><title>Some other app</title></head><body>" + b"x" * 5000 + b"</body></html>"
-
-        class Handler(BaseHTTPRequestHandler):
-            def answer(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
-
-            do_GET = do_POST = answer  # noqa: N815 - the http.server API
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+OTHER_APP = "<!doctype html><html><head><title>Some other app</title></head><body>" + "x" * 5000 + "</body></html>"
 
 
 def personal_access_token_shape() -> str:
@@ -380,7 +348,7 @@ def personal_access_token_shape() -> str:
 def test_a_url_that_is_not_label_studios_api_is_one_short_error(labelstudio, request):
     world = build(labelstudio, request.node.name)
     text = world.config_path.read_text()
-    with NotLabelStudio() as other:
+    with HtmlPage(OTHER_APP) as other:
         for token in (labelstudio.token, personal_access_token_shape()):
             world.config_path.write_text(text.replace(labelstudio.url, other.url).replace(labelstudio.token, token))
             with pytest.raises(AnnotationError) as info:

@@ -5,14 +5,12 @@ and carry application/json."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import httpx
 import pytest
 
 import rating_world
 from browser import chromium, open_page, wait_ready
+from html_page import HtmlPage
 from madmine.steps.rating import store
 from madmine.steps.rating.app import COOKIE, create_app
 from madmine.steps.rating.logins import issue_code
@@ -39,56 +37,16 @@ EVIL = """<!doctype html><html><body data-state="loading"><form id="f" method="P
 </script></body></html>"""
 
 
-class EvilSite:
-    """A page on another port of 127.0.0.1, started and stopped by the test."""
-
-    def __init__(self, html: str):
-        page = html.encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
-def world(tmp_path):
-    world = rating_world.build(tmp_path / "w")
-    add_rater(world.ws, "alice")
-    return world
-
-
-@pytest.fixture
-def server(world):
-    app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
-    with BackgroundServer(app) as running:
-        yield running
+def alice(world):
+    return add_rater(world.ws, "alice")
 
 
 def latest_scores(world) -> dict:
     return {e["image_id"]: e["score"] for e in store.load_events(world.ws, 0, "alice")}
 
 
-def test_a_page_on_another_port_cannot_vote_for_a_signed_in_rater(world, server):
+def test_a_page_on_another_port_cannot_vote_for_a_signed_in_rater(world, server, alice):
     with chromium() as browser:
         page = open_page(browser, f"{server.url}/login#{issue_code(world.ws, 'alice')}")
         image = page.locator("body").get_attribute("data-image-id")
@@ -97,7 +55,7 @@ def test_a_page_on_another_port_cannot_vote_for_a_signed_in_rater(world, server)
         wait_ready(page)
         assert latest_scores(world) == {image: 3}
         evil = page.context.new_page()  # the same browser profile: alice's cookie goes along
-        with EvilSite(EVIL.format(url=server.url, image=image)) as site:
+        with HtmlPage(EVIL.format(url=server.url, image=image)) as site:
             evil.goto(site.url)
             evil.wait_for_selector("body[data-state='sent']", timeout=15_000)
             evil.evaluate("document.getElementById('f').submit()")
@@ -114,7 +72,7 @@ def test_a_page_on_another_port_cannot_vote_for_a_signed_in_rater(world, server)
         assert latest_scores(world) == {image: 5}
 
 
-def test_direct_requests_need_this_origin_and_json(world, server):
+def test_direct_requests_need_this_origin_and_json(world, server, alice):
     with httpx.Client(base_url=server.url) as client:
         answer = client.post("/api/login", json={"code": issue_code(world.ws, "alice")})
         assert answer.status_code == 200

@@ -13,25 +13,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-import rating_world
 from madmine.cli import app as cli_app
 from madmine.steps.rating import logins
-from madmine.steps.rating.app import COOKIE, create_app
-from madmine.steps.rating.roundset import load_round
-from madmine.steps.rating.server import BackgroundServer
+from madmine.steps.rating.app import COOKIE
 from madmine.steps.rating.tokens import RaterError, RaterRegistry, add_rater, hash_token
-
-
-@pytest.fixture
-def world(tmp_path):
-    return rating_world.build(tmp_path / "w")
-
-
-@pytest.fixture
-def server(world):
-    app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
-    with BackgroundServer(app) as running:
-        yield running
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from madmine.images import ImageError
 from madmine.steps.rating import logins, render, store
 from madmine.steps.rating.roundset import RoundError, RoundSet, read_image
 from madmine.steps.rating.sessions import Sessions
-from madmine.steps.rating.tokens import RaterRegistry
+from madmine.steps.rating.tokens import RaterError, RaterRegistry
 from madmine.workspace import Workspace
 
 log = logging.getLogger("madmine.steps.rating")
@@ -292,7 +292,10 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
             name = await run_in_threadpool(logins.redeem_code, ws, code)
             if name is None:
                 raise HTTPException(403, USED_LINK)
-        session = await run_in_threadpool(logins.open_session, ws, name)
+        try:
+            session = await run_in_threadpool(logins.open_session, ws, name)
+        except RaterError:  # revoked in the instant between the check and the session
+            raise HTTPException(403, USED_LINK) from None
         response = JSONResponse({"ok": True, "rater": name})
         response.set_cookie(COOKIE, session, httponly=True, samesite="strict", max_age=COOKIE_MAX_AGE,
                             secure=tls or request.url.scheme == "https", path="/")

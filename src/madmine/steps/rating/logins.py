@@ -21,7 +21,6 @@ could both succeed.
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import secrets
 import threading
@@ -78,28 +77,38 @@ def _issued_under_current_key(ws: Workspace, entry: dict | None, name: str) -> b
                 and hmac.compare_digest(entry["record_sha256"], key) and entry.get("name") == name)
 
 
-def issue_code(ws: Workspace, name: str) -> str:
-    """A new one-time sign-in code for an existing rater (their other links and sessions stay)."""
+def _issue(ws: Workspace, kind: str, name: str, **extra) -> str:
+    """A new secret `<name>.<32 random bytes>` of `kind` for an existing rater; its digest is stored."""
     key = _current_key(ws, name)
     if key is None:
         raise RaterError(f"no rater named {name!r}: add them first (madmine rate add-rater {name})")
-    code = f"{name}.{secrets.token_urlsafe(32)}"
-    entry = {"name": name, "record_sha256": key, "created_at": datetime.now(UTC).isoformat()}
-    ws.put_json(_path(ws, "logins", name, hash_token(code)), entry)
-    return code
+    value = f"{name}.{secrets.token_urlsafe(32)}"
+    entry = {"name": name, "record_sha256": key, "created_at": datetime.now(UTC).isoformat(), **extra}
+    ws.put_json(_path(ws, kind, name, hash_token(value)), entry)
+    return value
+
+
+def _entry(ws: Workspace, kind: str, value: object) -> tuple[str, str, dict] | None:
+    """(rater, path, stored entry) of a secret of `kind` issued under the rater's current key, else None."""
+    parts = _split(value)
+    if parts is None:
+        return None
+    name = parts[0]
+    path = _path(ws, kind, name, hash_token(value))
+    entry = _read(ws, path)
+    return (name, path, entry) if _issued_under_current_key(ws, entry, name) else None
+
+
+def issue_code(ws: Workspace, name: str) -> str:
+    """A new one-time sign-in code for an existing rater (their other links and sessions stay)."""
+    return _issue(ws, "logins", name)
 
 
 def redeem_code(ws: Workspace, code: object) -> str | None:
     """The rater a valid, unused code belongs to, the code used up; None for any other code."""
-    parts = _split(code)
-    if parts is None:
-        return None
-    name = parts[0]
-    path = _path(ws, "logins", name, hash_token(code))
     with _REDEEM_LOCK:
-        if not _issued_under_current_key(ws, _read(ws, path), name):
-            return None
-        return name if _consume(ws, path) else None
+        found = _entry(ws, "logins", code)
+        return found[0] if found and _consume(ws, found[1]) else None
 
 
 def _consume(ws: Workspace, path: str) -> bool:
@@ -119,31 +128,20 @@ def _consume(ws: Workspace, path: str) -> bool:
 
 def open_session(ws: Workspace, name: str) -> str:
     """A new session for the rater: the value its cookie holds."""
-    key = _current_key(ws, name)
-    if key is None:
-        raise RaterError(f"no rater named {name!r}")
-    value = f"{name}.{secrets.token_urlsafe(32)}"
-    now = datetime.now(UTC)
-    entry = {"name": name, "record_sha256": key, "created_at": now.isoformat(),
-             "expires_at": (now + timedelta(days=SESSION_DAYS)).isoformat()}
-    ws.put_bytes(_path(ws, "sessions", name, hash_token(value)), json.dumps(entry).encode())
-    return value
+    expires = datetime.now(UTC) + timedelta(days=SESSION_DAYS)
+    return _issue(ws, "sessions", name, expires_at=expires.isoformat())
 
 
 def session_rater(ws: Workspace, value: object) -> str | None:
     """The rater of a live session (unexpired, issued under the rater's current key), else None."""
-    parts = _split(value)
-    if parts is None:
-        return None
-    name = parts[0]
-    entry = _read(ws, _path(ws, "sessions", name, hash_token(value)))
-    if not _issued_under_current_key(ws, entry, name):
+    found = _entry(ws, "sessions", value)
+    if found is None:
         return None
     try:
-        expires = datetime.fromisoformat(entry["expires_at"])
+        expires = datetime.fromisoformat(found[2]["expires_at"])
     except (KeyError, TypeError, ValueError):
         return None
-    return name if expires.tzinfo is not None and expires > datetime.now(UTC) else None
+    return found[0] if expires.tzinfo is not None and expires > datetime.now(UTC) else None
 
 
 def close_session(ws: Workspace, value: object) -> None:
