@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import tempfile
+import threading
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +27,8 @@ import rating_world
 from madmine.cli import app
 from madmine.duck import Session
 from madmine.errors import MadmineError
+from madmine.readonly_fs import ReadOnlyWorkspaceFS
+from madmine.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -283,12 +291,6 @@ def test_an_unreadable_table_is_named_and_the_others_still_answer(world):
 def test_a_file_read_by_many_threads_at_once_gives_each_its_own_bytes(tmp_path):
     """DuckDB reads one file from several threads, each as seek() then read(): every thread must
     get the bytes at its own offset (a shared position made Parquet reads fail, "Out of buffer")."""
-    import random
-    import threading
-
-    from madmine.readonly_fs import ReadOnlyWorkspaceFS
-    from madmine.workspace import Workspace
-
     data = random.Random(0).randbytes(1 << 20)
     (tmp_path / "blob.bin").write_bytes(data)
     handle = ReadOnlyWorkspaceFS(Workspace(str(tmp_path))).open(f"madmine://{tmp_path}/blob.bin", "rb")
@@ -312,12 +314,6 @@ def test_a_file_read_by_many_threads_at_once_gives_each_its_own_bytes(tmp_path):
 
 
 def test_parallel_scans_of_large_shards_match_an_independent_read(tmp_path):
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from madmine.workspace import Workspace
-
     rng = np.random.default_rng(0)
     folder = tmp_path / "work" / "tables" / "manifest"
     folder.mkdir(parents=True)
@@ -327,7 +323,7 @@ def test_parallel_scans_of_large_shards_match_an_independent_read(tmp_path):
                           "width": rng.integers(1, 5000, n).astype(np.int32)})
         pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=8_192)
     expected = pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("*.parquet"))])
-    want = (expected.num_rows, int(pa.compute.sum(expected["bytes"]).as_py()), int(pa.compute.max(expected["width"]).as_py()))
+    want = (expected.num_rows, int(pc.sum(expected["bytes"]).as_py()), int(pc.max(expected["width"]).as_py()))
     session = Session(Workspace(str(tmp_path / "work")))
     try:
         for _ in range(6):

@@ -6,6 +6,7 @@ the rating page on 127.0.0.1 and saves a screenshot of it.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -50,8 +51,6 @@ def profile(user_data_dir: Path):
 
 def history_urls(user_data_dir: Path) -> list[str]:
     """Every URL in a closed profile's global history (what the address bar suggests, what syncs)."""
-    import sqlite3
-
     con = sqlite3.connect(f"file:{user_data_dir / 'Default' / 'History'}?mode=ro", uri=True)
     try:
         return [row[0] for row in con.execute("SELECT url FROM urls")]

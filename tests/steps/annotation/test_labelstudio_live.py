@@ -8,6 +8,7 @@ MADMINE_SCREENSHOTS=1 saves the labelling page to docs/labelstudio-labeling.png.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -337,7 +338,6 @@ OTHER_APP = "<!doctype html><html><head><title>Some other app</title></head><bod
 
 def personal_access_token_shape() -> str:
     """A token shaped like Label Studio's personal access tokens (a JWT): the SDK refreshes it first."""
-    import base64
 
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()

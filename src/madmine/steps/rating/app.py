@@ -233,6 +233,9 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
             raise HTTPException(403, FOREIGN)
         origin = request.headers.get("origin")
         if origin is not None and origin.rstrip("/").lower() not in origins(request):
+            log.warning("refused a %s from origin %.100r (this app is %s): behind a proxy that serves it under another "
+                        "name, set [rating] public_url to that address", request.url.path, origin,
+                        " or ".join(sorted(origins(request))))
             raise HTTPException(403, FOREIGN)
 
     def json_only(request: Request) -> None:
