@@ -37,6 +37,7 @@ FIXTURE_MARKS = {
     "on_multinode": ("cluster",),
     "labelstudio": ("labelstudio",),
     "browser": ("browser",),
+    "playwright": ("browser",),
     "demo": ("demo",),
 }
 SLOW = {mark for marks in FIXTURE_MARKS.values() for mark in marks}
@@ -130,12 +131,23 @@ def ray_train(ray_address) -> str:
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """One headless chromium (Debian's, driven by Playwright) for the session's browser tests."""
-    from browser import chromium
+def playwright():
+    """The session's Playwright (its sync API runs one per process): tests that need a browser profile
+    on disk take it; the others take `browser`."""
+    from playwright.sync_api import sync_playwright
 
-    with chromium() as instance:
-        yield instance
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright):
+    """One headless chromium (Debian's) for the session's browser tests, closed at the end."""
+    from browser import launch
+
+    instance = launch(playwright)
+    yield instance
+    instance.close()
 
 
 @pytest.fixture()

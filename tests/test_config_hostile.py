@@ -112,6 +112,12 @@ def test_the_cli_prints_one_line_and_exits_2(folder):
         assert expected in line
 
 
+def test_a_file_that_fails_to_read_is_named(folder):
+    """/proc/self/mem is a regular file of size 0 whose read fails (EIO): the error names it."""
+    line = bounded.one_line_error(bounded.madmine("--config", "/proc/self/mem", "sql", "select 1", cwd=folder, timeout=60))
+    assert "config file '/proc/self/mem' cannot be read" in line and "Input/output error" in line, line
+
+
 # ---- fuzzing ---------------------------------------------------------------------------------
 def assert_accepts_or_refuses(load) -> None:
     """The property every fuzz test asserts: a Config, or a ConfigError with a message; never a traceback."""

@@ -27,6 +27,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.dataclasses import dataclass
 
 from madmine.errors import ConfigError
+from madmine.untrusted import ImageError, read_local
 from madmine.workspace import is_remote
 
 SEGMENTATION_ARCHS = (
@@ -763,8 +764,13 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"config file {str(path)!r} is not a regular file; pass --config PATH of a madmine.toml")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size} bytes; a madmine.toml is a few kilobytes")
+    try:  # through the untrusted-bytes boundary: a file that fails to read (/proc/self/mem: EIO) is named
+        data = read_local(str(path), MAX_CONFIG_BYTES)
+    except ImageError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.reason}: {exc.detail}); "
+                          "pass --config PATH of a madmine.toml") from None
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:

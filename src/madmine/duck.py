@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import pyarrow as pa
 
 from madmine import tables
 from madmine.errors import MadmineError
+from madmine.readonly_fs import ReadOnlyWorkspaceFS
 from madmine.workspace import Workspace
 
 # Every table a workspace may hold, and the command that writes it (for "missing table").
@@ -26,6 +30,7 @@ CREATED_BY = {name: table.written_by for name, table in tables.CATALOG.items()}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _VIEW_NAME = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+(\w+)", re.IGNORECASE)
 _MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist", re.IGNORECASE)
+_PYTHON_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 
 
 def sql_dir() -> Path:
@@ -105,15 +110,27 @@ def table_exists(ws: Workspace, table: str) -> bool:
     return bool(tables.table(table).files(ws))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, names=tuple(CREATED_BY)) -> list[str]:
-    """Run sql/views.sql for the tables `names`, skipping the views of tables that do not exist yet."""
+def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace, names=tuple(CREATED_BY), *,
+                 failures: dict | None = None) -> list[str]:
+    """Run sql/views.sql for the tables `names`, skipping the views of tables that do not exist yet.
+
+    With `failures` (a dict), a table whose view cannot be created (an unreadable file) is
+    left out and its error kept there under its name, so that the other tables stay queryable.
+    """
     present = []
     for statement in statements("views"):
         match = _VIEW_NAME.search(statement)
         table = match.group(1) if match else None
         if table in CREATED_BY and (table not in names or not table_exists(ws, table)):
             continue
-        con.execute(statement)
+        try:
+            con.execute(statement)
+        except duckdb.Error as exc:
+            if failures is None or table not in CREATED_BY:
+                raise
+            con.execute(f"DROP VIEW IF EXISTS {table}")
+            failures[table] = exc
+            continue
         if table in CREATED_BY:
             present.append(table)
     return present
@@ -137,45 +154,162 @@ def missing_table_error(exc: Exception, ws: Workspace) -> MadmineError | None:
     return MadmineError(f"no table named {table!r}; workspace tables are {', '.join(CREATED_BY)}")
 
 
-READ_ONLY = ("SELECT", "EXPLAIN")
+def connect_read_only(
+    ws: Workspace, *, memory_limit: str = "50%", temp_limit: str = "4GiB"
+) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A DuckDB connection that can read the workspace and write nothing anywhere, and the
+    private temporary folder it spills to (the caller removes it).
+
+    Read-only is a property of the connection, not only of the statements it is given:
+    external access is off, so no local path, extension or URL is reachable; the workspace
+    is reached only through madmine.readonly_fs (`madmine://`), which opens files for
+    reading alone; memory is capped at `memory_limit` and spilling at `temp_limit`, in a
+    fresh folder of the system's temporary directory; the configuration is then locked, so
+    no statement can undo any of it. `workspace` is bound to the read-only root, so
+    sql/views.sql runs unchanged.
+    """
+    con = duckdb.connect(config={"preserve_insertion_order": False})
+    temp = tempfile.mkdtemp(prefix="madmine-sql-")
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET temp_directory = $t", {"t": temp})
+        con.execute("SET max_temp_directory_size = $s", {"s": temp_limit})
+        con.execute("SET memory_limit = $m", {"m": memory_limit})
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        workspace = ReadOnlyWorkspaceFS(ws)
+        con.register_filesystem(workspace)
+        con.execute("SET allowed_directories = $d", {"d": [workspace.root_url + "/"]})
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        con.close()
+        shutil.rmtree(temp, ignore_errors=True)
+        raise MadmineError(f"cannot open the query connection: {exc} (check --memory-limit)") from None
+    set_variables(con, workspace=workspace.root_url)
+    return con, temp
+
+
+READ_ONLY = ("SELECT",)  # an EXPLAIN of a query counts as one (statement_kinds)
+_EXPLAIN_OPTIONS = ("ANALYZE", "ANALYSE")
+
+
+def _explained(text: str) -> str | None:
+    """The statement an EXPLAIN wraps (after ANALYZE or a parenthesised option list), or None."""
+    tokens = duckdb.tokenize(text)
+    ends = [pos for pos, _ in tokens[1:]] + [len(text)]
+    words = [(pos, text[pos:end].strip()) for (pos, kind), end in zip(tokens, ends) if kind.name != "comment"]
+    if not words or words[0][1].upper() != "EXPLAIN":
+        return None
+    index = 1
+    if index < len(words) and words[index][1].upper() in _EXPLAIN_OPTIONS:
+        index += 1
+    elif index < len(words) and words[index][1].startswith("("):
+        depth = 0
+        while index < len(words):
+            depth += words[index][1].count("(") - words[index][1].count(")")
+            index += 1
+            if depth <= 0:
+                break
+    return text[words[index][0]:] if index < len(words) else None
+
+
+def statement_kinds(text: str) -> list[str]:
+    """The kind of every statement of `text`; an EXPLAIN counts as the statement it explains
+    (EXPLAIN ANALYZE runs it)."""
+    kinds = []
+    for statement in duckdb.extract_statements(text):
+        kind = statement.type.name
+        if kind == "EXPLAIN":
+            inner = _explained(statement.query)
+            inner_kinds = statement_kinds(inner) if inner else []
+            kind = "SELECT" if inner_kinds == ["SELECT"] else " ".join(["EXPLAIN", *inner_kinds[:1]])
+        kinds.append(kind)
+    return kinds
 
 
 def refuse_writes(text: str) -> None:
-    """A MadmineError unless every statement of `text` only reads."""
+    """A MadmineError unless every statement of `text` only reads (the statement filter, the
+    second line behind connect_read_only)."""
     try:
-        kinds = [s.type.name for s in duckdb.extract_statements(text)]
+        kinds = statement_kinds(text)
     except duckdb.Error as exc:
         raise MadmineError(f"query failed: {exc}") from exc
     refused = sorted({k for k in kinds if k not in READ_ONLY})
     if refused:
         raise MadmineError(
             f"madmine sql is read-only: {', '.join(refused)} statements are refused (queries only: SELECT, WITH, "
-            "FROM, DESCRIBE, SUMMARIZE, EXPLAIN); to save a result use --out FILE --format csv|json|parquet"
+            "FROM, DESCRIBE, SUMMARIZE, EXPLAIN of a query); to save a result use --out FILE --format csv|json|parquet"
         )
 
 
-class Session:
-    """`madmine sql`: a connection whose views follow the workspace as tables appear."""
+def query_error(exc: duckdb.Error, ws: Workspace, memory_limit: str, unreadable: dict | None = None) -> MadmineError:
+    """A one-paragraph error for a failed user query (no Python traceback from the filesystem);
+    `unreadable` holds the errors of the views that could not be created (create_views)."""
+    match = _MISSING_TABLE.search(str(exc))
+    table = match.group(1).lower() if match else None
+    if table in (unreadable or {}):
+        return MadmineError(f"table {table!r} cannot be read: {_short(unreadable[table])}")
+    missing = missing_table_error(exc, ws)
+    if missing is not None:
+        return missing
+    text = _short(exc)
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return MadmineError(f"query failed: {text} -- the query needs more memory than madmine sql allows "
+                            f"(--memory-limit {memory_limit}); raise --memory-limit or narrow the query")
+    if isinstance(exc, duckdb.PermissionException):
+        text += " -- madmine sql reads the workspace's tables only (its views: .tables in the shell)"
+    return MadmineError(f"query failed: {text}")
 
-    def __init__(self, ws: Workspace):
+
+def _short(exc: duckdb.Error) -> str:
+    """DuckDB's message; for an error raised in madmine.readonly_fs, its exception's line alone."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:  # raised in madmine.readonly_fs: its exception line says it
+        raised = [line for line in text.splitlines() if _PYTHON_EXCEPTION.match(line)]
+        return raised[-1].split(": ", 1)[1] if raised else text.splitlines()[0]
+    return text.splitlines()[0] if isinstance(exc, duckdb.OutOfMemoryException) else text
+
+
+class Session:
+    """`madmine sql`: a read-only connection whose views follow the workspace as tables appear."""
+
+    def __init__(self, ws: Workspace, *, memory_limit: str = "50%"):
         self.ws = ws
-        self.con = connect(ws)
+        self.memory_limit = memory_limit
+        self.con, temp = connect_read_only(ws, memory_limit=memory_limit)
+        self._cleanup = weakref.finalize(self, _close, self.con, temp)
         self.tables: list[str] = []
+        self.unreadable: dict[str, duckdb.Error] = {}
+
+    def close(self) -> None:
+        self._cleanup()
 
     def refresh(self) -> list[str]:
-        self.tables = create_views(self.con, self.ws)
+        """The views of the tables the workspace holds now (a table that cannot be read is left out)."""
+        self.unreadable = {}
+        try:
+            self.tables = create_views(self.con, self.ws, failures=self.unreadable)
+        except duckdb.Error as exc:
+            raise query_error(exc, self.ws, self.memory_limit) from exc
         return self.tables
 
     def query(self, text: str) -> pa.Table:
         """Run one user query; missing tables and SQL mistakes become clear errors.
 
-        The session is read-only: only queries run (SELECT and its forms, EXPLAIN). COPY ... TO,
-        CREATE, INSERT, ATTACH, EXPORT, SET, PRAGMA and the rest are refused before anything runs,
-        so no statement can write over a workspace table (or anywhere else)."""
+        The session is read-only twice over: its connection cannot write (connect_read_only),
+        and only queries run (SELECT and its forms, EXPLAIN of a query): COPY ... TO, CREATE,
+        INSERT, ATTACH, EXPORT, SET, PRAGMA, EXPLAIN ANALYZE of any of them and the rest are
+        refused before anything runs."""
         refuse_writes(text)
         self.refresh()
         try:
             relation = self.con.sql(text)
             return relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as exc:
-            raise missing_table_error(exc, self.ws) or MadmineError(f"query failed: {exc}") from exc
+            raise query_error(exc, self.ws, self.memory_limit, self.unreadable) from exc
+
+
+def _close(con: duckdb.DuckDBPyConnection, temp: str) -> None:
+    con.close()
+    shutil.rmtree(temp, ignore_errors=True)

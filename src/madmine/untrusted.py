@@ -7,6 +7,8 @@ madmine goes through two functions here:
 - `read_bytes(uri, ...)`: the bytes of a local regular file or an object, at most
   `max_bytes` of them. A FIFO, a device, a folder, a symlink loop or a file over the limit
   is refused without reading it (a FIFO never blocks, /dev/zero is never read).
+- `read_files(fs, paths, ...)`: the same for many small files of one filesystem at once
+  (the rating storage's records and vote events).
 - `guarded(fn, ...)`: runs a decoder on those bytes with a time limit; any exception it
   raises (a decoder bug, MemoryError, RecursionError, ...) becomes an `ImageError`.
   `guarded_map(fn, items, ...)` does the same for many items on a few threads, each item
@@ -30,7 +32,6 @@ from madmine.workspace import filesystem, split_uri
 
 DEFAULT_MAX_BYTES = 256 << 20  # 256 MiB: larger than any photo or scan a segmentation corpus holds
 DEFAULT_DECODE_TIMEOUT_S = 30.0  # a 64-megapixel PNG decodes in ~2 s here
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,13 @@ def _too_large(where: str, size: int | None, max_bytes: int) -> ImageError:
     return ImageError("file too large", f"{where} is {how_big}, over max_bytes={max_bytes} ([scoring] max_bytes)")
 
 
-def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of a local regular file of at most `max_bytes`, else ImageError.
+def open_regular(path: str):
+    """A binary file object on a local regular file, else ImageError; nothing is read yet.
 
     The path is checked with stat before it is opened (a device is never opened), opened
-    non-blocking (a FIFO swapped in meanwhile cannot block) and checked again with fstat;
-    reading stops at max_bytes + 1 whatever the file claims.
+    non-blocking (a FIFO swapped in meanwhile cannot block) and checked again with fstat.
+    `read_local` reads through it; so does the read-only view of the workspace that
+    `madmine sql` queries (madmine.readonly_fs).
     """
     try:
         st = os.stat(path)
@@ -94,8 +96,6 @@ def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError("unreadable", f"{path!r}: {exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ImageError("not a regular file", f"{path} is a {_kind(st.st_mode)}; only regular files are read")
-    if st.st_size > max_bytes:
-        raise _too_large(path, st.st_size, max_bytes)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -104,22 +104,32 @@ def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageError("not a regular file", f"{path} is a {_kind(mode)}; only regular files are read")
-        chunks, total = [], 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
     except OSError as exc:
-        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
-    finally:
         os.close(fd)
-    if total > max_bytes:  # it grew after the stat
+        raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ImageError("not a regular file", f"{path} is a {_kind(mode)}; only regular files are read")
+    return os.fdopen(fd, "rb")
+
+
+def read_local(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a local regular file of at most `max_bytes`, else ImageError.
+
+    The file is opened by `open_regular` (never a FIFO or a device); reading stops at
+    max_bytes + 1 whatever the file claims.
+    """
+    with open_regular(path) as fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise _too_large(path, size, max_bytes)
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError("unreadable", f"{path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:  # it grew after the stat
         raise _too_large(path, None, max_bytes)
-    return b"".join(chunks)
+    return data
 
 
 def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
@@ -133,15 +143,49 @@ def read_bytes(uri: str, storage_options: dict | None = None, *, max_bytes: int 
         return read_local(path, max_bytes)
     try:
         data = filesystem(uri, storage_options).cat_file(path, start=0, end=max_bytes + 1)
-    except FileNotFoundError:
-        raise ImageError("file not found", f"{uri} does not exist") from None
-    except IsADirectoryError:
-        raise ImageError("not a regular file", f"{uri} is a folder") from None
     except Exception as exc:  # noqa: BLE001 - any client error is this item's error, never the run's
-        text = str(exc)
+        data = exc
+    return _object_bytes(uri, data, max_bytes)
+
+
+def read_files(fs, paths: list[str], *, local: bool, max_bytes: int) -> dict[str, bytes | ImageError]:
+    """path -> the file's bytes (at most `max_bytes`) or the ImageError that refused it, for many
+    files of one filesystem (a workspace's `fs`): small storage files such as vote events.
+
+    Local files go through `read_local` one by one (a FIFO never blocks, /dev/zero is never
+    read); objects are fetched concurrently, each with one ranged GET of max_bytes + 1 bytes.
+    """
+    if local:
+        out: dict[str, bytes | ImageError] = {}
+        for path in paths:
+            try:
+                out[path] = read_local(path, max_bytes)
+            except ImageError as exc:
+                out[path] = exc
+        return out
+    if not paths:
+        return {}
+    blobs = fs.cat_ranges(list(paths), 0, max_bytes + 1, on_error="return")
+    out = {}
+    for path, blob in zip(paths, blobs):
+        try:
+            out[path] = _object_bytes(path, blob, max_bytes)
+        except ImageError as exc:
+            out[path] = exc
+    return out
+
+
+def _object_bytes(uri: str, data, max_bytes: int) -> bytes:
+    """What a ranged GET of max_bytes + 1 bytes gave (bytes or the exception it raised), checked."""
+    if isinstance(data, FileNotFoundError):
+        raise ImageError("file not found", f"{uri} does not exist")
+    if isinstance(data, IsADirectoryError):
+        raise ImageError("not a regular file", f"{uri} is a folder")
+    if isinstance(data, BaseException):
+        text = str(data)
         if "InvalidRange" in text or "not satisfiable" in text.lower():  # a ranged GET of an empty object (416)
             return b""
-        raise ImageError("unreadable", f"{uri}: {type(exc).__name__}: {exc}") from None
+        raise ImageError("unreadable", f"{uri}: {type(data).__name__}: {data}")
     if len(data) > max_bytes:
         raise _too_large(uri, None, max_bytes)
     return data

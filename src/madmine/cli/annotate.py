@@ -143,5 +143,9 @@ def pull_cmd(
         shown = ", ".join(result.unlabelled[:10]) + (" ..." if len(result.unlabelled) > 10 else "")
         err.print(f"[yellow]{len(result.unlabelled)} image(s) still unlabelled[/]: {shown}; label them at "
                   f"{result.project_url} and pull again", highlight=False)
+    if result.no_regions:
+        shown = "; ".join(result.no_regions[:10]) + (" ..." if len(result.no_regions) > 10 else "")
+        err.print(f"[yellow]{len(result.no_regions)} of them were submitted with no brush or polygon region[/], so "
+                  f"nothing was imported for them (never an all-background mask): {shown}", highlight=False)
     if result.not_pushed:
         err.print(f"[yellow]{len(result.not_pushed)} image(s) were never pushed[/]; push again", highlight=False)

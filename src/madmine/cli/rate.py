@@ -101,27 +101,53 @@ def serve(
 def add_rater(
     name: str = typer.Argument(..., help="The rater's name (letters, digits, . - _)."),
     url: str = typer.Option(None, help="Where raters reach the server; default \\[rating] public_url or http://host:port."),
+    print_token: bool = typer.Option(False, "--print-token", help="Also print the rater's API token (for scripts: "
+                                     "Authorization: Bearer), on a second line."),
 ) -> None:
-    """Create a rater (or give them a new link) and print their personal link. Keep it secret."""
+    """Create a rater (or re-key one: their old links, sessions and token stop working) and print
+    their sign-in link. The link works once; `madmine rate link NAME` makes another."""
+    from madmine.steps.rating.logins import issue_code
     from madmine.steps.rating.tokens import add_rater as add
 
     config = cli_state.get_config()
-    token = add(Workspace.from_config(config), name)
+    ws = Workspace.from_config(config)
+    token = add(ws, name)
+    out.print(_link(config, url, issue_code(ws, name)), highlight=False, soft_wrap=True)
+    if print_token:
+        out.print(token, highlight=False, soft_wrap=True)
+    err.print(f"sign-in link for {name}: it works once (the browser keeps a session); `madmine rate link {name}` "
+              f"makes another, `madmine rate revoke {name}` ends every link and session", highlight=False)
+
+
+@rate_app.command("link")
+@cli_state.user_errors
+def link(
+    name: str = typer.Argument(..., help="An existing rater."),
+    url: str = typer.Option(None, help="Where raters reach the server; default \\[rating] public_url or http://host:port."),
+) -> None:
+    """Print a new one-time sign-in link for a rater (another browser, or a link that was used). Their
+    other sessions keep working."""
+    from madmine.steps.rating.logins import issue_code
+
+    config = cli_state.get_config()
+    out.print(_link(config, url, issue_code(Workspace.from_config(config), name)), highlight=False, soft_wrap=True)
+
+
+def _link(config, url: str | None, code: str) -> str:
     base = (url or config.rating.public_url or f"http://{config.rating.host}:{config.rating.port}").rstrip("/")
-    out.print(f"{base}/login#{token}", highlight=False, soft_wrap=True)
-    err.print(f"link for {name}: only its hash is stored; adding {name} again retires this link, "
-              f"`madmine rate revoke {name}` ends it", highlight=False)
+    return f"{base}/login#{code}"
 
 
 @rate_app.command()
 @cli_state.user_errors
 def revoke(name: str = typer.Argument(..., help="The rater whose link and token stop working.")) -> None:
-    """End a rater's access at once (every server on the workspace refuses their link). Their votes stay."""
+    """End a rater's access at once (every server on the workspace refuses their links, sessions and token).
+    Their votes stay."""
     from madmine.steps.rating.tokens import revoke as end
 
     config = cli_state.get_config()
     end(Workspace.from_config(config), name)
-    out.print(f"revoked {name}: their link and token no longer work; their votes are kept", highlight=False)
+    out.print(f"revoked {name}: their links, sessions and token no longer work; their votes are kept", highlight=False)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

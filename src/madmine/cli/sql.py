@@ -27,6 +27,7 @@ def sql(
     query: str = typer.Argument(None, help="SQL over the workspace views; omit for an interactive shell."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or parquet (parquet needs --out)."),
     out_arg: str = typer.Option(None, "--out", "-o", help="Write the result to this file (outside the workspace)."),
+    memory_limit: str = typer.Option("50%", "--memory-limit", help="Most memory a query may use, e.g. 4GB or 50% (of RAM)."),
 ) -> None:
     """DuckDB over every workspace table (manifest, predictions, pairs, ..., models), local or s3://."""
     if fmt not in FORMATS:
@@ -35,15 +36,18 @@ def sql(
         raise MadmineError("--format parquet writes a file: add --out FILE.parquet")
     ws = Workspace.from_config(get_config())
     out = check_out(out_arg, ws) if out_arg is not None else None
-    session = Session(ws)
-    if query is None:
-        shell(session, sys.stdin, Console())
-        return
-    result = session.query(query)
+    session = Session(ws, memory_limit=memory_limit)
     try:
-        emit(result, fmt, out, Console())
-    except OSError as exc:
-        raise MadmineError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+        if query is None:
+            shell(session, sys.stdin, Console())
+            return
+        result = session.query(query)
+        try:
+            emit(result, fmt, out, Console())
+        except OSError as exc:
+            raise MadmineError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+    finally:
+        session.close()
 
 
 def check_out(out_arg: str, ws: Workspace) -> Path:
@@ -125,7 +129,10 @@ def shell(session, lines, console: Console) -> None:
         if not buffer and stripped in (".quit", ".exit"):
             break
         if not buffer and stripped == ".tables":
-            console.print(", ".join(session.refresh()) or "(no tables yet)")
+            try:
+                console.print(", ".join(session.refresh()) or "(no tables yet)")
+            except MadmineError as exc:
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             continue
         if stripped:
             buffer.append(line)

@@ -255,3 +255,48 @@ def test_labelstudio_prefixes_follow_the_folder_and_refuse_a_root_below_it(world
     with pytest.raises(AnnotationError, match="is not inside the document root"):
         export(world.ws, world.config, "labelstudio", tmp_path / "x", 0, document_root=tmp_path / "x" / "below")
     assert not (tmp_path / "x").exists()
+
+
+def test_labelstudio_annotations_without_a_brush_region_are_named_and_not_imported(world, tmp_path, caplog):
+    """A submitted annotation whose only region is a rectangle, or that holds no region at all,
+    is never read as an all-background mask: it is named, and the others import."""
+    out, tasks = ls_tasks(world, tmp_path)
+    rect_id, empty_id = tasks[0]["data"]["image_id"], tasks[1]["data"]["image_id"]
+    h, w = world.sizes[rect_id]
+    tasks[0]["annotations"] = [{"result": [{"type": "rectanglelabels", "original_width": w, "original_height": h,
+                                            "value": {"x": 10, "y": 10, "width": 50, "height": 50,
+                                                      "rectanglelabels": ["bird"]}}]}]
+    tasks[1]["annotations"] = [{"result": []}]
+    (out / "export.json").write_text(json.dumps(tasks))
+    with caplog.at_level("WARNING"):
+        table, unfinished = import_(world.ws, world.config, "labelstudio", out / "export.json")
+    assert sorted(table.column("image_id").to_pylist()) == sorted(t["data"]["image_id"] for t in tasks[2:])
+    assert unfinished == 2
+    for image_id in (rect_id, empty_id):
+        assert not world.ws.exists(world.ws.path("labels", f"{image_id}.png"))
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert f"image {rect_id} (" in warning and "only rectanglelabels regions" in warning
+    assert f"image {empty_id} (" in warning and "submitted with no region" in warning
+    only_empty = tmp_path / "only-empty.json"
+    only_empty.write_text(json.dumps(tasks[:2]))
+    with pytest.raises(AnnotationError, match=r"holds no finished annotation \(2 submitted annotation\(s\) hold no brush"):
+        import_(world.ws, world.config, "labelstudio", only_empty)
+
+
+def test_labelstudio_small_messages_say_what_is_missing(world, tmp_path):
+    out, tasks = ls_tasks(world, tmp_path)
+    del tasks[0]["annotations"][0]["result"][0]["value"]["rle"]
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError) as info:
+        import_(world.ws, world.config, "labelstudio", out / "export.json")
+    assert "a brushlabels region without its 'rle' field" in str(info.value)
+    assert "unreadable region ('rle')" not in str(info.value)
+    tasks = json.loads((out / "tasks.json").read_text())
+    for task in tasks[1:]:
+        task["annotations"] = [{"result": task["predictions"][0]["result"]}]
+    (out / "export.json").write_text(json.dumps(tasks))
+    with pytest.raises(AnnotationError) as info:
+        import_(world.ws, world.config, "labelstudio", out / "export.json", require_all=True)
+    text = str(info.value)
+    assert f"image {tasks[0]['data']['image_id']} of the export has no finished annotation (unlabelled; --require-all)" in text
+    assert "missing image" not in text

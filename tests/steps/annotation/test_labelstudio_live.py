@@ -8,6 +8,7 @@ MADMINE_SCREENSHOTS=1 saves the labelling page to docs/labelstudio-labeling.png.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import rating_world
-from browser import chromium
+from html_page import HtmlPage
 from madmine import tables
 from madmine.cli import state as cli_state
 from madmine.cli.annotate import annotate_app
@@ -44,11 +45,11 @@ SCREENSHOT = REPO / "docs" / "labelstudio-labeling.png"
 
 
 def build(ls, name: str, *, large: bool = False, workspace_uri: str = "work/", extra: str = "",
-          token_in_config: bool = True):
-    """A rated round 0 whose S is every image, in a folder below the server's document root."""
-    toml = f'\n[labelstudio]\nurl = "{ls.url}"\ndocument_root = "{ls.document_root}"\n'
+          token_in_config: bool = True, parent: Path | None = None, document_root: Path | None = None):
+    """A rated round 0 whose S is every image, in a folder below the server's document root (or `parent`)."""
+    toml = f'\n[labelstudio]\nurl = "{ls.url}"\ndocument_root = "{document_root or ls.document_root}"\n'
     toml += f'token = "{ls.token}"\n' if token_in_config else ""
-    world = rating_world.build(ls.document_root / re.sub(r"[^a-z0-9]+", "-", name.lower()), large=large,
+    world = rating_world.build((parent or ls.document_root) / re.sub(r"[^a-z0-9]+", "-", name.lower()), large=large,
                                workspace_uri=workspace_uri, extra_toml=toml + extra)
     for k, image_id in enumerate(world.image_ids):
         store.record(world.ws, 0, image_id, "alice", 1 + k % 5)
@@ -294,35 +295,123 @@ def test_export_readme_steps_work_side_by_side_on_one_server(labelstudio, reques
         import_(world.ws, world.config, "labelstudio", misplaced)
 
 
-def test_labeling_page_shows_the_image_and_prediction_and_submit_round_trips(labelstudio, request):
+def test_labeling_page_shows_the_image_and_prediction_and_submit_round_trips(labelstudio, request, browser):
     """In chromium: log in, open a task, see the image and the target's layers, Submit; pull gives the map exactly."""
     world = build(labelstudio, request.node.name, large=True)
     result = push(world.ws, world.config, 0, "s")
     by_id = {t["data"]["image_id"]: t for t in tasks_of(labelstudio, result.project_id)}
     image_id = world.image_ids[1]
     h, w = world.sizes[image_id]
-    with chromium() as browser:
-        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-        page.goto(f"{labelstudio.url}/user/login/")
-        page.fill("input[name=email]", labelstudio.user)
-        page.fill("input[name=password]", labelstudio.password)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/projects.*|.*/$"))
-        page.goto(f"{labelstudio.url}/projects/{result.project_id}/data?task={by_id[image_id]['id']}")
-        image = page.locator(f"img[src*='{image_id}']").last
-        image.wait_for(state="attached", timeout=60_000)
-        page.wait_for_function(f"Array.from(document.images).some(i => i.src.includes('{image_id}') && i.naturalWidth === {w})",
-                               timeout=60_000)
-        for name in {CLASSES[v] for v in np.unique(world.target_maps[image_id]).tolist() if 0 < v < len(CLASSES)}:
-            page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
-        submit = page.get_by_role("button", name="Submit")
-        submit.wait_for(timeout=30_000)
-        if os.environ.get("MADMINE_SCREENSHOTS"):
-            page.wait_for_timeout(1500)  # the brush layers finish drawing
-            page.screenshot(path=str(SCREENSHOT))
-        submit.click()
-        page.wait_for_function(f"""async () => (await (await fetch('/api/tasks/{by_id[image_id]['id']}')).json())
-                                   .total_annotations === 1""", timeout=30_000)
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(f"{labelstudio.url}/user/login/")
+    page.fill("input[name=email]", labelstudio.user)
+    page.fill("input[name=password]", labelstudio.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/projects.*|.*/$"))
+    page.goto(f"{labelstudio.url}/projects/{result.project_id}/data?task={by_id[image_id]['id']}")
+    image = page.locator(f"img[src*='{image_id}']").last
+    image.wait_for(state="attached", timeout=60_000)
+    page.wait_for_function(f"Array.from(document.images).some(i => i.src.includes('{image_id}') && i.naturalWidth === {w})",
+                           timeout=60_000)
+    for name in {CLASSES[v] for v in np.unique(world.target_maps[image_id]).tolist() if 0 < v < len(CLASSES)}:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    submit = page.get_by_role("button", name="Submit")
+    submit.wait_for(timeout=30_000)
+    if os.environ.get("MADMINE_SCREENSHOTS"):
+        page.wait_for_timeout(1500)  # the brush layers finish drawing
+        page.screenshot(path=str(SCREENSHOT))
+    submit.click()
+    page.wait_for_function(f"""async () => (await (await fetch('/api/tasks/{by_id[image_id]['id']}')).json())
+                               .total_annotations === 1""", timeout=30_000)
     pulled = pull(world.ws, world.config, 0, "s")
     assert pulled.imported == 1 and image_id not in pulled.unlabelled
     np.testing.assert_array_equal(stored(world, image_id), world.target_maps[image_id])
+
+
+# ---- rough edges: a wrong URL, a token in two places, a refused storage, annotations with no brush region ----
+
+
+OTHER_APP = "<!doctype html><html><head><title>Some other app</title></head><body>" + "x" * 5000 + "</body></html>"
+
+
+def personal_access_token_shape() -> str:
+    """A token shaped like Label Studio's personal access tokens (a JWT): the SDK refreshes it first."""
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'token_type': 'refresh', 'exp': 9999999999, 'jti': 'x'})}.sig"
+
+
+def test_a_url_that_is_not_label_studios_api_is_one_short_error(labelstudio, request):
+    world = build(labelstudio, request.node.name)
+    text = world.config_path.read_text()
+    with HtmlPage(OTHER_APP) as other:
+        for token in (labelstudio.token, personal_access_token_shape()):
+            world.config_path.write_text(text.replace(labelstudio.url, other.url).replace(labelstudio.token, token))
+            with pytest.raises(AnnotationError) as info:
+                push(world.ws, load_config(world.config_path), 0, "s")
+            message = str(info.value)
+            assert f"the server at {other.url} does not answer as Label Studio's API" in message, message
+            assert "<" not in message and len(message) < 400, message
+    world.config_path.write_text(text.replace(labelstudio.url, labelstudio.url + "/not/here"))  # Label Studio's 404 page
+    with pytest.raises(AnnotationError) as info:
+        push(world.ws, load_config(world.config_path), 0, "s")
+    message = str(info.value)
+    assert "does not answer as Label Studio's API (HTTP 404: an HTML page titled '404 | Label Studio')" in message, message
+    assert "<" not in message and len(message) < 400, message
+    assert not world.ws.exists(push_folder(world.ws, 0, "s"))
+
+
+def test_the_environment_token_wins_and_a_refusal_names_where_it_came_from(labelstudio, request, monkeypatch):
+    world = build(labelstudio, request.node.name)
+    world.config_path.write_text(world.config_path.read_text().replace(labelstudio.token, "stale-token-in-the-file"))
+    config = load_config(world.config_path)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(AnnotationError) as info:
+        push(world.ws, config, 0, "s")
+    assert "refused the token from [labelstudio] token (HTTP 401; LABEL_STUDIO_API_KEY is not set)" in str(info.value)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    assert push(world.ws, config, 0, "s").created  # the variable's valid token, not the file's stale one
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "stale-token-in-the-environment")
+    with pytest.raises(AnnotationError) as info:
+        pull(world.ws, config, 0, "s")
+    message = str(info.value)
+    assert "refused the token from LABEL_STUDIO_API_KEY (HTTP 401; [labelstudio] token is not used while it is set)" \
+        in message and "into LABEL_STUDIO_API_KEY" not in message
+
+
+def test_a_storage_the_server_refuses_leaves_no_project_behind(labelstudio, request, tmp_path):
+    """[labelstudio] document_root holds the workspace, the server's own document root does not:
+    Label Studio refuses the storage, and the project created for it is gone again."""
+    outside = build(labelstudio, "outside", parent=tmp_path, document_root=tmp_path)
+    sdk = client(labelstudio)
+    before = [p.id for p in sdk.projects.list(page_size=100)]
+    with pytest.raises(AnnotationError) as info:
+        push(outside.ws, outside.config, 0, "s")
+    message = str(info.value)
+    assert "Label Studio refused to add a local-files storage" in message and "nothing is left in Label Studio" in message, message
+    assert [p.id for p in sdk.projects.list(page_size=100)] == before
+
+
+def test_pull_names_annotations_without_a_brush_region_and_imports_nothing_for_them(labelstudio, request):
+    world = build(labelstudio, request.node.name)
+    result = push(world.ws, world.config, 0, "s")
+    by_id = {t["data"]["image_id"]: t for t in tasks_of(labelstudio, result.project_id)}
+    rect, empty, good = sorted(by_id)[:3]
+    h, w = world.sizes[rect]
+    sdk = client(labelstudio)
+    sdk.annotations.create(id=by_id[rect]["id"], result=[{
+        "type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": w, "original_height": h,
+        "value": {"x": 10, "y": 10, "width": 40, "height": 40, "rotation": 0, "rectanglelabels": ["bird"]}}])
+    sdk.annotations.create(id=by_id[empty]["id"], result=[])
+    sdk.annotations.create(id=by_id[good]["id"], result=brush_results(world.target_maps[good]))
+    pulled = pull(world.ws, world.config, 0, "s")
+    assert pulled.imported == 1
+    named = " ".join(pulled.no_regions)
+    assert len(pulled.no_regions) == 2 and f"{rect} (" in named and f"{empty} (" in named, pulled.no_regions
+    assert "only rectanglelabels regions" in named and "submitted with no region" in named
+    assert {rect, empty} <= set(pulled.unlabelled)
+    for image_id in (rect, empty):
+        assert not world.ws.exists(world.ws.path("labels", f"{image_id}.png"))
+    np.testing.assert_array_equal(stored(world, good), world.target_maps[good])

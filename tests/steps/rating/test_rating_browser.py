@@ -5,22 +5,34 @@ from __future__ import annotations
 import pytest
 
 import rating_world
-from browser import open_page, shown, wait_ready
+from browser import history_urls, open_page, profile, shown, wait_ready
 from madmine import tables
 from madmine.steps.rating import store
 from madmine.steps.rating.app import create_app
+from madmine.steps.rating.logins import issue_code
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.rating.server import BackgroundServer
 from madmine.steps.rating.tokens import add_rater
 
 
+class Links:
+    """A fresh one-time sign-in link per call, as `madmine rate link NAME` prints it."""
+
+    def __init__(self, world, url: str):
+        self.world, self.url = world, url
+
+    def __getitem__(self, name: str) -> str:
+        return f"{self.url}/login#{issue_code(self.world.ws, name)}"
+
+
 @pytest.fixture
 def setup(tmp_path, browser):
     world = rating_world.build(tmp_path / "w")
-    tokens = {name: add_rater(world.ws, name) for name in ("alice", "bob")}
+    for name in ("alice", "bob"):
+        add_rater(world.ws, name)
     app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
     with BackgroundServer(app) as server:
-        yield world, tokens, server, browser
+        yield world, Links(world, server.url), server, browser
 
 
 def committed(world, rater: str) -> dict[str, int | None]:
@@ -46,10 +58,10 @@ def image_loaded(page, selector: str) -> bool:
 
 
 def test_two_raters_rate_by_click_and_key_and_resume(setup, tmp_path):
-    world, tokens, server, browser = setup
+    world, links, server, browser = setup
     n = len(world.image_ids)
-    alice = open_page(browser, f"{server.url}/login#{tokens['alice']}")
-    bob = open_page(browser, f"{server.url}/login#{tokens['bob']}")
+    alice = open_page(browser, links["alice"])
+    bob = open_page(browser, links["bob"])
 
     # the page: image, target overlay, legend, progress, competitor on demand, opacity
     k0, first = shown(alice)
@@ -117,11 +129,13 @@ def test_two_raters_rate_by_click_and_key_and_resume(setup, tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
-def test_the_link_leaves_its_token_in_neither_the_address_bar_nor_the_history(setup):
-    world, tokens, server, browser = setup
-    page = open_page(browser, f"{server.url}/login#{tokens['alice']}")
+def test_the_link_leaves_its_code_in_neither_the_address_bar_nor_the_history(setup):
+    world, links, server, browser = setup
+    link = links["alice"]
+    code = link.split("#", 1)[1]
+    page = open_page(browser, link)
     assert page.url == f"{server.url}/"
-    assert tokens["alice"] not in page.evaluate("document.cookie")  # HttpOnly: no script reads it
+    assert code not in page.evaluate("document.cookie")  # HttpOnly: no script reads the session either
     assert page.locator("#rater").inner_text() == "alice"
     visited = [page.url]
     for _ in range(4):  # back through every entry of the tab's history
@@ -129,9 +143,42 @@ def test_the_link_leaves_its_token_in_neither_the_address_bar_nor_the_history(se
         if page.url == visited[-1]:
             break
         visited.append(page.url)
-    assert visited == [f"{server.url}/", "about:blank"]  # the link's entry was replaced, token and all
+    assert visited == [f"{server.url}/", "about:blank"]  # the link's entry was replaced, code and all
     refused = browser.new_context().new_page()
-    refused.goto(f"{server.url}/login#alice.not-the-token")
+    refused.goto(f"{server.url}/login#alice.not-the-code")
     refused.wait_for_selector("body[data-state='refused']", timeout=15_000)
     assert "not valid" in refused.locator("#login-status").inner_text()
     assert refused.url == f"{server.url}/login"
+
+
+def test_a_link_in_the_browsers_history_opens_nothing_once_used(tmp_path, playwright, browser):
+    """The browser records /login#<code> in its global history before the page's script runs
+    (replaceState cannot take it out of there). Opened again from there, in the same profile or
+    another, the used code signs nobody in; the session it opened goes on working."""
+    world = rating_world.build(tmp_path / "w")
+    add_rater(world.ws, "alice")
+    app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
+    data_dir = tmp_path / "profile"
+    with BackgroundServer(app) as server:
+        link = f"{server.url}/login#{issue_code(world.ws, 'alice')}"
+        with profile(playwright, data_dir) as context:
+            page = context.new_page()
+            page.goto(link)
+            wait_ready(page)
+            assert page.locator("#rater").inner_text() == "alice"
+        recorded = [url for url in history_urls(data_dir) if "/login#" in url]
+        assert recorded == [link]  # the whole link, code included, is in the history
+        with profile(playwright, data_dir) as context:  # the same profile: its session cookie still signs alice in
+            page = context.new_page()
+            page.goto(f"{server.url}/")
+            wait_ready(page)
+            assert page.locator("#rater").inner_text() == "alice"
+            again = context.new_page()
+            again.goto(recorded[0])  # the history entry, as the address bar would offer it
+            again.wait_for_selector("body[data-state='refused']", timeout=15_000)
+            assert "used already" in again.locator("#login-status").inner_text()
+        other = browser.new_context().new_page()  # anyone else who got hold of the history
+        other.goto(recorded[0])
+        other.wait_for_selector("body[data-state='refused']", timeout=15_000)
+        other.goto(f"{server.url}/")
+        assert "open your personal rating link" in other.locator("h1").inner_text()

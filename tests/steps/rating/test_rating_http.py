@@ -17,26 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import rating_world
 from madmine import tables
 from madmine.steps.rating import store
-from madmine.steps.rating.app import create_app
-from madmine.steps.rating.roundset import load_round
-from madmine.steps.rating.server import BackgroundServer
 from madmine.steps.rating.tokens import add_rater
 from worlds import store_maps
-
-
-@pytest.fixture
-def world(tmp_path):
-    return rating_world.build(tmp_path / "w")
-
-
-@pytest.fixture
-def server(world):
-    app = create_app(world.ws, world.config, load_round(world.ws, world.config, 0))
-    with BackgroundServer(app) as running:
-        yield running
 
 
 @pytest.fixture

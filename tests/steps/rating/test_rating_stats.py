@@ -15,7 +15,7 @@ import rating_world
 from madmine import tables
 from madmine.cli import state as cli_state
 from madmine.cli.rate import rate_app
-from madmine.steps.rating import agreement, selection, store
+from madmine.steps.rating import agreement, logins, selection, store
 from madmine.steps.rating.ledger import ledger
 from madmine.steps.rating.tokens import RaterRegistry, add_rater, hash_token
 
@@ -131,12 +131,22 @@ def rated(tmp_path):
     cli_state.set_config_path("madmine.toml")
 
 
-def test_add_rater_prints_a_working_link(rated):
-    result = CliRunner().invoke(rate_app, ["add-rater", "carol", "--url", "http://127.0.0.1:9999/"])
+def test_add_rater_prints_a_one_time_link(rated):
+    result = CliRunner().invoke(rate_app, ["add-rater", "carol", "--url", "http://127.0.0.1:9999/", "--print-token"])
     assert result.exit_code == 0, result.output
-    link = next(line for line in result.output.splitlines() if line.startswith("http"))
+    link, token = [line for line in result.stdout.splitlines() if line.strip()]
     assert link.startswith("http://127.0.0.1:9999/login#carol.") and "?" not in link
-    assert RaterRegistry(rated.ws).lookup(link.split("#", 1)[1]) == "carol"
+    code = link.split("#", 1)[1]
+    assert RaterRegistry(rated.ws).lookup(code) is None  # the link holds no lasting credential
+    assert RaterRegistry(rated.ws).lookup(token) == "carol"  # the API token does
+    assert logins.redeem_code(rated.ws, code) == "carol"
+    assert logins.redeem_code(rated.ws, code) is None  # used up
+    again = CliRunner().invoke(rate_app, ["link", "carol", "--url", "http://127.0.0.1:9999"])
+    assert again.exit_code == 0, again.output
+    second = again.stdout.strip().split("#", 1)[1]
+    assert second != code and logins.redeem_code(rated.ws, second) == "carol"
+    unknown = CliRunner().invoke(rate_app, ["link", "nobody"])
+    assert unknown.exit_code == 2 and "no rater named 'nobody'" in unknown.output
 
 
 def test_status_reports_progress_agreement_shortfall_and_costs(rated):

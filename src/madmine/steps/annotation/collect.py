@@ -25,6 +25,7 @@ class Collector:
         self.masks: dict[str, np.ndarray] = {}
         self.problems: list[str] = []
         self.rounds: set[int] = set()  # the rounds the tool's files say they belong to (Label Studio tasks do)
+        self.unpainted: list[tuple[str, str]] = []  # (image, why): a submitted annotation with no region to paint
 
     def problem(self, text: str) -> None:
         self.problems.append(text)

@@ -122,7 +122,7 @@ def import_(ws: Workspace, cfg: Config, fmt: str, path: Path, round_: int | None
     if require_all and meta:
         missing = sorted({i["image_id"] for i in meta["images"]} - set(collector.masks))
         for image_id in missing:
-            collector.problem(f"image {image_id} of the export has no finished annotation (missing image)")
+            collector.problem(f"image {image_id} of the export has no finished annotation (unlabelled; --require-all)")
     return commit(ws, collector, fmt, label_round(round_, meta, collector)), unfinished
 
 

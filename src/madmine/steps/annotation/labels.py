@@ -48,7 +48,11 @@ def commit(ws: Workspace, collector: Collector, source: str, round_: int | None)
             f"nothing imported: {len(collector.problems)} problem(s) in the {source} annotations:\n  {collector.summary()}"
         )
     if not collector.masks:
-        raise AnnotationError(f"nothing imported: the {source} export holds no finished annotation")
+        empty = ""
+        if collector.unpainted:
+            empty = (f" ({len(collector.unpainted)} submitted annotation(s) hold no brush or polygon region: "
+                     + "; ".join(f"image {i}, {why}" for i, why in collector.unpainted[:5]) + ")")
+        raise AnnotationError(f"nothing imported: the {source} export holds no finished annotation{empty}")
     now = datetime.now(UTC)
     rows = []
     for image_id, mask in track(sorted(collector.masks.items()), description=f"store {len(collector.masks)} labels"):

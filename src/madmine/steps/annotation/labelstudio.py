@@ -8,7 +8,8 @@ the round even when madmine-export.json was not kept.
 
 Import takes, per task, the newest annotation that was not cancelled; brush layers and
 polygons are painted in order (a later region wins where two overlap), unpainted pixels are
-background. A brush layer's pixel is painted where its alpha is >= 128: Label Studio's brush
+background. An annotation with no brush or polygon region at all (rectangles only, or
+submitted empty) is never read as an all-background mask: it is named and left out. A brush layer's pixel is painted where its alpha is >= 128: Label Studio's brush
 draws soft edges (alpha 1..254), and the middle of the ramp is where the stroke's edge is
 drawn on screen. Tasks without a finished annotation are left for a later import.
 """
@@ -16,6 +17,7 @@ drawn on screen. Tasks without a finished annotation are left for a later import
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import uuid
@@ -32,6 +34,7 @@ from madmine.steps.annotation import IGNORE_COLOR, ignore_name, lsbrush
 from madmine.steps.annotation.bundle import MANIFEST_NAME, AnnotationError, ExportItem, parse_json, read_bytes
 from madmine.steps.annotation.collect import Collector
 
+log = logging.getLogger(__name__)
 FROM_NAME = "label"
 TO_NAME = "image"
 TASKS = "tasks.json"
@@ -40,6 +43,7 @@ README = "README.md"
 LOCAL_FILES = "/data/local-files/?d="
 DEFAULT_PREFIX = None  # None: LOCAL_FILES + "<export folder name>/images/" (document root = the folder's parent)
 JSON_MIN_KEYS = {"annotation_id", "annotator", "lead_time"}
+PAINTED = ("brushlabels", "polygonlabels")  # the region types an import paints; others (rectangles, ...) are not masks
 
 
 def _hex(rgb) -> str:
@@ -342,11 +346,16 @@ def _read_task(task: dict, where: str, collector: Collector, skip) -> bool:
         return False
     height, width = collector.size(image_id)
     mask = np.zeros((height, width), dtype=np.uint8)
+    results = annotation.get("result") or []
+    regions = [r for r in results if str(r.get("type", "")).lower() in PAINTED]
+    if not regions:  # all background is never assumed: the annotator may have drawn with another tool, or nothing
+        others = sorted({str(r.get("type", "?")) for r in results})
+        collector.unpainted.append((image_id, f"{where}: only {', '.join(others)} regions" if others
+                                    else f"{where}: submitted with no region"))
+        return True
     ok = True
-    for result in annotation.get("result", []):
+    for result in regions:
         kind = str(result.get("type", "")).lower()
-        if kind not in ("brushlabels", "polygonlabels"):
-            continue
         names = (result.get("value") or {}).get(kind) or []
         rh, rw = result.get("original_height", height), result.get("original_width", width)
         if not collector.check_size(image_id, rh, rw, where):
@@ -359,7 +368,11 @@ def _read_task(task: dict, where: str, collector: Collector, skip) -> bool:
         class_id = collector.class_id(names[0], where)
         try:
             painted = _paint(result, height, width, where)
-        except (KeyError, ValueError, TypeError) as exc:
+        except KeyError as exc:
+            collector.problem(f"{where}: a {kind} region without its {exc.args[0]!r} field")
+            ok = False
+            continue
+        except (ValueError, TypeError) as exc:
             collector.problem(f"{where}: unreadable region ({exc})")
             ok = False
             continue
@@ -373,8 +386,14 @@ def _read_task(task: dict, where: str, collector: Collector, skip) -> bool:
 
 
 def read(path: Path, collector: Collector, meta: dict | None = None) -> int:
-    """Decode the export file into the collector; returns how many tasks had no finished annotation."""
+    """Decode the export file into the collector; returns how many tasks had no finished annotation
+    (those submitted with no brush or polygon region included, named in a warning)."""
     name, tasks = load_export(path)
     check_origin(name, tasks, meta, collector.sizes)
-    return len(read_tasks(name, tasks, collector))
+    unfinished = len(read_tasks(name, tasks, collector))
+    if collector.unpainted:
+        log.warning("%d annotation(s) hold no brush or polygon region, so nothing was imported for them (paint them "
+                    "with the brush, submit, and import again): %s", len(collector.unpainted),
+                    "; ".join(f"image {i} ({why})" for i, why in collector.unpainted[:20]))
+    return unfinished
 

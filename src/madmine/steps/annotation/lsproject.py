@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +39,15 @@ PULLED = "pulled.json"
 BATCH = 200
 
 
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"
+
+
 @dataclass
 class Server:
     url: str
     token: str
     timeout: float
+    token_from: str = TOKEN_ENV  # where the token was found: the variable, or "[labelstudio] token"
 
 
 @dataclass
@@ -64,23 +69,54 @@ class PullResult:
     unlabelled: list[str] = field(default_factory=list)
     not_pushed: list[str] = field(default_factory=list)
     table: pa.Table | None = None
+    no_regions: list[str] = field(default_factory=list)  # submitted, but with no brush or polygon region: not imported
 
 
 def server(cfg: Config) -> Server:
-    """URL and token from [labelstudio], else LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY."""
+    """URL from [labelstudio] url, else LABEL_STUDIO_URL; the token from LABEL_STUDIO_API_KEY, else
+    [labelstudio] token (the variable wins: it is where the docs say the token belongs)."""
     section = cfg.labelstudio
     url = (section.url or os.environ.get("LABEL_STUDIO_URL", "")).rstrip("/")
-    token = section.token or os.environ.get("LABEL_STUDIO_API_KEY", "")
+    token, token_from = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+    if not token:
+        token, token_from = section.token, "[labelstudio] token"
     if not url.startswith(("http://", "https://")):
         raise AnnotationError(
             'no Label Studio URL: set [labelstudio] url = "http://127.0.0.1:8080" in the config (or LABEL_STUDIO_URL)'
         )
     if not token:
         raise AnnotationError(
-            "no Label Studio token: copy it from Label Studio's Account & Settings into LABEL_STUDIO_API_KEY "
+            f"no Label Studio token: copy a personal access token from Label Studio's Account & Settings into {TOKEN_ENV} "
             "(or [labelstudio] token)"
         )
-    return Server(url, token, section.timeout_s)
+    return Server(url, token, section.timeout_s, token_from)
+
+
+def short_body(body) -> str:
+    """An error body in a few words: Label Studio's validation messages alone, an HTML page by its
+    title, anything else cut short."""
+    if isinstance(body, dict) and (body.get("validation_errors") or body.get("detail")):
+        errors = body.get("validation_errors")
+        if isinstance(errors, dict):
+            flat = [m for v in errors.values() for m in (v if isinstance(v, list) else [v])]
+            body = " ".join(str(m) for m in flat) or body.get("detail")
+        else:
+            body = str(body.get("detail"))
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    if re.search(r"<(!doctype html|html)\b", text[:500], re.IGNORECASE):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        return f"an HTML page{' titled ' + repr(' '.join(title.group(1).split())[:80]) if title else ''}"
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _refused(srv: Server, status: int) -> AnnotationError:
+    other = ("[labelstudio] token is not used while it is set" if srv.token_from == TOKEN_ENV
+             else f"{TOKEN_ENV} is not set")
+    return AnnotationError(
+        f"Label Studio at {srv.url} refused the token from {srv.token_from} (HTTP {status}; {other}): copy a personal "
+        "access token from Account & Settings there (in Label Studio 1.23 a new organisation accepts no legacy token "
+        "unless an owner enables them)"
+    )
 
 
 def connect(srv: Server):
@@ -92,17 +128,24 @@ def connect(srv: Server):
     except ImportError as exc:  # an optional dependency: the file export/import needs none of it
         raise AnnotationError(f"push/pull need label-studio-sdk ({exc}); pip install 'madmine[labelstudio]'") from exc
     client = LabelStudio(base_url=srv.url, api_key=srv.token, timeout=srv.timeout)
+    def not_api(why: str) -> AnnotationError:
+        return AnnotationError(f"the server at {srv.url} does not answer as Label Studio's API ({why}): set [labelstudio] "
+                               "url to the address of Label Studio's start page, e.g. http://127.0.0.1:8080")
+
     try:
-        client.users.whoami()
+        me = client.users.whoami()
     except httpx.HTTPError as exc:
         raise AnnotationError(f"no Label Studio answers at {srv.url} ({exc}); start it, or fix [labelstudio] url") from exc
     except ApiError as exc:
         if exc.status_code in (401, 403):
-            raise AnnotationError(
-                f"Label Studio at {srv.url} refused the token (HTTP {exc.status_code}); copy the access token from "
-                "Account & Settings into LABEL_STUDIO_API_KEY"
-            ) from exc
-        raise AnnotationError(f"Label Studio at {srv.url} answered HTTP {exc.status_code}: {exc.body}") from exc
+            raise _refused(srv, exc.status_code) from exc
+        if exc.status_code == 404 or (exc.status_code or 0) < 400:
+            raise not_api(f"HTTP {exc.status_code}: {short_body(exc.body)}") from exc
+        raise AnnotationError(f"Label Studio at {srv.url} answered HTTP {exc.status_code}: {short_body(exc.body)}") from exc
+    except (ValueError, TypeError) as exc:  # an answer that is not JSON (another web server), or not the expected JSON
+        raise not_api(f"its answer is not Label Studio's JSON: {type(exc).__name__}") from exc
+    if getattr(me, "id", None) is None:
+        raise not_api("its answer names no user")
     return client
 
 
@@ -116,8 +159,7 @@ def _api(what: str):
 
         def __exit__(self, kind, exc, tb):
             if isinstance(exc, ApiError):
-                body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
-                raise AnnotationError(f"Label Studio refused to {what} (HTTP {exc.status_code}): {body[:600]}") from exc
+                raise AnnotationError(f"Label Studio refused to {what} (HTTP {exc.status_code}): {short_body(exc.body)}") from exc
             return False
 
     return _Guard()
@@ -271,7 +313,13 @@ def push(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
     elif project.label_config != config_xml:
         with _api("update the project's labelling config to the config's classes"):
             client.projects.update(id=project.id, label_config=config_xml)
-    storage.ensure(client, project.id)
+    try:
+        storage.ensure(client, project.id)
+    except AnnotationError as exc:
+        if not created:
+            raise
+        _delete_project(client, project.id)  # Label Studio checks a storage only for a project: leave none behind
+        raise AnnotationError(f"{exc}; the project created for it was deleted again: nothing is left in Label Studio") from exc
 
     existing, exports = _existing_tasks(client, project.id)
     if not (record and record.get("export_id")) and len(exports) == 1:
@@ -288,6 +336,15 @@ def push(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
         "server": srv.url, "project_id": project.id, "project_key": key, "storage": storage.kind,
     })
     return PushResult(project.id, project_url(srv, project.id), len(new), len(items) - len(new), created, storage.kind)
+
+
+def _delete_project(client, project_id: int) -> None:
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        client.projects.delete(id=project_id)
+    except ApiError:  # the error being reported matters more; the empty project is named in it
+        pass
 
 
 # ---- pull ------------------------------------------------------------------------------------
@@ -338,7 +395,7 @@ def pull(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
     unlabelled = sorted({(t.get("data") or {}).get("image_id") or str(t.get("id")) for t in unfinished})
     if require_all and unlabelled:
         for image_id in unlabelled:
-            collector.problem(f"image {image_id} has no finished annotation in {name} (missing image)")
+            collector.problem(f"image {image_id} has no finished annotation in {name} (unlabelled; --require-all)")
     in_project = {(t.get("data") or {}).get("image_id") for t in tasks}
     not_pushed = sorted(set(sizes) - in_project)
 
@@ -349,4 +406,4 @@ def pull(ws: Workspace, cfg: Config, round_: int, which: str = "s", strategy: st
         pulled.update({i: _annotation_key(done[i]) for i in collector.masks if done.get(i)})
         ws.put_json(pulled_path, pulled)
     return PullResult(project.id, project_url(srv, project.id), len(collector.masks), len(unchanged),
-                      unlabelled, not_pushed, table)
+                      unlabelled, not_pushed, table, [f"{image_id} ({why})" for image_id, why in collector.unpainted])

@@ -1,15 +1,22 @@
 """The rating web app (FastAPI): one page, a small JSON API, images by image_id only.
 
-Access: a rater's link is `/login#<token>`. The token sits in the fragment, which browsers
-never send to a server or a proxy log; the login page reads it, takes it out of the address
-bar and the history entry, and exchanges it (POST /api/login with `Authorization: Bearer`)
-for an HttpOnly, SameSite=Strict cookie, Secure when served behind TLS. API clients may send
-`Authorization: Bearer <token>` with every request instead. No token: 401; an unknown or
-revoked token: 403. Every image or map is looked up by image_id among the round's
-candidates, so no request path ever reaches the filesystem.
+Access: a rater's link is `/login#<code>`, with a one-time sign-in code (steps/rating/logins.py).
+The code sits in the fragment, which browsers never send to a server or a proxy log; the
+login page takes it out of the address bar and exchanges it (POST /api/login, JSON
+{"code": ...}) for a session in an HttpOnly, SameSite=Strict cookie, Secure when served
+behind TLS. The code is used up by the exchange, so the copy of the link the browser keeps
+in its history opens nothing. API clients send the rater's API token as
+`Authorization: Bearer <token>` with every request instead (or POST it to /api/login for a
+session). No credential: 401; an unknown, used or revoked one: 403. Every image or map is
+looked up by image_id among the round's candidates, so no request path ever reaches the
+filesystem.
 
 Requests are hostile input too: a body over [rating] max_body_bytes is refused (413) before
-it is read, a vote's body is parsed only after the token is checked, and a 422 names the
+it is read; a request that changes state (a vote, signing in or out) is refused (403) when
+the browser says it comes from another origin (Origin, Sec-Fetch-Site: another port of the
+same host included, which SameSite cookies do not stop), and its body must be
+application/json (415), which no page of another origin can send without the browser asking
+first; a vote's body is parsed only after the credential is checked, and a 422 names the
 field that is wrong without ever echoing what was sent.
 """
 
@@ -19,6 +26,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from importlib.resources import files
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,15 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from madmine.config import Config
 from madmine.images import ImageError
-from madmine.steps.rating import render, store
+from madmine.steps.rating import logins, render, store
 from madmine.steps.rating.roundset import RoundError, RoundSet, read_image
 from madmine.steps.rating.sessions import Sessions
-from madmine.steps.rating.tokens import RaterRegistry
+from madmine.steps.rating.tokens import RaterError, RaterRegistry
 from madmine.workspace import Workspace
 
 log = logging.getLogger("madmine.steps.rating")
 COOKIE = "madmine_token"
-COOKIE_MAX_AGE = 30 * 24 * 3600
+COOKIE_MAX_AGE = logins.SESSION_DAYS * 24 * 3600
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
@@ -48,12 +56,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
 }
+FOREIGN = "refused: this request comes from another site (its Origin is not this rating app)"
 VOTE_HINT = 'send {"image_id": "...", "score": 1..5} or {"image_id": "...", "out_of_domain": true}'
-OLD_LINK = (
-    "<h1>This link format is no longer accepted.</h1>"
-    "<p>Rating links now keep the token after '#', where it never reaches a server log or the browser history. "
-    "Ask for a new link (madmine rate add-rater NAME).</p>"
-)
+USED_LINK = "this sign-in link was used already, or is not valid (any more): ask for a new one (madmine rate link NAME)"
 
 
 class Vote(BaseModel):
@@ -190,23 +195,51 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
         return JSONResponse({"detail": "the rating storage cannot be written or read; nothing was stored, try again"},
                             status_code=503)
 
-    def token_of(request: Request) -> str | None:
+    def bearer_of(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip()
-        return request.cookies.get(COOKIE)
+        return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
     def rater(request: Request) -> str:
-        token = token_of(request)
-        if not token:
-            raise HTTPException(401, "open your personal rating link (madmine rate add-rater NAME)",
+        """The rater of an API token (Authorization: Bearer) or of a session cookie."""
+        token, session = bearer_of(request), request.cookies.get(COOKIE)
+        if not token and not session:
+            raise HTTPException(401, "open your personal rating link (madmine rate link NAME)",
                                 headers={"WWW-Authenticate": "Bearer"})
-        name = registry.lookup(token)
+        name = registry.lookup(token) if token else logins.session_rater(ws, session)
         if name is None:
-            raise HTTPException(403, "this rating link is not valid (any more); ask for a new one")
+            raise HTTPException(403, "this rating link or session is not valid (any more); ask for a new link")
         return name
 
     Rater = Annotated[str, Depends(rater)]
+
+    def origins(request: Request) -> set[str]:
+        """This app's own origin as the request reached it, and the public one behind a proxy."""
+        own = {f"{request.url.scheme}://{request.url.netloc}".lower()}
+        if cfg.rating.public_url:
+            public = urlsplit(cfg.rating.public_url)
+            own.add(f"{public.scheme}://{public.netloc}".lower())
+        return own
+
+    def from_this_site(request: Request) -> None:
+        """A request that changes state must not come from another origin: browsers say where
+        a request comes from (Origin on every POST, Sec-Fetch-Site), and a page cannot lie."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise HTTPException(403, FOREIGN)
+        origin = request.headers.get("origin")
+        if origin is not None and origin.rstrip("/").lower() not in origins(request):
+            log.warning("refused a %s from origin %.100r (this app is %s): behind a proxy that serves it under another "
+                        "name, set [rating] public_url to that address", request.url.path, origin,
+                        " or ".join(sorted(origins(request))))
+            raise HTTPException(403, FOREIGN)
+
+    def json_only(request: Request) -> None:
+        """Only application/json: a form or a no-cors fetch of another page cannot send it."""
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPException(415, "send the body as application/json")
+
+    FromThisSite = [Depends(from_this_site)]
 
     def in_round(image_id: str) -> str:
         if image_id not in rs:
@@ -214,13 +247,12 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
         return image_id
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
+        # on the event loop, not in the thread pool: it answers even while slow storage holds every thread
         return {"ok": True}
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request):
-        if "token" in request.query_params:  # the old link format: the token is in the history already
-            return HTMLResponse(OLD_LINK, status_code=400)
         try:
             rater(request)
         except HTTPException as exc:
@@ -231,16 +263,43 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
     def login_form() -> HTMLResponse:
         return HTMLResponse(login_page)
 
-    @app.post("/api/login")
-    def login(request: Request, name: Rater) -> JSONResponse:
-        """Bearer token in, session cookie out: what the login page does with the link's fragment."""
+    @app.post("/api/login", dependencies=FromThisSite)
+    async def login(request: Request) -> JSONResponse:
+        """A one-time code (the link's, as JSON {"code": ...}) or an API token (Bearer) in, a session cookie out."""
+        token = bearer_of(request)
+        if token:
+            name = await run_in_threadpool(registry.lookup, token)
+            if name is None:
+                raise HTTPException(403, "this API token is not valid (any more)")
+        else:
+            body = await request.body()
+            if not body and "content-type" not in request.headers:
+                raise HTTPException(401, "open your personal rating link (madmine rate link NAME)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            json_only(request)
+            try:
+                sent = json.loads(body, parse_constant=_no_constant)
+            except (ValueError, RecursionError):
+                sent = None
+            code = sent.get("code") if isinstance(sent, dict) else None
+            if not isinstance(code, str) or not code:
+                return JSONResponse({"detail": 'send {"code": "<the code after # in the link>"}',
+                                     "errors": [{"loc": ["body", "code"], "type": "missing"}]}, status_code=422)
+            name = await run_in_threadpool(logins.redeem_code, ws, code)
+            if name is None:
+                raise HTTPException(403, USED_LINK)
+        try:
+            session = await run_in_threadpool(logins.open_session, ws, name)
+        except RaterError:  # revoked in the instant between the check and the session
+            raise HTTPException(403, USED_LINK) from None
         response = JSONResponse({"ok": True, "rater": name})
-        response.set_cookie(COOKIE, token_of(request), httponly=True, samesite="strict", max_age=COOKIE_MAX_AGE,
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", max_age=COOKIE_MAX_AGE,
                             secure=tls or request.url.scheme == "https", path="/")
         return response
 
-    @app.post("/api/logout")
-    def logout() -> JSONResponse:
+    @app.post("/api/logout", dependencies=FromThisSite)
+    def logout(request: Request) -> JSONResponse:
+        logins.close_session(ws, request.cookies.get(COOKIE))
         response = JSONResponse({"ok": True})
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -309,9 +368,10 @@ def create_app(ws: Workspace, cfg: Config, rs: RoundSet, *, behind_tls: bool | N
             raise HTTPException(404, f"prediction cannot be shown: {exc}") from exc
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.post("/api/ratings")
+    @app.post("/api/ratings", dependencies=FromThisSite)
     async def rate(request: Request, name: Rater) -> JSONResponse:
-        # the token was checked (Rater) before a byte of the body is read
+        # the origin (FromThisSite) and the credential (Rater) were checked before a byte of the body is read
+        json_only(request)
         body = await request.body()
         try:
             vote = Vote.model_validate(json.loads(body, parse_constant=_no_constant))

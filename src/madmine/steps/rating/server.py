@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from madmine.errors import MadmineError
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
+SHUTDOWN_GRACE_S = 10  # a vote is committed in milliseconds: requests running longer are cut off
 
 
 def is_loopback(host: str) -> bool:
@@ -80,8 +81,10 @@ def base_url(sock: socket.socket) -> str:
 
 def _server(app: FastAPI, trusted_proxies: str = "127.0.0.1") -> uvicorn.Server:
     # X-Forwarded-Proto (https behind a TLS proxy: the cookie is then Secure) counts only from these addresses
+    # SIGTERM stops the server within SHUTDOWN_GRACE_S, even if a request never finishes
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            proxy_headers=True, forwarded_allow_ips=trusted_proxies)
+                            proxy_headers=True, forwarded_allow_ips=trusted_proxies,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return uvicorn.Server(config)
 
 

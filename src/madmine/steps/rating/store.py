@@ -6,7 +6,8 @@ Events are never rewritten; the latest per (round, image, rater) wins, so changi
 mind is just another event. The `ratings` table (tables/ratings/round-<R>.parquet) is
 materialised from the events whenever status, select or a server shutdown asks for it.
 
-An event file that cannot be read as an event (empty, garbled, wrong fields) is skipped and
+An event file that cannot be read as an event (empty, garbled, wrong fields; a FIFO, a device,
+a symlink to one, or a file over MAX_EVENT_BYTES, none of which is ever read) is skipped and
 reported in `problems`, never fatal to the other events or raters.
 
 Besides rounds (an int), a named set of images is rated the same way: a MAD competition's
@@ -27,7 +28,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from madmine import tables
-from madmine.steps.rating.tokens import Problem, small_json, valid_name
+from madmine.steps.rating.tokens import Problem, read_storage, small_json, valid_name
+from madmine.untrusted import ImageError
 from madmine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -117,12 +119,12 @@ def read_events(ws: Workspace, paths: list[tuple[str, str]], round_: int, proble
     for path, rater in paths:
         if (path, rater) not in readable and problems is not None:
             problems.append(Problem(path, "not <rater>/<time>-<id>.json"))
-    blobs = ws.fs.cat([p for p, _ in readable], on_error="return") if readable else {}
+    blobs = read_storage(ws, [p for p, _ in readable], MAX_EVENT_BYTES)
     for path, rater in readable:
         blob = blobs.get(path)
         try:
-            if isinstance(blob, BaseException) or blob is None:
-                raise ValueError(f"unreadable ({type(blob).__name__})")
+            if not isinstance(blob, bytes):
+                raise ValueError(str(blob) if isinstance(blob, ImageError) else "unreadable")
             events.append(parse_event(blob, round_, rater))
         except ValueError as exc:
             if problems is not None:

@@ -10,7 +10,10 @@ server process that shares the workspace. Tokens made before names were part of 
 still found, by comparing against every record.
 
 A file in rating/raters/ that cannot be read as a rater record is skipped and reported
-(`problems`), never fatal to the other raters.
+(`problems`), never fatal to the other raters. Every file of the rating storage is read
+through the untrusted-bytes boundary (`read_storage`): a FIFO, a device or a symlink to one is
+refused without being opened for reading, and no file is read past its size limit, so a
+hostile file there can neither hang the rating app nor fill its memory.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from madmine.errors import MadmineError
+from madmine.untrusted import ImageError, read_files
 from madmine.workspace import Workspace
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -76,18 +80,37 @@ def add_rater(ws: Workspace, name: str) -> str:
 
 
 def revoke(ws: Workspace, name: str) -> None:
-    """Delete the rater's record: their link and API token stop working at once. Votes stay."""
+    """Delete the rater's record: their link and API token stop working at once. Votes stay.
+
+    A file in the record's place that is not a valid record goes too (it gave no access)."""
     path = record_path(ws, name)
     if not ws.exists(path):
         known = ", ".join(list_raters(ws)) or "none"
         raise RaterError(f"no rater named {name!r} (raters: {known})")
     ws.remove(path)
+    for kind in RATER_FOLDERS:  # their unused sign-in links and sessions ended with the record: tidy them away
+        ws.remove(rater_folder(ws, kind, name), recursive=True)
+
+
+RATER_FOLDERS = ("logins", "sessions")  # per rater: one-time sign-in codes and browser sessions (logins.py)
+
+
+def rater_folder(ws: Workspace, kind: str, name: str) -> str:
+    """rating/<kind>/<name>/, kind one of RATER_FOLDERS."""
+    if kind not in RATER_FOLDERS:
+        raise ValueError(kind)
+    return ws.path("rating", kind, check_name(name))
 
 
 def list_raters(ws: Workspace) -> list[str]:
-    """Names of the rater records (files named like a rater; their content is not checked here)."""
-    names = [n[: -len(".json")] for n in ws.listdir(raters_dir(ws)) if n.endswith(".json") and not n.startswith(".tmp-")]
-    return [n for n in names if valid_name(n)]
+    """Names of the raters whose records are valid (the files `scan` skips are not raters)."""
+    return sorted(scan(ws)[0])
+
+
+def read_storage(ws: Workspace, paths: list[str], max_bytes: int) -> dict[str, bytes | ImageError]:
+    """path -> bytes, or the ImageError that refused the file: the rating storage's files
+    through the untrusted-bytes boundary (never a FIFO, a device or more than max_bytes)."""
+    return read_files(ws.fs, paths, local=ws.is_local, max_bytes=max_bytes)
 
 
 def small_json(data: bytes, max_bytes: int, what: str):
@@ -116,7 +139,7 @@ def parse_record(data: bytes, name: str) -> dict:
 
 def scan(ws: Workspace) -> tuple[dict[str, dict], list[Problem]]:
     """Every readable rater record by name, and the files that were skipped."""
-    records, problems = {}, []
+    records, problems, named = {}, [], {}
     for name in ws.listdir(raters_dir(ws)):
         if name.startswith(".tmp-"):
             continue
@@ -125,9 +148,13 @@ def scan(ws: Workspace) -> tuple[dict[str, dict], list[Problem]]:
         if not valid_name(stem):
             problems.append(Problem(path, "not named <rater>.json"))
             continue
+        named[path] = stem
+    for path, blob in read_storage(ws, list(named), MAX_RECORD_BYTES).items():
         try:
-            records[stem] = parse_record(ws.get_bytes(path), stem)
-        except (ValueError, OSError) as exc:
+            if isinstance(blob, ImageError):
+                raise ValueError(str(blob))
+            records[named[path]] = parse_record(blob, named[path])
+        except ValueError as exc:
             problems.append(Problem(path, str(exc) or type(exc).__name__))
     return records, problems
 
@@ -138,11 +165,14 @@ class RaterRegistry:
     def __init__(self, ws: Workspace):
         self.ws = ws
 
-    def _record(self, name: str) -> dict | None:
-        try:
-            data = self.ws.get_bytes(record_path(self.ws, name))
-        except FileNotFoundError:
-            return None
+    def record(self, name: str) -> dict | None:
+        """The rater's valid record, or None (no record, or a file that is not one)."""
+        path = record_path(self.ws, name)
+        data = read_storage(self.ws, [path], MAX_RECORD_BYTES)[path]
+        if isinstance(data, ImageError):
+            if data.reason == "unreadable" and not self.ws.is_local:  # the object store failed: a 503, not a 403
+                raise OSError(str(data))
+            return None  # missing, or not a file that could be a record (`rate status` reports it)
         try:
             return parse_record(data, name)
         except ValueError:
@@ -156,7 +186,7 @@ class RaterRegistry:
         if name and secret:
             if not valid_name(name):
                 return None
-            record = self._record(name)
+            record = self.record(name)
             return name if record and hmac.compare_digest(record["token_sha256"], digest) else None
         found = None  # a token made before names were part of tokens: compare with every record
         for name, record in scan(self.ws)[0].items():
