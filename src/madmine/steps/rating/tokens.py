@@ -6,8 +6,7 @@ secret; a fast hash is enough for tokens of that entropy. The name tells the ser
 record to read, so every request checks the token against the rater's current record:
 a new rater's link works at once, `add-rater` again (a new token) retires the old one at
 once, and `rate revoke` (the record deleted) ends the rater's access at once, in every
-server process that shares the workspace. Tokens made before names were part of them are
-still found, by comparing against every record.
+server process that shares the workspace. A token without a name is no token.
 
 A file in rating/raters/ that cannot be read as a rater record is skipped and reported
 (`problems`), never fatal to the other raters. Every file of the rating storage is read
@@ -183,13 +182,7 @@ class RaterRegistry:
             return None
         digest = hash_token(token)
         name, _, secret = token.rpartition(".")
-        if name and secret:
-            if not valid_name(name):
-                return None
-            record = self.record(name)
-            return name if record and hmac.compare_digest(record["token_sha256"], digest) else None
-        found = None  # a token made before names were part of tokens: compare with every record
-        for name, record in scan(self.ws)[0].items():
-            if hmac.compare_digest(record["token_sha256"], digest):
-                found = name
-        return found
+        if not (name and secret and valid_name(name)):
+            return None
+        record = self.record(name)
+        return name if record and hmac.compare_digest(record["token_sha256"], digest) else None
