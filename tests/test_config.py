@@ -132,23 +132,9 @@ def test_parsing_a_config_with_hf_models_and_class_maps_imports_no_torch_and_rea
     """Parsing checks the file's shape only: a Hub checkpoint, a shipped class map and a CSV one are resolved
     later, by the commands that build models (madmine.models.resolve), so `madmine sql` pays for none of it."""
     (tmp_path / "map.csv").write_text("id,name,class\n0,bg,background\n1,plane,aeroplane\n")
-    (tmp_path / "madmine.toml").write_text(textwrap.dedent("""
-        [workspace]
-        uri = "work/"
-        [classes]
-        names = ["background", "aeroplane", "bicycle"]
-        [[models]]
-        name = "target"
-        role = "target"
-        hf = "nvidia/segformer-b0-finetuned-ade-512-512"
-        class_map = "ade20k-voc"
-        [[models]]
-        name = "other"
-        role = "competitor"
-        arch = "fcn_resnet50"
-        classes = 2
-        class_map = "map.csv"
-        """))
+    text = MINIMAL.replace('arch = "deeplabv3_resnet50"\ninput_size = 513',
+                           'hf = "nvidia/segformer-b0-finetuned-ade-512-512"\nclass_map = "ade20k-voc"')
+    write(tmp_path, text.replace('maps = "preds/fcn/"', 'arch = "fcn_resnet50"\nclasses = 2\nclass_map = "map.csv"'))
     script = textwrap.dedent(f"""
         import socket, sys
         def refuse(*args, **kwargs):
