@@ -36,17 +36,20 @@ def testset(
     size: int = typer.Option(None, "--size", help="Images in T(R+1); default \\[evaluate] testset_size (30)."),
     per_class: int = typer.Option(None, "--per-class", help="At most this many images per main class; default 4."),
     seed: int = typer.Option(None, "--seed", help="Seed of the draw; default \\[evaluate] seed."),
-    without_s: bool = typer.Option(False, "--without-s", help="Draw T(R+1) before S(R+1) is selected (a final round)."),
+    after_s: bool = typer.Option(
+        False, "--after-s", help="Draw T(R+1) although S(R+1) was chosen first: it cannot take S's images, the lowest "
+        "MOS of M, and leans toward images the target does well on (the round draws T before S)."
+    ),
     force: bool = typer.Option(False, "--force", help="Draw again although it exists (its labels may go to waste)."),
 ) -> None:
-    """T(R+1) from M(R), the paper's names (T(0) is the held-out set): out of domain removed, never in any S(j),
-    <= 4 per main class, 30 images."""
+    """T(R+1) from M(R), drawn before S(R+1) (T(0) is the held-out set): out of domain removed, never in an
+    earlier S(j), <= 4 per main class, 30 images; S(R+1) is then chosen from the rest of M(R)."""
     from madmine.names import testset_name
     from madmine.steps.context import StepContext
     from madmine.steps.evaluation.testset import TestsetParams, run
 
     config = get_config()
-    params = TestsetParams(round_, size=size, per_class=per_class, seed=seed, require_s=not without_s, overwrite=force)
+    params = TestsetParams(round_, size=size, per_class=per_class, seed=seed, after_s=after_s, overwrite=force)
     result = run(StepContext.of(config), params)
     name = testset_name(round_)
     out.print(f"{name} (round {round_}): {result.size} of {result.candidates} candidates -> {result.path}", highlight=False)

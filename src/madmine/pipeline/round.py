@@ -1,12 +1,13 @@
 """`madmine round`: one round of the method as a list of steps, resumable at every boundary.
 
-    score -> select -> rate -> S -> annotate -> finetune -> testset -> test_labels -> evaluate -> report
+    score -> select -> rate -> testset -> S -> annotate -> finetune -> test_labels -> evaluate -> report
 
-Round R (the paper's i = R) selects M(R) with the target of earlier rounds, fine-tunes on
-S(R+1) and draws T(R+1). A final round (`madmine round --round R --final`, after R rounds of
-fine-tuning) fine-tunes no more: score -> select -> rate -> testset -> test_labels -> evaluate
--> report, so the last target is measured on the next test set (the paper's T(3) after two
-rounds) with no hand work.
+Round R (the paper's i = R) selects M(R) with the target of earlier rounds, draws T(R+1) from
+M(R)'s rated in-domain images, chooses S(R+1) from the rest (so that T is a uniform sample of
+M, not what S left) and fine-tunes on it. A final round (`madmine round --round R --final`,
+after R rounds of fine-tuning) fine-tunes no more: score -> select -> rate -> testset ->
+test_labels -> evaluate -> report, so the last target is measured on the next test set (the
+paper's T(3) after two rounds) with no hand work.
 
 Every step calls its step's entry point (`steps/<x>.run(ctx, params)`), as the command line
 does; the executor (madmine.pipeline.executor) skips the steps that are done, commits each
@@ -174,9 +175,14 @@ class Testset(Step):
     name = "testset"
 
     def run(self, ctx):
+        counts = {}
         if not tables.TESTSETS.exists(ctx.ws, round=ctx.round):
-            testset.run(ctx.step, testset.TestsetParams(ctx.round, require_s=not ctx.final))
-        return {"images": len(ctx.testset_ids()), "testset": names.testset_name(ctx.round)}
+            after_s = tables.SELECTED.exists(ctx.ws, round=ctx.round, strategy=tables.MAD)  # `rate select` ran first
+            if after_s:
+                ctx.step.say(f"S of round {ctx.round} was chosen before its test set: the test set leans toward high MOS")
+                counts["drawn_after_s"] = True
+            testset.run(ctx.step, testset.TestsetParams(ctx.round, after_s=after_s))
+        return {**counts, "images": len(ctx.testset_ids()), "testset": names.testset_name(ctx.round)}
 
 
 class LabelTestset(Step):
@@ -202,7 +208,7 @@ class Report(Step):
 
 
 STEPS: tuple[Step, ...] = (
-    Score(), Select(), Rate(), ChooseS(), AnnotateS(), Finetune(), Testset(), LabelTestset(), Evaluate(), Report()
+    Score(), Select(), Rate(), Testset(), ChooseS(), AnnotateS(), Finetune(), LabelTestset(), Evaluate(), Report()
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
 FINAL_SKIPS = ("S", "annotate", "finetune")  # a final round measures; it fine-tunes no more

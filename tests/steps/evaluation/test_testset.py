@@ -7,17 +7,27 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
+from scipy.stats import ks_2samp
 
 import evaluate_world as world
 from madmine import tables
 from madmine.errors import EvaluationError
 from madmine.steps import reads
+from madmine.steps.context import StepContext
+from madmine.steps.evaluation import testset
 from madmine.steps.evaluation.testset import build, main_classes
+from madmine.steps.rating import choose, selection, store
+
+
+def before_s(w):
+    """The world as the round has it when T(R+1) is drawn: S(R+1) not chosen yet (earlier rounds' S are)."""
+    w.ws.remove(tables.SELECTED.path(w.ws, round=w.round, strategy="mad"))
+    return w
 
 
 @pytest.fixture
 def w(tmp_path):
-    return world.build(tmp_path / "w")
+    return before_s(world.build(tmp_path / "w"))
 
 
 def drawn(result) -> list[str]:
@@ -34,14 +44,12 @@ def test_out_of_domain_images_never_enter(w):
     assert ids == set(w.ids) - ood - in_s
 
 
-def test_no_image_of_any_s_of_any_round(w):
+def test_no_image_of_an_earlier_rounds_s(w):
     result = build(w.config, w.ws, w.round, size=1000, per_class=1000)
     ids = set(drawn(result))
-    this_round = {i for k, i in enumerate(w.ids) if k % 7 == 0}
     earlier = {i for k, i in enumerate(w.ids) if k % 11 == 3}
-    assert this_round and earlier
-    assert not ids & this_round and not ids & earlier
-    assert set(result.dropped["in_s"]) == (this_round | earlier) - set(result.dropped.get("out_of_domain", []))
+    assert earlier and not ids & earlier
+    assert set(result.dropped["in_s"]) == earlier - set(result.dropped.get("out_of_domain", []))
 
 
 def test_at_most_per_class_images_per_main_class(w):
@@ -98,7 +106,7 @@ def test_deterministic_and_independent_of_row_order(w):
 
 
 def test_unrated_images_and_images_short_of_raters_stay_out(tmp_path):
-    w = world.build(tmp_path / "w", n=40, extra_toml="")
+    w = before_s(world.build(tmp_path / "w", n=40, extra_toml=""))
     path = tables.RATINGS.path(w.ws, round=w.round)
     ratings = w.ws.read_parquet([path]).to_pylist()
     unrated = {w.ids[k] for k in (1, 2, 3)}
@@ -106,20 +114,44 @@ def test_unrated_images_and_images_short_of_raters_stay_out(tmp_path):
     ids = set(drawn(build(w.config, w.ws, w.round, size=1000, per_class=1000)))
     assert not ids & unrated
     # with min_raters = 3 nobody qualifies (two raters each)
-    w3 = world.build(tmp_path / "w3", n=12, extra_toml="").config
+    w3 = before_s(world.build(tmp_path / "w3", n=12, extra_toml="")).config
     strict = type(w3)(**{**w3.__dict__, "rating": type(w3.rating)(min_raters=3)})
     with pytest.raises(EvaluationError, match="unrated"):
         build(strict, world.Workspace.from_config(strict), 1)
 
 
-def test_refuses_before_s_and_over_an_existing_set(tmp_path):
-    w = world.build(tmp_path / "w", n=30)
-    w.ws.remove(tables.SELECTED.path(w.ws, round=w.round, strategy="mad"))
-    with pytest.raises(EvaluationError, match="rate select"):
+def test_refuses_after_s_unless_asked_and_over_an_existing_set(tmp_path):
+    w = world.build(tmp_path / "w", n=30)  # S(R+1) chosen before T(R+1)
+    with pytest.raises(EvaluationError, match="--after-s"):
         build(w.config, w.ws, w.round)
-    build(w.config, w.ws, w.round, require_s=False)
+    this_round = {i for k, i in enumerate(w.ids) if k % 7 == 0}
+    assert not set(drawn(build(w.config, w.ws, w.round, after_s=True))) & this_round  # S's images stay out
     with pytest.raises(EvaluationError, match="--force"):
-        build(w.config, w.ws, w.round, require_s=False)
+        build(w.config, w.ws, w.round, after_s=True)
+
+
+def test_drawn_before_s_the_test_set_is_a_uniform_sample_of_the_in_domain_candidates(tmp_path):
+    """T(R+1) first, then S(R+1) from the rest: T's mean opinion scores are distributed as those of every
+    in-domain candidate it could take (S's lowest ones included), and S keeps its whole budget."""
+    w = before_s(world.build(tmp_path / "w", n=240))
+    for row in w.ws.read_parquet([tables.RATINGS.path(w.ws, round=w.round)]).to_pylist():
+        store.record(w.ws, w.round, row["image_id"], row["rater"], row["score"])
+    ctx = StepContext.of(w.config)
+    t = testset.run(ctx, testset.TestsetParams(w.round, size=40, per_class=1000))
+    s = choose.run(ctx, choose.ChooseParams.from_config(w.config, w.round, n4=40, allow_partial=True))
+    t_ids, s_ids = set(drawn(t)), set(s.chosen.table.column("image_id").to_pylist())
+    assert len(s_ids) == 40 and not t_ids & s_ids and s.tally.held_for_test == 40
+    mos = {i: (a, n) for i, (a, n) in ((r["image_id"], (r["mos"], r["n_ratings"])) for r in s.chosen.table.to_pylist())}
+    votes = selection.mos_by_image(reads.votes(w.ws, w.round))
+    earlier = set(reads.selected_ids(w.ws, up_to=w.round - 1))
+    pool = {i: sum(v) / len(v) for i, (v, ood) in votes.items() if not ood and len(v) >= 1 and i not in earlier}
+    t_mos = [pool[i] for i in t_ids]
+    assert min(t_mos) < max(a for a, _ in mos.values())  # T holds images as bad as S's: nothing was taken first
+    assert ks_2samp(t_mos, list(pool.values())).pvalue > 0.2
+    # S is the lowest of what T left; drawn after S (the old order), T could only have taken images scored at
+    # least S's highest, and T holds lower ones
+    rest = [pool[i] for i in pool if i not in s_ids and i not in t_ids]
+    assert min(rest) >= max(a for a, _ in mos.values()) > min(t_mos)
 
 
 def test_no_image_of_another_rounds_test_set(w):
@@ -146,8 +178,6 @@ def test_exported_for_labelling_like_s(w, tmp_path):
 
 def test_vote_events_are_the_source_of_truth(w):
     """A rater's later out-of-domain event counts although the materialised table predates it."""
-    from madmine.steps.rating import store
-
     k = next(k for k in range(len(w.ids)) if not world.ood_image(k) and k % 7 and k % 11 != 3)
     for row in w.ws.read_parquet([tables.RATINGS.path(w.ws, round=w.round)]).to_pylist():
         store.record(w.ws, w.round, row["image_id"], row["rater"], row["score"])

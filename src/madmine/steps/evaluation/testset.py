@@ -6,11 +6,14 @@ S(R+1), the images round R fine-tunes on. The table keeps the round (`round` = R
 name (`testset` = "T(R+1)").
 
 Drawn from M(R), the images MAD kept in round R, so that T(R+1) holds the kind of image the
-round was about, without the rating bias of S(R+1):
+round was about, before S(R+1) is chosen: S is the n4 images of lowest mean opinion score, so a
+test set drawn from what S leaves would hold the images the target does well on. Drawn
+first, T(R+1) is a uniform sample of M(R)'s in-domain images, and S(R+1) is chosen from
+M(R) without T(R+1) (madmine.steps.rating.choose), its budget whole. The rules:
 - out of domain removed: an image any rater marked out of domain never enters; an image
   needs [rating] min_raters votes on the 1..5 scale (default: every registered rater), since
   an unrated one cannot be known to be in domain;
-- never an image of any S(j), of any round and any strategy (those are training images), nor
+- never an image of an earlier round's S(j), of any strategy (those are training images), nor
   of another round's test set;
 - at most `per_class` images per main foreground class, the main class of an image being
   the class_id of its candidate row with the largest class_fraction (ties: smaller id);
@@ -78,14 +81,14 @@ class TestsetParams:
     size: int | None = None
     per_class: int | None = None
     seed: int | None = None
-    require_s: bool = True  # False: draw it before S(R+1) exists (a final round)
+    after_s: bool = False  # draw it although S(R+1) was chosen first (biased toward high MOS)
     overwrite: bool = False
 
 
 def run(ctx: StepContext, params: TestsetParams) -> TestSet:
     """The test-set step: draw T(R+1) from M(R) and write it."""
     return build(ctx.config, ctx.ws, params.round, size=params.size, per_class=params.per_class, seed=params.seed,
-                 require_s=params.require_s, overwrite=params.overwrite)
+                 after_s=params.after_s, overwrite=params.overwrite)
 
 
 def build(
@@ -96,11 +99,12 @@ def build(
     size: int | None = None,
     per_class: int | None = None,
     seed: int | None = None,
-    require_s: bool = True,
+    after_s: bool = False,
     overwrite: bool = False,
 ) -> TestSet:
     """Draw round R's test set T(R+1) and write it; EvaluationError (nothing written) when the rules
-    cannot be met. `require_s=False` draws it without S(R+1) (a final round, which fine-tunes no more)."""
+    cannot be met, or when an S of round R was chosen already (unless `after_s`: the set then cannot
+    take S's images and leans toward high MOS)."""
     size = config.evaluate.testset_size if size is None else size
     per_class = config.evaluate.per_class if per_class is None else per_class
     seed = config.evaluate.seed if seed is None else seed
@@ -116,10 +120,13 @@ def build(
     table = reads.candidates(ws, round_, "mad")
     if table is None or table.num_rows == 0:
         raise EvaluationError(f"round {round_} has no MAD candidates; run `madmine select --round {round_}` first")
-    if require_s and not reads.selected_exists(ws, round_):
+    chosen_first = sorted(s for s in tables.STRATEGIES if reads.selected_exists(ws, round_, s))
+    if chosen_first and not after_s:
         raise EvaluationError(
-            f"{names.s_name(round_)} (round {round_}'s S) is not selected yet, and {name} must not take an image "
-            f"that S will: run `madmine rate select --round {round_}` first (or pass --without-s to draw {name} anyway)"
+            f"{names.s_name(round_)} of round {round_} was chosen before {name} ({', '.join(chosen_first)}): {name} "
+            f"could not take its images, the lowest MOS of M, and would lean toward images the target does well "
+            f"on. Draw {name} before `madmine rate select` (`madmine round` does), or pass --after-s to draw it "
+            "anyway, biased"
         )
     rows = table.to_pylist()
     uris = {}
@@ -127,7 +134,7 @@ def build(
         uris.setdefault(r["image_id"], r.get("uri"))
     mains = main_classes(rows)
     votes = mos_by_image(reads.votes(ws, round_))
-    in_s = reads.selected_ids(ws)
+    in_s = reads.selected_ids(ws, up_to=round_ if after_s else round_ - 1)
     other_tests = {r["image_id"] for k, rs in reads.testsets(ws).items() if k != round_ for r in rs}
     min_raters = required_raters(config, ws)
 

@@ -2,6 +2,8 @@
 
 MAD's S is the n4 candidates of lowest mean opinion score among the images rated by enough
 raters (madmine.steps.rating.selection); a baseline's S is its own top n4, no ratings needed.
+Neither takes an image of the round's test set T(R+1), drawn before S so that it is a uniform
+sample of M's in-domain images (madmine.steps.evaluation.testset).
 `madmine rate select`, a round's S step and the demo all choose through `run`; a round's rate
 step asks `tally` whether any candidate still lacks ratings.
 """
@@ -12,10 +14,10 @@ from dataclasses import dataclass, field
 
 from madmine import tables
 from madmine.errors import MadmineError
+from madmine.steps import reads
 from madmine.steps.context import StepContext
 from madmine.steps.rating import selection, store
 from madmine.steps.rating.roundset import RoundSet, load_round
-from madmine.steps.reads import candidates
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Tally:
     min_raters: int
     votes: int = 0
     skipped: list = field(default_factory=list)  # unreadable files of the rating storage
+    held_for_test: int = 0  # candidates kept out of S: the round's test set T(R+1)
 
 
 @dataclass
@@ -73,16 +76,24 @@ def tally(ctx: StepContext, params: ChooseParams, materialise: bool = False) -> 
     rs = load_round(ctx.ws, ctx.config, params.round, params.strategy)
     min_raters = selection.required_raters(ctx.config, ctx.ws) if params.min_raters is None else params.min_raters
     _check(params, min_raters)
+    held = test_ids(ctx.ws, rs.round)
     if params.how == "rank":
-        rows = candidates(ctx.ws, rs.round, params.strategy).to_pylist()
-        return Tally(rs, selection.by_rank(rows, rs.round, params.n4, params.strategy), min_raters)
+        rows = [r for r in reads.candidates(ctx.ws, rs.round, params.strategy).to_pylist() if r["image_id"] not in held]
+        return Tally(rs, selection.by_rank(rows, rs.round, params.n4, params.strategy), min_raters,
+                     held_for_test=len(held & set(rs.uris)))
     problems: list = []
     snapshot = store.load_events(ctx.ws, rs.round, problems=problems)
     if materialise:
         store.materialise(ctx.ws, rs.round, snapshot)
-    latest = store.latest([e for e in snapshot if e["image_id"] in rs])
-    chosen = selection.select(latest, rs.round, rs.uris, params.n4, min_raters, params.strategy)
-    return Tally(rs, chosen, min_raters, len(latest), problems)
+    latest = store.latest([e for e in snapshot if e["image_id"] in rs and e["image_id"] not in held])
+    uris = {i: u for i, u in rs.uris.items() if i not in held}
+    chosen = selection.select(latest, rs.round, uris, params.n4, min_raters, params.strategy)
+    return Tally(rs, chosen, min_raters, len(latest), problems, len(held & set(rs.uris)))
+
+
+def test_ids(ws, round_: int) -> set[str]:
+    """The images of the round's test set T(R+1), if it was drawn."""
+    return {r["image_id"] for r in reads.testsets(ws).get(round_, [])}
 
 
 def run(ctx: StepContext, params: ChooseParams, counted: Tally | None = None) -> ChooseResult:
