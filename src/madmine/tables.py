@@ -401,6 +401,7 @@ EVALUATION = Table(
             ("testset_index", pa.int32()),  # the paper's i of T(i): 0 held-out, R + 1 for round R's set
             ("selection", pa.string()),  # the strategy whose S the version was trained on (null: not fine-tuned)
             ("trained_on", pa.string()),  # e.g. "S(0) + S(1) + S(2) (mad)"
+            ("paper_pair", pa.bool_()),  # the paper's pairing: f(i) on T(i+1), the version that selected M(i)
         ]
     ),
     "madmine evaluate",

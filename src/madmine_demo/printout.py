@@ -7,7 +7,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from madmine.names import HELD_OUT
+from madmine.names import HELD_OUT, testset_name
 from madmine_demo.arena import ArenaResult
 from madmine_demo.measure import TAU, Spread, Yield
 from madmine_demo.world.failures import KINDS
@@ -39,19 +39,19 @@ def model_label(row: dict) -> str:
 def table1(console: Console, summary_rows: list[dict]) -> None:
     rounds = sorted({r["testset_round"] for r in summary_rows})
     table = Table(title="Table 1: dataset mIoU (%) of every model on every test set", title_justify="left",
-                  caption="T(0) held-out: the training domain. T(R): 30 wild images drawn from M of round R "
-                          "(the paper's T(R+1)), out-of-domain and S images removed.", caption_justify="left")
+                  caption="T(0) held-out: the training domain. T(R+1): wild images drawn from M of round R before "
+                          "its S, out of domain removed. * the paper's pairing: f(i) on T(i+1).", caption_justify="left")
     table.add_column("model")
     for r in rounds:
-        table.add_column("T(0) held-out" if r == HELD_OUT else f"T({r})", justify="right")
-    by_model: dict[str, dict[int, float]] = {}
+        table.add_column("T(0) held-out" if r == HELD_OUT else testset_name(r), justify="right")
+    by_model: dict[str, dict[int, str]] = {}
     order: dict[str, int] = {}
     for row in summary_rows:
         label = model_label(row)
-        by_model.setdefault(label, {})[row["testset_round"]] = row["miou"]
+        by_model.setdefault(label, {})[row["testset_round"]] = pct(row["miou"]) + ("*" if row.get("paper_pair") else "")
         order.setdefault(label, row["order"])
     for label in sorted(by_model, key=order.get):
-        table.add_row(label, *(pct(by_model[label].get(r)) for r in rounds))
+        table.add_row(label, *(by_model[label].get(r, "-") for r in rounds))
     console.print(table)
 
 

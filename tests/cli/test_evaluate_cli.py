@@ -14,6 +14,7 @@ from madmine.errors import MadmineError
 @pytest.fixture
 def run(tmp_path):
     w = world.build(tmp_path / "w", n=40, labelled=lambda k: k % 3 != 0)
+    w.ws.remove(tables.SELECTED.path(w.ws, round=w.round, strategy="mad"))  # T(R+1) is drawn before S(R+1)
     def invoke(*args):
         result = CliRunner().invoke(app, ["--config", str(w.config_path), *args], catch_exceptions=False)
         assert result.exit_code == 0, result.output

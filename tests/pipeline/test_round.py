@@ -69,7 +69,10 @@ def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path,
 
     rnd = fresh()
     waiting = rnd.run()
-    assert rnd.record["steps"]["S"]["status"] == "done" and rnd.record["steps"]["S"]["counts"]["S"] == 4
+    steps = rnd.record["steps"]
+    assert steps["testset"]["status"] == "done" and steps["S"]["status"] == "done" and steps["S"]["counts"]["S"] == 4
+    assert not ({r["image_id"] for r in tables.TESTSETS.read(ws).to_pylist()}
+                & {r["image_id"] for r in tables.SELECTED.read(ws, round=0, strategy="mad").to_pylist()})
     assert waiting.step == "annotate"
     export_dir = Path(ws.path("exports", "round-0-s-coco"))
     assert (export_dir / "annotations.json").exists()
@@ -77,7 +80,7 @@ def test_round_waits_for_people_resumes_at_each_boundary_and_completes(tmp_path,
 
     rnd = fresh()
     assert rnd.run(until="finetune") is None
-    assert rnd.record["steps"]["finetune"]["status"] == "done" and "testset" not in rnd.record["steps"]
+    assert rnd.record["steps"]["finetune"]["status"] == "done" and "test_labels" not in rnd.record["steps"]
 
     waiting = fresh().run()
     assert waiting.step == "test_labels"

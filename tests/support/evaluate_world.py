@@ -269,7 +269,7 @@ def full_round(root: Path, n: int = 40, big: bool = False) -> EvalWorld:
     w = build(root, n=n, big=big, labelled=lambda k: k % 13 != 6)
     write_scores(w)
     write_testset(w.ws, 0, [w.ids[k] for k in range(1, n, 5)])
-    testset.build(w.config, w.ws, w.round, size=min(30, n // 2))
+    testset.build(w.config, w.ws, w.round, size=min(30, n // 2), after_s=True)  # the world chose S first
     better = {i: damage(w.labels[i], TARGET_SHAPE[big], 0, 0.35, seed=4) for i in w.ids}
     add_model_version(w.ws, TARGET, "ft-r1", better, w.round, T0 + timedelta(days=1))
     ev.save(w.ws, ev.evaluate(w.config, w.ws, show_progress=False))

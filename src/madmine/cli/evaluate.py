@@ -67,17 +67,19 @@ def testset(
 
 
 def _table1(summary, value: str, title: str, caption: str) -> Table:
-    from madmine.steps.evaluation.evaluate import table1
+    from madmine.steps.evaluation.evaluate import paper_pairs, table1
 
     headers, rows = table1(summary, value)
     trained = {r["label"]: r.get("trained_on") or "" for r in summary.to_pylist()}
-    table = Table(title=title, caption=caption)
+    paired = paper_pairs(summary)
+    table = Table(title=title, caption=caption + ("; * the paper's pairing: f(i) on T(i+1)" if paired else ""))
     table.add_column("model")
     table.add_column("trained on")
     for h in headers:
         table.add_column(h, justify="right")
     for label, values in rows:
-        table.add_row(label, trained.get(label, ""), *(pct(v) for v in values))
+        cells = [pct(v) + ("*" if (label, h) in paired else "") for h, v in zip(headers, values)]
+        table.add_row(label, trained.get(label, ""), *cells)
     return table
 
 

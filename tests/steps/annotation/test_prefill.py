@@ -21,7 +21,7 @@ from madmine.steps.evaluation.testset import build
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     w = world.build(tmp_path_factory.mktemp("prefill") / "w", n=24)
-    build(w.config, w.ws, w.round, size=6, per_class=6)
+    build(w.config, w.ws, w.round, size=6, per_class=6, after_s=True)
     return w
 
 

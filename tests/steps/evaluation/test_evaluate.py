@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 import evaluate_world as world
 from madmine.cli import app
+from madmine.names import HELD_OUT
 from madmine.steps.evaluation import evaluate as ev
+from madmine.steps.evaluation.evaluate import Evaluation
+from madmine.steps.evaluation.predictions import ModelRef
 from madmine.steps.evaluation.testset import build
 from references import reference
 
@@ -26,7 +29,7 @@ def evaluated(tmp_path_factory):
     w = world.build(root / "w", n=40, labelled=lambda k: k not in unlabelled)
     t0 = [w.ids[k] for k in (2, 3, 10, 11, 13, 20, 22, 30)]
     world.write_testset(w.ws, 0, t0)
-    t1 = build(w.config, w.ws, w.round, size=12).table.column("image_id").to_pylist()
+    t1 = build(w.config, w.ws, w.round, size=12, after_s=True).table.column("image_id").to_pylist()
     # a fine-tuned version of the target, known by its models-table row and its cached maps
     finetuned = {i: world.damage(w.labels[i], (16, 32), 0, 0.0, seed=3) for i in t0 + t1}
     world.add_model_version(w.ws, "target", "ft-r1", finetuned, 1, world.T0 + timedelta(days=1))
@@ -162,3 +165,15 @@ def test_held_out_t0_of_the_finetune_folders_is_evaluated_first(tmp_path):
         assert all(len(i) == 32 and i not in by_world_id for i in cell.image_ids)
     headers, _ = ev.table1(result.summary_table())
     assert headers == ["T(0)", "T(2)"]  # the held-out set is T(0); round 1's set is T(2), never a second "T(0)"
+
+
+def test_table_1_marks_the_papers_pairing_f_i_on_t_i_plus_1():
+    """f(0), the original target, selected M(0), from which T(1) is drawn; the version fine-tuned in round R-1
+    selected M(R) and pairs with T(R+1). T(0) pairs with no one; baselines' chains and competitors never."""
+    original = ModelRef("target", "v0", "target", None, "config")
+    mad = {r: ModelRef("target", f"mad{r}", "target", None, "models table", round=r) for r in (0, 1)}
+    entropy = ModelRef("target", "ent0", "target", None, "models table", round=0, selection="entropy")
+    competitor = ModelRef("fcn", "c", "competitor", None, "config")
+    paired = {(ref.version, r) for ref in (original, *mad.values(), entropy, competitor) for r in (HELD_OUT, 0, 1, 2)
+              if Evaluation.paper_pair(ref, r)}
+    assert paired == {("v0", 0), ("mad0", 1), ("mad1", 2)}

@@ -17,7 +17,7 @@ def test_the_round_on_s3_equals_the_round_on_disk(tmp_path, s3_bucket, s3_endpoi
 
     results = {}
     for name, w in (("s3", remote), ("disk", local)):
-        drawn = testset.build(w.config, w.ws, w.round, size=8).table.column("image_id").to_pylist()
+        drawn = testset.build(w.config, w.ws, w.round, size=8, after_s=True).table.column("image_id").to_pylist()
         evaluation = ev.evaluate(w.config, w.ws, show_progress=False)
         ev.save(w.ws, evaluation)
         comp = compete.compete(w.config, w.ws, "target", "fcn", n=5, protocol="d-ranking")  # no size bounds here

@@ -60,10 +60,12 @@ def test_report_shows_the_workspace_numbers(report):
     html = out.read_text()
     summary, _ = ev.load(w.ws)
     headers, rows = ev.table1(summary)
+    paired = ev.paper_pairs(summary)
+    assert paired and "the paper's pairing" in html
     for label, values in rows:
         assert label in html
-        for v in values:
-            assert f">{100 * v:.1f}<" in html
+        for header, v in zip(headers, values):
+            assert f">{100 * v:.1f}{'*' if (label, header) in paired else ''}<" in html
     assert "T(1)" in html and "T(2)" in html and "per-image mean mIoU" in html  # round 0's set is T(1), round 1's T(2)
     assert "trained on" in html and "S(0) + S(1) + S(2) (mad)" in html  # the version fine-tuned in round 1
     assert "<span>T(2) labelled</span>" in html and "in S(2) (lowest MOS)" in html

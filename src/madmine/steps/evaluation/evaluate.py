@@ -86,6 +86,14 @@ class Evaluation:
     def cell(self, ref: ModelRef, round_: int) -> Cell:
         return self.cells[(ref.name, ref.version, round_)]
 
+    @staticmethod
+    def paper_pair(ref: ModelRef, round_: int) -> bool:
+        """The paper's pairing, f(i) on T(i+1): the target version that selected M(R) (the original for
+        R = 0, MAD's version fine-tuned in round R-1 after) on the test set drawn from M(R)."""
+        if round_ < 0 or ref.role != "target" or (ref.selection or tables.MAD) != tables.MAD:
+            return False
+        return ref.round == round_ - 1 if round_ > 0 else ref.origin == "config"
+
     def summary_table(self) -> pa.Table:
         rows = []
         for order, ref in enumerate(self.refs):
@@ -115,6 +123,7 @@ class Evaluation:
                         "union": c.union.sum(axis=0).tolist() if ok else None,
                         "error": c.error,
                         "evaluated_at": self.evaluated_at,
+                        "paper_pair": self.paper_pair(ref, r),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=tables.EVALUATION.schema)
@@ -245,3 +254,8 @@ def table1(summary: pa.Table, value: str = "miou") -> tuple[list[str], list[tupl
         order[r["label"]] = r["order"]
     labels = sorted(models, key=lambda m: order[m])
     return [names.testset_name(r) for r in rounds], [(m, [models[m].get(r) for r in rounds]) for m in labels]
+
+
+def paper_pairs(summary: pa.Table) -> set[tuple[str, str]]:
+    """(model label, test-set name) of the cells of the paper's pairing, f(i) on T(i+1)."""
+    return {(r["label"], r["testset"]) for r in summary.to_pylist() if r.get("paper_pair")}

@@ -106,11 +106,16 @@ def table1(f: Facts) -> str:
                          ("per_image_miou", "per-image mean mIoU (%), the mean of each image's own mIoU")):
         headers, rows = ev.table1(f.summary, value)
         trained = {r["label"]: r.get("trained_on") or "" for r in f.summary.to_pylist()}
+        paired = ev.paper_pairs(f.summary)
         best = [max((v for _, vals in rows if (v := vals[j]) is not None), default=None) for j in range(len(headers))]
         cells = [[escape(label), escape(trained.get(label, ""))]
-                 + [f'<span class="{"best" if v is not None and v == best[j] else ""}">{_pct(v)}</span>'
+                 + [f'<span class="{"best" if v is not None and v == best[j] else ""}">{_pct(v)}'
+                    f'{"*" if (label, headers[j]) in paired else ""}</span>'
                     for j, v in enumerate(vals)] for label, vals in rows]
         out += f"<h3>{escape(title)}</h3>" + _table(["model", "trained on"] + headers, cells, raw=True, left=2)
+    if ev.paper_pairs(f.summary):
+        out += ('<p class="note">* the paper\'s pairing: f(i) on T(i+1), the target version that selected M(i) on the '
+                "test set drawn from it; the other cells measure every version on every set.</p>")
     summary = f.summary.to_pylist()
     sizes = {r["testset"]: f"{r['n_labelled']}/{r['n_images']}" for r in summary}
     out += '<p class="note">labelled images per test set: ' + escape(", ".join(f"{k} {v}" for k, v in sizes.items()))
