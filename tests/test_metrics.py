@@ -177,3 +177,13 @@ def test_label_ids_are_numpys_first_argmax_ties_included(channels_last):
 def test_uncertainty_stride_is_two_for_small_maps_and_samples_large_ones_at_about_128():
     assert [metrics.uncertainty_stride(s) for s in (32, 64, 255, 383, 384, 513, 1024)] == [2, 2, 2, 2, 3, 4, 8]
     assert all(100 <= -(-s // metrics.uncertainty_stride(s)) <= 192 for s in range(256, 2049))
+
+
+def test_sign_test_is_the_exact_two_sided_binomial():
+    """Twice the smaller tail of Binomial(n, 1/2), counted with math.comb (capped at 1)."""
+    import math
+
+    for wins_a, wins_b in ((14, 16), (20, 5), (0, 7), (3, 3), (0, 0)):
+        n, k = wins_a + wins_b, min(wins_a, wins_b)
+        tail = sum(math.comb(n, j) for j in range(k + 1)) / 2**n if n else 0.5
+        assert metrics.sign_test(wins_a, wins_b) == pytest.approx(min(1.0, 2 * tail))

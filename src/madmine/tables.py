@@ -494,6 +494,9 @@ COMPETITION_RESULTS = Table(
             ("protocol", pa.string()),
             ("vetoed", pa.int32()),  # images a rater marked out of domain (never labelled or scored)
             ("waiting_raters", pa.int32()),  # images short of [rating] min_raters votes
+            ("diff_low", pa.float64()),  # 95% paired-bootstrap interval of miou_a - miou_b (the winner: 0 outside it)
+            ("diff_high", pa.float64()),
+            ("sign_p", pa.float64()),  # sign test of the per-image wins, two-sided
         ]
     ),
     "madmine compete A B",

@@ -76,11 +76,7 @@ def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: i
         rows = sorted((r for r in image_rows if r["model"] == name), key=lambda r: r["image_id"])
         per[name] = (np.array([r["intersection"] for r in rows], np.float64), np.array([r["union"] for r in rows], np.float64))
     (ia, ua), (ib, ub) = per[model], per[base]
-    miou = metrics.miou_from_sums_rows
-    value = metrics.miou_from_sums(ia.sum(0), ua.sum(0)) - metrics.miou_from_sums(ib.sum(0), ub.sum(0))
-    draws = np.random.default_rng(seed).integers(0, len(ia), (resamples, len(ia)))
-    diffs = miou(ia[draws].sum(1), ua[draws].sum(1)) - miou(ib[draws].sum(1), ub[draws].sum(1))
-    return float(value), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+    return metrics.paired_bootstrap_miou(ia, ua, ib, ub, resamples, seed)
 
 
 def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pairs: list[tuple[str, str]],

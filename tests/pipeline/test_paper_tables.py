@@ -120,4 +120,6 @@ def test_tables_1_and_2_through_the_commands(tmp_path, ray_train, madmine):
     assert result["miou_a"] == pytest.approx(miou_a) and result["miou_b"] == pytest.approx(miou_b)
     labels = {"a": f"target@{versions['mad']}", "b": f"target@{versions['entropy']}"}
     assert (result["model_a"], result["model_b"]) == (labels["a"], labels["b"])
-    assert result["winner"] == (None if miou_a == miou_b else labels["a"] if miou_a > miou_b else labels["b"])
+    assert result["diff_low"] <= miou_a - miou_b <= result["diff_high"]
+    low, high = result["diff_low"], result["diff_high"]
+    assert result["winner"] == (labels["a"] if low > 0 else labels["b"] if high < 0 else None)

@@ -56,10 +56,15 @@ def compete(
     table.add_row(comp.a.label, comp.a.trained_on, pct(comp.miou_a), pct(comp.per_image_a), str(comp.wins_a))
     table.add_row(comp.b.label, comp.b.trained_on, pct(comp.miou_b), pct(comp.per_image_b), str(comp.wins_b))
     out.print(table)
+    if comp.labelled:
+        out.print(f"dataset mIoU A - B: {pct(comp.miou_a - comp.miou_b)} points, 95% interval over the images "
+                  f"{pct(comp.diff_low)} .. {pct(comp.diff_high)}; images won {comp.wins_a}:{comp.wins_b} "
+                  f"(sign test p = {comp.sign_p:.3f})", highlight=False)
     if comp.winner:
         out.print(f"winner: [bold]{comp.winner}[/]", highlight=False)
     elif comp.labelled:
-        out.print("no winner: equal mIoU", highlight=False)
+        out.print("no winner: the 95% interval of the difference holds 0 (label more images, or call it a tie)",
+                  highlight=False)
     if comp.waiting_raters:
         err.print(f"{len(comp.waiting_raters)} image(s) wait for raters (one out-of-domain vote drops an image): "
                   f"madmine rate serve --competition {comp.id}", highlight=False)

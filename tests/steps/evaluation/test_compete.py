@@ -54,9 +54,43 @@ def test_selects_top_d_outside_every_s_and_scores_both_models(w):
     miou_b, _, per_image_b = reference(w.competitor_maps, w.labels, comp.labelled)
     assert comp.miou_a == pytest.approx(miou_a) and comp.miou_b == pytest.approx(miou_b)
     assert comp.per_image_a == pytest.approx(per_image_a) and comp.per_image_b == pytest.approx(per_image_b)
-    assert comp.winner == (comp.a.label if miou_a > miou_b else comp.b.label)
+    low, high = bootstrap_by_loops(w.target_maps, w.competitor_maps, w.labels, comp.labelled, seed=w.config.evaluate.seed)
+    assert (comp.diff_low, comp.diff_high) == (pytest.approx(low), pytest.approx(high))
+    assert low <= miou_a - miou_b <= high
+    assert comp.winner == (comp.a.label if low > 0 else comp.b.label if high < 0 else None)
     saved = cp.results(w.ws).to_pylist()
     assert len(saved) == 1 and saved[0]["winner"] == comp.winner and saved[0]["labelled"] == len(comp.labelled)
+    assert saved[0]["diff_low"] == pytest.approx(low) and 0 <= saved[0]["sign_p"] <= 1
+
+
+def bootstrap_by_loops(maps_a, maps_b, labels, ids, seed: int, resamples: int = 2000):
+    """The 95% interval of dataset mIoU(A) - mIoU(B) over the same resampled images, one confusion
+    matrix per side and draw, counted pixel by pixel (the draws of numpy's generator, as madmine takes them)."""
+    import numpy as np
+    from PIL import Image
+
+    def confusion(maps, image_id):
+        label = labels[image_id]
+        pred = np.asarray(Image.fromarray(maps[image_id]).resize(label.shape[::-1], Image.NEAREST))
+        conf = np.zeros((C, C), dtype=np.int64)
+        for t, p in zip(label.ravel().tolist(), pred.ravel().tolist()):
+            if t != 255 and p != 255:
+                conf[t, p] += 1
+        return conf
+
+    def miou(conf):
+        values = []
+        for k in range(C):
+            union = conf[k, :].sum() + conf[:, k].sum() - conf[k, k]
+            if union:
+                values.append(conf[k, k] / union)
+        return sum(values) / len(values)
+
+    conf_a = [confusion(maps_a, i) for i in ids]
+    conf_b = [confusion(maps_b, i) for i in ids]
+    draws = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
+    diffs = [miou(sum(conf_a[j] for j in d)) - miou(sum(conf_b[j] for j in d)) for d in draws]
+    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
 def test_the_better_finetuned_version_wins(w):
@@ -65,6 +99,14 @@ def test_the_better_finetuned_version_wins(w):
     comp = cp.compete(w.config, w.ws, "target@ft-mad", "target", n=10, protocol="d-ranking")
     assert comp.a.version == "ft-mad" and comp.a.origin == "models table"
     assert comp.winner == "target@ft-mad" and comp.miou_a > comp.miou_b and comp.wins_a > comp.wins_b
+    assert comp.diff_low > 0 and comp.sign_p < 0.05
+
+
+def test_no_winner_when_the_interval_holds_zero(w):
+    """The same maps under another version name: every draw differs by nothing, so neither wins."""
+    world.add_model_version(w.ws, "target", "same", w.target_maps, 1, world.T0 + timedelta(days=1))
+    comp = cp.compete(w.config, w.ws, "target@same", "target", n=10, protocol="d-ranking")
+    assert comp.labelled and comp.diff_low == comp.diff_high == 0 and comp.winner is None and comp.sign_p == 1.0
 
 
 def test_selection_is_kept_until_asked_to_select_again(w):

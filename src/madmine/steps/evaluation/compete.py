@@ -77,6 +77,9 @@ class Competition:
     per_image_b: float = float("nan")
     wins_a: int = 0
     wins_b: int = 0
+    diff_low: float = float("nan")  # 95% paired-bootstrap interval of miou_a - miou_b over the images
+    diff_high: float = float("nan")
+    sign_p: float = float("nan")  # sign test of the per-image wins (two-sided)
 
     @property
     def rating_key(self) -> str:
@@ -84,9 +87,15 @@ class Competition:
 
     @property
     def winner(self) -> str | None:
-        if not self.labelled or not np.isfinite(self.miou_a) or not np.isfinite(self.miou_b) or self.miou_a == self.miou_b:
+        """The model whose dataset mIoU is higher with the whole 95% interval of the difference on its side;
+        None (no winner) when the interval holds 0: these images cannot tell the two apart."""
+        if not self.labelled or not (np.isfinite(self.diff_low) and np.isfinite(self.diff_high)):
             return None
-        return self.a.label if self.miou_a > self.miou_b else self.b.label
+        if self.diff_low > 0:
+            return self.a.label
+        if self.diff_high < 0:
+            return self.b.label
+        return None
 
     def result_table(self) -> pa.Table:
         def num(x):
@@ -105,6 +114,9 @@ class Competition:
             "wins_a": self.wins_a,
             "wins_b": self.wins_b,
             "winner": self.winner,
+            "diff_low": num(self.diff_low),
+            "diff_high": num(self.diff_high),
+            "sign_p": num(self.sign_p),
             "evaluated_at": datetime.now(UTC),
             "protocol": self.protocol,
             "vetoed": len(self.vetoed),
@@ -300,11 +312,14 @@ def compete(config: Config, ws: Workspace, a_name: str, b_name: str, *, n: int |
         for side, ref in (("a", a), ("b", b)):
             inter, union, conf = score_maps(ModelMaps(config, ws, ref).maps(items), truth, comp.labelled, config.num_classes)
             per_image = np.array([metrics.miou_from_sums(i, u) for i, u in zip(inter, union)])
-            scores[side] = (metrics.dataset_miou(conf), per_image)
+            scores[side] = (metrics.dataset_miou(conf), per_image, inter, union)
         comp.miou_a, comp.miou_b = scores["a"][0], scores["b"][0]
         pa_, pb_ = scores["a"][1], scores["b"][1]
         comp.per_image_a, comp.per_image_b = float(np.nanmean(pa_)), float(np.nanmean(pb_))
         comp.wins_a, comp.wins_b = int((pa_ > pb_).sum()), int((pb_ > pa_).sum())
+        _, comp.diff_low, comp.diff_high = metrics.paired_bootstrap_miou(scores["a"][2], scores["a"][3], scores["b"][2],
+                                                                         scores["b"][3], seed=config.evaluate.seed)
+        comp.sign_p = metrics.sign_test(comp.wins_a, comp.wins_b)
     ws.write_parquet(tables.COMPETITION_RESULTS.path(ws, competition=cid), comp.result_table())
     return comp
 

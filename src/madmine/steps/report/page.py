@@ -164,16 +164,19 @@ def quality(f: Facts) -> str:
 def competitions(f: Facts) -> str:
     if f.competitions is None or f.competitions.num_rows == 0:
         return '<p class="note">No competition yet: <code>madmine compete A B</code>.</p>'
+    def interval(r) -> str:
+        low, high = r.get("diff_low"), r.get("diff_high")
+        return "–" if low is None or high is None else f"{_pct(low)} .. {_pct(high)}"
+
     body = [[r["model_a"], r["model_b"], f"{r['labelled']}/{r['selected']}", _pct(r["miou_a"]), _pct(r["miou_b"]),
-             f"{r['wins_a']}:{r['wins_b']}", r["winner"] or "–"] for r in f.competitions.to_pylist()]
-    body = [row + [r.get("protocol") or "d-ranking", str(r.get("vetoed") or 0)]
-            for row, r in zip(body, f.competitions.to_pylist())]
-    return _table(["A", "B", "labelled", "mIoU A (%)", "mIoU B (%)", "images won", "winner", "protocol", "vetoed"], body,
-                  left=2) + (
+             interval(r), f"{r['wins_a']}:{r['wins_b']}", r["winner"] or "no winner", r.get("protocol") or "d-ranking",
+             str(r.get("vetoed") or 0)] for r in f.competitions.to_pylist()]
+    return _table(["A", "B", "labelled", "mIoU A (%)", "mIoU B (%)", "A - B, 95% interval", "images won", "winner",
+                   "protocol", "vetoed"], body, left=2) + (
         '<p class="note">mad: per class, the images inside the size bounds where A and B disagree most, partitioned '
         "by each model's map, neither model's training images, out-of-domain images vetoed by the raters; d-ranking: "
-        "the largest discrepancy over the whole pool. Both scored on blank-started labels; the winner has the higher "
-        "dataset mIoU.</p>")
+        "the largest discrepancy over the whole pool. Both scored on blank-started labels. The interval resamples the "
+        "images (paired bootstrap); a winner is named only when the whole interval is on its side.</p>")
 
 
 def per_class(config: Config, f: Facts) -> str:
