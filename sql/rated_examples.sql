@@ -1,7 +1,8 @@
--- The learned predictor's examples: every image rated in a round before `round` with no
--- out-of-domain vote, its mean opinion score, whether that marks a failure (MOS at most
--- failure_mos), and the scoring run its round selected from (where its features are; MAD's
--- candidates first, as raters rate MAD's M).
+-- The learned predictor's examples: every image rated in a round before `round`, its mean
+-- opinion score, whether that marks a failure (MOS at most failure_mos; NULL when a rater
+-- marked it out of domain), whether it is out of domain, its perceptual hash (near-duplicates
+-- are kept on one side of the held-out split), and the scoring run its round selected from
+-- (where its features are; MAD's candidates first, as raters rate MAD's M).
 -- Variables: round, failure_mos.
 
 WITH votes AS (
@@ -15,8 +16,16 @@ runs AS (
     FROM candidates
     GROUP BY round, image_id
 )
-SELECT votes.round, votes.image_id, runs.run_id, votes.mos, votes.mos <= getvariable('failure_mos') AS failure
+SELECT
+    votes.round,
+    votes.image_id,
+    runs.run_id,
+    votes.mos,
+    CASE WHEN votes.out_of_domain = 0 THEN votes.mos <= getvariable('failure_mos') END AS failure,
+    votes.out_of_domain > 0 AS out_of_domain,
+    manifest.phash
 FROM votes
 JOIN runs USING (round, image_id)
-WHERE votes.out_of_domain = 0 AND votes.scores > 0
+LEFT JOIN manifest USING (image_id)
+WHERE votes.out_of_domain > 0 OR votes.scores > 0
 ORDER BY votes.round, votes.image_id;

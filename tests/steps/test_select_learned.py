@@ -17,8 +17,10 @@ import pytest
 import selection_reference as ref
 from madmine import tables
 from madmine.errors import MadmineError
-from madmine.steps.failure_predictor import Predictor, fit, held_out
+from madmine.steps.context import StepContext
+from madmine.steps.failure_predictor import Predictor, fit, held_out, near_duplicate_groups
 from madmine.steps.learned import FEATURES
+from madmine.steps.rating import choose
 from madmine.steps.select import run_select
 from selection_world import CLASSES, REF_COLUMNS, build_world, invoke, selected
 
@@ -117,6 +119,22 @@ def rated_world(tmp_path_factory):
     return world
 
 
+def groups_by_loops(ids, world) -> list[str]:
+    """Near-duplicate groups (perceptual hashes within the config's distance, transitively), each named by
+    its smallest image id: by repeated passes until nothing merges."""
+    distance = world.config.selection.phash_distance
+    group = {i: i for i in ids}
+    changed = True
+    while changed:
+        changed = False
+        for a in ids:
+            for b in ids:
+                if bin(world.phash[a] ^ world.phash[b]).count("1") <= distance and group[a] != group[b]:
+                    group[a] = group[b] = min(group[a], group[b])
+                    changed = True
+    return [group[i] for i in ids]
+
+
 def examples_of(world):
     ids = sorted(world.mos)
     x = np.array([world.features[i] for i in ids])
@@ -143,8 +161,9 @@ def test_learned_selection_ranks_by_the_predictor_fitted_on_the_ratings(rated_wo
     assert {r["strategy"] for r in got} == {"learned"}
 
     trained = result.trained
-    assert (trained.examples, trained.failures, trained.rounds) == (len(ids), int(y.sum()), [0])
-    out = held_out([f"0:{i}" for i in ids], 0.25, 0)
+    assert (trained.examples, trained.failures, trained.rounds, trained.out_of_domain) == (len(ids), int(y.sum()), [0], 1)
+    groups = groups_by_loops(ids, w)
+    out = held_out(groups, 0.25, 0)
     assert 0 < out.sum() < len(ids) and trained.heldout == out.sum()
     p_out = newton_probability(x[~out], y[~out], x[out])
     assert trained.auroc == pytest.approx(auroc_by_pairs(p_out, y[out]), abs=1e-9)
@@ -225,9 +244,69 @@ def test_fit_refuses_one_kind_of_example_and_bad_shapes():
         predictor.probability(np.zeros((2, 2)))
 
 
+def test_near_duplicates_share_a_group_and_a_side_of_the_split():
+    ids = [f"i{k}" for k in range(6)]
+    hashes = [0b0000, 0b0001, 0b1110_0000, 0b1110_0011, None, 0b0001]
+    assert near_duplicate_groups(ids, hashes, 0) == ["i0", "i1", "i2", "i3", "i4", "i1"]
+    assert near_duplicate_groups(ids, hashes, 1) == ["i0", "i0", "i2", "i3", "i4", "i0"]
+    assert near_duplicate_groups(ids, hashes, 2) == ["i0", "i0", "i2", "i2", "i4", "i0"]
+    groups = near_duplicate_groups([f"img{k}" for k in range(400)], [k // 2 for k in range(400)], 0)
+    side = held_out(groups, 0.5, 0)
+    assert (side[0::2] == side[1::2]).all() and 0.3 < side.mean() < 0.7  # copies never straddle the split
+
+
 def test_held_out_split_is_fixed_by_image_and_seed():
     ids = [f"img{i}" for i in range(2000)]
     part = held_out(ids, 0.25, 0)
     assert 0.22 < part.mean() < 0.28
     assert (held_out(ids[:500] + ["new"], 0.25, 0)[:500] == part[:500]).all()  # adding images moves none
     assert (held_out(ids, 0.25, 1) != part).any()
+
+
+def test_out_of_domain_is_learned_and_keeps_the_budget_on_images_people_can_label(tmp_path):
+    """Images raters marked out of domain teach a second output, P(out of domain); learned ranks by
+    P(failure) x (1 - P(out of domain)), each fitted as Newton's method fits it, and picks fewer images
+    that look out of domain than P(failure) alone would."""
+    world = build_world(tmp_path, n_images=300)
+    m0 = sorted(set(run_select(world.config, 0, n3=5).table.column("image_id").to_pylist()))
+    feats = features_numpy(world)
+    d = np.array([feats[i][0] for i in m0])
+    cue = np.array([feats[i][8] for i in m0])  # the target's class areas far from the competitors': "out of domain" here
+    ood = cue > np.quantile(cue, 0.8)
+    ratings = []
+    for k, image_id in enumerate(m0):
+        scores = [None, 3] if ood[k] else ([1, 2] if d[k] > np.nanmedian(d) else [4, 3])
+        ratings += [dict(round=0, image_id=image_id, rater=r, score=s, created_at=None) for r, s in zip(("ann", "bob"), scores)]
+    world.ws.write_parquet(tables.RATINGS.path(world.ws, round=0), pa.Table.from_pylist(ratings, tables.RATINGS.schema))
+    world.rated = [(0, i) for i in m0]
+    result = run_select(world.config, 1, strategy="learned", n3=5)
+    assert result.trained.out_of_domain == int(ood.sum()) and result.trained.ood is not None
+
+    x = np.array([feats[i] for i in m0])
+    fail = np.array([d[k] > np.nanmedian(d) for k in range(len(m0))])
+    excluded = set().union(*world.excluded(1).values())
+    eligible = sorted(i for i in feats if i not in excluded)
+    new = np.array([feats[i] for i in eligible])
+    p_fail = newton_probability(x[~ood], fail[~ood], new)
+    p_ood = newton_probability(x, ood, new)
+    expected = sorted(zip(eligible, p_fail * (1 - p_ood)), key=lambda t: (-t[1], t[0]))[: result.budget]
+    got = result.table.to_pylist()
+    assert [r["image_id"] for r in got] == [i for i, _ in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [q for _, q in expected], atol=1e-6)
+    looks_ood = {i for i, q in zip(eligible, p_ood) if q > 0.5}
+    by_failure_alone = {i for i, _ in sorted(zip(eligible, p_fail), key=lambda t: (-t[1], t[0]))[: result.budget]}
+    assert len(looks_ood & {r["image_id"] for r in got}) < len(looks_ood & by_failure_alone)
+
+
+def test_rate_select_takes_the_learned_strategies_most_likely_failures(rated_world):
+    """`rate select --strategy hybrid` takes the n4 candidates of highest predicted failure, not the tops of
+    MAD's groups (hybrid ranks within groups); learned likewise."""
+    w = rated_world
+    for strategy in ("hybrid", "learned"):
+        table = run_select(w.config, 1, strategy=strategy, n3=3).table.to_pylist()
+        best = {}
+        for r in table:
+            best[r["image_id"]] = max(best.get(r["image_id"], -1.0), r["score"])
+        expected = [i for i, _ in sorted(best.items(), key=lambda t: (-t[1], t[0]))[:10]]
+        s = choose.run(StepContext.of(w.config), choose.ChooseParams(1, strategy=strategy, n4=10))
+        assert s.chosen.table.column("image_id").to_pylist() == expected

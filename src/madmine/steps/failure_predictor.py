@@ -11,6 +11,7 @@ weight 0. Pure: arrays in, arrays out; the workspace side is madmine.steps.learn
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -77,9 +78,34 @@ def fit(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], l2: float = L2)
     return Predictor(tuple(features), tuple(mean.tolist()), tuple(scale.tolist()), tuple(weights.tolist()), float(theta[-1]))
 
 
-def held_out(image_ids, share: float, seed: int) -> np.ndarray:
-    """True for the images kept out of fitting to measure the predictor: fixed by (seed, image_id),
-    so adding images never moves one between the parts."""
-    draw = [int.from_bytes(hashlib.sha256(f"{seed}:heldout:{i}".encode()).digest()[:8], "little") / 2**64
-            for i in image_ids]
+def held_out(groups, share: float, seed: int) -> np.ndarray:
+    """True for the examples kept out of fitting to measure the predictor, drawn per group (an image and
+    its near-duplicates: `near_duplicate_groups`), so that no copy of a held-out image is fitted on.
+    Fixed by (seed, group), so adding images never moves one between the parts."""
+    draw = [int.from_bytes(hashlib.sha256(f"{seed}:heldout:{g}".encode()).digest()[:8], "little") / 2**64
+            for g in groups]
     return np.asarray(draw) < share
+
+
+def near_duplicate_groups(image_ids, phashes, distance: int) -> list[str]:
+    """A group key per image: images whose 64-bit perceptual hashes differ in at most `distance`
+    bits share one (the transitive closure, as selection counts near-duplicates once); the key is
+    the smallest image_id of the group. An image without a hash is its own group."""
+    ids = list(image_ids)
+    parent = list(range(len(ids)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    hashed = [(k, int(h)) for k, h in enumerate(phashes) if h is not None]
+    for (a, ha), (b, hb) in itertools.combinations(hashed, 2):
+        if bin(ha ^ hb).count("1") <= distance:
+            parent[root(a)] = root(b)
+    smallest: dict[int, str] = {}
+    for k, image_id in enumerate(ids):
+        r = root(k)
+        smallest[r] = min(smallest.get(r, image_id), image_id)
+    return [smallest[root(k)] for k in range(len(ids))]

@@ -265,9 +265,8 @@ def run_select(
     budget, trained = None, None
     if strategy in LEARNED:
         step(f"fitting the failure predictor on the ratings of rounds before {round_}")
-        trained = learned.train(ws, config, round_)
-        learned.save(ws, trained)
-        con.register("predicted", learned.predicted(con, trained.predictor))
+        trained = learned.fitted(ws, config, round_)
+        con.register("predicted", learned.predicted(con, trained))
     if strategy == "mad":
         table = mad
     elif strategy == "hybrid":

@@ -86,18 +86,26 @@ def select(latest: dict[tuple[str, str], dict], round_: int, uris: dict[str, str
     return Selection(_table(round_, chosen, uris, strategy), len(ranked), ood, short, unrated)
 
 
+SCORED = ("learned", "hybrid")  # strategies whose candidates' score is a predicted probability of failure
+
+
 def by_rank(candidates: list[dict], round_: int, n4: int, strategy: str) -> Selection:
-    """A baseline's S: its n4 best-ranked candidates (rank ascending, then image_id), no ratings
-    needed, as the paper's baselines pick their images by their own score alone."""
-    best: dict[str, tuple[int, str]] = {}
+    """A baseline's S: its n4 best candidates, no ratings needed, as the paper's baselines pick their
+    images by their own score alone: by rank (then image_id), or for the learned strategies by the
+    predicted probability of failure (then image_id; hybrid's ranks are within MAD's groups, and the
+    groups' tops are not the most likely failures)."""
+    best: dict[str, tuple] = {}
     uris: dict[str, str] = {}
     for r in candidates:
-        key = (int(r["rank"]) if r.get("rank") is not None else 1 << 30, r["image_id"])
+        if strategy in SCORED:
+            key = (-(r.get("score") if r.get("score") is not None else -1.0), r["image_id"])
+        else:
+            key = (int(r["rank"]) if r.get("rank") is not None else 1 << 30, r["image_id"])
         if r["image_id"] not in best or key < best[r["image_id"]]:
             best[r["image_id"]] = key
             uris[r["image_id"]] = r.get("uri")
     ranked = sorted(best.values())
-    chosen = [(i, None, 0) for _, i in ranked[:n4]]
+    chosen = [(key[-1], None, 0) for key in ranked[:n4]]
     return Selection(_table(round_, chosen, uris, strategy), len(ranked), [], [], [])
 
 
