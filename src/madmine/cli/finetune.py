@@ -21,6 +21,11 @@ def finetune(
         "`rate select --strategy NAME` chose. Each keeps its own chain of versions (target@NAME)."
     ),
     restart: bool = typer.Option(False, "--restart", help="Discard this round's checkpoints and trials; start over."),
+    parent: str = typer.Option(
+        None, "--parent", help="Build on another chain's version, NAME@VERSION or NAME@STRATEGY (e.g. target@mad): "
+        "start from its weights and learn its S too, plus this strategy's S of the rounds after it (learned in "
+        "round 1 on MAD's round-0 version: --selection learned --parent target@mad)."
+    ),
     ray_address: str = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
     ),
@@ -36,7 +41,7 @@ def finetune(
     from madmine.steps.train.run import FinetuneParams, run
 
     ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True)
-    result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart))
+    result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart, parent=parent))
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
     table.add_column("mIoU on T(0)", justify="right")

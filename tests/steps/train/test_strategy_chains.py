@@ -11,7 +11,8 @@ import pytest
 from configs import write_config
 from madmine import tables
 from madmine.config import load_config
-from madmine.errors import EvaluationError
+from madmine.errors import EvaluationError, MadmineError
+from madmine.steps.evaluation.compete import training_ids
 from madmine.steps.evaluation.predictions import find_ref, model_refs
 from madmine.steps.train import data as training_data
 from madmine.steps.train.data import DataError
@@ -46,10 +47,11 @@ def test_the_newest_target_follows_mads_chain_unless_asked(chains):
     assert with_latest_target(cfg, ws, before_round=1).target.weights == made["v-mad0"]
     assert with_latest_target(cfg, ws, selection="entropy").target.weights == made["v-ent0"]
     assert with_latest_target(cfg, ws, selection="random").target.weights == cfg.target.weights  # no chain yet
-    spec, _ = parent_of(cfg, ws, 1, "entropy")  # entropy's round 1 fine-tunes entropy's round 0
-    assert spec.weights == made["v-ent0"]
-    spec, _ = parent_of(cfg, ws, 1)
-    assert spec.weights == made["v-mad0"]
+    start = parent_of(cfg, ws, 1, "entropy")  # entropy's round 1 fine-tunes entropy's round 0
+    assert start.spec.weights == made["v-ent0"] and start.base == ("entropy", 0)
+    start = parent_of(cfg, ws, 1)
+    assert start.spec.weights == made["v-mad0"] and start.base == ("mad", 0)
+    assert parent_of(cfg, ws, 0).base is None  # round 0 starts from the config's target
 
 
 def test_names_of_strategy_versions_resolve_through_the_models_table(chains):
@@ -82,3 +84,31 @@ def test_each_strategy_trains_on_its_own_s(chains):
     assert [p.key for p in entropy] == ["e1"]
     with pytest.raises(DataError, match="rate select --round 0 --strategy random"):
         training_data.collect_s(ws, 0, "random")
+
+
+def test_a_version_built_on_another_chain_learns_that_chains_s_then_its_own(chains):
+    """`finetune --round 1 --selection learned --parent target@mad`: MAD's round-0 version's weights, MAD's
+    S(1) (what that version learned) and learned's S(2); the competition later keeps all of them out."""
+    cfg, ws, made = chains
+    labels = []
+    for strategy, round_, ids in (("mad", 0, ["m1"]), ("mad", 1, ["m2"]), ("learned", 1, ["l1", "m1"])):
+        rows = [{"round": round_, "image_id": i, "uri": f"/img/{i}.png", "rank": k + 1} for k, i in enumerate(ids)]
+        tables.SELECTED.write(ws, pa.Table.from_pylist(rows), round=round_, strategy=strategy)
+        labels += [{"image_id": i, "mask_uri": f"/labels/{i}.png", "source": "coco", "round": round_, "created_at": T0}
+                   for i in ids]
+    tables.LABELS.write(ws, pa.Table.from_pylist(labels), part="p")
+    start = parent_of(cfg, ws, 1, "learned", "target@mad")  # the chain's newest version before round 1
+    assert start.spec.weights == made["v-mad0"] and start.base == ("mad", 0)
+    s, rounds = training_data.collect_s(ws, 1, "learned", start.base)
+    assert sorted(p.key for p in s) == ["l1", "m1"] and rounds == (0, 1)  # MAD's S(1), then learned's S(2); m1 once
+    assert parent_of(cfg, ws, 1, "learned", "target@v-mad0").base == ("mad", 0)
+    for bad, message in (("target@v-mad1", "earlier round"), ("target@random", "no fine-tuned version"),
+                         ("other@mad", "must name a version of the target")):
+        with pytest.raises(MadmineError, match=message):
+            parent_of(cfg, ws, 1, "learned", bad)
+
+    row = {"model": "target", "model_version": "v-learn1", "role": "target", "weights_uri": "/w.pt",
+           "parent_version": "v-mad0", "created_at": T0 + timedelta(days=9), "round": 1, "selection": "learned"}
+    tables.MODELS.write(ws, pa.Table.from_pylist([row]), model="target", round=1, selection="learned")
+    ref = find_ref(model_refs(cfg, ws), "target@learned")
+    assert training_ids(ws, ref, {"s0"}) == {"s0", "m1", "l1"}  # not MAD's S(2) (m2): v-mad0 never saw it

@@ -136,13 +136,25 @@ def rating_key(cid: str) -> str:
 
 
 def training_ids(ws: Workspace, ref: ModelRef, s0: set[str]) -> set[str]:
-    """Images a model version learned from: S(0) for a target, plus, for a fine-tuned version, the S of
-    its strategy in every round up to its own. A competitor's training set is not known here."""
+    """Images a model version learned from: S(0) for a target, plus, for a fine-tuned version, what every
+    version of its line added, parent by parent: each the S of its strategy in the rounds after its
+    parent's (a version built on another chain with `finetune --parent` learned that chain's S too).
+    A competitor's training set is not known here."""
     if ref.role != "target":
         return set()
     out = set(s0)
-    if ref.origin == "models table" and ref.round is not None:
-        out |= set(reads.selected_ids(ws, strategy=ref.selection or tables.MAD, up_to=ref.round))
+    if ref.origin != "models table" or ref.round is None:
+        return out
+    rows = {r["model_version"]: r for r in reads.models_table(ws) if r["model"] == ref.name}
+    version, seen = ref.version, set()
+    while version in rows and version not in seen:
+        seen.add(version)
+        row = rows[version]
+        parent = rows.get(row.get("parent_version"))
+        after = int(parent["round"]) if parent is not None and parent.get("round") is not None else -1
+        chain = reads.selected_ids(ws, strategy=row.get("selection") or tables.MAD, up_to=int(row["round"]))
+        out |= {i for i, r in chain.items() if r > after}
+        version = row.get("parent_version")
     return out
 
 

@@ -78,9 +78,15 @@ def _manifest_uris(ws: Workspace) -> dict[str, str]:
     return dict(zip(table.column("image_id").to_pylist(), table.column("uri").to_pylist()))
 
 
-def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
-    """S(..R) of one strategy: every selected image of rounds <= R with its pixel label; an image counts once."""
+def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD,
+              base: tuple[str, int] | None = None) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
+    """S(..R) of one strategy: every selected image of rounds <= R with its pixel label; an image counts once.
+    With `base` (strategy, round), the version fine-tuned on another chain: that chain's S of rounds up to its
+    round, then this strategy's of the rounds after it."""
     rounds = s_rounds(ws, round_, selection)
+    parts = [(selection, r) for r in rounds]
+    if base is not None and base[0] != selection:
+        parts = [(base[0], r) for r in s_rounds(ws, base[1], base[0])] + [(selection, r) for r in rounds if r > base[1]]
     if round_ not in rounds:
         how = "" if selection == tables.MAD else f" --strategy {selection}"
         raise DataError(
@@ -91,8 +97,8 @@ def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[
     manifest: dict[str, str] | None = None
     pairs: dict[str, Pair] = {}
     unlabelled: dict[int, list[str]] = {}
-    for r in rounds:
-        rows = tables.SELECTED.read_file(ws, round=r, strategy=selection).to_pylist()
+    for strategy, r in parts:
+        rows = tables.SELECTED.read_file(ws, round=r, strategy=strategy).to_pylist()
         for row in rows:
             image_id = row["image_id"]
             if image_id in pairs:
@@ -106,7 +112,7 @@ def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[
                 uri = manifest.get(image_id)
             if not uri:
                 raise DataError(f"S(round {r}) image {image_id} has no uri and is not in the manifest")
-            pairs[image_id] = Pair(uri, labels[image_id], image_id, f"S(round {r})")
+            pairs[image_id] = Pair(uri, labels[image_id], image_id, f"S(round {r}, {strategy})")
     if unlabelled:
         parts = [
             f"round {r}: {len(ids)} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
@@ -118,7 +124,7 @@ def collect_s(ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[
         )
     if not pairs:
         raise DataError(f"S is empty: the S tables of rounds {rounds} select no image; nothing to learn from")
-    return tuple(pairs.values()), tuple(rounds)
+    return tuple(pairs.values()), tuple(r for _, r in parts)
 
 
 # ---- S(0) and T(0) from folders --------------------------------------------------------------
@@ -164,9 +170,11 @@ def folder_pairs(images: str, labels: str, storage_options: dict, name: str, key
     return tuple(pairs)
 
 
-def collect(config, ws: Workspace, round_: int, selection: str = tables.MAD) -> TrainingData:
-    """Gather S(..R) of a strategy, S(0) and T(0); raises DataError before anything is read twice."""
-    s, rounds = collect_s(ws, round_, selection)
+def collect(config, ws: Workspace, round_: int, selection: str = tables.MAD,
+            base: tuple[str, int] | None = None) -> TrainingData:
+    """Gather S(..R) of a strategy (on `base`'s chain, see collect_s), S(0) and T(0); raises DataError before
+    anything is read twice."""
+    s, rounds = collect_s(ws, round_, selection, base)
     f = config.finetune
     s0 = folder_pairs(f.s0_images, f.s0_labels, config.storage_options, "S(0)", "s0")
     t0 = folder_pairs(f.t0_images, f.t0_labels, config.storage_options, "T(0)", "t0")

@@ -81,13 +81,14 @@ class FinetuneParams:
     round: int
     selection: str = tables.MAD  # whose S(..R): MAD's, or a baseline's chain
     restart: bool = False  # discard this round's checkpoints and trials
+    parent: str | None = None  # NAME@VERSION or NAME@STRATEGY: build on another chain's version (its S included)
 
 
 def run(ctx: StepContext, params: FinetuneParams) -> FinetuneResult:
     """The fine-tuning step: the target on S(..R) + S(0) as a Ray Train job; the lr grid's winner becomes a
     new version of the target in `params.selection`'s chain."""
     return finetune(ctx.config, params.round, ray_address=ctx.ray_address, restart=params.restart,
-                    show_progress=ctx.show_progress, selection=params.selection)
+                    show_progress=ctx.show_progress, selection=params.selection, parent_text=params.parent)
 
 
 def finetune(
@@ -98,6 +99,7 @@ def finetune(
     restart: bool = False,
     show_progress: bool = True,
     selection: str = tables.MAD,
+    parent_text: str | None = None,
 ) -> FinetuneResult:
     """Fine-tune the target on S(..R) of a strategy and S(0); the winner of the lr grid becomes a new
     target version of that strategy's chain (MAD's by default)."""
@@ -108,8 +110,9 @@ def finetune(
     if not selection or not selection.replace("_", "").replace("-", "").isalnum():
         raise MadmineError(f"--selection must name a strategy (letters, digits, - and _), got {selection!r}")
     ws = Workspace.from_config(config)
-    parent, parent_version = parent_of(config, ws, round_, selection)
-    data = training_data.collect(config, ws, round_, selection)
+    start = parent_of(config, ws, round_, selection, parent_text)
+    parent, parent_version = start.spec, start.version
+    data = training_data.collect(config, ws, round_, selection, start.base)
     digest = training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
     plan = make_plan(config, round_, parent, parent_version, data, digest, selection)
     storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_, selection)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -94,8 +95,38 @@ def spec_of(config: Config, row: dict) -> ModelSpec:
     return dataclasses.replace(config.model(row["model"]), weights=row["weights_uri"], version=None)
 
 
-def parent_of(config: Config, ws: Workspace, round_: int, selection: str = tables.MAD) -> tuple[ModelSpec, str]:
-    """What round R fine-tunes: the strategy's newest target version of an earlier round, or the config's target."""
+@dataclass(frozen=True)
+class Parent:
+    """The version round R fine-tunes, and whose S it learned from (its chain's strategy and its round)."""
+
+    spec: ModelSpec
+    version: str
+    base: tuple[str, int] | None = None  # (strategy, round) of the models-table row; None: the config's target
+
+
+def parent_row(config: Config, ws: Workspace, round_: int, text: str) -> dict:
+    """The models-table row `--parent` names: NAME@VERSION, or NAME@STRATEGY (that chain's newest version
+    fine-tuned before round R), as `compete` and `evaluate` name models."""
+    name, _, which = text.partition("@")
+    if name != config.target.name or not which:
+        raise MadmineError(f"--parent must name a version of the target {config.target.name!r} as "
+                           f"{config.target.name}@VERSION or {config.target.name}@STRATEGY, got {text!r}")
+    if which in tables.STRATEGIES:
+        row = latest_row(ws, name, round_, which)
+    else:
+        row = next((r for r in models_rows(ws) if r.get("model") == name and r.get("model_version") == which), None)
+    if row is None or not row.get("weights_uri"):
+        raise MadmineError(f"--parent {text}: no fine-tuned version of {name!r} of a round before {round_} answers to "
+                           f"{which!r}; fine-tune that chain first (`madmine finetune --selection STRATEGY`)")
+    if (row.get("round") or 0) >= round_:
+        raise MadmineError(f"--parent {text} was fine-tuned in round {row.get('round')}: a parent comes from an earlier "
+                           f"round than {round_}")
+    return row
+
+
+def parent_of(config: Config, ws: Workspace, round_: int, selection: str = tables.MAD, parent: str | None = None) -> Parent:
+    """What round R fine-tunes: the version `parent` names (another chain's, to build on it), else the strategy's
+    newest target version of an earlier round, else the config's target."""
     target = config.target
     if not target.is_network:
         raise MadmineError(
@@ -107,9 +138,13 @@ def parent_of(config: Config, ws: Workspace, round_: int, selection: str = table
             f"the target {target.name!r} is a {target.kind} file, which madmine runs but does not train: fine-tune "
             "the network it was exported from (as arch, factory, hf or smp), or export the fine-tuned network again"
         )
-    row = latest_row(ws, target.name, round_, selection) if config.finetune.start_from == "latest" else None
+    if parent is not None:
+        row = parent_row(config, ws, round_, parent)
+    else:
+        row = latest_row(ws, target.name, round_, selection) if config.finetune.start_from == "latest" else None
     spec = spec_of(config, row) if row else target
-    return spec, model_version(spec, config.storage_options, config.classes)
+    base = (selection_of(row), int(row.get("round") or 0)) if row else None
+    return Parent(spec, model_version(spec, config.storage_options, config.classes), base)
 
 
 def with_latest_target(config: Config, ws: Workspace | None = None, before_round: int | None = None,
