@@ -76,7 +76,7 @@ def test_missing_images(cfg, tmp_path):
     (tmp_path / "s0" / "images" / "a002.png").write_bytes((tmp_path / "s0" / "images" / "a001.png").read_bytes())
     (tmp_path / "corpus" / rows[0]["uri"].rsplit("/", 1)[1]).unlink()
     message = refused(cfg)
-    assert f"S(round 0) {rows[0]['image_id']}: missing image {rows[0]['uri']}" in message
+    assert f"S(round 0, mad) {rows[0]['image_id']}: missing image {rows[0]['uri']}" in message
 
 
 def test_every_problem_is_listed_at_once_and_the_cli_exits_2(cfg, tmp_path):
