@@ -82,3 +82,9 @@ SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competitions/[!.
 
 CREATE OR REPLACE VIEW competition_results AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competition_results/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW sample AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/sample/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW selectors AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/selectors/[!.]*.parquet', union_by_name = true);

@@ -313,3 +313,39 @@ def sign_test(wins_a: int, wins_b: int) -> float:
 
     n = int(wins_a) + int(wins_b)
     return float(binomtest(int(wins_a), n, 0.5).pvalue) if n else 1.0
+
+
+def pearson(x, y) -> float:
+    """Pearson's correlation; NaN when either side is constant."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"pearson needs two equal-length sequences of >= 2 values, got {x.shape} and {y.shape}")
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = np.sqrt((dx**2).sum() * (dy**2).sum())
+    return float((dx * dy).sum() / denom) if denom > 0 else float("nan")
+
+
+def fpr_at_tpr(scores, positives, tpr: float = 0.95) -> float:
+    """The fraction of non-failures a detector flags at the lowest threshold that catches `tpr` of the
+    failures (an image is flagged when its score is at least the threshold; tied scores go together).
+    NaN without both kinds."""
+    scores, positives = _detector_inputs(scores, positives)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    caught = np.sort(scores[positives])[::-1]
+    threshold = caught[int(np.ceil(tpr * n_pos)) - 1]  # the k-th highest failure score, k = ceil(tpr * n_pos)
+    return float((scores[~positives] >= threshold).mean())
+
+
+def bootstrap_interval(statistic, n: int, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """The `level` percentile interval of statistic(indices) over `resamples` draws of n indices with
+    replacement (draws whose statistic is NaN are left out; NaN when all are)."""
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    values = np.array([statistic(d) for d in draws], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

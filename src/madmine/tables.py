@@ -502,11 +502,70 @@ COMPETITION_RESULTS = Table(
     "madmine compete A B",
 )
 
+SAMPLE = Table(
+    "sample",
+    "tables/sample/sample.parquet",
+    pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("position", pa.int32()),
+            ("seed", pa.int64()),
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine sample --size N",
+)
+
+SELECTORS = Table(
+    "selectors",
+    "tables/selectors/round-{round}.parquet",
+    pa.schema(
+        [
+            ("round", pa.int32()),
+            ("run_id", pa.string()),
+            ("selector", pa.string()),
+            ("pool", pa.int32()),  # images judged: labelled (or, in the demo, known) images of the round's run
+            ("in_domain", pa.int32()),
+            ("failures", pa.int32()),  # in domain, per-image mIoU below tau
+            ("tau", pa.float64()),
+            ("auroc", pa.float64()),
+            ("auroc_low", pa.float64()),
+            ("auroc_high", pa.float64()),
+            ("aupr_error", pa.float64()),  # average precision, failures positive
+            ("aupr_error_low", pa.float64()),
+            ("aupr_error_high", pa.float64()),
+            ("fpr95", pa.float64()),  # non-failures flagged at the threshold that catches 95% of the failures
+            ("fpr95_low", pa.float64()),
+            ("fpr95_high", pa.float64()),
+            ("spearman", pa.float64()),  # of the score with the per-image mIoU (a good selector: negative)
+            ("spearman_low", pa.float64()),
+            ("spearman_high", pa.float64()),
+            ("pearson", pa.float64()),
+            ("pearson_low", pa.float64()),
+            ("pearson_high", pa.float64()),
+            ("k_m", pa.int32()),  # |M| of MAD scaled to the pool
+            ("precision_at_m", pa.float64()),  # failures among the selector's top k_m of the pool
+            ("precision_at_m_low", pa.float64()),
+            ("precision_at_m_high", pa.float64()),
+            ("ood_at_m", pa.float64()),  # out-of-domain images among them
+            ("k_n4", pa.int32()),
+            ("precision_at_n4", pa.float64()),
+            ("precision_at_n4_low", pa.float64()),
+            ("precision_at_n4_high", pa.float64()),
+            ("ood_at_n4", pa.float64()),
+            ("note", pa.string()),
+        ]
+    ),
+    "madmine evaluate --selectors",
+)
+
 CATALOG: dict[str, Table] = {
     t.name: t
     for t in (
         MANIFEST, PREDICTIONS, PAIRS, ERRORS, BOUNDS, CANDIDATES, RATINGS, SELECTED, LABELS, TESTSETS, MODELS,
         FINETUNE_CURVES, EVALUATION, EVALUATION_IMAGES, SELECTION_QUALITY, COMPETITIONS, COMPETITION_RESULTS,
+        SAMPLE, SELECTORS,
     )
 }
 

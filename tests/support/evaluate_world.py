@@ -160,12 +160,14 @@ def write_candidates(ws, round_, ids, uris, tmaps, cmaps, mains) -> None:
         t = tmaps[image_id]
         d = metrics.pair_summary(t, nearest(cmaps[image_id], t.shape), len(CLASSES))[2]
         main = mains[image_id]
-        rows.append({"round": round_, "image_id": image_id, "uri": uris[image_id], "competitor": COMPETITOR,
-                     "direction": "target", "class_id": main, "class_fraction": 0.30, "d": d, "rank": 1})
+        rows.append({"round": round_, "run_id": "run-1", "strategy": "mad", "image_id": image_id, "uri": uris[image_id],
+                     "competitor": COMPETITOR, "direction": "target", "class_id": main, "class_fraction": 0.30, "d": d,
+                     "rank": 1})
         if k % 4 == 0:
             other = 1 + (main % (len(CLASSES) - 1))
-            rows.append({"round": round_, "image_id": image_id, "uri": uris[image_id], "competitor": COMPETITOR,
-                         "direction": "competitor", "class_id": other, "class_fraction": 0.12, "d": d, "rank": 2})
+            rows.append({"round": round_, "run_id": "run-1", "strategy": "mad", "image_id": image_id,
+                         "uri": uris[image_id], "competitor": COMPETITOR, "direction": "competitor", "class_id": other,
+                         "class_fraction": 0.12, "d": d, "rank": 2})
     ws.write_parquet(tables.CANDIDATES.path(ws, round=round_, strategy="mad"), pa.Table.from_pylist(rows))
 
 

@@ -24,6 +24,7 @@ REASONS = {
 
 def register(app: typer.Typer) -> None:
     app.command("testset")(testset)
+    app.command("sample")(sample)
     app.command("evaluate")(evaluate)
 
 
@@ -98,6 +99,13 @@ def evaluate(
     srcc_draws: int = typer.Option(
         0, "--srcc-draws", help="Mean SRCC over this many random k-subsets of the reference (0: its first k images)."
     ),
+    selectors: bool = typer.Option(
+        False, "--selectors", help="Also judge every selector (d, entropy, max-softmax, MAD, learned, hybrid, random) "
+        "over the labelled images of the corpus sample (`madmine sample`): AUROC, AUPR-Error, FPR@95%TPR, Spearman, "
+        "precision at |M| and n4, with 95% intervals."
+    ),
+    round_: int = typer.Option(None, "--round", "-r", help="With --selectors: the round whose run is judged (default: "
+                               "the newest with MAD candidates)."),
 ) -> None:
     """Every model version on T(0) and every labelled T(i): Table 1, ranking stability, selection quality."""
     from madmine.names import testset_name
@@ -150,6 +158,15 @@ def evaluate(
             out.print(f"SRCC plot: {srcc_plot}", highlight=False)
         else:
             err.print("no SRCC plot: it needs a labelled test set and two models evaluated on it", highlight=False)
+    if selectors:
+        from madmine import tables
+        from madmine.steps.evaluation.selectors import SelectorsParams
+        from madmine.steps.evaluation.selectors import run as judge
+
+        ctx = StepContext.of(config)
+        rounds = tables.CANDIDATES.rounds(ctx.ws, strategy="mad")
+        chosen = round_ if round_ is not None else (rounds[-1] if rounds else 0)
+        Console(width=max(out.width, 170)).print(selectors_table(judge(ctx, SelectorsParams(chosen, run_id=run_id))))
     if not quality:
         return
     rows = evaluated.quality
@@ -163,3 +180,48 @@ def evaluate(
     for r in rows:
         table.add_row(r.strategy, f"{r.failures}/{r.pool}", f"{r.precision_at_n:.2f}", f"{r.auroc:.3f}", f"{r.aupr:.3f}", f"{r.base_rate:.2f}")
     out.print(table)
+
+
+def sample(
+    size: int = typer.Option(..., "--size", help="Images to draw: their labels judge every selector (500 gives "
+                             "intervals of about +-0.05 on a failure rate of 10%)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw."),
+    force: bool = typer.Option(False, "--force", help="Draw again although a sample exists (its labels may go to waste)."),
+) -> None:
+    """A uniform random sample of the corpus for people to label: the pool `evaluate --selectors` judges every
+    selector on (export it with `annotate export --set sample`)."""
+    from madmine.steps.context import StepContext
+    from madmine.steps.evaluation.sample import SampleParams, run
+
+    table = run(StepContext.of(get_config()), SampleParams(size, seed, force))
+    out.print(f"sample: {table.num_rows} images of the corpus (seed {seed}) -> tables/sample", highlight=False)
+    out.print("label it (blank masks; an annotator who finds an image out of domain leaves it all 'ignore'): "
+              "madmine annotate export --set sample --round R --format coco --out DIR", highlight=False)
+
+
+def selectors_table(judged) -> Table:
+    """The selectors of one round, each measure with its 95% interval."""
+    rows = judged.table().to_pylist()
+    first = next((r for r in rows if r.get("auroc") is not None), rows[0] if rows else {})
+    table = Table(title=f"selectors of round {judged.round} judged on {judged.pool} images with known outcomes "
+                        f"({first.get('failures', 0)} failures, {first.get('pool', 0) - first.get('in_domain', 0)} out "
+                        "of domain)", caption=f"run {judged.run_id}; 95% bootstrap intervals; failure: per-image mIoU "
+                  f"< {first.get('tau')}; precision@|M| and @n4 over the top {first.get('k_m')} and {first.get('k_n4')} "
+                  "images of the pool; Spearman with per-image mIoU (negative: failures first)")
+    table.add_column("selector")
+    for col in ("AUROC", "AUPR-Error", "FPR@95%TPR", "Spearman", "precision@|M|", "precision@n4", "OOD@|M|"):
+        table.add_column(col, justify="right")
+
+    def cell(r, key, digits=2):
+        v, low, high = r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high")
+        if v is None:
+            return "-"
+        return f"{v:.{digits}f}" + (f" ({low:.{digits}f}..{high:.{digits}f})" if low is not None and high is not None else "")
+
+    for r in rows:
+        if r.get("note"):
+            table.add_row(r["selector"], f"left out: {r['note']}", "", "", "", "", "", "")
+            continue
+        table.add_row(r["selector"], cell(r, "auroc"), cell(r, "aupr_error"), cell(r, "fpr95"), cell(r, "spearman"),
+                      cell(r, "precision_at_m"), cell(r, "precision_at_n4"), f"{r['ood_at_m']:.2f}")
+    return table

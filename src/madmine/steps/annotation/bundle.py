@@ -35,8 +35,8 @@ from madmine.untrusted import DEFAULT_MAX_BYTES, ImageError, read_local
 from madmine.workspace import Workspace
 
 MANIFEST_NAME = "madmine-export.json"
-SET_TABLES = {"s": "selected", "test": "testsets"}
-DEFAULT_PREFILL = "@default"  # the round's target for S, blank for test sets
+SET_TABLES = {"s": "selected", "test": "testsets", "sample": "sample"}
+DEFAULT_PREFILL = "@default"  # the round's target for S, blank for test sets and the corpus sample
 BLANK = ("none", "blank", "")
 
 
@@ -64,18 +64,21 @@ def prefill_model(cfg: Config, which: str, prefill: str | None) -> str | None:
 
 
 def set_ids(ws: Workspace, round_: int, which: str, strategy: str = tables.MAD) -> list[str]:
-    """The image ids of S (tables/selected/round-<R>-<strategy>.parquet) or of the round's test
-    set (rows of tables/testsets/*.parquet whose round is R)."""
+    """The image ids of S (tables/selected/round-<R>-<strategy>.parquet), of the round's test set (rows
+    of tables/testsets/*.parquet whose round is R) or of the corpus sample (tables/sample)."""
     if which not in SET_TABLES:
-        raise AnnotationError(f"--set must be 's' or 'test', got {which!r}")
+        raise AnnotationError(f"--set must be 's', 'test' or 'sample', got {which!r}")
     name = SET_TABLES[which]
-    table = tables.SELECTED.read(ws, round=round_, strategy=strategy) if which == "s" else tables.TESTSETS.read(ws)
+    reader = {"s": lambda: tables.SELECTED.read(ws, round=round_, strategy=strategy), "test": lambda: tables.TESTSETS.read(ws),
+              "sample": lambda: tables.SAMPLE.read(ws)}
+    table = reader[which]()
     if table is not None and "image_id" not in table.column_names:
         raise AnnotationError(f"{ws.path('tables', name)} has no image_id column")
     rows = [] if table is None else table.to_pylist()
     ids = [r["image_id"] for r in rows if r.get("round") is None or int(r["round"]) == round_]
     if not ids:
-        hint = "run `madmine rate select` first" if which == "s" else "build the test set first"
+        hint = {"s": "run `madmine rate select` first", "test": "build the test set first",
+                "sample": "run `madmine sample --size N` first"}[which]
         raise AnnotationError(f"no {which!r} set for round {round_} in {ws.path('tables', name)}; {hint}")
     return list(dict.fromkeys(ids))
 

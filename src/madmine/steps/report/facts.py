@@ -32,6 +32,7 @@ class Facts:
     quality: object = None
     competitions: object = None
     finetune: list[dict] | None = None
+    selectors: list[dict] = field(default_factory=list)  # every selector judged on the round's corpus
 
     @property
     def candidate_images(self) -> int:
@@ -88,6 +89,8 @@ def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     facts.summary, images = ev.load(ws)
     facts.curves = srcc.curves(images)
     facts.quality = quality.load(ws)
+    judged = tables.SELECTORS.read(ws, round=round_)
+    facts.selectors = judged.to_pylist() if judged is not None else []
     facts.competitions = compete.results(ws)
     curves = reads.finetune_curves(ws, round_)
     facts.finetune = None if curves is None or curves.num_rows == 0 else curves.to_pylist()

@@ -161,6 +161,26 @@ def quality(f: Facts) -> str:
                                  f"(scoring run {escape(rows[0]['run_id'])}); pool: every labelled image it scored.</p>")
 
 
+def selectors(f: Facts) -> str:
+    if not f.selectors:
+        return ('<p class="note">Not judged yet: draw a corpus sample (<code>madmine sample --size 500</code>), label '
+                "it, then <code>madmine evaluate --selectors --round R</code>.</p>")
+
+    def cell(r, key):
+        v, low, high = r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high")
+        return "–" if v is None else f"{v:.2f}" + ("" if low is None else f" ({low:.2f}..{high:.2f})")
+
+    first = next((r for r in f.selectors if not r.get("note")), f.selectors[0])
+    body = [[r["selector"], f"left out: {r['note']}", "", "", "", "", ""] if r.get("note") else
+            [r["selector"], cell(r, "auroc"), cell(r, "aupr_error"), cell(r, "fpr95"), cell(r, "spearman"),
+             cell(r, "precision_at_m"), cell(r, "precision_at_n4")] for r in f.selectors]
+    return _table(["selector", "AUROC", "AUPR-Error", "FPR@95%TPR", "Spearman with mIoU", "precision@|M|", "precision@n4"],
+                  body) + (f'<p class="note">{first["pool"]} images no selector chose (a uniform sample of the corpus), '
+                           f"{first.get('failures')} failures (per-image mIoU below {first.get('tau')}), "
+                           f"{first['pool'] - first['in_domain']} out of domain; 95% bootstrap intervals; precision over "
+                           f"the top {first.get('k_m')} and {first.get('k_n4')} of them (|M| and n4, scaled).</p>")
+
+
 def competitions(f: Facts) -> str:
     if f.competitions is None or f.competitions.num_rows == 0:
         return '<p class="note">No competition yet: <code>madmine compete A B</code>.</p>'
@@ -239,6 +259,7 @@ def render(config: Config, f: Facts, tiles: list[Tile], problems: list[str], wor
         ("Ranking stability of the test sets (SRCC)", srcc(f), "srcc"),
         ("MAD competitions (Table 2)", competitions(f), "competitions"),
         ("Selection quality against ground truth", quality(f), "quality"),
+        ("Every selector on the whole corpus", selectors(f), "selectors"),
         (f"Candidates per class, M({f.round})", per_class(config, f), "classes"),
         ("Top candidates by discrepancy d", gallery(config, tiles, problems), "gallery"),
         ("Ratings and rater agreement", ratings(f), "ratings"),
