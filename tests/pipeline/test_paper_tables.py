@@ -70,6 +70,8 @@ def test_tables_1_and_2_through_the_commands(tmp_path, ray_train, madmine):
     madmine("select", "--round", "0")
     madmine("select", "--round", "0", "--strategy", "entropy")
     rate_everything(ws, cfg, 0)
+    # T(1) from M(0) before any S of round 0 (blank masks, drawn from scratch), then each strategy's S from the rest
+    assert "T(1)" in madmine("testset", "--round", "0")
     madmine("rate", "select", "--round", "0")
     madmine("rate", "select", "--round", "0", "--strategy", "entropy")
     s = {}
@@ -82,8 +84,7 @@ def test_tables_1_and_2_through_the_commands(tmp_path, ray_train, madmine):
     versions = {r["selection"]: r["model_version"] for r in tables.MODELS.read(ws).to_pylist()}
     assert set(versions) == {"mad", "entropy"} and versions["mad"] != versions["entropy"]
 
-    # T(1) from M(0): blank masks, drawn from scratch; Table 1
-    assert "T(1)" in madmine("testset", "--round", "0")
+    # T(1)'s labels; Table 1
     madmine("annotate", "export", "--round", "0", "--set", "test", "--format", "coco", "--out", str(tmp_path / "t1"))
     assert json.loads((tmp_path / "t1" / "annotations.json").read_text())["annotations"] == []
     t1 = label_export(ws, cfg, tmp_path / "t1", truth.__getitem__)

@@ -33,7 +33,7 @@ n3 = 3
 n4 = 4
 
 [evaluate]
-testset_size = 4
+testset_size = 3
 per_class = 4
 
 [finetune]
