@@ -26,6 +26,10 @@ def finetune(
         "start from its weights and learn its S too, plus this strategy's S of the rounds after it (learned in "
         "round 1 on MAD's round-0 version: --selection learned --parent target@mad)."
     ),
+    seed: int = typer.Option(
+        None, "--seed", help="A replicate: the same round, data and parent with this training seed, kept beside the "
+        "chain as target@<selection>-seed<k> (never the next round's parent): measures one training run's noise."
+    ),
     ray_address: str = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
     ),
@@ -41,7 +45,7 @@ def finetune(
     from madmine.steps.train.run import FinetuneParams, run
 
     ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True)
-    result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart, parent=parent))
+    result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart, parent=parent, seed=seed))
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
     table.add_column("mIoU on T(0)", justify="right")

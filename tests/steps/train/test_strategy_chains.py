@@ -112,3 +112,16 @@ def test_a_version_built_on_another_chain_learns_that_chains_s_then_its_own(chai
     tables.MODELS.write(ws, pa.Table.from_pylist([row]), model="target", round=1, selection="learned")
     ref = find_ref(model_refs(cfg, ws), "target@learned")
     assert training_ids(ws, ref, {"s0"}) == {"s0", "m1", "l1"}  # not MAD's S(2) (m2): v-mad0 never saw it
+
+
+def test_a_replicates_version_is_never_the_chains_newest(chains):
+    """`finetune --seed 1` keeps its version as target@mad-seed1: beside MAD's chain, never its parent."""
+    cfg, ws, made = chains
+    row = {"model": "target", "model_version": "v-rep", "role": "target", "weights_uri": "/rep.pt",
+           "parent_version": "v-mad0", "created_at": T0 + timedelta(days=30), "round": 1, "selection": "mad-seed1"}
+    tables.MODELS.write(ws, pa.Table.from_pylist([row]), model="target", round=1, selection="mad-seed1")
+    assert tables.MODELS.keys_of(tables.MODELS.path(ws, model="target", round=1, selection="mad-seed1")) == {
+        "model": "target", "round": "1", "selection": "mad-seed1"}
+    assert with_latest_target(cfg, ws).target.weights == made["v-mad1"]
+    assert parent_of(cfg, ws, 2).spec.weights == made["v-mad1"]
+    assert find_ref(model_refs(cfg, ws), "target@v-rep").selection == "mad-seed1"

@@ -76,11 +76,6 @@ class Plan:
         """What decides the result; loader_workers and the order of the lr grid do not."""
         d = self.to_dict()
         d.pop("loader_workers")
-        if d.get("selection") == "mad":  # MAD's plans fingerprint as they did before strategies were keys
-            d.pop("selection")
-        if d.get("choose_by") == "t0":  # and the paper's choice as before validation was a setting
-            for key in ("choose_by", "v", "max_t0_drop", "tau"):
-                d.pop(key)
         d["lr_grid"] = sorted(d["lr_grid"])
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -82,13 +83,15 @@ class FinetuneParams:
     selection: str = tables.MAD  # whose S(..R): MAD's, or a baseline's chain
     restart: bool = False  # discard this round's checkpoints and trials
     parent: str | None = None  # NAME@VERSION or NAME@STRATEGY: build on another chain's version (its S included)
+    seed: int | None = None  # a replicate with this training seed, kept beside the chain as <selection>-seed<k>
 
 
 def run(ctx: StepContext, params: FinetuneParams) -> FinetuneResult:
     """The fine-tuning step: the target on S(..R) + S(0) as a Ray Train job; the lr grid's winner becomes a
     new version of the target in `params.selection`'s chain."""
     return finetune(ctx.config, params.round, ray_address=ctx.ray_address, restart=params.restart,
-                    show_progress=ctx.show_progress, selection=params.selection, parent_text=params.parent)
+                    show_progress=ctx.show_progress, selection=params.selection, parent_text=params.parent,
+                    seed=params.seed)
 
 
 def finetune(
@@ -100,22 +103,28 @@ def finetune(
     show_progress: bool = True,
     selection: str = tables.MAD,
     parent_text: str | None = None,
+    seed: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune the target on S(..R) of a strategy and S(0); the winner of the lr grid becomes a new
-    target version of that strategy's chain (MAD's by default)."""
+    target version of that strategy's chain (MAD's by default). With `seed`, a replicate: the same
+    round, data and parent with another training seed, kept as `<selection>-seed<k>` (its folder, its
+    models row), never the chain's parent: how much one training run's noise moves the figures."""
     started = time.perf_counter()
     config = resolve(config)
     if round_ < 0:
         raise MadmineError(f"--round must be >= 0, got {round_}")
     if not selection or not selection.replace("_", "").replace("-", "").isalnum():
         raise MadmineError(f"--selection must name a strategy (letters, digits, - and _), got {selection!r}")
+    chain = selection if seed is None else f"{selection}-seed{seed}"
+    if seed is not None:
+        config = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, seed=seed))
     ws = Workspace.from_config(config)
     start = parent_of(config, ws, round_, selection, parent_text)
     parent, parent_version = start.spec, start.version
     data = training_data.collect(config, ws, round_, selection, start.base)
     digest = training_data.check(data, config.num_classes, config.storage_options, show_progress=show_progress)
-    plan = make_plan(config, round_, parent, parent_version, data, digest, selection)
-    storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_, selection)
+    plan = make_plan(config, round_, parent, parent_version, data, digest, chain)
+    storage = RoundStorage(config.workspace_uri, dict(config.storage_options), round_, chain)
 
     def finished() -> FinetuneResult | None:
         done = None if restart else storage.markers.get("done")
@@ -134,7 +143,7 @@ def finetune(
         run_grid(plan, storage, config.finetune, dict(config.storage_options), verbose=1 if show_progress else 0)
 
         outcomes = read_outcomes(plan, storage)
-        ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round, selection=selection),
+        ws.write_parquet(tables.FINETUNE_CURVES.path(storage.workspace, round=storage.round, selection=chain),
                          curves_table(plan, outcomes))
         winner = pick_winner(outcomes, plan)
         row = publish(config, ws, plan, winner)
@@ -150,7 +159,7 @@ def finetune(
             trials={o.trial: o.val_miou for o in outcomes},
             data=data.counts() + (f", V {len(plan.v)} (held out of S to choose the lr)" if plan.v else ""),
             seconds=time.perf_counter() - started,
-            selection=selection,
+            selection=chain,
             choose_by=plan.choose_by,
             v_failures=winner.v_failures,
             parent_v_failures=winner.curve[0].get("v_failures"),
