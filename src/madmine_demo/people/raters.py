@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from madmine.config import Config
+from madmine.steps.evaluation.compete import rating_set
 from madmine.steps.rating import store
 from madmine.steps.rating.roundset import load_round
 from madmine.steps.rating.tokens import add_rater, list_raters
@@ -71,3 +72,20 @@ def rate_round(ws: Workspace, config: Config, truth: Truth, round_: int, seed: i
         for rater in raters:
             store.record(ws, round_, image_id, rater.name, vote(iou, ood, rater, seed, image_id))
     return ious
+
+
+def rate_competition(ws: Workspace, config: Config, truth: Truth, competition: str, seed: int = 0,
+                     raters: tuple[Rater, ...] = RATERS) -> int:
+    """Every rater votes on every image of a MAD competition (`rate serve --competition ID`): A's map is
+    what they see, named only 'A'; an out-of-domain vote keeps an image out. Returns the images rated."""
+    known = set(list_raters(ws))
+    for rater in raters:
+        if rater.name not in known:
+            add_rater(ws, rater.name)
+    rs = rating_set(config, ws, competition)
+    for image_id in rs.image_ids:
+        iou = truth.image_iou(image_id, rs.load_map(rs.target, image_id))
+        ood = truth.kind(image_id) == "ood"
+        for rater in raters:
+            store.record(ws, rs.round, image_id, rater.name, vote(iou, ood, rater, seed, image_id))
+    return len(rs.image_ids)
