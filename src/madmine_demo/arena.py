@@ -16,16 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from madmine import metrics
+from madmine import metrics, tables
 from madmine.config import load_config
 from madmine.errors import MadmineError
-from madmine.steps import ingest
+from madmine.steps import bounds, ingest
 from madmine.steps.context import StepContext
 from madmine.steps.evaluation import compete as competition
 from madmine.steps.evaluation.run import EvaluateParams
 from madmine.steps.evaluation.run import run as run_evaluation
 from madmine_demo.measure import TAU
 from madmine_demo.people.annotator import label_and_import
+from madmine_demo.people.raters import rate_competition
 from madmine_demo.world.datasets import Dataset
 from madmine_demo.world.truth import Truth
 
@@ -80,9 +81,13 @@ def paired_bootstrap(image_rows: list[dict], model: str, base: str, resamples: i
 
 
 def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pairs: list[tuple[str, str]],
-              show_progress: bool = False) -> ArenaResult:
+              show_progress: bool = False, s0_labels: Path | None = None) -> ArenaResult:
     """Write the arena's config, ingest the held-out set, evaluate every variant, run the competitions
-    (none for the probe: equal numbers of every kind of scene, to measure failure rates per kind)."""
+    (none for the probe: equal numbers of every kind of scene, to measure failure rates per kind).
+
+    The competitions follow the MAD protocol, as `madmine compete` runs it on real data: the arena's
+    workspace gets the size bounds of S(0) (`madmine bounds`), the simulated raters judge each
+    competition's images (an out-of-domain vote keeps one out), the annotator labels what counts."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "madmine.toml").write_text(config_text)
     config = load_config(root / "madmine.toml")
@@ -105,16 +110,21 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
         failures[name] = float(np.mean(np.asarray(values) < TAU)) if values else float("nan")
 
     results = []
+    if pairs and s0_labels is not None and not tables.BOUNDS.exists(ws):
+        bounds.run(ctx, bounds.BoundsParams(str(s0_labels)))
     for a, b in pairs:
-        # the arena's workspace holds no size bounds or raters: the whole-pool d ranking, not the MAD protocol
-        comp = competition.run(ctx, competition.CompeteParams(a, b, protocol=competition.D_RANKING))
+        params = competition.CompeteParams(a, b, protocol="mad")
+        comp = competition.run(ctx, params)
+        if comp.waiting_raters:
+            rate_competition(ws, config, truth, comp.id)
+            comp = competition.run(ctx, params)
         if comp.waiting:
             folder = root / "exports" / comp.id
             if folder.exists():
                 shutil.rmtree(folder)
             competition.export(config, ws, comp, "coco", folder)
             label_and_import(ws, config, folder, truth)
-        comp = competition.run(ctx, competition.CompeteParams(a, b, protocol=competition.D_RANKING))
+            comp = competition.run(ctx, params)
         results.append(comp)
     base = config.target.name
     gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}

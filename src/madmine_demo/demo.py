@@ -26,19 +26,20 @@ from pathlib import Path
 from rich.console import Console
 
 from madmine import tables
+from madmine.completion import finetune_markers
 from madmine.config import load_config
 from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
 from madmine.ray_cluster import ensure_ray
-from madmine.steps import bounds, ingest, select
+from madmine.steps import bounds, ingest
 from madmine.steps.context import StepContext
 from madmine.steps.evaluation import run as evaluation
+from madmine.steps.evaluation import selectors
 from madmine.steps.learned import load as load_learned
 from madmine.steps.report import ReportParams
 from madmine.steps.report import run as report
-from madmine.steps.select import LEARNED
-from madmine.steps.train.versions import latest_row, with_latest_target
-from madmine_demo import baselines, measure, printout
+from madmine.steps.train.versions import with_latest_target
+from madmine_demo import measure, printout, strategies
 from madmine_demo import settings as demo_settings
 from madmine_demo.arena import run_arena
 from madmine_demo.people.annotator import label_and_import
@@ -89,6 +90,8 @@ class DemoResult:
     t0: object = None  # arena.ArenaResult on T(0) held-out
     learned: object = None  # madmine.steps.learned.Trained: round 1's failure predictor and its AUROC
     spread: dict = field(default_factory=dict)  # variant -> measure.Spread over the training seeds
+    selectors: dict = field(default_factory=dict)  # round -> selectors.Judged: every selector over the whole corpus
+    fits: dict = field(default_factory=dict)  # variant -> its fine-tuning's result (FinetuneResult fields)
 
 
 def _world(workdir: Path, settings, clock: Clock):
@@ -202,51 +205,54 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     with clock.step("bounds from the labels of S(0)"):
         bounds.run(ctx, bounds.BoundsParams(str(sets["train"].labels)))
 
-    def baseline_picks(run_id: str) -> None:  # before any label exists: the baselines see the corpus MAD saw
-        with clock.step("round 0: entropy and random selections with MAD's budget"):
-            for strategy in ("entropy", "random"):
-                select.run(ctx, select.SelectParams(0, strategy=strategy))
+    picked: dict[int, list[str]] = {}
+    predictors: dict[int, object] = {}
 
-    learned = {}
+    def pick_strategies(r: int):
+        def hook(run_id: str) -> None:  # before the round's ratings: every strategy sees the corpus MAD's M saw
+            with clock.step(f"round {r}: {', '.join(strategies.compared(r))} select with MAD's budget"):
+                picked[r] = []
+                for strategy in strategies.compared(r):
+                    try:
+                        result = strategies.pick(ctx, r, strategy, run_id).result
+                    except MadmineError as exc:  # the learned ones without enough ratings: named, the demo goes on
+                        console.print(f"[yellow]{strategy} skipped in round {r}:[/] {exc}", highlight=False)
+                        continue
+                    picked[r].append(strategy)
+                    if result.trained is not None:
+                        predictors[r] = result.trained
+            if r in predictors:
+                console.print(f"round {r} failure predictor: " + predictors[r].describe(), highlight=False)
+        return hook
 
-    def learned_picks(run_id: str) -> None:  # from round 1's run, before its ratings: what MAD's M(1) saw
-        with clock.step("round 1: learned and hybrid selections (a failure predictor fitted on round 0's ratings)"):
-            try:
-                for strategy in LEARNED:
-                    learned[strategy] = select.run(ctx, select.SelectParams(1, strategy=strategy, run_id=run_id)).trained
-            except MadmineError as exc:  # too few ratings to learn from: the demo goes on without them
-                console.print(f"[yellow]learned and hybrid selections skipped:[/] {exc}", highlight=False)
-                learned.clear()
-                return
-        console.print("round 1 failure predictor: " + learned["learned"].describe(), highlight=False)
-
-    hooks = {0: baseline_picks, 1: learned_picks}
-    yields, runs = {}, {}
+    yields, runs, fits, judged = {}, {}, {}, {}
     for r in range(settings.rounds):
-        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, hooks.get(r))
+        rnd = _run_round(config, ws, r, truth, clock, ray_address, config_path, pick_strategies(r))
         runs[r] = ws.get_json(ws.path("runs", rnd.record["run_id"], "run.json"))
-        with clock.step(f"round {r}: failure yields against the true masks"):
-            yields[r], ious = measure.round_yields(ws, truth, runs[r], r, settings.seed)
+        fits[f"mad_r{r}"] = finetune_markers(ws, f"round-{r}-{tables.MAD}").get("done")["result"]
+        if r not in picked:  # a resumed demo: the strategies that selected in the earlier run
+            picked[r] = [s for s in strategies.compared(r) if tables.CANDIDATES.exists(ws, round=r, strategy=s)]
+        if r not in predictors and (trained := load_learned(ws, r)) is not None:
+            predictors[r] = trained
+        for strategy in picked[r]:
+            with clock.step(f"round {r}: {strategy}: its S of {settings.n4} (rate select), labels, fine-tuning (Ray Train)"):
+                strategies.label_s(ctx, r, strategy, truth, Path(ws.path("exports", f"round-{r}-{strategy}-s-coco")))
+                fits[f"{strategy}_r{r}"] = dict(strategies.finetune(ctx, r, strategy).__dict__)
+        with clock.step(f"round {r}: failure yields, and every selector judged over the corpus"):
+            yields[r], ious = measure.round_yields(ws, truth, r, settings.seed)
+            judged[r] = selectors.run(ctx, selectors.SelectorsParams(r), outcomes=measure.outcomes(ious, truth))
         printout.yields(console, r, yields[r])
+        printout.selectors(console, judged[r])
         printout.failure_rates(console, r, measure.failure_rates_by_kind(ious, truth))
 
-    for strategy in LEARNED:  # a resumed demo: round 1 selected them before its ratings, as MAD did
-        if strategy not in learned and 1 in runs and ws.exists(tables.CANDIDATES.path(ws, round=1, strategy=strategy)):
-            learned[strategy] = load_learned(ws, 1)
-    variants = {}
-    compared = [("entropy", 0), ("random", 0)] + [(s, 1) for s in LEARNED if s in learned]
-    for strategy, r in compared:
-        with clock.step(f"{strategy}: fine-tune on its {settings.n4} picks of round {r} (own workspace, Ray Train)"):
-            result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
-                                             workdir / "baselines" / _fork_name(strategy, r), truth, ray_address)
-        variants[f"{strategy}_r{r}"] = result.weights_uri
-    for seed in range(1, settings.seeds):  # the same fine-tunings with other training seeds, MAD's own too
-        for strategy, r in [(tables.MAD, r) for r in runs] + compared:
-            with clock.step(f"seed {seed}: fine-tune {strategy}'s S of round {r} (own workspace, Ray Train)"):
-                result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
-                                                 workdir / "seeds" / f"{_fork_name(strategy, r)}-seed-{seed}", truth,
-                                                 ray_address, seed=settings.seed + seed)
-            variants[measure.seed_variant(f"{strategy}_r{r}", seed)] = result.weights_uri
+    variants = {name: fit["weights_uri"] for name, fit in fits.items()}
+    for seed in range(1, settings.seeds):  # the same fine-tunings with other training seeds (replicates), MAD's too
+        for name in [n for n in fits if not measure.is_seed_variant(n)]:
+            strategy, _, r = name.rpartition("_r")
+            with clock.step(f"seed {seed}: fine-tune {strategy}'s S of round {r} again (finetune --seed, Ray Train)"):
+                result = strategies.finetune(ctx, int(r), strategy, seed=settings.seed + seed)
+            variants[measure.seed_variant(name, seed)] = result.weights_uri
+            fits[measure.seed_variant(name, seed)] = dict(result.__dict__)
 
     with clock.step("evaluate: every model on T(0) held-out and every T(R); selection quality"):
         evaluated = evaluation.run(ctx, evaluation.EvaluateParams())
@@ -255,18 +261,14 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         for r in range(settings.rounds):
             reports.append(report(ctx, ReportParams(r)))
 
-    for r in range(settings.rounds):
-        row = latest_row(ws, config.target.name, before_round=r + 1)
-        if row is not None and row.get("round") == r:
-            variants[f"mad_r{r}"] = row["weights_uri"]
     arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (measure.is_seed_variant(k),
                                                                          not k.startswith("mad"), k))}
     labels = {"target": "original target",  # Table 2: the seed-0 runs
               **{k: _variant_label(k, settings.n4) for k in arena_models if not measure.is_seed_variant(k)}}
-    pairs = [(a, b) for a, b in (("mad_r0", "entropy_r0"), ("mad_r0", "random_r0"), ("mad_r0", "target"),
-                                 ("mad_r1", "learned_r1"), ("mad_r1", "hybrid_r1"))
-             if a in arena_models and (b in arena_models or b == "target")]
-    arenas = {}  # the held-out wild set (Table 2, competitions); the probe (failure rates per kind); T(0) held-out
+    pairs = [("mad_r0", "target")] + [(f"mad_r{r}", f"{s}_r{r}") for r in range(settings.rounds)
+                                      for s in strategies.compared(r)]
+    pairs = [(a, b) for a, b in pairs if a in arena_models and (b in arena_models or b == "target")]
+    arenas = {}  # the held-out wild set (competitions: Table 2); the probe (failure rates per kind); T(0) held-out
     for name, folder, what, competitions in (
         ("heldout", "arena", f"{settings.heldout} held-out wild images; {len(pairs)} MAD competitions", pairs),
         ("probe", "arena-probe", f"the {len(sets['probe'].kinds())} probe images", []),
@@ -279,7 +281,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
                 Path(os.path.relpath(workdir / "world", root)), zoo_models[:1], extra_models=arena_models,
                 t0=(str(sets[name].images) + "/", str(sets[name].labels) + "/"),
             )
-            arenas[name] = run_arena(root, text, sets[name], truth, competitions)
+            arenas[name] = run_arena(root, text, sets[name], truth, competitions, s0_labels=sets["train"].labels)
 
     summary = evaluated.evaluation.summary_table().to_pylist()
     printout.table1(console, summary)
@@ -290,25 +292,20 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         printout.seed_spread(console, spread, labels, settings.seeds)
     for r in range(settings.rounds):
         printout.yields(console, r, yields[r])
-    if learned:
-        console.print("round 1 failure predictor: " + learned["learned"].describe(), highlight=False)
+        printout.selectors(console, judged[r])
+    for r, trained in sorted(predictors.items()):
+        console.print(f"round {r} failure predictor: " + trained.describe(), highlight=False)
     printout.timings(console, clock.rows, clock.total)
     console.print("reports: " + ", ".join(reports), highlight=False)
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
     return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                      arenas["t0"], learned.get("learned"), spread)
-
-
-def _fork_name(strategy: str, round_: int) -> str:
-    return strategy if round_ == 0 else f"{strategy}-round-{round_}"
+                      arenas["t0"], predictors.get(1), spread, judged, fits)
 
 
 def _variant_label(name: str, n4: int) -> str:
     strategy, _, r = name.rpartition("_r")
-    if strategy == "mad":
-        return f"MAD after round {r} ({n4 * (int(r) + 1)} images of S)"
-    if r == "0":
-        return f"{strategy} ({n4} images)"
-    return f"{strategy} in round {r} (MAD's {n4 * int(r)} + {n4} images)"
+    if strategy in strategies.BUILDS_ON_MAD:
+        return f"{strategy} in round {r} (MAD's {n4 * int(r)} + its {n4} images)"
+    return f"{'MAD' if strategy == 'mad' else strategy} after round {r} ({n4 * (int(r) + 1)} images of its S)"

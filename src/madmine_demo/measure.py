@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from madmine import tables
+from madmine.steps.evaluation.selectors import Outcome
+from madmine.steps.rating.selection import by_rank
 from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
 from madmine_demo.world.truth import Truth
@@ -73,39 +75,49 @@ def random_sample(ids, n: int, seed: int, salt: str) -> list[str]:
     return sorted(ids, key=key)[:n]
 
 
-OTHER_STRATEGIES = ("entropy", "random", "learned", "hybrid")  # compared with MAD at MAD's budget
+def _run(ws: Workspace, run_id: str) -> dict:
+    return ws.get_json(ws.path("runs", run_id, "run.json"))
 
 
-def best_first(rows: list[dict], strategy: str) -> list[dict]:
-    """A strategy's candidates in the order it would label them, one row per image: by rank, and for
-    the hybrid (ranked within MAD's groups) by predicted failure across groups."""
-    key = (lambda r: (-r["score"], r["image_id"])) if strategy == "hybrid" else (lambda r: (r["rank"], r["image_id"]))
-    seen, out = set(), []
-    for r in sorted(rows, key=key):
-        if r["image_id"] not in seen:
-            seen.add(r["image_id"])
-            out.append(r)
-    return out
+def strategy_ids(ws: Workspace, round_: int, strategy: str, size: int) -> tuple[list[str], list[str], str]:
+    """A strategy's first `size` candidates in the order `rate select` takes them, its S, and its run."""
+    rows = tables.CANDIDATES.read_file(ws, round=round_, strategy=strategy).to_pylist()
+    ordered = by_rank(rows, round_, size, strategy).table.column("image_id").to_pylist()
+    chosen = tables.SELECTED.read(ws, round=round_, strategy=strategy)
+    s = chosen.column("image_id").to_pylist() if chosen is not None else []
+    return ordered, s, rows[0]["run_id"] if rows else ""
 
 
-def round_yields(ws: Workspace, truth: Truth, run: dict, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
-    """Failure yields of one round's selections against random samples of equal size."""
-    ious = true_ious(ws, truth, run)
-    m = list(dict.fromkeys(ws.read_parquet([tables.CANDIDATES.path(ws, round=round_, strategy="mad")]).column("image_id").to_pylist()))
-    s = ws.read_parquet([tables.SELECTED.path(ws, round=round_, strategy=tables.MAD)]).column("image_id").to_pylist()
-    baselines = {}  # strategy -> its images, best first
-    for strategy in OTHER_STRATEGIES:
-        path = tables.CANDIDATES.path(ws, round=round_, strategy=strategy)
-        if ws.exists(path):
-            baselines[strategy] = [r["image_id"] for r in best_first(ws.read_parquet([path]).to_pylist(), strategy)]
+def round_yields(ws: Workspace, truth: Truth, round_: int, seed: int = 0) -> tuple[list[Yield], dict[str, float]]:
+    """Failure yields of one round's selections (MAD's M and S, and every compared strategy's at MAD's budget,
+    each judged against the target that selected it) next to random samples of the corpus of equal size."""
+    mad_rows = tables.CANDIDATES.read_file(ws, round=round_, strategy=tables.MAD).to_pylist()
+    m = list(dict.fromkeys(r["image_id"] for r in mad_rows))
+    s = tables.SELECTED.read_file(ws, round=round_, strategy=tables.MAD).column("image_id").to_pylist()
+    mad_run = mad_rows[0]["run_id"]
+    ious_of = {mad_run: true_ious(ws, truth, _run(ws, mad_run))}
+    others = {}
+    for strategy in tables.STRATEGIES[1:]:
+        if tables.CANDIDATES.exists(ws, round=round_, strategy=strategy):
+            ordered, chosen, run_id = strategy_ids(ws, round_, strategy, len(m))
+            if run_id not in ious_of:
+                ious_of[run_id] = true_ious(ws, truth, _run(ws, run_id))
+            others[strategy] = (ordered, chosen, ious_of[run_id])
+    ious = ious_of[mad_run]
     pool = sorted(ious)
     out = [yield_of("corpus (all scored images)", pool, ious, truth)]
     for name, label, ids in (("M", "M: MAD candidates", m), ("S", "S: lowest MOS of M", s)):
         sample = random_sample(pool, len(ids), seed, f"{name}{round_}")
         out += [yield_of(label, ids, ious, truth), yield_of(f"random sample, |{name}| = {len(ids)}", sample, ious, truth)]
-        out += [yield_of(f"{strategy} selection, |{name}|", ranked[: len(ids)], ious, truth)
-                for strategy, ranked in baselines.items()]
+        for strategy, (ordered, chosen, own) in others.items():
+            out.append(yield_of(f"{strategy} selection, |{name}|", ordered if name == "M" else chosen, own, truth))
     return out, ious
+
+
+def outcomes(ious: dict[str, float], truth: Truth) -> dict[str, Outcome]:
+    """What the world knows of every scored image, as `evaluate --selectors` reads labels: out of domain, or
+    the target's per-image mIoU."""
+    return {i: Outcome(v, truth.kind(i) == "ood") for i, v in ious.items()}
 
 
 def failure_rates_by_kind(ious: dict[str, float], truth: Truth) -> dict[str, tuple[int, float]]:

@@ -32,12 +32,13 @@ def test_every_stage_runs_and_is_timed(demo):
     result, seconds = demo
     names = [name for name, _ in result.timings]
     for stage in ("world", "models", "ingest", "bounds", "round 0: score", "round 0: select", "round 0: rate",
-                  "round 0: S", "round 0: annotate", "round 0: finetune", "round 0: testset", "round 0: test_labels",
-                  "entropy: fine-tune on its 12 picks of round 0", "random: fine-tune on its 12 picks of round 0",
-                  "round 1: learned and hybrid selections", "learned: fine-tune on its 12 picks of round 1",
-                  "hybrid: fine-tune on its 12 picks of round 1", "seed 1: fine-tune mad's S of round 0",
-                  "seed 1: fine-tune mad's S of round 1", "seed 1: fine-tune hybrid's S of round 1", "evaluate",
-                  "report", "arena"):
+                  "round 0: testset", "round 0: S", "round 0: annotate", "round 0: finetune", "round 0: test_labels",
+                  "round 0: entropy, random select with MAD's budget", "round 0: entropy: its S of 12",
+                  "round 0: random: its S of 12", "round 1: entropy, random, learned, hybrid select",
+                  "round 1: entropy: its S of 12", "round 1: learned: its S of 12", "round 1: hybrid: its S of 12",
+                  "round 0: failure yields, and every selector", "round 1: failure yields, and every selector",
+                  "seed 1: fine-tune mad's S of round 0", "seed 1: fine-tune mad's S of round 1",
+                  "seed 1: fine-tune hybrid's S of round 1", "evaluate", "report", "arena"):
         assert any(n.startswith(stage) for n in names), (stage, names)
     assert all(s >= 0 for _, s in result.timings)
     assert sum(s for _, s in result.timings) <= seconds  # the stages' clocks account for no more than the wall time
@@ -74,19 +75,26 @@ def test_table1_and_the_failure_yields(demo):
     assert yields["M"].images >= 12
 
 
-def test_arena_compares_the_fine_tuned_targets(demo):
+COMPARED = {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "entropy_r1", "random_r1", "learned_r1", "hybrid_r1"}
+
+
+def test_arena_runs_the_mad_competitions_among_the_fine_tuned_targets(demo):
     result, _ = demo
     arena = result.arena
-    compared = {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "learned_r1", "hybrid_r1"}
-    assert set(arena.models) == {"target"} | compared | {f"{name}_s1" for name in compared}
+    assert set(arena.models) == {"target"} | COMPARED | {f"{name}_s1" for name in COMPARED}
     assert all(0 <= arena.miou[m] <= 1 for m in arena.models)
-    assert len(arena.competitions) == 5
     assert set(arena.gain) == set(arena.models) - {"target"}
     for name, (value, low, high) in arena.gain.items():
         assert low <= value <= high
         assert abs(value - (arena.miou[name] - arena.miou["target"])) < 1e-9
+    # the paper's Table 2: MAD's version of each round against the original and every compared strategy's
+    assert {(c.a.name, c.b.name) for c in arena.competitions} == {("mad_r0", "target")} | {
+        (f"mad_r{r}", name) for name in COMPARED for r in (0, 1) if name.endswith(f"_r{r}") and not name.startswith("mad")}
     for comp in arena.competitions:
-        assert len(comp.labelled) == len(comp.selection) > 0 and not comp.waiting
+        assert comp.protocol == "mad" and not comp.waiting and not comp.waiting_raters
+        assert len(comp.labelled) + len(comp.vetoed) == len(comp.selection) > 0
+        assert comp.diff_low <= comp.miou_a - comp.miou_b <= comp.diff_high
+        assert comp.winner in (None, comp.a.label, comp.b.label)
 
 
 def test_failure_rates_per_kind_on_the_probe_and_t0_of_every_target(demo):
@@ -142,8 +150,67 @@ def test_learned_strategies_in_round_1_and_the_spread_over_seeds(demo):
     # the seed-1 runs are other training runs of the same S: each variant's spread holds both seeds'
     # figures, and seed 0's are those of Table 2
     arena = result.arena
-    assert set(result.spread) == {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "learned_r1", "hybrid_r1"}
+    assert set(result.spread) == COMPARED
     for name, spread in result.spread.items():
         assert spread.gains == [arena.gain[name][0], arena.gain[f"{name}_s1"][0]]
         assert spread.t0 == [result.t0.miou[name], result.t0.miou[f"{name}_s1"]]
         assert spread.probe_failures == [result.probe.failures[name], result.probe.failures[f"{name}_s1"]]
+
+
+def test_every_selector_is_judged_over_the_whole_corpus_in_each_round(demo):
+    result, _ = demo
+    for r, judged in result.selectors.items():
+        rows = {row["selector"]: row for row in judged.rows}
+        assert judged.pool == 240  # every scored image of the corpus, known by the world's truth
+        assert {"d max", "d mean", "entropy", "max-softmax", "mad", "random"} <= set(rows)
+        assert ("learned" in rows) and (rows["learned"].get("note") is not None) == (r == 0)  # round 0 has no ratings yet
+        for row in rows.values():
+            if row.get("auroc") is not None:
+                assert row["auroc_low"] <= row["auroc"] <= row["auroc_high"]
+    assert set(result.selectors) == {0, 1}
+
+
+def test_the_round_1_comparison_through_the_commands_alone_gives_the_demos_yields(demo, tmp_path):
+    """The demo's learned and hybrid picks of round 1 are what `madmine select` and `madmine rate select` give in a
+    copy of its workspace: the same candidates, the same S, the same yields."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from madmine.cli import app
+    from madmine.cli import state as cli_state
+    from madmine_demo import measure
+    from madmine_demo import settings as demo_settings
+    from madmine_demo.world.datasets import write
+    from madmine_demo.world.failures import KINDS
+    from madmine_demo.world.shapes import NAMES
+    from madmine_demo.world.truth import Truth
+
+    result, _ = demo
+    copy = tmp_path / "copy"
+    shutil.copytree(result.workdir, copy, ignore=shutil.ignore_patterns("arena*", "exports"))
+    config = load_config(copy / "madmine.toml")
+    ws = Workspace.from_config(config)
+    original = Workspace.from_config(load_config(result.workdir / "madmine.toml"))
+    mad_run = tables.CANDIDATES.read_file(ws, round=1, strategy="mad").column("run_id")[0].as_py()
+    try:
+        for strategy in ("learned", "hybrid"):
+            ws.remove(tables.CANDIDATES.path(ws, round=1, strategy=strategy))
+            ws.remove(tables.SELECTED.path(ws, round=1, strategy=strategy))
+            for args in (["select", "--round", "1", "--strategy", strategy, "--run-id", mad_run],
+                         ["rate", "select", "--round", "1", "--strategy", strategy]):
+                done = CliRunner().invoke(app, ["--config", str(copy / "madmine.toml"), *args], catch_exceptions=False)
+                assert done.exit_code == 0, done.output
+            for table in (tables.CANDIDATES, tables.SELECTED):
+                assert (table.read_file(ws, round=1, strategy=strategy).column("image_id").to_pylist()
+                        == table.read_file(original, round=1, strategy=strategy).column("image_id").to_pylist())
+    finally:
+        cli_state.set_config_path("madmine.toml")
+    q = demo_settings.QUICK
+    sets = [write(copy / "world", name, size, q.seed, domain) for name, size, domain in (
+        ("wild", q.corpus, q.world), ("heldout", q.heldout, q.world), ("probe", q.probe_per_kind * len(KINDS), "probe"),
+        ("t0", q.t0, "train"))]
+    truth = Truth(sets, len(NAMES))
+    truth.add_manifest(ws)
+    again, _ = measure.round_yields(ws, truth, 1, q.seed)
+    assert [(y.name, y.images, y.failures) for y in again] == [(y.name, y.images, y.failures) for y in result.yields[1]]
