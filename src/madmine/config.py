@@ -91,6 +91,7 @@ def _did_you_mean(value: str, choices) -> str:
 MODEL_KINDS = ("arch", "factory", "hf", "smp", "torchscript", "onnx", "maps")
 TRAINABLE_KINDS = ("arch", "factory", "hf", "smp")
 WEIGHTED_KINDS = ("arch", "factory", "hf", "smp")  # `weights = ...` applies a state_dict to them
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -306,6 +307,24 @@ class SelectionConfig:
     # to measure the predictor (AUROC)
     failure_mos: Annotated[Number, Field(ge=1, le=5)] = 2.5
     learned_heldout: Annotated[Number, Field(gt=0, lt=1)] = 0.25
+    # DuckDB's memory for one selection; past it, joins and temporary tables spill to
+    # spill_directory (default: the system's temporary folder), so 10M images fit in a few GB
+    memory_limit: Text = "4GiB"
+    spill_directory: Text | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_SIZE.fullmatch(value.strip()):
+            raise ValueError(f'must be a size such as "4GiB" or "512MB", got {value!r}')
+        return value.strip()
+
+    @field_validator("spill_directory")
+    @classmethod
+    def _spill(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and _is_remote(value):
+            raise ValueError(f"must be a local folder (DuckDB spills to local disk), got {value!r}")
+        return _existing_file(value, info, "spill folder", exists=os.path.isdir)
 
     @field_validator("quantiles")
     @classmethod
