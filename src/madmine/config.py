@@ -27,6 +27,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.dataclasses import dataclass
 
 from madmine.errors import MadmineError
+from madmine.objectstore import DEFAULT_MAX_ATTEMPTS
 
 SEGMENTATION_ARCHS = (
     "deeplabv3_mobilenet_v3_large",
@@ -521,10 +522,12 @@ class StorageSection:
     secret: Text | None = None
     anon: Flag | None = None
     region: Text | None = None
+    # attempts per request before a run gives up on the store (retries back off exponentially, with jitter)
+    max_attempts: Annotated[int, Field(strict=True, ge=1, le=20)] = DEFAULT_MAX_ATTEMPTS
 
     def options(self) -> dict[str, Any]:
         """fsspec/s3fs storage options."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"config_kwargs": {"retries": {"total_max_attempts": self.max_attempts, "mode": "standard"}}}
         if self.endpoint_url:
             out["client_kwargs"] = {"endpoint_url": self.endpoint_url}
             if self.region:

@@ -22,6 +22,11 @@ def ingest(
     max_error_fraction: float = typer.Option(
         None, help="Exit non-zero when more files than this fraction fail; default \\[scoring] max_error_fraction."
     ),
+    executor: str = typer.Option(
+        "auto", help="Where shards run: auto (Ray when there is a cluster or several actors), ray, or local (this process)."
+    ),
+    ray_address: str = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS)."),
+    shard_size: int = typer.Option(1024, help="Files per shard: one unit of work, one manifest part."),
 ) -> None:
     """Add images to the manifest (image_id = hash of the bytes; duplicates collapse; re-runs add only new images).
 
@@ -47,17 +52,22 @@ def ingest(
         decode_timeout_s=config.scoring.decode_timeout_s,
         workers=workers,
         retry_errors=retry_errors,
+        executor=executor,
+        ray_address=ray_address,
+        actors=config.scoring.actors,
+        shard_size=shard_size,
     )
     console.print(
         f"ingest: [bold green]{result.added}[/] new images, {result.duplicates} duplicates, "
-        f"{result.already_known} already known, {len(result.errors)} errors"
+        f"{result.already_known} already known, {result.error_count} errors"
         + (f", {result.skipped_non_images} non-image files skipped" if result.skipped_non_images else "")
         + (f", {result.failed_before} that failed before skipped (--retry-errors)" if result.failed_before else "")
+        + (f", {result.retries} object-store requests retried" if result.retries else "")
     )
     for err in result.errors[:10]:
         console.print(f"  [yellow]{escape(err['error'])}[/]: {escape(err['uri'])} ({escape(err['detail'])})", highlight=False)
-    if len(result.errors) > 10:
-        console.print(f"  ... {len(result.errors) - 10} more in the errors table (run_id = 'ingest')")
+    if result.error_count > 10:
+        console.print(f"  ... {result.error_count - 10} more in the errors table (run_id = 'ingest')")
     failure = result.failure(budget)
     if failure:
         raise MadmineError(failure)

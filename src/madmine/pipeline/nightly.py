@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.completion import Markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
@@ -40,6 +40,7 @@ class NightlySummary:
     notes: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     took_over_lock_from: str | None = None
+    retries: int = 0  # object-store requests retried during the night, by this process and the workers
 
     def lines(self) -> list[str]:
         out = [
@@ -51,6 +52,8 @@ class NightlySummary:
             out.append(f"select: round {self.round}: {self.candidates} candidate images ({self.seconds.get('select', 0):.1f} s)")
         if self.took_over_lock_from:
             out.append(f"took over a stale lock from {self.took_over_lock_from}")
+        if self.retries:
+            out.append(f"object store: {self.retries} requests retried")
         return out + self.notes
 
 
@@ -69,6 +72,7 @@ class NightContext:
     ray_address: str | None = None
     show_progress: bool = False
     images_total: int = 0
+    retries: dict = field(default_factory=dict)  # step -> retries its result reports (workers' included)
 
 
 class NightStep:
@@ -94,9 +98,14 @@ class IngestNew(NightStep):
             storage_options=ctx.config.storage_options,
             max_pixels=ctx.config.scoring.max_pixels,
             min_side=ctx.config.scoring.min_side,
+            max_bytes=ctx.config.scoring.max_bytes,
+            decode_timeout_s=ctx.config.scoring.decode_timeout_s,
             show_progress=ctx.show_progress,
+            ray_address=ctx.ray_address,
+            actors=ctx.config.scoring.actors,
         )
-        ctx.summary.ingested, ctx.summary.ingest_errors = result.added, len(result.errors)
+        ctx.summary.ingested, ctx.summary.ingest_errors = result.added, result.error_count
+        ctx.retries["ingest"] = result.retries
 
 
 class ScoreNew(NightStep):
@@ -106,6 +115,7 @@ class ScoreNew(NightStep):
         scored = score(with_latest_target(ctx.config, ctx.ws), ray_address=ctx.ray_address, show_progress=ctx.show_progress)
         ctx.summary.run_id, ctx.summary.scored, ctx.summary.score_errors = scored.run_id, scored.images_scored, scored.errors
         ctx.summary.forwarded = scored.forwarded
+        ctx.retries["score"] = scored.retries
         ctx.images_total = scored.images_total
 
 
@@ -119,6 +129,7 @@ class RefreshSelection(NightStep):
         round_ = newest_round(ctx.ws) if ctx.config.nightly.round < 0 else ctx.config.nightly.round
         selected = run_select(ctx.config, round_, run_id=ctx.summary.run_id)
         ctx.summary.round, ctx.summary.candidates = round_, selected.num_images
+        ctx.retries["select"] = selected.retries
 
 
 NIGHT_STEPS: tuple[NightStep, ...] = (IngestNew(), ScoreNew(), RefreshSelection())
@@ -140,15 +151,19 @@ def nightly(
     summary = NightlySummary(started_at=utc_now(), sources=sources)
     ctx = NightContext(config, workspace, sources, summary, ray_address, show_progress)
     lock = WorkspaceLock(workspace, "nightly", stale_after=config.nightly.stale_after_s, settle=lock_settle)
+    night_retries, in_steps = objectstore.retries(), 0
     with lock:
         if lock.took_over:
             summary.took_over_lock_from = str(lock.took_over.get("owner"))
         for step in NIGHT_STEPS:
             if step.is_done(ctx):
                 continue
-            t = time.perf_counter()
+            t, retried = time.perf_counter(), objectstore.retries()
             step.run(ctx)
             summary.seconds[step.name] = time.perf_counter() - t
+            in_steps += objectstore.retries() - retried
+        # this process's retries outside the steps, plus each step's own count (its workers' included)
+        summary.retries = objectstore.retries() - night_retries - in_steps + sum(ctx.retries.values())
         stamp = summary.started_at.replace(":", "").replace("-", "")[:15]
         Markers(workspace, "nightly/history").mark_done(stamp, asdict(summary))
         workspace.put_json(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from madmine import duck, tables
+from madmine import duck, objectstore, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps import learned
@@ -53,6 +53,7 @@ class SelectResult:
     excluded_images: int = 0
     budget: int | None = None
     trained: learned.Trained | None = None  # the predictor of the learned and hybrid strategies
+    retries: int = 0  # object-store requests retried
 
     @property
     def num_images(self) -> int:
@@ -265,6 +266,7 @@ def run_select(
     bar would write into the output.
     """
     step = on_step or (lambda text: None)
+    retried = objectstore.retries()
     if round_ < 0:
         raise MadmineError(f"--round must be >= 0, got {round_}")
     if strategy not in STRATEGIES:
@@ -340,6 +342,7 @@ def run_select(
         excluded_images=excluded_images,
         budget=budget,
         trained=trained,
+        retries=objectstore.retries() - retried,
     )
 
 
