@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.steps.rating.tokens import Problem, small_json, valid_name
 from madmine.workspace import Workspace
 
@@ -120,6 +120,9 @@ def read_events(ws: Workspace, paths: list[tuple[str, str]], round_: int, proble
     blobs = ws.fs.cat([p for p, _ in readable], on_error="return") if readable else {}
     for path, rater in readable:
         blob = blobs.get(path)
+        down = objectstore.unavailable(blob) if isinstance(blob, BaseException) else None
+        if down is not None:  # the store, not the event, failed: a ratings table without it would lose a vote
+            raise down from blob
         try:
             if isinstance(blob, BaseException) or blob is None:
                 raise ValueError(f"unreadable ({type(blob).__name__})")
