@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from madmine import tables
@@ -14,6 +13,7 @@ from madmine.config import load_config
 from madmine.steps.ingest import ingest
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
+from multinode import wait_for
 from worlds import write_config, write_corpus
 
 MODELS = """
@@ -37,16 +37,6 @@ def s3_config(root: Path, bucket: str, endpoint: str):
     storage = f'[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n'
     scoring = f"shard_size = {SHARD}\nbatch_size = 2\nactors = 3\ndecode_threads = 1"
     return load_config(write_config(root, MODELS, workspace=f"s3://{bucket}/ws", scoring=scoring, extra=storage))
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_shards_spread_over_nodes_a_lost_node_loses_nothing_and_a_new_node_gets_work(

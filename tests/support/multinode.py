@@ -16,9 +16,21 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ray.cluster_utils import Cluster as RayCluster
+
+
+def wait_for(condition, timeout: float, what: str):
+    """condition()'s first truthy value, polled until `timeout` seconds have passed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _free_port() -> int:
