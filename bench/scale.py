@@ -10,13 +10,21 @@ madmine rather than the models. For each N (default 20,000 and 100,000; BENCH_SC
   (d) on moto's S3 server (loopback): requests per image of round 0 and of a
       re-score with a new target version                                     (aim <= 0.05)
   (e) on S3: re-score time over round-0 time                                (aim <= 1.3/(m+1))
+  (f) `madmine ingest` of the N files, whole process, against a bare loop that reads, hashes
+      (sha256) and decodes the same files on 2 threads                       (aim >= 0.8)
+  (g) on S3: objects written and requests per image by the ingest
+  (h) driver peak RSS of `madmine ingest` with 1,000,000 listed URIs (N new, the rest already
+      in the manifest) over that of the ingest of the N files alone           (aim <= 1.15)
 
     python -m bench.scale                 # both sizes (about 10 minutes on 2 cores)
     BENCH_SCALE_N=2000 python -m bench.scale
+    BENCH_SCALE_PARTS=ingest BENCH_SCALE_N=100000 python -m bench.scale    # (f), (g), (h) only
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -27,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +43,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))  # moto's server that counts
 
 from bench.score import breakdown  # noqa: E402
 from counting_s3 import CountingS3Server  # noqa: E402
+from madmine import tables  # noqa: E402
 from madmine.config import load_config  # noqa: E402
 from madmine.models import check_models  # noqa: E402
 from madmine.steps.ingest import ingest  # noqa: E402
@@ -87,8 +97,13 @@ def write_config(root: Path, workspace: str, seed: int = 0, storage: str = "") -
 
 def timed_score(config: Path) -> tuple[float, int]:
     """(seconds, peak RSS of the driver) of `madmine score` as a user runs it."""
+    return timed_madmine(config, "score")
+
+
+def timed_madmine(config: Path, *args: str) -> tuple[float, int]:
+    """(seconds, peak RSS of the driver) of a `madmine` command as a user runs it."""
     started = time.perf_counter()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "madmine"), "--config", str(config), "score"], env=ENV,
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "madmine"), "--config", str(config), *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     driver, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -99,7 +114,7 @@ def timed_score(config: Path) -> tuple[float, int]:
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     if proc.returncode:
-        raise SystemExit(f"madmine score failed: {proc.stderr.read()[-3000:]}")
+        raise SystemExit(f"madmine {' '.join(args)} failed: {proc.stderr.read()[-3000:]}")
     return seconds, peak
 
 
@@ -128,6 +143,90 @@ def loop_seconds(config: Path, uris: list[str]) -> float:
                  "uri": np.array(chunk, dtype=object), "shard": np.array(["s"] * len(chunk), dtype=object)}
         scorer(decode_batch(batch, sizes=ctx.input_sizes, threads=cfg.scoring.decode_threads))
     return time.perf_counter() - started
+
+
+def bare_ingest_loop(paths: list[Path], threads: int = 2) -> float:
+    """Seconds to read, hash (sha256) and decode every file on `threads` threads, nothing stored."""
+
+    def one(path: Path) -> int:
+        data = path.read_bytes()
+        hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.width
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(one, paths, chunksize=64):
+            pass
+    return time.perf_counter() - started
+
+
+def known_manifest(ws: Workspace, n: int) -> list[str]:
+    """A manifest part of n images the listing will name again: known, never read."""
+    ids = np.array([f"{i:032x}" for i in range(n)], dtype=object)
+    table = pa.table({
+        "image_id": ids,
+        "uri": np.char.add(f"{WORK}/known/img_", np.char.zfill(np.arange(n).astype(str), 7)).astype(object),
+        "bytes": np.full(n, 3000), "width": np.full(n, 96, np.int32), "height": np.full(n, 96, np.int32),
+        "phash": np.arange(n, dtype=np.uint64),
+        "ingested_at": pa.array(np.zeros(n, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC")),
+    }, schema=tables.MANIFEST.schema)
+    tables.MANIFEST.write(ws, table.sort_by("image_id"), metadata={tables.SORTED_BY: b"image_id"}, row_group_size=1024,
+                          part="part-known")
+    return table.column("uri").to_pylist()
+
+
+def measure_ingest(n: int, paths: list[Path], server: CountingS3Server, listed: int) -> dict:
+    """(f), (g), (h): the ingest of n files against the bare loop; on S3; with `listed` URIs named."""
+    out = {"n": n, "listed": listed}
+    files = [str(p) for p in paths[:n]]
+    listing = WORK / f"ingest-uris-{n}.txt"
+    listing.write_text("\n".join(files) + "\n")
+    local = WORK / f"ingest-{n}"
+    shutil.rmtree(local, ignore_errors=True)
+    config = write_config(local, str(local / "ws") + "/")
+    out["ingest_s"], out["ingest_rss"] = timed_madmine(config, "ingest", str(listing))
+    out["parts"] = len(tables.MANIFEST.files(Workspace.from_config(load_config(config))))
+    out["bare_s"] = bare_ingest_loop(paths[:n])
+
+    big = WORK / f"ingest-{n}-listed-{listed}"
+    shutil.rmtree(big, ignore_errors=True)
+    config = write_config(big, str(big / "ws") + "/")
+    known = known_manifest(Workspace.from_config(load_config(config)), listed - n)
+    big_listing = WORK / f"ingest-uris-{listed}.txt"
+    big_listing.write_text("\n".join(known + files) + "\n")
+    del known
+    out["big_s"], out["big_rss"] = timed_madmine(config, "ingest", str(big_listing))
+
+    bucket = f"ingest-{n}"
+    storage = f'\n[storage]\nendpoint_url = "{server.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
+    cfg = load_config(write_config(WORK / f"ingest-s3-{n}", f"s3://{bucket}/ws", storage=storage))
+    ws = Workspace.from_config(cfg)
+    ws.fs.mkdir(bucket)
+    before = server.snapshot()
+    result = ingest(ws, [str(listing)], show_progress=False)
+    after = server.snapshot()
+    out["s3_puts"] = after["PUT"] - before["PUT"]
+    out["s3_requests"] = sum(after.values()) - sum(before.values())
+    out["s3_split"] = result.seconds
+    return out
+
+
+def show_ingest(row: dict) -> None:
+    n, listed = row["n"], row["listed"]
+    ratio = row["bare_s"] / row["ingest_s"]
+    print(f"\nN = {n:,} (ingest)", flush=True)
+    print(f"  (f) madmine ingest {row['ingest_s']:.1f} s ({n / row['ingest_s']:.0f} images/s) against a bare read + sha256 + "
+          f"decode loop on 2 threads {row['bare_s']:.1f} s ({n / row['bare_s']:.0f} images/s): {ratio:.2f}   aim >= 0.8")
+    split = row["s3_split"]
+    print("      on S3: " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()) + " (s; the shard phases summed)")
+    print(f"  (g) ingest on S3: {row['s3_puts']} objects written ({row['s3_puts'] / n:.4f} per image), "
+          f"{row['s3_requests']} requests ({row['s3_requests'] / n:.4f} per image); {row['parts']} manifest parts")
+    grow = row["big_rss"] / row["ingest_rss"]
+    print(f"  (h) driver peak RSS: ingest of {n:,} files {row['ingest_rss'] / 2**20:.0f} MiB; {listed:,} listed URIs "
+          f"({listed - n:,} known) {row['big_rss'] / 2**20:.0f} MiB in {row['big_s']:.1f} s: {grow:.2f}   aim <= 1.15",
+          flush=True)
 
 
 def files_under(root: Path) -> int:
@@ -170,6 +269,8 @@ def measure(n: int, paths: list[Path], server: CountingS3Server) -> dict:
 
 def main() -> None:
     sizes = [int(x) for x in os.environ.get("BENCH_SCALE_N", "20000,100000").split(",")]
+    parts = os.environ.get("BENCH_SCALE_PARTS", "score,ingest").split(",")
+    listed = int(os.environ.get("BENCH_SCALE_LISTED", "1000000"))
     m = len(MODELS) - 1
     print(f"corpus: JPEGs 96x96; 3 tiny networks at 64x64 (m = {m} competitors); batches of {BATCH}; "
           f"{os.cpu_count()} CPUs; N = {sizes}", flush=True)
@@ -178,7 +279,9 @@ def main() -> None:
     server.start()
     rows = []
     try:
-        for n in sizes:
+        if "ingest" in parts:
+            show_ingest(measure_ingest(max(sizes), paths, server, max(listed, max(sizes))))
+        for n in sizes if "score" in parts else []:
             row = measure(n, paths, server)
             rows.append(row)
             print(f"\nN = {n:,}", flush=True)
@@ -196,7 +299,7 @@ def main() -> None:
             rescore = row["s3_rescore_s"] / row["s3_round0_s"]
             print(f"  (e) S3 re-score {row['s3_rescore_s']:.1f} s over round 0 {row['s3_round0_s']:.1f} s: {rescore:.2f}"
                   f"   aim <= 1.3/(m+1) = {1.3 / (m + 1):.2f}")
-        if len(rows) > 1:
+        if len(rows) > 1 and "score" in parts:
             grow = rows[-1]["driver_rss"] / rows[0]["driver_rss"]
             print(f"\n  (c) driver peak RSS at N = {rows[-1]['n']:,} over N = {rows[0]['n']:,}: {grow:.2f}   aim <= 1.15")
     finally:

@@ -17,11 +17,10 @@ import socket
 import time
 from dataclasses import dataclass
 
-import imagehash
 import pyarrow as pa
 
 from madmine import objectstore, tables
-from madmine.images import ImageError, probe
+from madmine.images import ImageError, perceptual_hash, probe
 from madmine.steps.ingest_shards.area import IngestArea
 from madmine.steps.ingest_shards.plan import read_todo
 from madmine.steps.score.shards import ShardSpec
@@ -66,7 +65,7 @@ def describe(uri: str, ctx: IngestContext) -> dict:
     except ImageError as exc:
         return {"error": error_row(uri, image_id, exc.reason, exc.detail)}
     try:
-        phash = int(str(imagehash.phash(small)), 16)
+        phash = perceptual_hash(small)
     except Exception as exc:  # noqa: BLE001 - one file never stops an ingest
         return {"error": error_row(uri, image_id, "ingest failed", f"{type(exc).__name__}: {exc}"[:500])}
     return {"row": {"image_id": image_id, "uri": uri, "bytes": len(data), "width": width, "height": height, "phash": phash}}
