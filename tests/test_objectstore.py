@@ -33,27 +33,8 @@ from madmine.steps.score.runs import run_records
 from madmine.steps.select import run_select
 from madmine.steps.train.run import finetune
 from madmine.workspace import Workspace
-from worlds import write_config, write_corpus, write_labelled
+from worlds import SLOW_MODELS, write_config, write_corpus, write_labelled
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:slow_colour_net"
-input_size = 32
-
-[[models]]
-name = "colour"
-role = "competitor"
-factory = "worlds:colour_net"
-input_size = 32
-
-[[models]]
-name = "dilated"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
 SUPPORT = Path(__file__).resolve().parent / "support"
 ALL_FAULTS = ("slowdown", "error", "reset", "slow")
 IMAGES = 18
@@ -71,12 +52,12 @@ def store_world(root: Path, proxy, bucket: str, max_attempts: int = 5, shard_siz
     s0_images, s0_labels = write_labelled(root / "s0", 6, seed=41)
     storage = (f'[storage]\nendpoint_url = "{proxy.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
                f"max_attempts = {max_attempts}\n")
-    cfg = load_config(write_config(root, MODELS, workspace=f"s3://{bucket}/ws", scoring=f"shard_size = {shard_size}",
+    cfg = load_config(write_config(root, SLOW_MODELS, workspace=f"s3://{bucket}/ws", scoring=f"shard_size = {shard_size}",
                                    extra=storage + "\n[selection]\nn3 = 3\n"))
     return cfg, s0_labels, fs
 
 
-def exactly_once(ws: Workspace, run_id: str, images: int, models: int = 3) -> None:
+def exactly_once(ws: Workspace, run_id: str, images: int, models: int = 2) -> None:
     preds = tables.PREDICTIONS.read(ws, run_id=run_id)
     pairs = tables.PAIRS.read(ws, run_id=run_id)
     keys = set(zip(preds.column("image_id").to_pylist(), preds.column("model").to_pylist()))
@@ -180,10 +161,10 @@ def test_a_store_that_always_fails_stops_a_run_with_one_line_and_the_next_run_co
     committed = markers.done()
     assert 2 <= len(committed) < IMAGES // 2 and run_records(ws)[0]["status"] != "complete"
     visible = tables.PREDICTIONS.read(ws, run_id=run_id)  # only committed shards, each whole
-    assert visible.num_rows == 3 * sum(markers.get(s)["images"] for s in committed)
+    assert visible.num_rows == 2 * sum(markers.get(s)["images"] for s in committed)
 
     again = score(cfg, executor="local", show_progress=False)  # the store is back: the run goes on
-    assert again.shards_skipped == len(committed) and again.images_scored == IMAGES - visible.num_rows // 3
+    assert again.shards_skipped == len(committed) and again.images_scored == IMAGES - visible.num_rows // 2
     exactly_once(ws, run_id, IMAGES)
 
 

@@ -16,23 +16,10 @@ from madmine.completion import Markers
 from madmine.config import load_config
 from madmine.workspace import Workspace
 from multinode import wait_for
-from worlds import write_config, write_corpus
+from worlds import SLOW_MODELS, write_config, write_corpus
 
 IMAGES = 800
 SHARD = 4
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-
-[[models]]
-name = "other"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_dilated"
-input_size = 32
-"""
 
 
 def test_ingest_shards_run_on_the_nodes_and_a_lost_node_loses_nothing(tmp_path, on_multinode, s3_bucket, s3_endpoint):
@@ -42,7 +29,7 @@ def test_ingest_shards_run_on_the_nodes_and_a_lost_node_loses_nothing(tmp_path, 
     fs = s3fs.S3FileSystem(**options)
     fs.put(str(tmp_path / "corpus") + "/", f"{bucket}/corpus/", recursive=True)
     storage = f'[storage]\nendpoint_url = "{s3_endpoint}"\nkey = "testing"\nsecret = "testing"\n'
-    cfg = load_config(write_config(tmp_path, MODELS, workspace=f"s3://{bucket}/ws", scoring="actors = 3", extra=storage))
+    cfg = load_config(write_config(tmp_path, SLOW_MODELS, workspace=f"s3://{bucket}/ws", scoring="actors = 3", extra=storage))
     ws = Workspace.from_config(cfg)
     first, second = cluster.workers[:2]
 

@@ -14,21 +14,8 @@ from madmine.steps.ingest import ingest
 from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 from multinode import wait_for
-from worlds import write_config, write_corpus
+from worlds import SLOW_MODELS, write_config, write_corpus
 
-MODELS = """
-[[models]]
-name = "target"
-role = "target"
-factory = "worlds:slow_colour_net"
-input_size = 32
-
-[[models]]
-name = "tiny"
-role = "competitor"
-factory = "madmine.models.tiny:tiny_segnet"
-input_size = 32
-"""
 IMAGES = 320  # 0.15 s each: the run outlasts a joining node's start-up (torch import, model build)
 SHARD = 4
 
@@ -36,7 +23,7 @@ SHARD = 4
 def s3_config(root: Path, bucket: str, endpoint: str):
     storage = f'[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n'
     scoring = f"shard_size = {SHARD}\nbatch_size = 2\nactors = 3\ndecode_threads = 1"
-    return load_config(write_config(root, MODELS, workspace=f"s3://{bucket}/ws", scoring=scoring, extra=storage))
+    return load_config(write_config(root, SLOW_MODELS, workspace=f"s3://{bucket}/ws", scoring=scoring, extra=storage))
 
 
 def test_shards_spread_over_nodes_a_lost_node_loses_nothing_and_a_new_node_gets_work(

@@ -20,6 +20,20 @@ from madmine.steps.score.map_store import MapStore, StoredMap
 from madmine.steps.score.shards import shards_of
 
 CLASSES = ["background", "red", "green", "blue"]
+# a slow target (0.15 s an image: runs long enough to interrupt) and a tiny competitor
+SLOW_MODELS = """
+[[models]]
+name = "target"
+role = "target"
+factory = "worlds:slow_colour_net"
+input_size = 32
+
+[[models]]
+name = "tiny"
+role = "competitor"
+factory = "madmine.models.tiny:tiny_segnet"
+input_size = 32
+"""
 
 
 class ColourNet(nn.Module):

@@ -17,7 +17,9 @@ def ingest(
     sources: list[str] = typer.Argument(
         ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
     ),
-    workers: int = typer.Option(8, help="Parallel readers (at least 1)."),
+    workers: int = typer.Option(
+        None, help="Threads that read and decode in each shard worker (default: one a core; four a core for s3://)."
+    ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
     max_error_fraction: float = typer.Option(
         None, help="Exit non-zero when more files than this fraction fail; default \\[scoring] max_error_fraction."
@@ -36,7 +38,7 @@ def ingest(
     from madmine.steps.ingest import ingest as run_ingest
     from madmine.workspace import Workspace
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise MadmineError(f"--workers must be at least 1, got {workers}")
     config = cli_state.get_config()
     budget = config.scoring.max_error_fraction if max_error_fraction is None else max_error_fraction

@@ -76,7 +76,7 @@ def test_new_uris_are_cut_into_one_row_group_per_shard(tmp_path):
     area = IngestArea(ws, "test")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    todo = plan(area, str(tmp_path / "l.parquet"), retry_errors=False, shard_size=3, scratch=str(scratch))
+    todo = plan(area, str(tmp_path / "l.parquet"), listed.uris, retry_errors=False, shard_size=3, scratch=str(scratch))
     assert (todo.new, todo.known, todo.failed_before) == (7, 0, 0)
     assert [(s.shard, s.start, s.stop) for s in todo.shards] == [("00000", 0, 3), ("00001", 3, 6), ("00002", 6, 7)]
     meta = pq.ParquetFile(area.todo).metadata

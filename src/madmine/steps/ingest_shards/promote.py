@@ -30,7 +30,7 @@ class Promoted:
 def duplicate_rows(area: IngestArea, shards: list[str], scratch: str) -> dict[str, set[str]]:
     """{shard: image_ids to drop from its staged part}."""
     ws = area.ws
-    con = duck.connect(ws, threads=2, memory_limit=MEMORY_LIMIT, spill_directory=scratch)
+    con = duck.connect(ws, threads=1, memory_limit=MEMORY_LIMIT, spill_directory=scratch)
     try:
         if not duck.create_views(con, ws, ("manifest",)):
             duck.register_empty(con, "manifest", tables.MANIFEST.schema)
