@@ -19,6 +19,7 @@ madmine rather than the models. For each N (default 20,000 and 100,000; BENCH_SC
     python -m bench.scale                 # both sizes (about 10 minutes on 2 cores)
     BENCH_SCALE_N=2000 python -m bench.scale
     BENCH_SCALE_PARTS=ingest BENCH_SCALE_N=100000 python -m bench.scale    # (f), (g), (h) only
+    BENCH_SCALE_PARTS=ingest BENCH_SCALE_N=3000 BENCH_SCALE_INGEST_IMAGE=500x375 python -m bench.scale
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_
        "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def make_corpus(n: int) -> list[Path]:
-    """n JPEGs of 96x96 with a few coloured shapes (kept between runs)."""
-    folder = WORK / "corpus"
+def make_corpus(n: int, width: int = 96, height: int = 96) -> list[Path]:
+    """n JPEGs of width x height with a few coloured shapes (kept between runs)."""
+    folder = WORK / ("corpus" if (width, height) == (96, 96) else f"corpus-{width}x{height}")
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"img_{i:06d}.jpg" for i in range(n)]
 
@@ -72,10 +73,10 @@ def make_corpus(n: int) -> list[Path]:
         if paths[i].exists():
             return
         rng = np.random.default_rng(i)
-        img = np.full((96, 96, 3), rng.integers(0, 80), dtype=np.uint8)
+        img = np.full((height, width, 3), rng.integers(0, 80), dtype=np.uint8)
         for _ in range(3):
-            y, x = rng.integers(0, 80, 2)
-            img[y : y + rng.integers(8, 40), x : x + rng.integers(8, 40)] = rng.integers(0, 256, 3)
+            y, x = rng.integers(0, height - 16), rng.integers(0, width - 16)
+            img[y : y + rng.integers(8, height // 2), x : x + rng.integers(8, width // 2)] = rng.integers(0, 256, 3)
         Image.fromarray(img).save(paths[i], quality=90)
 
     with ThreadPoolExecutor(8) as pool:
@@ -164,6 +165,8 @@ def bare_ingest_loop(paths: list[Path], threads: int = 2) -> float:
 
 def known_manifest(ws: Workspace, n: int) -> list[str]:
     """A manifest part of n images the listing will name again: known, never read."""
+    if not n:
+        return []
     ids = np.array([f"{i:032x}" for i in range(n)], dtype=object)
     table = pa.table({
         "image_id": ids,
@@ -181,27 +184,28 @@ def measure_ingest(n: int, paths: list[Path], server: CountingS3Server, listed: 
     """(f), (g), (h): the ingest of n files against the bare loop; on S3; with `listed` URIs named."""
     out = {"n": n, "listed": listed}
     files = [str(p) for p in paths[:n]]
-    listing = WORK / f"ingest-uris-{n}.txt"
+    tag = "" if paths[0].parent.name == "corpus" else f"-{paths[0].parent.name}"
+    listing = WORK / f"ingest-uris-{n}{tag}.txt"
     listing.write_text("\n".join(files) + "\n")
-    local = WORK / f"ingest-{n}"
+    local = WORK / f"ingest-{n}{tag}"
     shutil.rmtree(local, ignore_errors=True)
     config = write_config(local, str(local / "ws") + "/")
     out["ingest_s"], out["ingest_rss"] = timed_madmine(config, "ingest", str(listing))
     out["parts"] = len(tables.MANIFEST.files(Workspace.from_config(load_config(config))))
     out["bare_s"] = bare_ingest_loop(paths[:n])
 
-    big = WORK / f"ingest-{n}-listed-{listed}"
+    big = WORK / f"ingest-{n}{tag}-listed-{listed}"
     shutil.rmtree(big, ignore_errors=True)
     config = write_config(big, str(big / "ws") + "/")
     known = known_manifest(Workspace.from_config(load_config(config)), listed - n)
-    big_listing = WORK / f"ingest-uris-{listed}.txt"
+    big_listing = WORK / f"ingest-uris-{listed}{tag}.txt"
     big_listing.write_text("\n".join(known + files) + "\n")
     del known
     out["big_s"], out["big_rss"] = timed_madmine(config, "ingest", str(big_listing))
 
-    bucket = f"ingest-{n}"
+    bucket = f"ingest-{n}{tag}".replace("x", "-")
     storage = f'\n[storage]\nendpoint_url = "{server.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
-    cfg = load_config(write_config(WORK / f"ingest-s3-{n}", f"s3://{bucket}/ws", storage=storage))
+    cfg = load_config(write_config(WORK / f"ingest-s3-{n}{tag}", f"s3://{bucket}/ws", storage=storage))
     ws = Workspace.from_config(cfg)
     ws.fs.mkdir(bucket)
     before = server.snapshot()
@@ -213,10 +217,10 @@ def measure_ingest(n: int, paths: list[Path], server: CountingS3Server, listed: 
     return out
 
 
-def show_ingest(row: dict) -> None:
+def show_ingest(row: dict, image: str) -> None:
     n, listed = row["n"], row["listed"]
     ratio = row["bare_s"] / row["ingest_s"]
-    print(f"\nN = {n:,} (ingest)", flush=True)
+    print(f"\nN = {n:,} (ingest, JPEGs {image})", flush=True)
     print(f"  (f) madmine ingest {row['ingest_s']:.1f} s ({n / row['ingest_s']:.0f} images/s) against a bare read + sha256 + "
           f"decode loop on 2 threads {row['bare_s']:.1f} s ({n / row['bare_s']:.0f} images/s): {ratio:.2f}   aim >= 0.8")
     split = row["s3_split"]
@@ -271,6 +275,7 @@ def main() -> None:
     sizes = [int(x) for x in os.environ.get("BENCH_SCALE_N", "20000,100000").split(",")]
     parts = os.environ.get("BENCH_SCALE_PARTS", "score,ingest").split(",")
     listed = int(os.environ.get("BENCH_SCALE_LISTED", "1000000"))
+    image = os.environ.get("BENCH_SCALE_INGEST_IMAGE", "96x96")  # the ingest's corpus: e.g. 500x375, photo-sized
     m = len(MODELS) - 1
     print(f"corpus: JPEGs 96x96; 3 tiny networks at 64x64 (m = {m} competitors); batches of {BATCH}; "
           f"{os.cpu_count()} CPUs; N = {sizes}", flush=True)
@@ -280,7 +285,9 @@ def main() -> None:
     rows = []
     try:
         if "ingest" in parts:
-            show_ingest(measure_ingest(max(sizes), paths, server, max(listed, max(sizes))))
+            width, height = (int(v) for v in image.split("x"))
+            files = paths if (width, height) == (96, 96) else make_corpus(max(sizes), width, height)
+            show_ingest(measure_ingest(max(sizes), files, server, max(listed, max(sizes))), image)
         for n in sizes if "score" in parts else []:
             row = measure(n, paths, server)
             rows.append(row)
