@@ -59,7 +59,7 @@ MODELS = [("target", "target", "madmine.models.tiny:tiny_segnet", "{seed}"),
           ("dilated", "competitor", "madmine.models.tiny:tiny_dilated", "0"),
           ("segnet", "competitor", "madmine.models.tiny:tiny_segnet", "1")]
 BATCH = 64
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "COLUMNS": "250",
        "AWS_EC2_METADATA_DISABLED": "true"}
 
 
@@ -98,11 +98,12 @@ def write_config(root: Path, workspace: str, seed: int = 0, storage: str = "") -
 
 def timed_score(config: Path) -> tuple[float, int]:
     """(seconds, peak RSS of the driver) of `madmine score` as a user runs it."""
-    return timed_madmine(config, "score")
+    seconds, peak, _ = timed_madmine(config, "score")
+    return seconds, peak
 
 
-def timed_madmine(config: Path, *args: str) -> tuple[float, int]:
-    """(seconds, peak RSS of the driver) of a `madmine` command as a user runs it."""
+def timed_madmine(config: Path, *args: str) -> tuple[float, int, str]:
+    """(seconds, peak RSS of the driver, what it printed) of a `madmine` command as a user runs it."""
     started = time.perf_counter()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "madmine"), "--config", str(config), *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,9 +115,10 @@ def timed_madmine(config: Path, *args: str) -> tuple[float, int]:
             pass
         time.sleep(0.2)
     seconds = time.perf_counter() - started
+    printed = proc.stderr.read()
     if proc.returncode:
-        raise SystemExit(f"madmine {' '.join(args)} failed: {proc.stderr.read()[-3000:]}")
-    return seconds, peak
+        raise SystemExit(f"madmine {' '.join(args)} failed: {printed[-3000:]}")
+    return seconds, peak, printed
 
 
 def time_split(config: Path) -> dict[str, float]:
@@ -190,7 +192,8 @@ def measure_ingest(n: int, paths: list[Path], server: CountingS3Server, listed: 
     local = WORK / f"ingest-{n}{tag}"
     shutil.rmtree(local, ignore_errors=True)
     config = write_config(local, str(local / "ws") + "/")
-    out["ingest_s"], out["ingest_rss"] = timed_madmine(config, "ingest", str(listing))
+    out["ingest_s"], out["ingest_rss"], printed = timed_madmine(config, "ingest", str(listing))
+    out["ingest_said"] = " ".join(line.strip() for line in printed.splitlines() if "listed and planned" in line)
     out["parts"] = len(tables.MANIFEST.files(Workspace.from_config(load_config(config))))
     out["bare_s"] = bare_ingest_loop(paths[:n])
 
@@ -201,7 +204,8 @@ def measure_ingest(n: int, paths: list[Path], server: CountingS3Server, listed: 
     big_listing = WORK / f"ingest-uris-{listed}{tag}.txt"
     big_listing.write_text("\n".join(known + files) + "\n")
     del known
-    out["big_s"], out["big_rss"] = timed_madmine(config, "ingest", str(big_listing))
+    out["big_s"], out["big_rss"], printed = timed_madmine(config, "ingest", str(big_listing))
+    out["big_said"] = " ".join(line.strip() for line in printed.splitlines() if "listed and planned" in line)
 
     bucket = f"ingest-{n}{tag}".replace("x", "-")
     storage = f'\n[storage]\nendpoint_url = "{server.endpoint}"\nkey = "testing"\nsecret = "testing"\n'
@@ -223,6 +227,7 @@ def show_ingest(row: dict, image: str) -> None:
     print(f"\nN = {n:,} (ingest, JPEGs {image})", flush=True)
     print(f"  (f) madmine ingest {row['ingest_s']:.1f} s ({n / row['ingest_s']:.0f} images/s) against a bare read + sha256 + "
           f"decode loop on 2 threads {row['bare_s']:.1f} s ({n / row['bare_s']:.0f} images/s): {ratio:.2f}   aim >= 0.8")
+    print(f"      madmine ingest said: {row['ingest_said']}")
     split = row["s3_split"]
     print("      on S3: " + ", ".join(f"{k} {v:.1f}" for k, v in split.items()) + " (s; the shard phases summed)")
     print(f"  (g) ingest on S3: {row['s3_puts']} objects written ({row['s3_puts'] / n:.4f} per image), "
@@ -231,6 +236,7 @@ def show_ingest(row: dict, image: str) -> None:
     print(f"  (h) driver peak RSS: ingest of {n:,} files {row['ingest_rss'] / 2**20:.0f} MiB; {listed:,} listed URIs "
           f"({listed - n:,} known) {row['big_rss'] / 2**20:.0f} MiB in {row['big_s']:.1f} s: {grow:.2f}   aim <= 1.15",
           flush=True)
+    print(f"      madmine ingest said: {row['big_said']}", flush=True)
 
 
 def files_under(root: Path) -> int:

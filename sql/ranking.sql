@@ -4,7 +4,7 @@
 --
 -- One streaming aggregate: each group keeps only its n3 best members so far, ordered by
 -- (-d, image_id), so memory does not grow with the corpus (a window over every member
--- held all of them: 19.8 GiB at 10M images). The top n3 of a union is the top n3 of its
+-- held all of them: 85M rows at 10M images). The top n3 of a union is the top n3 of its
 -- parts' top n3s: a large run is ranked a part at a time (madmine select binds each part's
 -- files), then top_by_discrepancy ranks the parts' winners once more (ranking_merge.sql).
 

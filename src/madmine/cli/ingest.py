@@ -66,6 +66,9 @@ def ingest(
         + (f", {result.failed_before} that failed before skipped (--retry-errors)" if result.failed_before else "")
         + (f", {result.retries} object-store requests retried" if result.retries else "")
     )
+    seconds = result.seconds
+    console.print(f"  {result.listed} URIs listed and planned in {seconds.get('list and plan', 0):.1f} s, {result.shards} shards "
+                  f"read in {seconds.get('shards', 0):.1f} s ({result.executor}), promoted in {seconds.get('promote', 0):.1f} s")
     for err in result.errors[:10]:
         console.print(f"  [yellow]{escape(err['error'])}[/]: {escape(err['uri'])} ({escape(err['detail'])})", highlight=False)
     if result.error_count > 10:

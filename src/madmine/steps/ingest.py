@@ -97,8 +97,8 @@ class IngestResult:
 
 def default_threads(sources: list[str], cores: int) -> int:
     """Decoding is CPU work: one thread a core for local files (more only contend for the GIL:
-    on 2 cores, 8 threads read 20,000 small JPEGs at 0.38 of a bare loop's rate, 2 at 0.62);
-    reading from an object store waits on each request: four threads a core."""
+    on 2 cores, 8 threads read small JPEGs slower than 2); reading from an object store waits
+    on each request: four threads a core."""
     remote = any(split_uri(s)[0] not in ("file", "local") for s in sources)
     return 4 * cores if remote else cores
 
