@@ -5,11 +5,19 @@
 -- There is no competitor and no discrepancy: both are NULL.
 -- Variables: round, run_id, strategy, class_names (index = class id).
 
-WITH target_maps AS (
+WITH picked AS MATERIALIZED (
+    SELECT * FROM baseline_ranked
+),
+target_maps AS (
     SELECT image_id, height::BIGINT * width AS area, class_pixels[2:] AS object_pixels
     FROM run_predictions
-    SEMI JOIN baseline_ranked USING (image_id)
+    SEMI JOIN picked USING (image_id)
     WHERE role = 'target'
+),
+picked_uris AS (
+    SELECT image_id, min(uri) AS uri
+    FROM manifest SEMI JOIN picked USING (image_id)
+    GROUP BY image_id
 ),
 main_class AS (
     SELECT
@@ -21,20 +29,21 @@ main_class AS (
 )
 SELECT
     getvariable('round')::INTEGER AS round,
-    baseline_ranked.image_id,
-    run_images.uri,
+    picked.image_id,
+    picked_uris.uri,
     NULL::VARCHAR AS competitor,
     'target' AS direction,
     main_class.class_id::INTEGER AS class_id,
     getvariable('class_names')[main_class.class_id + 1] AS class_name,
     CASE WHEN main_class.class_id IS NOT NULL THEN main_class.class_fraction END AS class_fraction,
     NULL::DOUBLE AS d,
-    baseline_ranked.rank::INTEGER AS rank,
+    picked.rank::INTEGER AS rank,
     getvariable('strategy') AS strategy,
     getvariable('run_id') AS run_id,
-    baseline_ranked.score,
+    picked.score,
     run_images.shard
-FROM baseline_ranked
+FROM picked
 LEFT JOIN main_class USING (image_id)
+LEFT JOIN picked_uris USING (image_id)
 LEFT JOIN run_images USING (image_id)
-ORDER BY baseline_ranked.rank;
+ORDER BY picked.rank;

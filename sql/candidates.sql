@@ -2,21 +2,30 @@
 -- hybrid strategy `score` is the predicted failure probability that ranked the group.
 -- Variables: round, run_id, strategy ('mad' or 'hybrid'), class_names (index = class id).
 
+WITH kept AS MATERIALIZED (
+    SELECT * FROM ranked
+),
+kept_uris AS (
+    SELECT image_id, min(uri) AS uri
+    FROM manifest SEMI JOIN kept USING (image_id)
+    GROUP BY image_id
+)
 SELECT
     getvariable('round')::INTEGER AS round,
-    ranked.image_id,
-    run_images.uri,
-    ranked.competitor,
-    ranked.direction,
-    ranked.class_id::INTEGER AS class_id,
-    getvariable('class_names')[ranked.class_id + 1] AS class_name,
-    ranked.class_fraction,
-    ranked.d,
-    ranked.rank::INTEGER AS rank,
+    kept.image_id,
+    kept_uris.uri,
+    kept.competitor,
+    kept.direction,
+    kept.class_id::INTEGER AS class_id,
+    getvariable('class_names')[kept.class_id + 1] AS class_name,
+    kept.class_fraction,
+    kept.d,
+    kept.rank::INTEGER AS rank,
     getvariable('strategy') AS strategy,
     getvariable('run_id') AS run_id,
-    ranked.score,
+    kept.score,
     run_images.shard
-FROM ranked
+FROM kept
+LEFT JOIN kept_uris USING (image_id)
 LEFT JOIN run_images USING (image_id)
-ORDER BY ranked.competitor, ranked.direction, ranked.class_id, ranked.rank;
+ORDER BY kept.competitor, kept.direction, kept.class_id, kept.rank;

@@ -195,3 +195,22 @@ def s3_bucket(s3_endpoint, request):
     fs.mkdir(name)
     fs.invalidate_cache()
     return name, options
+
+
+@pytest.fixture(scope="session")
+def faulty_s3(s3_endpoint):
+    """One fault-injecting proxy in front of the session's S3 endpoint, shared by the tests that
+    need a store that fails; each sets its own fault rate and finds it back at 0 afterwards."""
+    from faulty_s3 import FaultyS3Proxy
+
+    proxy = FaultyS3Proxy(s3_endpoint, rate=0.0, slow_s=0.2, seed=31).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture()
+def flaky_store(faulty_s3):
+    """The shared proxy, clean at the start and the end of a test."""
+    faulty_s3.set(0.0)
+    yield faulty_s3
+    faulty_s3.set(0.0)

@@ -27,6 +27,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.dataclasses import dataclass
 
 from madmine.errors import ConfigError
+from madmine.objectstore import DEFAULT_MAX_ATTEMPTS
 from madmine.untrusted import ImageError, read_local
 from madmine.workspace import is_remote
 
@@ -84,6 +85,7 @@ def _did_you_mean(value: str, choices) -> str:
 MODEL_KINDS = ("arch", "factory", "hf", "smp", "torchscript", "onnx", "maps")
 TRAINABLE_KINDS = ("arch", "factory", "hf", "smp")
 WEIGHTED_KINDS = ("arch", "factory", "hf", "smp")  # `weights = ...` applies a state_dict to them
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -308,6 +310,24 @@ class SelectionConfig:
     # to measure the predictor (AUROC)
     failure_mos: Annotated[Number, Field(ge=1, le=5)] = 2.5
     learned_heldout: Annotated[Number, Field(gt=0, lt=1)] = 0.25
+    # DuckDB's memory for one selection; past it, joins and temporary tables spill to
+    # spill_directory (default: the system's temporary folder), so 10M images fit in a few GB
+    memory_limit: Text = "4GiB"
+    spill_directory: Text | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_SIZE.fullmatch(value.strip()):
+            raise ValueError(f'must be a size such as "4GiB" or "512MB", got {value!r}')
+        return value.strip()
+
+    @field_validator("spill_directory")
+    @classmethod
+    def _spill(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and is_remote(value):
+            raise ValueError(f"must be a local folder (DuckDB spills to local disk), got {value!r}")
+        return _existing_file(value, info, "spill folder", exists=os.path.isdir)
 
     @field_validator("quantiles")
     @classmethod
@@ -504,10 +524,12 @@ class StorageSection:
     secret: Text | None = None
     anon: Flag | None = None
     region: Text | None = None
+    # attempts per request before a run gives up on the store (retries back off exponentially, with jitter)
+    max_attempts: Annotated[int, Field(strict=True, ge=1, le=20)] = DEFAULT_MAX_ATTEMPTS
 
     def options(self) -> dict[str, Any]:
         """fsspec/s3fs storage options."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"config_kwargs": {"retries": {"total_max_attempts": self.max_attempts, "mode": "standard"}}}
         if self.endpoint_url:
             out["client_kwargs"] = {"endpoint_url": self.endpoint_url}
             if self.region:

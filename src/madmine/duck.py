@@ -69,13 +69,16 @@ def run_file(con: duckdb.DuckDBPyConnection, name: str):
 
 
 def connect(
-    ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None, cache_metadata: bool = False
+    ws: Workspace, *, threads: int | None = None, memory_limit: str | None = None, cache_metadata: bool = False,
+    spill_directory: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that reads the workspace (and writes nothing to it).
 
     `cache_metadata` keeps Parquet footers between statements: a selection reads the same
     thousands of shard files more than once. Short-lived connections only, as a file
     rewritten in place during a long session could be described by its old footer.
+    `memory_limit` caps DuckDB's memory; past it, joins, sorts and temporary tables spill
+    to `spill_directory` (a local folder the caller owns; DuckDB's default is ./.tmp).
     """
     # DuckDB's own progress bar writes to stdout, where query results go: commands show
     # their progress with rich instead.
@@ -87,22 +90,34 @@ def connect(
         con.execute("SET threads = $n", {"n": int(threads)})
     if memory_limit:
         con.execute("SET memory_limit = $m", {"m": memory_limit})
+    if spill_directory:
+        con.execute("SET temp_directory = $d", {"d": spill_directory})
     if not ws.is_local:
         con.register_filesystem(ws.fs)
     set_variables(con, workspace=ws.url(ws.root))
     return con
 
 
-def bind_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str) -> None:
+def bind_run(con: duckdb.DuckDBPyConnection, ws: Workspace, run_id: str, predictions_files: list[str] | None = None,
+             pairs_files: list[str] | None = None) -> None:
     """Views of one scoring run's committed shard files (sql/run_inputs.sql): run_predictions,
-    run_pairs and run_images. The connection needs the manifest view."""
-    set_variables(
+    run_pairs and run_images. The connection needs the manifest view. The files are listed
+    here unless the caller has them."""
+    bind_run_files(
         con,
+        ws,
+        tables.PREDICTIONS.files(ws, run_id=run_id) if predictions_files is None else predictions_files,
+        tables.PAIRS.files(ws, run_id=run_id) if pairs_files is None else pairs_files,
         run_id=run_id,
-        predictions_files=[ws.url(p) for p in tables.PREDICTIONS.files(ws, run_id=run_id)],
-        pairs_files=[ws.url(p) for p in tables.PAIRS.files(ws, run_id=run_id)],
     )
     run_file(con, "run_inputs")
+
+
+def bind_run_files(con: duckdb.DuckDBPyConnection, ws: Workspace, predictions_files: list[str], pairs_files: list[str],
+                   **values) -> None:
+    """Point run_predictions and run_pairs at these files (views re-read them at every query)."""
+    set_variables(con, predictions_files=[ws.url(p) for p in predictions_files],
+                  pairs_files=[ws.url(p) for p in pairs_files], **values)
 
 
 def table_exists(ws: Workspace, table: str) -> bool:

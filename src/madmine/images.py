@@ -18,11 +18,12 @@ import io
 import warnings
 
 import numpy as np
+import scipy.fftpack
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from madmine.untrusted import DEFAULT_DECODE_TIMEOUT_S, ImageError, guarded
 
-__all__ = ["IMAGE_EXTENSIONS", "FORMATS", "ImageError", "decode", "probe", "decode_map_png", "encode_map_png"]
+__all__ = ["IMAGE_EXTENSIONS", "FORMATS", "ImageError", "decode", "probe", "perceptual_hash", "decode_map_png", "encode_map_png"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")  # the plugins for those extensions (JPEG also opens MPO)
@@ -98,6 +99,11 @@ def _decode(data: bytes, max_pixels: int, min_side: int, draft: int | None) -> I
     w, h = img.size
     if min(w, h) < min_side:
         raise ImageError("image too small", f"{w}x{h}, smaller than min_side={min_side} pixels")
+    return _pixels(img, draft)
+
+
+def _pixels(img: Image.Image, draft: int | None) -> Image.Image:
+    """An opened image's pixels as the RGB a viewer shows (drafted down for JPEG when asked)."""
     try:
         if draft and img.format == "JPEG" and img.mode in ("RGB", "L"):
             img.draft(img.mode, (draft, draft))
@@ -119,22 +125,34 @@ def probe(
 
 
 def _probe(data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, int, int]:
-    img = _open(data, max_pixels)
+    img = _open(data, max_pixels)  # opened once: parsing a JPEG's header is Python, as costly as decoding a small one
     w, h = img.size
     if min(w, h) < min_side:
         raise ImageError("image too small", f"{w}x{h}, smaller than min_side={min_side} pixels")
-    rgb = _decode(data, max_pixels, min_side, 64)
-    if img.format not in ("JPEG", "MPO"):
-        return rgb, *rgb.size  # never drafted: the decoded image has the displayed size
-    # a drafted JPEG is smaller than displayed: its size comes from the header and EXIF
-    # (reading a JPEG's EXIF decodes no pixels; a PNG's getexif() would decode them all again)
+    jpeg = img.format in ("JPEG", "MPO")
+    # a drafted JPEG is smaller than displayed: its size comes from the header and EXIF (read
+    # before decoding; reading a JPEG's EXIF decodes no pixels, a PNG's getexif() would decode them all)
     try:
-        orientation = img.getexif().get(0x0112, 1)
+        orientation = img.getexif().get(0x0112, 1) if jpeg else 1
     except Exception:  # noqa: BLE001 - a broken EXIF block is not a reason to drop the pixels
         orientation = 1
+    rgb = _pixels(img, 64)
+    if not jpeg:
+        return rgb, *rgb.size  # never drafted: the decoded image has the displayed size
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return rgb, w, h
+
+
+def perceptual_hash(img: Image.Image) -> int:
+    """imagehash.phash(img) as a 64-bit integer, bit for bit (the same grey 32x32 LANCZOS
+    thumbnail, DCT, and comparison with the median of the 8x8 lowest frequencies), without
+    its per-call Python overhead: at ingest it cost more than decoding a small JPEG."""
+    pixels = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS))
+    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    ranked = np.sort(low, axis=None)
+    median = (ranked[31] + ranked[32]) / 2
+    return int.from_bytes(np.packbits(low > median).tobytes(), "big")
 
 
 def resize_uint8(img: Image.Image, size: int) -> np.ndarray:

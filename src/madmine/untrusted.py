@@ -16,7 +16,10 @@ madmine goes through two functions here:
 
 Every refusal is an `ImageError(reason, detail)`: `reason` is short and stable (it goes to
 the `errors` table's `error` column), `detail` says what and where. Callers record it for
-that one item and go on: a run never stops for one input.
+that one item and go on: a run never stops for one input. An object store that fails every
+attempt of a request (madmine.objectstore) is no item's fault: `read_bytes` raises
+`StoreUnavailable`, `guarded` and `guarded_map` pass it on, and the run stops with what it
+committed, instead of recording sound objects as broken.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from madmine import objectstore
 from madmine.workspace import filesystem, split_uri
 
 DEFAULT_MAX_BYTES = 256 << 20  # 256 MiB: larger than any photo or scan a segmentation corpus holds
@@ -185,6 +189,9 @@ def _object_bytes(uri: str, data, max_bytes: int) -> bytes:
         text = str(data)
         if "InvalidRange" in text or "not satisfiable" in text.lower():  # a ranged GET of an empty object (416)
             return b""
+        down = objectstore.unavailable(data) if isinstance(data, Exception) else None
+        if down is not None:  # the store, not the object, failed every attempt: the run stops, the object is not "broken"
+            raise down from data
         raise ImageError("unreadable", f"{uri}: {type(data).__name__}: {data}")
     if len(data) > max_bytes:
         raise _too_large(uri, None, max_bytes)
@@ -273,7 +280,7 @@ class _GuardThread(threading.Thread):
 def _call(fn, args, kwargs, what: str):
     try:
         return fn(*args, **kwargs)
-    except ImageError:
+    except (ImageError, objectstore.StoreUnavailable):  # an outage of the store is no item's fault
         raise
     except MemoryError:
         raise ImageError("too large to decode", f"out of memory while running {what}") from None
@@ -296,7 +303,7 @@ def guarded_map(fn, items, *, threads: int = 4, timeout_s: float | None = DEFAUL
     """
     items = list(items)
     if timeout_s is None or not items:
-        return [_outcome(fn, item, what) for item in items]
+        return _unless_store_down([_outcome(fn, item, what) for item in items])
     share = _Share(fn, items, what)
     with share.cond:
         for _ in range(max(1, min(threads, len(items)))):
@@ -310,13 +317,21 @@ def guarded_map(fn, items, *, threads: int = 4, timeout_s: float | None = DEFAUL
                 share.start_worker()
             if share.remaining:
                 share.cond.wait(timeout=max(0.01, share.next_deadline(now, timeout_s) - now))
-    return share.results
+    return _unless_store_down(share.results)
+
+
+def _unless_store_down(results: list) -> list:
+    """The results, unless the object store failed for one of the items: then that error."""
+    for result in results:
+        if isinstance(result, objectstore.StoreUnavailable):
+            raise result
+    return results
 
 
 def _outcome(fn, item, what: str):
     try:
         return _call(fn, (item,), {}, what)
-    except ImageError as exc:
+    except (ImageError, objectstore.StoreUnavailable) as exc:
         return exc
 
 

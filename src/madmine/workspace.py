@@ -13,12 +13,15 @@ import io
 import json
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from madmine import objectstore
 
 
 def is_remote(uri: str) -> bool:
@@ -37,9 +40,16 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def filesystem(uri: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
+    """The filesystem of a URI; an object store's retries each request a bounded number of
+    times with backoff, and counts the retries (madmine.objectstore)."""
     protocol, _ = split_uri(uri)
-    options = storage_options if protocol not in ("file", "local") else {}
-    return fsspec.filesystem(protocol, **(options or {}))
+    if protocol in ("file", "local"):
+        return fsspec.filesystem(protocol)
+    if protocol in objectstore.PROTOCOLS:
+        fs = fsspec.filesystem(protocol, **objectstore.with_retry_policy(storage_options))
+        objectstore.watch(fs)
+        return fs
+    return fsspec.filesystem(protocol, **(storage_options or {}))
 
 
 def write_atomic(uri: str, data: bytes, storage_options: dict | None = None) -> None:
@@ -109,6 +119,27 @@ class Workspace:
     def put_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file atomically."""
         write_atomic(self.url(path), data, self.storage_options)
+
+    def put_file(self, path: str, local_path: str) -> None:
+        """Upload a local file whole (streamed, never held in memory), atomically."""
+        if self.is_local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        else:
+            self.fs.put_file(local_path, path)
+
+    def move(self, src: str, dst: str) -> None:
+        """Give a whole file another name: a rename, or a server-side copy (atomic for the
+        destination) and a delete on an object store."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+        else:
+            self.fs.copy(src, dst)
+            self.fs.rm(src)
 
     def get_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from configs import SEGNET, SLOW_COLOUR, model, models, write_config
+from configs import SLOW_MODELS, write_config
 from madmine import tables
 from madmine.completion import shard_markers
 from madmine.config import load_config
@@ -17,10 +17,6 @@ from madmine.workspace import Workspace
 from network import wait_for
 from worlds import write_corpus
 
-MODELS = models(
-    model("target", "target", factory=SLOW_COLOUR, input_size=32),
-    model("tiny", "competitor", factory=SEGNET, input_size=32),
-)
 IMAGES = 320  # 0.15 s each: the run outlasts a joining node's start-up (torch import, model build)
 SHARD = 4
 
@@ -28,7 +24,7 @@ SHARD = 4
 def s3_config(root: Path, bucket: str, endpoint: str):
     storage = f'[storage]\nendpoint_url = "{endpoint}"\nkey = "testing"\nsecret = "testing"\n'
     scoring = f"shard_size = {SHARD}\nbatch_size = 2\nactors = 3\ndecode_threads = 1"
-    return load_config(write_config(root, MODELS, workspace=f"s3://{bucket}/ws", scoring=scoring, extra=storage))
+    return load_config(write_config(root, SLOW_MODELS, workspace=f"s3://{bucket}/ws", scoring=scoring, extra=storage))
 
 
 def test_shards_spread_over_nodes_a_lost_node_loses_nothing_and_a_new_node_gets_work(

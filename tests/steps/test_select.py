@@ -16,6 +16,7 @@ import selection_reference as ref
 from madmine import tables
 from madmine.config import load_config
 from madmine.errors import MadmineError
+from madmine.steps import select as select_step
 from madmine.steps.select import run_select
 from madmine.workspace import Workspace
 from selection_world import (
@@ -56,6 +57,33 @@ def test_sql_selection_equals_reference(world, round_, n3):
     assert result.excluded == {reason: len(images) for reason, images in excluded.items()}
     assert result.excluded_images == len(set().union(*excluded.values()))
     assert result.scored_images == 70
+
+
+@pytest.mark.parametrize("round_, n3", [(0, 3), (1, 25)])
+def test_a_run_ranked_part_by_part_under_a_small_memory_limit_equals_the_reference(tmp_path, monkeypatch, round_, n3):
+    """Large runs are ranked a few shards at a time, each part's top n3 ranked again (the path
+    10M images take): the same candidates as the reference, ties at the n3-th place included,
+    under a small DuckDB memory limit with a spill folder of the user's choosing."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    w = build_world(tmp_path / "w", seed=3, n_images=120, shard_size=8, shuffle=True,
+                    selection=f'memory_limit = "64MiB"\nspill_directory = "{spill}"')
+    whole = run_select(w.config, round_, n3=n3)
+    monkeypatch.setattr(select_step, "PART_IMAGES", 20)  # 6 parts of 2-3 shards
+    parts = run_select(w.config, round_, n3=n3)
+    assert selected(parts.table) == selected(whole.table) == w.reference(round_, n3)
+    assert parts.table.equals(whole.table)
+    assert list(spill.iterdir()) == []  # the spill folder is cleaned up
+
+
+def test_run_parts_keep_each_shard_whole():
+    preds = [f"/w/tables/predictions/r/s{k:02d}.parquet" for k in range(10)]
+    pairs = [f"/w/tables/pairs/r/s{k:02d}.parquet" for k in range(10) if k != 4]  # s04 has no pairs
+    parts = select_step.run_parts(preds, pairs, 3)
+    assert [len(p) for p, _ in parts] == [4, 4, 2]
+    for p, q in parts:
+        assert {x.rsplit("/", 1)[1] for x in q} <= {x.rsplit("/", 1)[1] for x in p}
+    assert sorted(x for p, _ in parts for x in p) == preds and sorted(x for _, q in parts for x in q) == pairs
 
 
 def test_reference_world_exercises_the_rules(world):

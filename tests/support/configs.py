@@ -43,3 +43,10 @@ def write_config(folder: Path, models_toml: str, workspace: str = "work/", scori
     path = folder / "madmine.toml"
     path.write_text(text)
     return path
+
+
+# a slow target (0.15 s an image: runs long enough to interrupt) and a tiny competitor
+SLOW_MODELS = models(
+    model("target", "target", factory=SLOW_COLOUR, input_size=32),
+    model("tiny", "competitor", factory=SEGNET, input_size=32),
+)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from madmine import objectstore
 from madmine.cli import (
     annotate,
     bounds,
@@ -81,8 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     except MadmineError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except OSError as exc:  # a read-only workspace, a full disk, a busy port: what and where, in one line
-        console.print(f"[bold red]error:[/] {escape(os_message(exc))}", highlight=False, soft_wrap=True)
+    except Exception as exc:
+        # an object store failing a request's every attempt; a read-only workspace, a full disk,
+        # a busy port: what and where, in one line
+        line = objectstore.failure_line(exc) or (os_message(exc) if isinstance(exc, OSError) else None)
+        if line is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: committed work is kept; re-run the same command to continue")

@@ -40,6 +40,7 @@ def score(
         f"score: run [bold]{result.run_id}[/]: {result.images_scored} images in {result.shards_scored} shards "
         f"({result.shards_skipped} already committed), {result.errors} errors, "
         f"{result.seconds:.1f} s ({result.images_scored / max(result.seconds, 1e-9):.2f} images/s)"
+        + (f", {result.retries} object-store requests retried" if result.retries else "")
     )
 
 

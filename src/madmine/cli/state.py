@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from madmine import objectstore
 from madmine.config import Config, load_config
 from madmine.errors import MadmineError
 
@@ -32,15 +33,19 @@ def get_config() -> Config:
 
 
 def user_errors(fn):
-    """Print a MadmineError as one line and exit 2, whatever entry point runs the app (the
-    console script catches these too; ray_jobs/ and typer's test runner call commands directly)."""
+    """Print a MadmineError, or an object store that failed a request's every attempt, as one
+    line and exit 2, whatever entry point runs the app (the console script catches these too;
+    ray_jobs/ and typer's test runner call commands directly)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except MadmineError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        except Exception as exc:
+            line = str(exc) if isinstance(exc, MadmineError) else objectstore.failure_line(exc)
+            if line is None:  # not the user's or the store's: a bug, with its traceback
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
     return wrapper

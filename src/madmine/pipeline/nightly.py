@@ -51,6 +51,7 @@ class NightlySummary:
     seconds: dict = field(default_factory=dict)
     took_over_lock_from: str | None = None
     resumed: bool = False  # the night continued one that did not finish
+    retries: int = 0  # object-store requests its steps retried (this process's and their workers')
 
     def lines(self) -> list[str]:
         out = [f"night {self.night}" + (" (resumed: it had not finished)" if self.resumed else ""),
@@ -61,6 +62,8 @@ class NightlySummary:
             out.append(f"select: round {self.round}: {self.candidates} candidate images ({self.seconds.get('select', 0):.1f} s)")
         if self.took_over_lock_from:
             out.append(f"took over a stale lock from {self.took_over_lock_from}")
+        if self.retries:
+            out.append(f"object store: {self.retries} requests retried")
         return out + self.notes
 
 
@@ -82,7 +85,8 @@ class IngestNew(Step):
         result = ingest.run(ctx.step, ingest.IngestParams.from_config(ctx.step.config, ctx.sources))
         if result.failure:  # the night stops here; the next one resumes it (what could be read is kept)
             raise MadmineError(result.failure)
-        return {"added": result.added, "errors": len(result.errors), "duplicates": result.duplicates}
+        return {"added": result.added, "errors": result.error_count, "duplicates": result.duplicates,
+                "retries": result.retries}
 
 
 class ScoreNew(Step):
@@ -91,7 +95,7 @@ class ScoreNew(Step):
     def run(self, ctx):
         scored = scoring.run(ctx.step, scoring.ScoreParams())
         return {"run_id": scored.run_id, "scored": scored.images_scored, "errors": scored.errors,
-                "forwarded": scored.forwarded, "images": scored.images_total}
+                "forwarded": scored.forwarded, "images": scored.images_total, "retries": scored.retries}
 
 
 class RefreshSelection(Step):
@@ -103,7 +107,7 @@ class RefreshSelection(Step):
         config = ctx.step.config
         round_ = newest_round(ctx.step.ws) if config.nightly.round < 0 else config.nightly.round
         selected = select.run(ctx.step, select.SelectParams(round_, run_id=ctx.run_id or None))
-        return {"round": round_, "candidates": selected.num_images}
+        return {"round": round_, "candidates": selected.num_images, "retries": selected.retries}
 
 
 NIGHT_STEPS: tuple[Step, ...] = (IngestNew(), ScoreNew(), RefreshSelection())
@@ -162,6 +166,8 @@ def nightly(
         summary.resumed = resumed is not None
         if lock.took_over:
             summary.took_over_lock_from = str(lock.took_over.get("owner"))
+        # the steps' object-store retries (this process's and their workers'), as each step's result counts them
+        summary.retries = sum((executor.counts(n) or {}).get("retries", 0) for n in executor.names)
         history_markers(ws).mark_done(night, asdict(summary))
         scored = executor.counts("score") or {}
         ws.put_json(ws.path("nightly", "watermark.json"),

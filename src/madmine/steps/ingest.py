@@ -5,106 +5,51 @@ re-running an ingest adds only what is new. Every unreadable source becomes a ro
 `errors` table; none stops the ingest. Bytes are read and decoded through the untrusted-bytes
 boundary (madmine.untrusted): only regular files up to max_bytes, decoded within
 decode_timeout_s, any failure that file's error row.
+
+The driver never holds the corpus (steps/ingest_shards/):
+
+    driver:  list the sources page by page into a listing file -> DuckDB joins it with the
+             manifest's URIs (and earlier errors): the new URIs, written to a todo file in shards
+    worker:  per shard: read, hash (sha256), probe and phash each file on a few guarded threads
+             -> write the shard's manifest rows (staged) and error rows, then its marker
+    driver:  one summary per shard -> one DuckDB query settles duplicates across shards and
+             against the manifest -> the staged parts become manifest parts
+
+Shards run where scoring's do (madmine.placement): in this process on one machine, in Ray
+Data actors on a cluster. A worker lost mid-shard costs that shard's time: Ray Data retries it
+and its files are idempotent. A driver killed before the promotion loses the shards in flight
+and nothing else: the next ingest finds those URIs new again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import os
+import tempfile
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import imagehash
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.errors import MadmineError
-from madmine.images import IMAGE_EXTENSIONS, ImageError, probe
+from madmine.placement import resolve_executor
 from madmine.steps.context import StepContext, from_section
-from madmine.untrusted import Limits, read_bytes
-from madmine.workspace import Workspace, filesystem, split_uri
+from madmine.steps.ingest_shards.area import IngestArea
+from madmine.steps.ingest_shards.executors import run_local
+from madmine.steps.ingest_shards.listing import SOURCE_ERRORS, write_listing
+from madmine.steps.ingest_shards.plan import plan
+from madmine.steps.ingest_shards.promote import promote
+from madmine.steps.ingest_shards.worker import IngestContext, image_id_of  # noqa: F401  (imported from here)
+from madmine.steps.score.shards import ShardSpec
+from madmine.untrusted import Limits
+from madmine.workspace import Workspace, split_uri
 
-URI_LIST_SUFFIXES = (".txt", ".lst", ".uris")
-MANIFEST_ROW_GROUP = 1024
-SOURCE_ERRORS = ("source not found", "source unreadable")
-
-
-def image_id_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def _full_uri(protocol: str, path: str) -> str:
-    return path if protocol == "file" else f"{protocol}://{path}"
-
-
-@dataclass
-class SourceListing:
-    uris: list[str] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)
-    skipped: int = 0  # files that are not images by extension
-
-
-def expand_sources(sources: list[str], storage_options: dict | None = None) -> SourceListing:
-    """Turn SOURCE arguments into image URIs (sorted, unique)."""
-    out = SourceListing()
-    seen: set[str] = set()
-
-    def add(uri: str) -> None:
-        if uri not in seen:
-            seen.add(uri)
-            out.uris.append(uri)
-
-    for source in sources:
-        protocol, path = split_uri(source)
-        fs = filesystem(source, storage_options)
-        try:
-            if path.endswith(URI_LIST_SUFFIXES) and fs.isfile(path):
-                text = fs.cat_file(path).decode("utf-8", errors="replace")
-                for line in text.splitlines():
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        add(line if "://" in line else _full_uri("file", split_uri(line)[1]))
-            elif any(ch in path for ch in "*?["):
-                for p in sorted(fs.glob(path)):
-                    if p.lower().endswith(IMAGE_EXTENSIONS):
-                        add(_full_uri(protocol, p))
-                    else:
-                        out.skipped += 1
-            elif fs.isdir(path):
-                for p in sorted(fs.find(path)):
-                    if p.lower().endswith(IMAGE_EXTENSIONS):
-                        add(_full_uri(protocol, p))
-                    else:
-                        out.skipped += 1
-            elif fs.exists(path):
-                add(_full_uri(protocol, path))
-            else:
-                out.errors.append(_error(source, None, "source not found", f"{source} does not exist"))
-        except (OSError, ValueError) as exc:
-            out.errors.append(_error(source, None, "source unreadable", f"{type(exc).__name__}: {exc}"))
-    out.uris.sort()
-    return out
-
-
-def _error(uri: str, image_id: str | None, reason: str, detail: str) -> dict:
-    return {"run_id": "ingest", "uri": uri, "image_id": image_id, "stage": "ingest", "error": reason, "detail": detail}
-
-
-def _ingest_one(uri: str, storage_options: dict, limits: Limits) -> dict:
-    image_id = None
-    try:
-        data = read_bytes(uri, storage_options, max_bytes=limits.max_bytes)
-        image_id = image_id_of(data)
-        small, width, height = probe(data, max_pixels=limits.max_pixels, min_side=limits.min_side,
-                                     timeout_s=limits.decode_timeout_s)
-        phash = int(str(imagehash.phash(small)), 16)
-    except ImageError as exc:
-        return {"error": _error(uri, image_id, exc.reason, exc.detail)}
-    except Exception as exc:  # noqa: BLE001 - one file never stops an ingest
-        return {"error": _error(uri, image_id, "ingest failed", f"{type(exc).__name__}: {exc}"[:500])}
-    return {"row": {"image_id": image_id, "uri": uri, "bytes": len(data), "width": width, "height": height, "phash": phash}}
+DEFAULT_SHARD_SIZE = 1024  # files per ingest shard: one todo row group, one staged manifest part
+ERRORS_KEPT = 1000  # error rows an IngestResult holds (the errors table, run_id 'ingest', holds them all)
 
 
 @dataclass
@@ -112,11 +57,18 @@ class IngestResult:
     added: int
     duplicates: int
     already_known: int
-    errors: list[dict]
+    errors: list[dict]  # the source errors and the first ERRORS_KEPT file errors
     skipped_non_images: int
-    part: str | None
+    part: str | None  # the first manifest part written (see `parts`)
     failed_before: int = 0
     tried: int = 0  # files read in this ingest (new URIs)
+    parts: list[str] = field(default_factory=list)
+    error_count: int = 0  # every error row of this ingest, sources included
+    listed: int = 0  # URIs the sources named (a URI named twice counts twice)
+    shards: int = 0
+    retries: int = 0  # object-store requests retried, by the driver and every shard
+    executor: str = "local"
+    seconds: dict = field(default_factory=dict)  # listing and plan, shards, promotion; shard phases summed
     max_error_fraction: float = 1.0  # the error budget this ingest was run with
 
     @property
@@ -136,7 +88,7 @@ class IngestResult:
         if self.missing_sources:
             shown = ", ".join(e["uri"] for e in self.missing_sources[:3])
             problems.append(f"{len(self.missing_sources)} source(s) not found or unreadable ({shown})")
-        failed = len(self.file_errors)
+        failed = max(self.error_count, len(self.errors)) - len(self.missing_sources)
         if self.tried and failed / self.tried > max_error_fraction:
             problems.append(
                 f"{failed} of {self.tried} files failed ({failed / self.tried:.1%}), above max_error_fraction="
@@ -147,14 +99,32 @@ class IngestResult:
         return "ingest: " + "; ".join(problems) + "; what could be read was added (errors table, run_id = 'ingest')"
 
 
+def default_threads(sources: list[str], cores: int) -> int:
+    """Decoding is CPU work: one thread a core for local files (more only contend for the GIL:
+    on 2 cores, 8 threads read small JPEGs slower than 2); reading from an object store waits
+    on each request: four threads a core."""
+    remote = any(split_uri(s)[0] not in ("file", "local") for s in sources)
+    return 4 * cores if remote else cores
+
+
+def _run_ray(specs: list[ShardSpec], ctx: IngestContext, ray_address: str | None, actors: int) -> Iterator[dict]:
+    """Ray Data runs the shards; imported here because importing Ray Data takes half a second
+    that an ingest on one machine should not pay."""
+    from madmine.steps.ingest_shards.ray_data import run_ray
+
+    return run_ray(specs, ctx, ray_address, actors)
+
+
 @dataclass(frozen=True)
 class IngestParams:
-    """One ingest: what to read, and the limits and error budget ([scoring]) it reads with."""
+    """One ingest: what to read, with which limits and error budget ([scoring]), and where its shards run."""
 
     sources: tuple[str, ...]
-    workers: int = 8
+    workers: int | None = None  # threads that read and decode in each shard worker (default_threads)
     retry_errors: bool = False  # read again the files that failed an earlier ingest
     max_error_fraction: float = 0.05
+    executor: str = "auto"  # auto | ray | local (madmine.placement)
+    shard_size: int = DEFAULT_SHARD_SIZE
 
     @classmethod
     def from_config(cls, config, sources, **overrides) -> IngestParams:
@@ -164,13 +134,14 @@ class IngestParams:
 def run(ctx: StepContext, params: IngestParams) -> IngestResult:
     """The ingest step: new images of `params.sources` into the manifest; `result.failure` says why a
     caller must fail (a source missing, more files failed than the error budget allows)."""
-    if params.workers < 1:
+    if params.workers is not None and params.workers < 1:
         raise MadmineError(f"--workers must be at least 1, got {params.workers}")
     if not 0 <= params.max_error_fraction <= 1:
         raise MadmineError(f"--max-error-fraction must be within [0, 1], got {params.max_error_fraction}")
     result = ingest(ctx.ws, list(params.sources), storage_options=ctx.config.storage_options,
                     limits=Limits.of(ctx.config.scoring), workers=params.workers, show_progress=ctx.show_progress,
-                    retry_errors=params.retry_errors)
+                    retry_errors=params.retry_errors, executor=params.executor, ray_address=ctx.ray_address,
+                    actors=ctx.config.scoring.actors, shard_size=params.shard_size)
     result.max_error_fraction = params.max_error_fraction
     return result
 
@@ -181,71 +152,89 @@ def ingest(
     *,
     storage_options: dict | None = None,
     limits: Limits = Limits(),
-    workers: int = 8,
+    workers: int | None = None,
     show_progress: bool = True,
     retry_errors: bool = False,
+    executor: str = "auto",
+    ray_address: str | None = None,
+    actors: int = 1,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> IngestResult:
-    """Add the new images of `sources` to the manifest as one immutable part file.
+    """Add the new images of `sources` to the manifest, one immutable part per shard.
 
     URIs that failed an earlier ingest are skipped unless `retry_errors` (a nightly run
-    would otherwise record the same broken files every night).
+    would otherwise record the same broken files every night). `workers` is the threads that
+    read and decode in each shard worker (default: default_threads); `actors` the shard
+    workers on Ray.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise MadmineError(f"ingest needs at least 1 worker, got {workers}")
+    if shard_size < 1:
+        raise MadmineError(f"ingest shard_size must be at least 1, got {shard_size}")
+    retried = objectstore.retries()
+    executor = resolve_executor(executor, ray_address, actors)
+    if workers is None:  # a Ray actor has one CPU; this process, the machine's
+        workers = default_threads(sources, 1 if executor == "ray" else os.cpu_count() or 1)
     storage_options = storage_options or {}
-    listing = expand_sources(sources, storage_options)
-    existing = tables.MANIFEST.read(workspace)
-    known_ids: set[str] = set(existing.column("image_id").to_pylist()) if existing is not None else set()
-    known_uris: set[str] = set(existing.column("uri").to_pylist()) if existing is not None else set()
-    failed_before: set[str] = set()
-    if not retry_errors:
-        old_errors = tables.ERRORS.read(workspace, run_id="ingest")
-        failed_before = set(old_errors.column("uri").to_pylist()) if old_errors is not None else set()
-    todo = [u for u in listing.uris if u not in known_uris and u not in failed_before]
-
-    rows: list[dict] = []
-    errors = list(listing.errors)
-    duplicates = 0
-    with Progress(
-        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress
-    ) as progress:
-        task = progress.add_task("ingest", total=len(todo))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            def one(uri: str) -> dict:
-                return _ingest_one(uri, storage_options, limits)
-
-            for result in pool.map(one, todo):
-                progress.advance(task)
-                if "error" in result:
-                    errors.append(result["error"])
-                    continue
-                row = result["row"]
-                if row["image_id"] in known_ids:
-                    duplicates += 1
-                    continue
-                known_ids.add(row["image_id"])
-                rows.append(row)
-
     stamp = dt.datetime.now(dt.timezone.utc)
-    part = f"part-{stamp.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    if errors:
-        table = pa.Table.from_pylist(errors, schema=tables.ERRORS.schema)
-        tables.ERRORS.write(workspace, table, run_id="ingest", shard=part)
-    if rows:
-        for row in rows:
-            row["ingested_at"] = stamp
-        rows.sort(key=lambda r: r["image_id"])
-        table = pa.Table.from_pylist(rows, schema=tables.MANIFEST.schema)
-        # sorted, in small row groups: a scoring worker reads only its shard's rows
-        tables.MANIFEST.write(workspace, table, metadata={tables.SORTED_BY: b"image_id"}, row_group_size=MANIFEST_ROW_GROUP,
-                              part=part)
+    area = IngestArea(workspace, f"{stamp.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="madmine-ingest-") as scratch:
+        t = time.perf_counter()
+        listing = write_listing(sources, storage_options, f"{scratch}/listing.parquet")
+        todo = plan(area, f"{scratch}/listing.parquet", listing.uris, retry_errors=retry_errors, shard_size=shard_size,
+                    scratch=scratch)
+        seconds["list and plan"] = time.perf_counter() - t
+        if listing.errors:
+            tables.ERRORS.write(workspace, pa.Table.from_pylist(listing.errors, schema=tables.ERRORS.schema),
+                                run_id="ingest", shard=area.errors_key("sources"))
+        ctx = IngestContext(area.ingest_id, workspace.url(workspace.root), dict(workspace.storage_options),
+                            dict(storage_options), stamp.isoformat(),
+                            limits.max_pixels, limits.min_side, limits.max_bytes, limits.decode_timeout_s, workers)
+        rows: dict[str, int] = {}
+        errors, error_count, duplicates, shard_retries = list(listing.errors), len(listing.errors), 0, 0
+        t = time.perf_counter()
+        with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      disable=not show_progress) as progress:
+            task = progress.add_task("ingest", total=todo.new)
+            summaries = run_local(todo.shards, ctx) if executor == "local" else _run_ray(todo.shards, ctx, ray_address, actors)
+            for summary in summaries:
+                if summary["shard"] in rows:
+                    continue  # a retried shard: it counts once
+                rows[summary["shard"]] = summary["rows"]
+                duplicates += summary["duplicates"]
+                error_count += summary["errors"]
+                shard_retries += summary.get("retries", 0)
+                errors.extend(summary["error_rows"][: max(0, ERRORS_KEPT - len(errors))])
+                for phase, value in summary.get("timings", {}).items():
+                    seconds[phase] = seconds.get(phase, 0.0) + value
+                progress.advance(task, summary["listed"])
+        seconds["shards"] = time.perf_counter() - t
+        missing = [s.shard for s in todo.shards if s.shard not in set(area.markers.done())]
+        if missing:
+            raise MadmineError(
+                f"ingest: {len(missing)} of {len(todo.shards)} shards did not complete ({missing[:3]}...); "
+                "nothing of them entered the manifest: re-run the same `madmine ingest` to read them"
+            )
+        t = time.perf_counter()
+        promoted = promote(area, rows, scratch)
+        seconds["promote"] = time.perf_counter() - t
+    workspace.remove(area.folder, recursive=True)
     return IngestResult(
-        added=len(rows),
-        duplicates=duplicates,
-        already_known=len([u for u in listing.uris if u in known_uris]),
-        failed_before=len([u for u in listing.uris if u in failed_before]),
+        added=promoted.added,
+        duplicates=duplicates + promoted.duplicates,
+        already_known=todo.known,
+        failed_before=todo.failed_before,
         errors=errors,
         skipped_non_images=listing.skipped,
-        part=part if rows else None,
-        tried=len(todo),
+        part=promoted.parts[0] if promoted.parts else None,
+        tried=todo.new,
+        parts=promoted.parts,
+        error_count=error_count,
+        listed=listing.uris,
+        shards=len(todo.shards),
+        # shards run in this process counted their retries in this process's count too
+        retries=objectstore.retries() - retried + (shard_retries if executor == "ray" else 0),
+        executor=executor,
+        seconds=seconds,
     )

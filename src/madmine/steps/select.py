@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
+import tempfile
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from madmine import duck, tables
+from madmine import duck, objectstore, tables
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.steps import bounds, learned
@@ -25,6 +27,7 @@ from madmine.workspace import Workspace, parquet_bytes, write_atomic
 STRATEGIES = tables.STRATEGIES
 LEARNED = ("learned", "hybrid")  # strategies that rank by a predictor fitted on earlier rounds' ratings
 EXCLUSION_REASONS = ("rated", "labelled", "test_set", "near_duplicate")
+PART_IMAGES = 1_000_000  # images ranked at a time: a part's joins stay in memory instead of spilling
 
 
 # Tables that exclude images; before they exist, selection reads them as empty.
@@ -48,6 +51,7 @@ class SelectResult:
     excluded_images: int = 0
     budget: int | None = None
     trained: learned.Trained | None = None  # the predictor of the learned and hybrid strategies
+    retries: int = 0  # object-store requests retried
 
     @property
     def num_images(self) -> int:
@@ -146,8 +150,9 @@ def _run_for(config: Config, ws: Workspace, round_: int, strategy: str, run_id: 
     return pick_run(ws, None)
 
 
-def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
-    """A connection holding the run's inputs, checked: corpus, bounds, optional tables."""
+def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD, spill: str | None = None):
+    """A connection holding the run's inputs, checked: corpus, bounds, optional tables; DuckDB
+    spills what passes [selection] memory_limit to the folder `spill`."""
     run_id = run["run_id"]
     if not duck.table_exists(ws, "manifest"):
         raise MadmineError(f"empty corpus: workspace {ws.uri} has no manifest; run `madmine ingest SOURCE...` first")
@@ -158,7 +163,7 @@ def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
             f"empty corpus: run {run_id!r} has no committed predictions or pairs; ingest images with "
             "`madmine ingest SOURCE...` and run `madmine score`"
         )
-    con = duck.connect(ws, cache_metadata=True)
+    con = duck.connect(ws, cache_metadata=True, memory_limit=config.selection.memory_limit, spill_directory=spill)
     present = duck.create_views(con, ws, ("manifest", "bounds", *OPTIONAL_TABLES))
     if "bounds" not in present:
         raise MadmineError(f"no size bounds in workspace {ws.uri}: run `madmine bounds LABELS_DIR` first")
@@ -167,17 +172,48 @@ def _open(ws: Workspace, config: Config, run: dict, strategy: str = tables.MAD):
             duck.register_empty(con, table, schema)
     con.register("other_strategies_s", other_strategies_s(ws, strategy))
     bounds.check_classes(con, config.classes)
-    duck.bind_run(con, ws, run_id)
+    duck.bind_run(con, ws, run_id, prediction_files, pair_files)
     scored = con.execute("SELECT count(*) FROM run_images").fetchone()[0]
     if scored == 0:
         raise MadmineError(f"empty corpus: run {run_id!r} scored no images; run `madmine score` on an ingested corpus")
-    return con, scored
+    return con, scored, run_parts(prediction_files, pair_files, math.ceil(scored / PART_IMAGES))
 
 
-def _mad(con, ranking: str = "ranking") -> pa.Table:
-    """MAD's M (ranking by d), or the hybrid's (ranking_hybrid: by predicted failure within MAD's groups)."""
+def run_parts(prediction_files: list[str], pair_files: list[str], parts: int) -> list[tuple[list[str], list[str]]]:
+    """The run's shard files in `parts` groups of whole shards (a shard's predictions and pairs
+    together, as every image's rows are in its shard's files); groups without pairs are left
+    out, as none of their images has a d."""
+    by_shard: dict[str, list[list[str]]] = {}
+    for index, (table, files) in enumerate(((tables.PREDICTIONS, prediction_files), (tables.PAIRS, pair_files))):
+        for path in files:
+            by_shard.setdefault((table.keys_of(path) or {}).get("shard", path), [[], []])[index].append(path)
+    shards = sorted(by_shard)
+    size = math.ceil(len(shards) / max(1, parts)) or 1
+    out = []
+    for start in range(0, len(shards), size):
+        group = [by_shard[s] for s in shards[start : start + size]]
+        predictions = [p for files, _ in group for p in files]
+        pairs = [p for _, files in group for p in files]
+        if predictions and pairs:
+            out.append((predictions, pairs))
+    return out
+
+
+def _mad(con, ws: Workspace, parts: list, ranking: str = "ranking") -> pa.Table:
+    """MAD's M (ranking by d), or the hybrid's (ranking_hybrid: by predicted failure within MAD's groups).
+
+    A run of more than PART_IMAGES images is ranked by d a part at a time, each part's joins
+    in memory, and the parts' winners once more (ranking_merge): the same top n3 as one pass."""
     for step in ("groups", ranking):
         duck.run_file(con, step)
+    if ranking == "ranking" and len(parts) > 1:
+        winners = []
+        for prediction_files, pair_files in parts:
+            duck.bind_run_files(con, ws, prediction_files, pair_files)
+            winners.append(con.sql("SELECT * EXCLUDE (score, rank) FROM ranked").to_arrow_table())
+        duck.bind_run_files(con, ws, [p for files, _ in parts for p in files], [p for _, files in parts for p in files])
+        con.register("part_winners", pa.concat_tables(winners))
+        duck.run_file(con, "ranking_merge")
     return duck.run_file(con, "candidates").to_arrow_table()
 
 
@@ -229,6 +265,7 @@ def run_select(
     bar would write into the output.
     """
     step = on_step or (lambda text: None)
+    retried = objectstore.retries()
     if round_ < 0:
         raise MadmineError(f"--round must be >= 0, got {round_}")
     if strategy not in STRATEGIES:
@@ -246,41 +283,44 @@ def run_select(
         )
     step(f"reading run {run['run_id']}")
     refresh_ratings(ws, round_)
-    con, scored = _open(ws, config, run, strategy)
-    duck.set_variables(
-        con,
-        round=round_,
-        exclude_rated=config.selection.exclude_rated,
-        n3=n3,
-        class_ids=class_ids,
-        class_names=list(config.classes),
-        phash_distance=config.selection.phash_distance,
-        seed=config.selection.seed,
-    )
-    step("exclusions (rated, labelled, test sets, near-duplicates)")
-    duck.run_file(con, "exclusions")
-    step(f"groups and top-{n3} ranking over {scored} images")
-    duck.set_variables(con, strategy=tables.MAD)
-    mad = _mad(con)
-    budget, trained = None, None
-    if strategy in LEARNED:
-        step(f"fitting the failure predictor on the ratings of rounds before {round_}")
-        trained = learned.fitted(ws, config, round_)
-        con.register("predicted", learned.predicted(con, trained))
-    if strategy == "mad":
-        table = mad
-    elif strategy == "hybrid":
-        step(f"hybrid: MAD's groups ranked by predicted failure, top {n3}")
-        duck.set_variables(con, strategy=strategy)
-        table = _mad(con, "ranking_hybrid")
-    else:
-        budget = len(set(mad.column("image_id").to_pylist()))
-        step(f"{strategy} baseline, budget {budget}")
-        table = _baseline(con, strategy, budget)
-    table = table.select(tables.CANDIDATES.schema.names).cast(tables.CANDIDATES.schema)
-    reasons = dict(con.execute("SELECT reason, count(DISTINCT image_id) FROM exclusions GROUP BY reason").fetchall())
-    excluded_images = con.execute("SELECT count(DISTINCT image_id) FROM exclusions").fetchone()[0]
-    con.close()
+    with tempfile.TemporaryDirectory(prefix="madmine-spill-", dir=config.selection.spill_directory) as spill:
+        con, scored, parts = _open(ws, config, run, strategy, spill)
+        try:
+            duck.set_variables(
+                con,
+                round=round_,
+                exclude_rated=config.selection.exclude_rated,
+                n3=n3,
+                class_ids=class_ids,
+                class_names=list(config.classes),
+                phash_distance=config.selection.phash_distance,
+                seed=config.selection.seed,
+            )
+            step("exclusions (rated, labelled, test sets, near-duplicates)")
+            duck.run_file(con, "exclusions")
+            step(f"groups and top-{n3} ranking over {scored} images")
+            duck.set_variables(con, strategy=tables.MAD)
+            mad = _mad(con, ws, parts)
+            budget, trained = None, None
+            if strategy in LEARNED:
+                step(f"fitting the failure predictor on the ratings of rounds before {round_}")
+                trained = learned.fitted(ws, config, round_)
+                con.register("predicted", learned.predicted(con, trained))
+            if strategy == "mad":
+                table = mad
+            elif strategy == "hybrid":
+                step(f"hybrid: MAD's groups ranked by predicted failure, top {n3}")
+                duck.set_variables(con, strategy=strategy)
+                table = _mad(con, ws, parts, "ranking_hybrid")
+            else:
+                budget = len(set(mad.column("image_id").to_pylist()))
+                step(f"{strategy} baseline, budget {budget}")
+                table = _baseline(con, strategy, budget)
+            table = table.select(tables.CANDIDATES.schema.names).cast(tables.CANDIDATES.schema)
+            reasons = dict(con.execute("SELECT reason, count(DISTINCT image_id) FROM exclusions GROUP BY reason").fetchall())
+            excluded_images = con.execute("SELECT count(DISTINCT image_id) FROM exclusions").fetchone()[0]
+        finally:
+            con.close()
 
     step("writing candidates")
     data = parquet_bytes(table)
@@ -300,6 +340,7 @@ def run_select(
         excluded_images=excluded_images,
         budget=budget,
         trained=trained,
+        retries=objectstore.retries() - retried,
     )
 
 

@@ -5,7 +5,7 @@ import pytest
 import ray
 
 from madmine.errors import MadmineError
-from madmine.steps.score.run import resolve_executor
+from madmine.placement import resolve_executor
 
 
 def test_auto_scores_in_this_process_on_one_machine_with_one_actor(monkeypatch):

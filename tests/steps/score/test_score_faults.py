@@ -24,7 +24,7 @@ from madmine.steps.score.runs import run_records
 from madmine.workspace import Workspace
 from worlds import bad_files, odd_images, stored_map, write_corpus
 
-SLOW_MODELS = models(
+SLOW_MODELS = models(  # the shared slow pair with its own normalisation: both runs compared must use it alike
     model("target", "target", factory=SLOW_COLOUR, input_size=32, mean=[0.45, 0.45, 0.45], std=[0.225, 0.225, 0.225]),
     model("tiny", "competitor", factory=SEGNET, input_size=32),
 )

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.steps.rating.tokens import Problem, read_storage, small_json, valid_name
 from madmine.untrusted import ImageError
 from madmine.workspace import Workspace
@@ -122,6 +122,9 @@ def read_events(ws: Workspace, paths: list[tuple[str, str]], round_: int, proble
     blobs = read_storage(ws, [p for p, _ in readable], MAX_EVENT_BYTES)
     for path, rater in readable:
         blob = blobs.get(path)
+        down = objectstore.unavailable(blob) if isinstance(blob, BaseException) else None
+        if down is not None:  # the store, not the event, failed: a ratings table without it would lose a vote
+            raise down from blob
         try:
             if not isinstance(blob, bytes):
                 raise ValueError(str(blob) if isinstance(blob, ImageError) else "unreadable")

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.completion import shard_markers, utc_now
 from madmine.config import Config
 from madmine.errors import MadmineError
 from madmine.models.registry import check_models
 from madmine.models.resolve import resolve
+from madmine.placement import resolve_executor
 from madmine.steps.context import StepContext
 from madmine.steps.score.context import ScoreContext
 from madmine.steps.score.executors.local import run_local
@@ -48,6 +47,7 @@ class ScoreResult:
     images_total: int
     seconds: float
     forwarded: dict = field(default_factory=dict)  # model -> images it ran on (the rest came from the cache)
+    retries: int = 0  # object-store requests retried, by the driver and every shard
 
     @property
     def error_fraction(self) -> float:
@@ -70,21 +70,6 @@ def default_run_id(config: Config, versions: dict[str, str]) -> str:
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
     return f"score-{config.target.name}-{digest}"
-
-
-def resolve_executor(executor: str, ray_address: str | None, actors: int) -> str:
-    """'auto' -> 'ray' when there is a cluster to use (an address, RAY_ADDRESS, or a Ray
-    already running in this process, as in a Ray job's driver) or more than one actor to run;
-    else 'local': the same shard worker in this process. On one machine with one actor, Ray
-    adds only its start-up and services that take CPU from the models (measured in
-    bench.score: the same shards ran 40% slower under an embedded Ray on 2 cores)."""
-    if executor not in ("auto", "ray", "local"):
-        raise MadmineError(f"unknown executor {executor!r}: use 'auto', 'ray' or 'local'")
-    if executor != "auto":
-        return executor
-    ray = sys.modules.get("ray")
-    running = ray is not None and ray.is_initialized()
-    return "ray" if ray_address or os.environ.get("RAY_ADDRESS") or running or actors > 1 else "local"
 
 
 def run_errors(ws: Workspace, run_id: str) -> int:
@@ -129,7 +114,7 @@ def score(
     show_progress: bool = True,
 ) -> ScoreResult:
     """Score every uncommitted shard of the manifest; raise MadmineError above the error budget."""
-    started = time.perf_counter()
+    started, retried = time.perf_counter(), objectstore.retries()
     config = resolve(config)
     executor = resolve_executor(executor, ray_address, config.scoring.actors)
     workspace = Workspace.from_config(config)
@@ -176,7 +161,7 @@ def score(
         "models": [{"name": m.name, "role": m.role, "version": versions[m.name], "kind": m.kind} for m in ordered],
     }
 
-    images_scored = 0
+    images_scored, shard_retries = 0, 0
     forwarded = {m.name: 0 for m in ordered}
     if pending:
         record.update(status="running", updated_at=utc_now())
@@ -198,6 +183,7 @@ def score(
                     continue  # a retried shard: it counts once
                 done.add(summary["shard"])
                 images_scored += summary["images"]
+                shard_retries += summary.get("retries", 0)
                 for name, count in summary["forwarded"].items():
                     forwarded[name] += count
                 progress.update(task, shards=f"{len(done)}/{len(pending)}")
@@ -217,6 +203,8 @@ def score(
         images_total=images_total,
         seconds=time.perf_counter() - started,
         forwarded=forwarded,
+        # shards scored in this process counted their retries in this process's count too
+        retries=objectstore.retries() - retried + (shard_retries if executor == "ray" else 0),
     )
     record.update(
         status="complete",

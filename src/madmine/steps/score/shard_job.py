@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from madmine import tables
+from madmine import objectstore, tables
 from madmine.completion import shard_markers
 from madmine.models.device import resolve_prefetch
 from madmine.steps.score.context import ScoreContext
@@ -61,7 +61,7 @@ class ShardWorker:
         return out
 
     def __call__(self, spec: ShardSpec, progress: Callable[[int], None] | None = None) -> dict:
-        started = time.perf_counter()
+        started, retried = time.perf_counter(), objectstore.retries()
         ctx, timings = self.ctx, Timings()
         with timings("read the shard's manifest rows"):
             rows = read_shard_rows(self.ws, spec)
@@ -102,10 +102,10 @@ class ShardWorker:
                 progress(len(batch["image_id"]))
         for phase, seconds in self.scorer.timings.take().items():
             timings.add(phase, seconds)
-        return self._commit(spec, batches, cached, computed, started, timings)
+        return self._commit(spec, batches, cached, computed, started, timings, retried)
 
     def _commit(self, spec: ShardSpec, batches: list[dict], cached: dict, computed: dict, started: float,
-                timings: Timings) -> dict:
+                timings: Timings, retried: int) -> dict:
         """Write the shard's packs and tables, then its marker; returns the marker."""
         ctx = self.ctx
         with timings("encode and write map packs"):
@@ -129,5 +129,6 @@ class ShardWorker:
             "timings": timings.take(),
             "node": self.node,
             "pid": os.getpid(),
+            "retries": objectstore.retries() - retried,  # object-store requests this shard retried (its marker's PUT aside)
         }
         return shard_markers(self.ws, ctx.run_id).mark_done(spec.shard, marker)
