@@ -92,6 +92,7 @@ class DemoResult:
     spread: dict = field(default_factory=dict)  # variant -> measure.Spread over the training seeds
     selectors: dict = field(default_factory=dict)  # round -> selectors.Judged: every selector over the whole corpus
     fits: dict = field(default_factory=dict)  # variant -> its fine-tuning's result (FinetuneResult fields)
+    findings: list = field(default_factory=list)  # the run's findings as sentences, from its own tables
 
 
 def _world(workdir: Path, settings, clock: Clock):
@@ -295,13 +296,18 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         printout.selectors(console, judged[r])
     for r, trained in sorted(predictors.items()):
         console.print(f"round {r} failure predictor: " + trained.describe(), highlight=False)
+    result = DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
+                        arenas["t0"], predictors.get(1), spread, judged, fits)
+    console.print("\n[bold]What this run found[/] (every figure from the tables above):")
+    for sentence in printout.findings(result, labels):
+        console.print(f"- {sentence}", highlight=False, soft_wrap=True)
     printout.timings(console, clock.rows, clock.total)
     console.print("reports: " + ", ".join(reports), highlight=False)
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
-    return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                      arenas["t0"], predictors.get(1), spread, judged, fits)
+    result.findings = printout.findings(result, labels)
+    return result
 
 
 def _variant_label(name: str, n4: int) -> str:

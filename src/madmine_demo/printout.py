@@ -163,3 +163,48 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
         table.add_row(labels.get(name, name), str(len(s.gains)), show(s.gains, sign="+"),
                       " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures))
     console.print(table)
+
+
+def findings(result, labels: dict[str, str]) -> list[str]:
+    """The run's findings as sentences, every figure taken from the tables this run printed: what the README
+    and docs/demo.md may quote of it, and nothing more."""
+    out = []
+    for r, rows in sorted(result.yields.items()):
+        by = {y.name: y for y in rows}
+        m, s = next(y for y in rows if y.name.startswith("M:")), next(y for y in rows if y.name.startswith("S:"))
+        rm, rs = by[f"random sample, |M| = {m.images}"], by[f"random sample, |S| = {s.images}"]
+        out.append(f"Round {r}: MAD's M holds {m.rate:.1%} failures ({m.failures} of {m.images}) and its S {s.rate:.1%} "
+                   f"({s.failures} of {s.images}), against {rm.rate:.1%} and {rs.rate:.1%} of random samples of the same "
+                   "sizes.")
+        others = [y for y in rows if y.name.endswith("selection, |S|")]
+        if others:
+            out.append(f"Round {r}, the other strategies' S at MAD's budget: " + "; ".join(
+                f"{y.name.split()[0]} {y.rate:.1%} failures ({y.failures} of {y.images}, "
+                f"{y.images - y.in_domain} out of domain)" for y in others) + ".")
+    for r, judged in sorted(result.selectors.items()):
+        rows = [row for row in judged.rows if row.get("auroc") is not None]
+        if not rows:
+            continue
+        best = max(rows, key=lambda row: row["auroc"])
+        shown = [row for row in rows if row["selector"] in ("d max", "mad", "entropy", "learned", "random")]
+        out.append(f"Round {r}, every selector over the whole corpus ({judged.pool} images, {rows[0]['failures']} "
+                   "failures), AUROC with its 95% interval: " + "; ".join(
+                       f"{row['selector']} {row['auroc']:.3f} ({row['auroc_low']:.3f}..{row['auroc_high']:.3f})"
+                       for row in shown) + f". Highest: {best['selector']} ({best['auroc']:.3f}).")
+    if result.learned is not None:
+        t = result.learned
+        out.append(f"Round 1's failure predictor, on {t.heldout} held-out rated images ({t.heldout_failures} failures): "
+                   f"AUROC {t.auroc:.3f} (d alone {t.auroc_d:.3f}, entropy alone {t.auroc_entropy:.3f}); these images are "
+                   "all among MAD's picks of round 0.")
+    gains = [(name, g) for name, g in result.arena.gain.items() if name in labels]
+    if gains:
+        out.append(f"On {result.arena.images} held-out wild images, dataset mIoU gain over the original target (95% "
+                   "interval over the images): " + "; ".join(
+                       f"{labels[n]} {100 * v:+.1f} ({100 * lo:+.1f}..{100 * hi:+.1f})" for n, (v, lo, hi) in gains) + ".")
+    for c in result.arena.competitions:
+        verdict = (f"{labels.get(c.winner.split('@')[0], c.winner)} wins" if c.winner
+                   else "no winner (the interval holds 0)")
+        out.append(f"MAD competition {labels.get(c.a.name, c.a.name)} against {labels.get(c.b.name, c.b.name)}, "
+                   f"{len(c.labelled)} images: A - B {100 * (c.miou_a - c.miou_b):+.1f} points "
+                   f"({100 * c.diff_low:+.1f}..{100 * c.diff_high:+.1f}), images won {c.wins_a}:{c.wins_b}; {verdict}.")
+    return out

@@ -228,3 +228,17 @@ def test_the_round_1_comparison_through_the_commands_alone_gives_the_demos_yield
     truth.add_manifest(ws)
     again, _ = measure.round_yields(ws, truth, 1, q.seed)
     assert [(y.name, y.images, y.failures) for y in again] == [(y.name, y.images, y.failures) for y in result.yields[1]]
+
+
+def test_the_findings_are_sentences_from_the_runs_own_tables(demo):
+    result, _ = demo
+    text = "\n".join(result.findings)
+    for r, rows in result.yields.items():
+        m = next(y for y in rows if y.name.startswith("M:"))
+        assert f"Round {r}: MAD's M holds {m.rate:.1%} failures ({m.failures} of {m.images})" in text
+    for r, judged in result.selectors.items():
+        d = next(row for row in judged.rows if row["selector"] == "d max")
+        assert f"d max {d['auroc']:.3f} ({d['auroc_low']:.3f}..{d['auroc_high']:.3f})" in text
+    for c in result.arena.competitions:
+        assert f"images won {c.wins_a}:{c.wins_b}" in text
+    assert f"AUROC {result.learned.auroc:.3f}" in text
