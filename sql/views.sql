@@ -82,3 +82,6 @@ SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competitions/[!.
 
 CREATE OR REPLACE VIEW competition_results AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/competition_results/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW repair AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/repair/[!.]*.parquet', union_by_name = true);
