@@ -167,7 +167,12 @@ class Finetune(Step):
         from madmine.steps.train import run as training  # Ray Train: 6.5 s to import, paid only by this step
 
         result = training.run(ctx.step, training.FinetuneParams(ctx.round))
-        return {"model_version": result.version, "reused": result.already_done}
+        for line in result.repair:
+            ctx.step.say(f"repair on {line}")
+        if result.fit_warning:
+            ctx.step.say(f"did not fit S: {result.fit_warning}")
+        return {"model_version": result.version, "reused": result.already_done, "kept_epoch": result.epoch,
+                "s_failures": result.s_failures, "fit_warning": result.fit_warning, "repair": list(result.repair)}
 
 
 class Testset(Step):
@@ -217,10 +222,11 @@ class Round:
     """The steps of round R over one config and workspace."""
 
     def __init__(self, config: Config, round_: int, *, ray_address: str | None = None, show_progress: bool = False,
-                 config_path: str = "madmine.toml", export_format: str = "coco", final: bool | None = None):
+                 config_path: str = "madmine.toml", export_format: str = "coco", final: bool | None = None,
+                 say: Callable[[str], None] | None = None):
         if round_ < 0:
             raise MadmineError(f"--round must be >= 0, got {round_}")
-        step_ctx = StepContext.of(config, ray_address=ray_address, show_progress=show_progress)
+        step_ctx = StepContext.of(config, ray_address=ray_address, show_progress=show_progress, say=say)
         self.round, self.ws = round_, step_ctx.ws
         self.log = Log(self.ws, log_path(self.ws, round_), {"round": round_, "config_fingerprint": config.fingerprint()})
         markers = round_markers(self.ws, round_)

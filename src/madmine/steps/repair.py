@@ -18,6 +18,7 @@ from madmine import metrics, names, tables
 from madmine.workspace import Workspace
 
 FINETUNE, EVALUATE = "finetune", "evaluate"
+EVALUATION_PART = "evaluation"  # evaluation's part of the table, replaced on every run
 SET_NAMES = {"t0": "T(0)", "v": "V", "s": "S"}  # fine-tuning's sets, by their names in its per-image figures
 
 
@@ -76,6 +77,20 @@ def write(ws: Workspace, rows: list[dict], part: str) -> str:
 
 def finetune_part(model: str, round_: int, selection: str) -> str:
     return f"{FINETUNE}-{model}-round-{round_}-{selection}"
+
+
+def share(k: int, n: int, low: float, high: float) -> str:
+    """'5 of 18 (28%; 12-51%)': a count, its share and its 95% interval, as tables show them."""
+    if not n:
+        return f"{k} of 0"
+    return f"{k} of {n} ({100 * k / n:.0f}%; {100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def cells(r: dict) -> tuple[str, str, str]:
+    """(fixed, broke, per-image mIoU) of a repair row for a table."""
+    return (share(r["fixed"], r["failures"], r["fixed_low"], r["fixed_high"]),
+            share(r["broke"], r["passing"], r["broke_low"], r["broke_high"]),
+            f"{r['parent_image_miou']:.3f} -> {r['image_miou']:.3f}")
 
 
 def describe(r: dict) -> str:

@@ -115,7 +115,8 @@ max_failures = 2
 
 
 @pytest.mark.timeout(1800)
-def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_worker(tmp_path, ray_address):
+def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_worker(tmp_path, ray_train):
+    ray_address = ray_train
     cfg = world(tmp_path, n_s=8, n_s0=8, n_t0=6, finetune=QUALITY, factory="finetune_world:slow_tiny_segnet")
     ws = Workspace.from_config(cfg)
     parent_version = model_version(cfg.target)
@@ -153,7 +154,9 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
             print(f"{trial}: the new worker group resumed at epoch {resumed[0]} of 5")
         else:
             assert not resumed
-        finals[mine[-1]["lr"]] = mine[-1]["val_miou"]
+        kept = [r for r in mine if r["kept"]]
+        assert len(kept) == 1 and kept[0]["val_miou"] == max(r["val_miou"] for r in mine[1:])  # the best epoch, not the last
+        finals[mine[-1]["lr"]] = kept[0]["val_miou"]
     assert row["lr"] == max(finals, key=finals.get) and row["val_miou"] == max(finals.values())
 
     shift_test, s0_test = scenes(16, "shift", 51), scenes(16, "s0", 50)
@@ -195,7 +198,8 @@ num_workers = 2
 
 # ---- 3. checkpoints on S3, two workers, a killed driver that continues instead of starting over ----
 @pytest.mark.timeout(1800)
-def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_address, cli_env, s3_bucket):
+def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_train, cli_env, s3_bucket):
+    ray_address = ray_train
     import s3fs
 
     bucket, options = s3_bucket

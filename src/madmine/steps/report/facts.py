@@ -32,6 +32,7 @@ class Facts:
     quality: object = None
     competitions: object = None
     finetune: list[dict] | None = None
+    repair: list[dict] = field(default_factory=list)  # the repair table: each version against its parent
 
     @property
     def candidate_images(self) -> int:
@@ -91,4 +92,5 @@ def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     facts.competitions = compete.results(ws)
     curves = reads.finetune_curves(ws, round_)
     facts.finetune = None if curves is None or curves.num_rows == 0 else curves.to_pylist()
+    facts.repair = reads.repair_rows(ws)
     return facts
