@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 
 from madmine import tables
+from madmine.completion import finetune_markers
 from madmine.config import load_config
 from madmine.errors import MadmineError
 from madmine.pipeline.round import Round
@@ -89,6 +90,8 @@ class DemoResult:
     t0: object = None  # arena.ArenaResult on T(0) held-out
     learned: object = None  # madmine.steps.learned.Trained: round 1's failure predictor and its AUROC
     spread: dict = field(default_factory=dict)  # variant -> measure.Spread over the training seeds
+    fits: dict = field(default_factory=dict)  # variant -> its fine-tuning's result (FinetuneResult fields)
+    repair: dict = field(default_factory=dict)  # variant -> kind -> metrics.Repair against its parent on the probe
 
 
 def _world(workdir: Path, settings, clock: Clock):
@@ -129,7 +132,8 @@ def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str
 def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config_path: Path, on_rate=None):
     """Round R through madmine.pipeline.round.Round; the simulated people act at its waiting points."""
     cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
-    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
+    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco",
+                say=lambda text: clock.console.print(f"  {text}", highlight=False, soft_wrap=True))
 
     def tell(step: str, text: str) -> None:
         if text.startswith("done in"):
@@ -233,13 +237,14 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     for strategy in LEARNED:  # a resumed demo: round 1 selected them before its ratings, as MAD did
         if strategy not in learned and 1 in runs and ws.exists(tables.CANDIDATES.path(ws, round=1, strategy=strategy)):
             learned[strategy] = load_learned(ws, 1)
-    variants = {}
+    variants, fits = {}, {}
     compared = [("entropy", 0), ("random", 0)] + [(s, 1) for s in LEARNED if s in learned]
     for strategy, r in compared:
         with clock.step(f"{strategy}: fine-tune on its {settings.n4} picks of round {r} (own workspace, Ray Train)"):
             result = baselines.finetune_fork(ws, config, strategy, r, runs[r], settings.n4,
                                              workdir / "baselines" / _fork_name(strategy, r), truth, ray_address)
         variants[f"{strategy}_r{r}"] = result.weights_uri
+        fits[f"{strategy}_r{r}"] = dict(result.__dict__)
     for seed in range(1, settings.seeds):  # the same fine-tunings with other training seeds, MAD's own too
         for strategy, r in [(tables.MAD, r) for r in runs] + compared:
             with clock.step(f"seed {seed}: fine-tune {strategy}'s S of round {r} (own workspace, Ray Train)"):
@@ -259,6 +264,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
         row = latest_row(ws, config.target.name, before_round=r + 1)
         if row is not None and row.get("round") == r:
             variants[f"mad_r{r}"] = row["weights_uri"]
+            fits[f"mad_r{r}"] = finetune_markers(ws, f"round-{r}-{tables.MAD}").get("done")["result"]
     arena_models = {k: variants[k] for k in sorted(variants, key=lambda k: (measure.is_seed_variant(k),
                                                                          not k.startswith("mad"), k))}
     labels = {"target": "original target",  # Table 2: the seed-0 runs
@@ -285,6 +291,10 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     printout.table1(console, summary)
     printout.table2(console, arenas["heldout"], labels)
     printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)
+    fits = {k: fits[k] for k in sorted(fits, key=lambda k: (not k.startswith("mad"), k))}
+    printout.fit(console, fits, labels)
+    repairs = measure.repair_by_kind(arenas["probe"], [k for k in arena_models if not measure.is_seed_variant(k)])
+    printout.repair_by_kind(console, arenas["probe"], repairs, labels)
     spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds)
     if settings.seeds > 1:
         printout.seed_spread(console, spread, labels, settings.seeds)
@@ -298,7 +308,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
     return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                      arenas["t0"], learned.get("learned"), spread)
+                      arenas["t0"], learned.get("learned"), spread, fits, repairs)
 
 
 def _fork_name(strategy: str, round_: int) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from madmine import tables
+from madmine import metrics, tables
 from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
 from madmine_demo.world.truth import Truth
@@ -151,4 +151,29 @@ def seed_spread(heldout, probe, t0, seeds: int) -> dict[str, Spread]:
         names = [name] + [seed_variant(name, k) for k in range(1, seeds) if seed_variant(name, k) in heldout.gain]
         out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
                            [probe.failures[n] for n in names])
+    return out
+
+
+# ---- repair: what each fine-tuned target fixed and broke against its parent -------------------
+def parent_of(variant: str) -> str:
+    """The arena name of the model a compared fine-tuning started from: round 0's from the original
+    target, round 1's from MAD's round-0 target (learned and hybrid build on MAD's round 0, as MAD's
+    round 1 does); a seed variant from the same parent as its seed-0 run."""
+    name = variant.split(SEED_SUFFIX)[0]
+    return "target" if name.endswith("_r0") else "mad_r0"
+
+
+def repair_by_kind(arena, variants) -> dict[str, dict[str, metrics.Repair]]:
+    """variant -> kind of scene -> its repair against its parent on the arena's images of that kind."""
+    out = {}
+    for variant in variants:
+        parent = parent_of(variant)
+        mine, theirs = arena.image_mious.get(variant), arena.image_mious.get(parent)
+        if not mine or not theirs:
+            continue
+        by_kind: dict[str, list[str]] = {}
+        for image_id in sorted(set(mine) & set(theirs)):
+            by_kind.setdefault(arena.kinds[image_id], []).append(image_id)
+        out[variant] = {kind: metrics.repair([theirs[i] for i in ids], [mine[i] for i in ids], TAU)
+                        for kind, ids in by_kind.items()}
     return out

@@ -63,6 +63,7 @@ class FinetuneResult:
     parent_v_failures: float | None = None
     plan: str = ""  # what each trial did (Plan.describe)
     epoch: int | None = None  # the winner's kept epoch
+    step: int | None = None  # ... after this many optimiser steps
     s_failures: float | None = None  # the winner's failures on the S it trained on (the fit guard's figure)
     parent_s_failures: float | None = None
     fit_warning: str | None = None  # one line when it did not fit S (s_failures > [finetune] fit_guard)
@@ -176,6 +177,7 @@ def finetune(
             parent_v_failures=winner.parent.get("v_failures"),
             plan=plan.describe(),
             epoch=winner.epoch,
+            step=winner.point.get("step"),
             s_failures=winner.s_failures,
             parent_s_failures=winner.parent.get("s_failures"),
             fit_warning=fit_warning(winner.s_failures, len(plan.s), plan.fit_guard),
