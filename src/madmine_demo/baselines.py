@@ -88,7 +88,7 @@ def fork(main: Workspace, config: Config, strategy: str, round_: int, run: dict,
           "n_ratings": r.get("n_ratings") or 0, "rank": k} for k, r in enumerate(rows, start=1)],
         schema=tables.SELECTED.schema,
     )
-    ws.write_parquet(tables.SELECTED.path(ws, round=round_, strategy=strategy), table)
+    ws.write_parquet(tables.SELECTED.path(ws, round=round_, strategy=tables.MAD), table)  # at MAD's path, as above
     return cfg, ws, table.num_rows
 
 

@@ -147,3 +147,28 @@ def test_learned_strategies_in_round_1_and_the_spread_over_seeds(demo):
         assert spread.gains == [arena.gain[name][0], arena.gain[f"{name}_s1"][0]]
         assert spread.t0 == [result.t0.miou[name], result.t0.miou[f"{name}_s1"]]
         assert spread.probe_failures == [result.probe.failures[name], result.probe.failures[f"{name}_s1"]]
+
+
+def test_each_fine_tuning_says_its_fit_and_its_repair_per_kind_is_counted_on_the_probe(demo):
+    from madmine_demo.measure import parent_of
+
+    result, _ = demo
+    compared = {"mad_r0", "entropy_r0", "random_r0", "mad_r1", "learned_r1", "hybrid_r1"}
+    assert set(result.fits) == compared
+    for name, fit in result.fits.items():
+        assert 0 <= fit["s_failures"] <= 1 and 0 <= fit["parent_s_failures"] <= 1
+        assert any(line.startswith("S: fixed ") for line in fit["repair"])
+    assert set(result.repair) == compared
+    probe = result.probe
+    for name, per_kind in result.repair.items():
+        parent = parent_of(name)
+        assert parent == ("target" if name.endswith("_r0") else "mad_r0")
+        for kind, counted in per_kind.items():
+            ids = [i for i, k in probe.kinds.items() if k == kind]
+            before = [probe.image_mious[parent][i] for i in ids]
+            after = [probe.image_mious[name][i] for i in ids]
+            by_hand = (sum(b < 0.5 for b in before), sum(b < 0.5 <= a for b, a in zip(before, after)),
+                       sum(b >= 0.5 for b in before), sum(a < 0.5 <= b for b, a in zip(before, after)))
+            assert (counted.failures, counted.fixed, counted.passing, counted.broke) == by_hand
+            # the failure rate after is the probe's per-kind rate of the fine-tuned target
+            assert (counted.failures_after / len(ids)) == pytest.approx(probe.failures_by_kind[name][kind])
