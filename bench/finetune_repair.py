@@ -21,6 +21,8 @@ E2  which cue the target follows: training scenes with one change at a time
 E3  photometric augmentation (channels permuted, greyscale), without S (S(0) alone) and with S:
     can this network segment by shape at all?
 E4  copy-paste of S(0) objects onto training images, without S and with S, against occlusion;
+E6  what keeps the kinds S does not hold: the target's own recipe with batch norm frozen, with a
+    quarter of each batch from S instead of half, and both;
 E5  the paper's setting: the target's design pretrained on a broad domain first (other categories in
     any colour, texture, size and angle, among clutter: world.failures.broad_scene), then trained on
     S(0) as the zoo trains it; that target as it is, and fine-tuned on S_train with its own recipe.
@@ -76,9 +78,12 @@ EXPERIMENTS = {  # name -> [(label, training set, recipe, steps, lr)], fixed bef
            ("S_train + S(0), photometric", "s_train", OWN | {"photometric": True}, 300, 1e-3)],
     "e4": [("S(0) alone, copy-paste 0.5", "none", OWN | {"copy_paste": 0.5}, 300, 1e-3),
            ("S_train + S(0), copy-paste 0.5", "s_train", OWN | {"copy_paste": 0.5}, 300, 1e-3)],
+    "e6": [("batch norm frozen", "s_train", OWN | {"batch_norm": "freeze"}, 300, 1e-3),
+           ("a quarter of each batch from S", "s_train", OWN | {"s_share": 0.25}, 300, 1e-3),
+           ("batch norm frozen, a quarter from S", "s_train", OWN | {"batch_norm": "freeze", "s_share": 0.25}, 300, 1e-3)],
 }
 PRETRAIN = {"broad_images": 2000, "pretrain_steps": 600}  # E5: the broad domain and its steps
-E5 = [("pretrained target, its own recipe", "s_train", OWN, 300, 1e-3)]
+E5 = [("pretrained target, its own recipe", "s_train", OWN, 300, 1e-3)]  # "e5": all of it learns S(0); "e5f": the head
 CUE_SCENES = 60  # scenes per cue (E2, and every trained model is measured on them too)
 
 
@@ -255,14 +260,16 @@ def main() -> None:
 
     jobs = [{"experiment": "parent", "label": "parent", "lr": 0.0, "set_name": "-", "train": False, "plan": base.to_dict(),
              "sets": sets, "probe_kinds": probe_kinds}]
-    if "e5" in wanted:
-        pretrained = pretrained_target(workdir, out, base, seed)
-        jobs.append({**jobs[0], "experiment": "e5", "label": "pretrained target (the parent)",
+    for name in ("e5", "e5f"):
+        if name not in wanted:
+            continue
+        pretrained = pretrained_target(workdir, out, base, seed, frozen=name == "e5f")
+        jobs.append({**jobs[0], "experiment": name, "label": "pretrained target (the parent)",
                      "plan": dataclasses.replace(base, parent=pretrained).to_dict()})
         base_e5 = dataclasses.replace(base, parent=pretrained)
         for label, set_name, recipe, steps, lr in E5:
             p = dataclasses.replace(base_e5, s=train_sets[set_name], steps=steps, lr_grid=(lr,), **recipe)
-            jobs.append({"experiment": "e5", "label": label, "lr": lr, "set_name": set_name, "train": True,
+            jobs.append({"experiment": name, "label": label, "lr": lr, "set_name": set_name, "train": True,
                          "plan": p.to_dict(), "sets": sets, "probe_kinds": probe_kinds})
     for name in wanted:
         for label, set_name, recipe, steps, lr in EXPERIMENTS.get(name, []):
@@ -287,28 +294,30 @@ def main() -> None:
             continue
         if not mine or name == "parent":
             continue
-        own_parent = mine[0] if name == "e5" else parent  # E5's runs start from the pretrained target
+        own_parent = mine[0] if name.startswith("e5") else parent  # E5's runs start from the pretrained target
         print(f"\n{name.upper()}: after training (failures: per-image mIoU < {TAU}; fixed/broke against the parent)")
         print(header())
-        for r in ([parent] if name == "e5" else []) + [own_parent] + [r for r in mine if r is not own_parent]:
+        for r in ([parent] if name.startswith("e5") else []) + [own_parent] + [r for r in mine if r is not own_parent]:
             print(row(r, own_parent if r is not parent else parent, main_kinds))
         print("\nthe same runs on the cue scenes (E2's sets):")
         print(cue_table([parent | {"label": "parent"}, *({**r, "label": f"{r['label']} ({r['steps']} steps)"} for r in mine)]))
     print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
 
 
-def pretrained_target(workdir: Path, out: Path, base: Plan, seed: int) -> dict:
+def pretrained_target(workdir: Path, out: Path, base: Plan, seed: int, frozen: bool = False) -> dict:
     """E5's parent: the target's design pretrained on the broad domain, then trained on S(0) as the zoo trains
-    the target (cached in the bench's folder); returns its model entry (plan.parent) with those weights."""
+    the target (with `frozen`, only what follows its backbone learns S(0)); cached in the bench's folder.
+    Returns its model entry (plan.parent) with those weights."""
     broad = write(out, "broad", PRETRAIN["broad_images"], seed, "broad")
     spec = base.parent_spec()
     model = ZooModel("target", "target", spec.factory, 300, seed, spec.input_size,
-                     pretrain_steps=PRETRAIN["pretrain_steps"])
-    weights = out / "zoo" / f"target-pretrained-{PRETRAIN['pretrain_steps']}.pt"
+                     pretrain_steps=PRETRAIN["pretrain_steps"], freeze_pretrained=frozen)
+    weights = out / "zoo" / f"target-pretrained-{PRETRAIN['pretrain_steps']}{'-frozen' if frozen else ''}.pt"
     if not weights.exists():
         world = workdir / "world" / "train"
         report = train(model, world / "images", world / "labels", weights, base.num_classes, threads=2,
-                       broad=(broad.images, broad.labels))
+                       broad=(broad.images, broad.labels),
+                       pretrained_cache=out / "zoo" / f"target-broad-{PRETRAIN['pretrain_steps']}.pt")
         print(f"E5: pretrained the target {PRETRAIN['pretrain_steps']} steps on {PRETRAIN['broad_images']} broad "
               f"scenes, then 300 on S(0), in {report['seconds']:.0f} s")
     return {**dataclasses.asdict(spec), "weights": str(weights)}

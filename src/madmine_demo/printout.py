@@ -161,8 +161,8 @@ def fit(console: Console, fits: dict[str, dict], labels: dict[str, str]) -> None
     table = Table(title="fine-tuning: the S it trained on, V held out of S, T(0) (the kept checkpoint against its parent)",
                   title_justify="left", caption=f"failures: per-image mIoU < {TAU}; fixed/broke with 95% Wilson "
                   "intervals in the workspace's repair table", caption_justify="left")
-    for col in ("target", "S failures", "V failures", "T(0) mIoU", "kept step", "repair on S, V and T(0)"):
-        table.add_column(col, justify="left" if col in ("target", "repair on S, V and T(0)") else "right")
+    for col in ("target", "S failures", "V failures", "T(0) mIoU", "kept step", "fixed/failures, broke/passing"):
+        table.add_column(col, justify="left" if col in ("target", "fixed/failures, broke/passing") else "right")
     for name, r in fits.items():
         def change(before, after, scale=100.0):
             return "-" if before is None or after is None else f"{scale * before:.0f} -> {scale * after:.0f}%"
@@ -170,7 +170,8 @@ def fit(console: Console, fits: dict[str, dict], labels: dict[str, str]) -> None
         table.add_row(labels.get(name, name), change(r.get("parent_s_failures"), r.get("s_failures")),
                       change(r.get("parent_v_failures"), r.get("v_failures")),
                       f"{100 * r['parent_val_miou']:.1f} -> {100 * r['val_miou']:.1f}", str(r.get("step") or "-"),
-                      "\n".join(r.get("repair") or ()))
+                      "\n".join(f"{x['set']}: fixed {x['fixed']}/{x['failures']}, broke {x['broke']}/{x['passing']}"
+                                for x in r.get("repair") or ()))
     console.print(table)
     for name, r in fits.items():
         if r.get("fit_warning"):

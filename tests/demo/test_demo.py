@@ -157,7 +157,8 @@ def test_each_fine_tuning_says_its_fit_and_its_repair_per_kind_is_counted_on_the
     assert set(result.fits) == compared
     for name, fit in result.fits.items():
         assert 0 <= fit["s_failures"] <= 1 and 0 <= fit["parent_s_failures"] <= 1
-        assert any(line.startswith("S: fixed ") for line in fit["repair"])
+        (s_row,) = [r for r in fit["repair"] if r["set"] == "S"]
+        assert s_row["failures"] - s_row["fixed"] + s_row["broke"] == round(fit["s_failures"] * s_row["images"])
     assert set(result.repair) == compared
     probe = result.probe
     for name, per_kind in result.repair.items():

@@ -34,6 +34,7 @@ def finetune(
     from madmine.cli.state import get_config
     from madmine.names import trained_on
     from madmine.steps.context import StepContext
+    from madmine.steps.repair import describe
     from madmine.steps.train.plan import trial_name
     from madmine.steps.train.run import FinetuneParams, run
 
@@ -60,8 +61,8 @@ def finetune(
     if result.s_failures is not None:
         out.print(f"fit: fails on {100 * result.s_failures:.0f}% of the S it trained on (the parent: "
                   f"{100 * (result.parent_s_failures or 0):.0f}%), kept epoch {result.epoch}", highlight=False)
-    for line in result.repair:
-        out.print(f"repair on {line}", highlight=False, soft_wrap=True)
+    for row in result.repair:
+        out.print(f"repair on {describe(row)}", highlight=False, soft_wrap=True)
     if result.fit_warning:
         err.print(f"[yellow]did not fit S:[/] {result.fit_warning}", highlight=False, soft_wrap=True)
 

@@ -33,6 +33,7 @@ from madmine.steps.evaluation import run as evaluation
 from madmine.steps.evaluation import testset
 from madmine.steps.rating import choose
 from madmine.steps.report import ReportParams
+from madmine.steps.repair import describe
 from madmine.steps.report import run as report
 from madmine.steps.score import run as scoring
 
@@ -167,12 +168,13 @@ class Finetune(Step):
         from madmine.steps.train import run as training  # Ray Train: 6.5 s to import, paid only by this step
 
         result = training.run(ctx.step, training.FinetuneParams(ctx.round))
-        for line in result.repair:
+        lines = [describe(row) for row in result.repair]
+        for line in lines:
             ctx.step.say(f"repair on {line}")
         if result.fit_warning:
             ctx.step.say(f"did not fit S: {result.fit_warning}")
         return {"model_version": result.version, "reused": result.already_done, "kept_epoch": result.epoch,
-                "s_failures": result.s_failures, "fit_warning": result.fit_warning, "repair": list(result.repair)}
+                "s_failures": result.s_failures, "fit_warning": result.fit_warning, "repair": lines}
 
 
 class Testset(Step):

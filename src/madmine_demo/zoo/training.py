@@ -43,12 +43,14 @@ class ZooModel:
     batch_size: int = 16
     lr: float = 2e-3
     pretrain_steps: int = 0  # steps on the broad domain first (its classifier then drawn afresh)
+    freeze_pretrained: bool = False  # keep the pretrained backbone as it is while learning the training domain
 
 
 def weights_name(model: ZooModel, data_key: str, broad_key: str = "") -> str:
     fields = asdict(model)
     if not model.pretrain_steps:  # the names of models trained before pretraining was a setting stay the same
         fields.pop("pretrain_steps")
+        fields.pop("freeze_pretrained")
     else:
         fields["broad"] = broad_key
     payload = json.dumps({**fields, "data": data_key}, sort_keys=True)
@@ -66,9 +68,11 @@ def load_pairs(images: Path, labels: Path, size: int) -> tuple[np.ndarray, np.nd
     return np.stack(xs), np.stack(ys)
 
 
-def _fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, model: ZooModel, seed: int) -> list[float]:
-    """AdamW with one-cycle, random batches with flips: how every model of the zoo learns a set."""
-    opt = torch.optim.AdamW(net.parameters(), lr=model.lr, weight_decay=1e-4)
+def _fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, model: ZooModel, seed: int,
+         frozen: nn.Module | None = None) -> list[float]:
+    """AdamW with one-cycle, random batches with flips: how every model of the zoo learns a set (a `frozen`
+    part keeps its weights and its batch-norm statistics)."""
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=model.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=model.lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
     losses = []
@@ -77,6 +81,8 @@ def _fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, model: Zo
         xb, yb = x[idx], y[idx]
         flip = torch.rand(model.batch_size, generator=gen) < 0.5
         xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        if frozen is not None:
+            frozen.eval()
         loss = torch.nn.functional.cross_entropy(forward_logits(net, xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,8 +99,21 @@ def new_classifier(net: nn.Module, num_classes: int) -> None:
             module.reset_parameters()
 
 
+def _pretrained(net: nn.Module, model: ZooModel, broad: tuple[Path, Path], num_classes: int, cache: Path | None) -> None:
+    """The broad domain's weights into `net` (read from `cache` when a run with the same settings wrote it)."""
+    if cache is not None and cache.exists():
+        net.load_state_dict(torch.load(cache, weights_only=True))
+        return
+    bx, by = load_pairs(*broad, model.input_size)
+    _fit(net, torch.from_numpy(bx), torch.from_numpy(by), model.pretrain_steps, model, model.seed + 1000)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), cache.with_suffix(".tmp"))
+        cache.with_suffix(".tmp").replace(cache)
+
+
 def train(model: ZooModel, images: Path, labels: Path, out: Path, num_classes: int, threads: int = 1,
-          broad: tuple[Path, Path] | None = None) -> dict:
+          broad: tuple[Path, Path] | None = None, pretrained_cache: Path | None = None) -> dict:
     """Train one model (after pretraining on the broad domain's images and labels, when it has pretrain_steps)
     and save its state_dict to `out`; returns what happened."""
     torch.set_num_threads(threads)
@@ -105,11 +124,14 @@ def train(model: ZooModel, images: Path, labels: Path, out: Path, num_classes: i
     if model.pretrain_steps:
         if broad is None:
             raise ValueError(f"{model.name} pretrains on the broad domain: give its images and labels")
-        bx, by = load_pairs(*broad, model.input_size)
-        _fit(net, torch.from_numpy(bx), torch.from_numpy(by), model.pretrain_steps, model, model.seed + 1000)
+        _pretrained(net, model, broad, num_classes, pretrained_cache)
         new_classifier(net, num_classes)
+    frozen = getattr(net, "backbone", None) if model.freeze_pretrained and model.pretrain_steps else None
+    if frozen is not None:
+        for p in frozen.parameters():
+            p.requires_grad_(False)
     x, y = load_pairs(images, labels, model.input_size)
-    losses = _fit(net, torch.from_numpy(x), torch.from_numpy(y), model.steps, model, model.seed)
+    losses = _fit(net, torch.from_numpy(x), torch.from_numpy(y), model.steps, model, model.seed, frozen)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     torch.save(net.eval().state_dict(), tmp)

@@ -67,7 +67,7 @@ class FinetuneResult:
     s_failures: float | None = None  # the winner's failures on the S it trained on (the fit guard's figure)
     parent_s_failures: float | None = None
     fit_warning: str | None = None  # one line when it did not fit S (s_failures > [finetune] fit_guard)
-    repair: tuple[str, ...] = ()  # "V: fixed x of y failures ..., broke z of w passing images ...", per set
+    repair: tuple[dict, ...] = ()  # its repair-table rows (V, S, T(0)) without created_at; repair.describe says them
 
 
 def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool) -> None:
@@ -181,7 +181,8 @@ def finetune(
             s_failures=winner.s_failures,
             parent_s_failures=winner.parent.get("s_failures"),
             fit_warning=fit_warning(winner.s_failures, len(plan.s), plan.fit_guard),
-            repair=tuple(repair.describe(r) for r in repair.finetune_rows(row, winner.images, plan.tau)),
+            repair=tuple({k: v for k, v in r.items() if k != "created_at"}
+                         for r in repair.finetune_rows(row, winner.images, plan.tau)),
         )
         storage.markers.mark_done("done", {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))})
     return result
