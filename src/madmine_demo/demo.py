@@ -110,8 +110,7 @@ def _world(workdir: Path, settings, clock: Clock):
                 for name, size, domain in (("train", settings.train, "train"), ("t0", settings.t0, "train"),
                                            ("wild", settings.corpus, settings.world),
                                            ("heldout", settings.heldout, settings.world),
-                                           ("probe", settings.probe_per_kind * len(KINDS), "probe"),
-                                           *((("broad", settings.broad, "broad"),) if settings.pretrain_steps else ()))}
+                                           ("probe", settings.probe_per_kind * len(KINDS), "probe"))}
     return sets
 
 
@@ -124,9 +123,8 @@ def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str
 
     models = demo_settings.zoo(settings)
     with clock.step("models: " + ", ".join(f"{m.name} ({m.factory.split(':')[1]})" for m in models)):
-        broad = (sets["broad"].images, sets["broad"].labels) if "broad" in sets else None
         paths = ensure_trained(models, sets["train"].images, sets["train"].labels, workdir / "workspace" / "zoo",
-                               len(NAMES), zoo_key(settings), broad=broad, broad_key=f"{settings.seed}:{settings.broad}",
+                               len(NAMES), zoo_key(settings),
                                report=lambda text: clock.console.print(text, highlight=False))
     return models, {name: os.path.relpath(p, workdir) for name, p in paths.items()}
 

@@ -30,8 +30,6 @@ class Settings:
     rounds: int = 2
     seed: int = 0
     steps: tuple[int, int, int, int] = (300, 300, 300, 300)  # training steps: target, unet, fcn, mobile
-    pretrain_steps: int = 0  # steps on the broad domain before S(0), for every model of the zoo (0: from scratch)
-    broad: int = 2000  # images of the broad domain (pretraining)
     n3: int = 25
     n4: int = 100
     testset_size: int = 30
@@ -70,8 +68,7 @@ def zoo(settings: Settings) -> list[ZooModel]:
     designs = [("target", "target", "deeplab"), ("unet", "competitor", "unet"), ("fcn", "competitor", "fcn"),
                ("mobile", "competitor", "mobile")]
     return [
-        ZooModel(name, role, f"madmine_demo.zoo.nets:{design}", steps, settings.seed + k, INPUT_SIZE,
-                 pretrain_steps=settings.pretrain_steps)
+        ZooModel(name, role, f"madmine_demo.zoo.nets:{design}", steps, settings.seed + k, INPUT_SIZE)
         for k, ((name, role, design), steps) in enumerate(zip(designs, settings.steps))
     ]
 
