@@ -133,7 +133,7 @@ def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config
     """Round R through madmine.pipeline.round.Round; the simulated people act at its waiting points."""
     cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
     rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco",
-                say=lambda text: clock.console.print(f"  {text}", highlight=False, soft_wrap=True))
+                say=lambda text: clock.console.print(f"  {text}", highlight=False, soft_wrap=True, markup=False))
 
     def tell(step: str, text: str) -> None:
         if text.startswith("done in"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from madmine.metrics import Repair
@@ -175,7 +176,8 @@ def fit(console: Console, fits: dict[str, dict], labels: dict[str, str]) -> None
     console.print(table)
     for name, r in fits.items():
         if r.get("fit_warning"):
-            console.print(f"[yellow]{labels.get(name, name)}: did not fit S:[/] {r['fit_warning']}", highlight=False)
+            console.print(f"[yellow]{escape(labels.get(name, name))}: did not fit S:[/] {escape(r['fit_warning'])}",
+                          highlight=False)
 
 
 def repair_by_kind(console: Console, probe: ArenaResult, repairs: dict[str, dict[str, Repair]],

@@ -4,8 +4,9 @@
 minority of corner cases), two rounds, the paper's n3 = 25 and n4 = 100. `QUICK` runs every
 step on a small corpus for one round (the end-to-end test).
 Fine-tuning uses the recipe the target was trained with (AdamW, one-cycle, batch norm trained,
-flips only), each batch half S and half S(0), for as many steps as the target's own training:
-the recipe bench.finetune_repair measured against the paper's (docs/demo.md, "Does
+flips only) plus copy-paste of S(0) objects onto half the images, each batch half S and half
+S(0), for as many steps as the target's own training: the recipe bench.finetune_repair measured
+against the paper's (docs/demo.md, "Does
 fine-tuning repair what it was shown?"); `[finetune]` keys, so any of it can be changed.
 """
 
@@ -45,7 +46,7 @@ class Settings:
     weight_decay: float = 1e-4  # the target's own
     scale_range: tuple[float, float] = (1.0, 1.0)  # the target never saw rescaling
     photometric: bool = False
-    copy_paste: float = 0.0
+    copy_paste: float = 0.5  # half the training images get the objects of an S(0) image pasted on (E4)
     shard_size: int = 500
     world: str = "web"  # the corpus's mix of kinds (madmine_demo.world.failures.MIXES)
     probe_per_kind: int = 100  # probe scenes of each kind: failure rates and repair per kind, before and after fine-tuning

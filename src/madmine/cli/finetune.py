@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from madmine.cli.state import user_errors
@@ -39,7 +40,7 @@ def finetune(
     from madmine.steps.train.run import FinetuneParams, run
 
     ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True,
-                         say=lambda text: out.print(text, highlight=False, soft_wrap=True))
+                         say=lambda text: out.print(text, highlight=False, soft_wrap=True, markup=False))
     result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart))
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
@@ -64,7 +65,7 @@ def finetune(
     for row in result.repair:
         out.print(f"repair on {describe(row)}", highlight=False, soft_wrap=True)
     if result.fit_warning:
-        err.print(f"[yellow]did not fit S:[/] {result.fit_warning}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]did not fit S:[/] {escape(result.fit_warning)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

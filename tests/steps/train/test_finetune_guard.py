@@ -49,7 +49,7 @@ def test_a_recipe_that_changes_nothing_says_its_plan_trips_the_fit_guard_and_rep
     # 8 + 8 images in one pool, batches of 4: 4 steps an epoch, the budget of 10 cuts the third at 2
     assert "10 steps of 4 images from S and S(0) shuffled together: 2.5 passes over S (8 images)" in text
     assert "batch norm frozen (the parent's statistics) (auto, 4 images per worker)" in text
-    assert "did not fit S" in text and "fit_guard = 0.5" in text
+    assert "did not fit S" in text and "[finetune] fit_guard = 0.5" in text
 
     s_failures = failures_by_hand(cfg.target, scenes(8, "shift", 3))
     t0_failures = failures_by_hand(cfg.target, scenes(6, "s0", 2))
