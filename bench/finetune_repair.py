@@ -1,4 +1,4 @@
-"""What fine-tuning on round 0's S can repair, and why not more: experiments E0-E4, measured in process.
+"""What fine-tuning on round 0's S can repair, and why not more: experiments E0-E6, measured in process.
 
 It needs a demo workdir after round 0 (`madmine demo --rounds 1`): the world and the workspace's
 round-0 plan (S, S(0), T(0), the parent target). It renders a probe (`--probe` scenes of every
@@ -21,13 +21,14 @@ E2  which cue the target follows: training scenes with one change at a time
 E3  photometric augmentation (channels permuted, greyscale), without S (S(0) alone) and with S:
     can this network segment by shape at all?
 E4  copy-paste of S(0) objects onto training images, without S and with S, against occlusion;
-E6  what keeps the kinds S does not hold: the target's own recipe with batch norm frozen, with a
-    quarter of each batch from S instead of half, and both;
 E5  the paper's setting: the target's design pretrained on a broad domain first (other categories in
     any colour, texture, size and angle, among clutter: world.failures.broad_scene), then trained on
-    S(0) as the zoo trains it; that target as it is, and fine-tuned on S_train with its own recipe.
+    S(0) as the zoo trains it (e5: all of it; e5f: its backbone frozen after pretraining); that
+    target as it is, and fine-tuned on S_train with its own recipe;
+E6  what keeps the kinds S does not hold: the target's own recipe with batch norm frozen, with a
+    quarter of each batch from S instead of half, and both.
 
-    python -m bench.finetune_repair [--workdir demo-work] [--experiments e0,e1,e2,e3,e4] [--probe 100]
+    python -m bench.finetune_repair [--workdir demo-work] [--experiments e0,e1,e2,e3,e4,e5,e5f,e6] [--probe 100]
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def pct(x: float) -> str:
 
 def row(result: dict, parent: dict, main_kinds: list[str]) -> str:
     """One markdown row: training set, steps, fit, V, the probe per kind with fixed/broken of the main kinds, T(0)."""
-    cells = [f"{result['label']} (lr {result['lr']:g})" if result["steps"] else "the parent (round 0's target)",
+    untrained = "the parent (round 0's target)" if result["label"] == "parent" else result["label"]
+    cells = [f"{result['label']} (lr {result['lr']:g})" if result["steps"] else untrained,
              str(result["steps"] or "-"), pct(rate(result["images"]["s_train"])), pct(rate(result["images"]["v"]))]
     for kind in KINDS:
         cell = pct(rate(by_kind(result, kind)))
@@ -227,7 +229,7 @@ def cue_table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("demo-work"))
-    parser.add_argument("--experiments", default="e0,e1,e2,e3,e4")
+    parser.add_argument("--experiments", default="e0,e1,e2,e3,e4,e5,e5f,e6")
     parser.add_argument("--probe", type=int, default=100, help="probe scenes per kind")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
