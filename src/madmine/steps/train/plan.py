@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from madmine.config import Config, ModelSpec
+from madmine.steps.context import from_section
 from madmine.steps.train.data import DataError, Pair, TrainingData
 from madmine.steps.train.recipe import summed_lr, trains_batch_norm
 from madmine.steps.train.sampling import epoch_steps, split_batch
@@ -206,7 +207,10 @@ def make_plan(
                 f"round {round_}: S has {len(data.s)} labelled image, too few to keep one for validation and train on "
                 "the rest; label more, or set [finetune] choose_by = \"t0\""
             )
-    return Plan(
+    # every recipe setting is a [finetune] key of the same name; the rest is this round's
+    return from_section(
+        Plan,
+        f,
         round=round_,
         classes=tuple(config.classes),
         parent=dataclasses.asdict(parent),
@@ -217,32 +221,11 @@ def make_plan(
         s0=_pairs(data.s0),
         t0=_pairs(data.t0),
         lr_grid=tuple(f.lr_grid),
-        epochs=f.epochs,
-        batch_size=f.batch_size,
-        momentum=f.momentum,
-        weight_decay=f.weight_decay,
-        poly_power=f.poly_power,
         crop_size=f.crop_size or parent.input_size,
         scale_range=tuple(f.scale_range),
-        flip=f.flip,
-        mixing=f.mixing,
-        batch_norm=f.batch_norm,
-        val_every=f.val_every,
-        checkpoint_every=f.checkpoint_every,
-        loader_workers=f.loader_workers,
-        seed=f.seed,
         selection=selection,
-        choose_by=f.choose_by,
         v=v,
-        max_t0_drop=f.max_t0_drop,
         tau=config.evaluate.tau,
-        optimizer=f.optimizer,
-        schedule=f.schedule,
-        steps=f.steps,
-        s_share=f.s_share,
-        photometric=f.photometric,
-        copy_paste=f.copy_paste,
-        fit_guard=f.fit_guard,
         workers=f.num_workers,
     )
 
