@@ -252,6 +252,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
                                                  workdir / "seeds" / f"{_fork_name(strategy, r)}-seed-{seed}", truth,
                                                  ray_address, seed=settings.seed + seed)
             variants[measure.seed_variant(f"{strategy}_r{r}", seed)] = result.weights_uri
+            fits[measure.seed_variant(f"{strategy}_r{r}", seed)] = dict(result.__dict__)
 
     with clock.step("evaluate: every model on T(0) held-out and every T(R); selection quality"):
         evaluated = evaluation.run(ctx, evaluation.EvaluateParams())
@@ -291,11 +292,13 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     printout.table1(console, summary)
     printout.table2(console, arenas["heldout"], labels)
     printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)
-    fits = {k: fits[k] for k in sorted(fits, key=lambda k: (not k.startswith("mad"), k))}
-    printout.fit(console, fits, labels)
+    shown = {k: fits[k] for k in sorted(fits, key=lambda k: (not k.startswith("mad"), k)) if k in labels}
+    printout.fit(console, shown, labels)
     repairs = measure.repair_by_kind(arenas["probe"], [k for k in arena_models if not measure.is_seed_variant(k)])
     printout.repair_by_kind(console, arenas["probe"], repairs, labels)
-    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds)
+    s_kinds = next((y.kinds for y in yields.get(0, []) if y.name.startswith("S:")), None)
+    main_kind = s_kinds.most_common(1)[0][0] if s_kinds else ""  # the kind round 0's S holds most
+    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds, main_kind, fits)
     if settings.seeds > 1:
         printout.seed_spread(console, spread, labels, settings.seeds)
     for r in range(settings.rounds):
@@ -308,7 +311,7 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
     return DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                      arenas["t0"], learned.get("learned"), spread, fits, repairs)
+                      arenas["t0"], learned.get("learned"), spread, shown, repairs)
 
 
 def _fork_name(strategy: str, round_: int) -> str:

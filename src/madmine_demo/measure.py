@@ -124,6 +124,9 @@ class Spread:
     gains: list[float]  # held-out wild dataset mIoU minus the original target's
     t0: list[float]  # dataset mIoU on T(0) held-out
     probe_failures: list[float]  # fraction of probe images with per-image mIoU < TAU
+    kind: str = ""  # the kind of scene S of round 0 holds most
+    kind_failures: list[float] = field(default_factory=list)  # the probe's failure rate on that kind
+    fit: list[float | None] = field(default_factory=list)  # failures on the S it trained on (the fit guard's figure)
 
     @staticmethod
     def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -142,15 +145,18 @@ def is_seed_variant(name: str) -> bool:
     return SEED_SUFFIX in name
 
 
-def seed_spread(heldout, probe, t0, seeds: int) -> dict[str, Spread]:
-    """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...)."""
+def seed_spread(heldout, probe, t0, seeds: int, kind: str = "", fits: dict | None = None) -> dict[str, Spread]:
+    """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...): the held-out
+    gain, T(0), probe failures, those of one kind of scene, and the fit on its own S."""
     out = {}
     for name in heldout.models:
         if name not in heldout.gain or is_seed_variant(name):
             continue
         names = [name] + [seed_variant(name, k) for k in range(1, seeds) if seed_variant(name, k) in heldout.gain]
         out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
-                           [probe.failures[n] for n in names])
+                           [probe.failures[n] for n in names], kind,
+                           [probe.failures_by_kind.get(n, {}).get(kind, float("nan")) for n in names],
+                           [(fits or {}).get(n, {}).get("s_failures") for n in names])
     return out
 
 

@@ -144,7 +144,10 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
     table = Table(title=f"the spread over {seeds} training seeds (mean ± sd; each run on the same S)",
                   title_justify="left", caption=f"gain: held-out wild dataset mIoU minus the original target's; "
                   f"probe failures: per-image mIoU < {TAU}", caption_justify="left")
-    for col in ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)"):
+    kind = next((s.kind for s in spread.values() if s.kind), "")
+    cols = ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)",
+            f"probe: {kind} (%)", "fails on its S (%)")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("target", "per seed") else "right")
 
     def show(values: list[float], scale: float = 100.0, sign: str = "") -> str:
@@ -152,8 +155,10 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
         return f"{scale * mean:{sign}.1f} ± {scale * sd:.1f}" if len(values) > 1 else f"{scale * mean:{sign}.1f}"
 
     for name, s in spread.items():
+        fit = [f for f in s.fit if f is not None]
         table.add_row(labels.get(name, name), str(len(s.gains)), show(s.gains, sign="+"),
-                      " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures))
+                      " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures),
+                      show(s.kind_failures), show(fit) if fit else "-")
     console.print(table)
 
 
