@@ -238,10 +238,10 @@ def test_the_held_out_part_of_s_is_fixed_by_name_and_seed_and_near_its_share():
 
 
 def test_validation_counts_failures_on_v_like_an_independent_per_image_miou(tmp_path):
-    """loop.validate on a network with fixed outputs against numpy's per-image mIoU."""
+    """loop.checkpoint_measures on V, for a network with fixed outputs, against numpy's per-image mIoU."""
     from torch import nn
 
-    from madmine.steps.train.loop import validate
+    from madmine.steps.train.loop import checkpoint_measures
 
     rng = np.random.default_rng(2)
     pairs, truth = [], []
@@ -271,11 +271,12 @@ def test_validation_counts_failures_on_v_like_an_independent_per_image_miou(tmp_
             if union.sum():
                 ious.append((((label == k) & (pred == k)) & valid).sum() / union.sum())
         truth.append(np.mean(ious))
-    plan = _plan(classes=("a", "b", "c"), v=tuple(pairs), tau=0.5, loader_workers=0,
+    plan = _plan(classes=("a", "b", "c"), v=tuple(pairs), t0=(), s=(), tau=0.5, loader_workers=0,
                  parent={"name": "t", "role": "target", "arch": "fcn_resnet50", "input_size": 16, "mean": (0.5,) * 3,
                          "std": (0.5,) * 3})
-    out = validate(Fixed(), plan, {}, "cpu", 0, 1)
+    out, images = checkpoint_measures(Fixed(), plan, {}, "cpu", 0, 1)
     truth = np.asarray(truth)
+    np.testing.assert_allclose(images["v"], truth)
     assert out["v_failures"] == pytest.approx(np.mean(truth < 0.5))
     assert out["v_image_miou"] == pytest.approx(truth.mean())
     assert 0 < out["v_failures"] < 1

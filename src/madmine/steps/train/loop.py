@@ -136,21 +136,6 @@ def summary(mious: np.ndarray, tau: float) -> tuple[float, float]:
     return float(np.mean(values < tau)), float(values.mean())
 
 
-def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
-             loaded: LoadedModel | None = None) -> float:
-    """Dataset mIoU on T(0)."""
-    return metrics.dataset_miou(per_image(net, plan.t0, plan, storage_options, device, rank, world, loaded)[0])
-
-
-def validate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
-             loaded: LoadedModel | None = None) -> dict:
-    """On V, the held-out part of S: the fraction of failures (per-image mIoU below plan.tau)
-    and the mean per-image mIoU: how well the model now does on the kind of image it was
-    shown to fail on, but on images it was not trained on."""
-    failures, mean = summary(per_image(net, plan.v, plan, storage_options, device, rank, world, loaded)[1], plan.tau)
-    return {"v_failures": failures, "v_image_miou": mean}
-
-
 def checkpoint_measures(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
                         loaded: LoadedModel | None = None) -> tuple[dict, dict]:
     """(the curve's figures, per-image mIoU by set) of the model as it is: T(0) (dataset mIoU), V
