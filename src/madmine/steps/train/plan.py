@@ -132,9 +132,11 @@ class Plan:
                           for lr in sorted(self.lr_grid))
         bn = "trained" if self.train_batch_norm else "frozen (the parent's statistics)"
         bn += f" ({self.batch_norm}, {self.batch_size} images per worker)" if self.batch_norm == "auto" else ""
+        bound = 100 * self.max_t0_drop
         choice = ("T(0) mIoU (the paper's)" if self.choose_by == "t0" else
                   f"the fewest failures on V ({len(self.v)} images held out of S: one image moves its failure rate "
-                  f"{100 / max(len(self.v), 1):.1f} points), within {100 * self.max_t0_drop:g} points of the parent's T(0) mIoU")
+                  f"{100 / max(len(self.v), 1):.1f} points), within {bound:g} point{'' if bound == 1 else 's'} of the parent's "
+                  "T(0) mIoU")
         return (
             f"{self.total_steps} steps of {batch}{workers}: {over_s:.1f} passes over S ({n_s} images), "
             f"{over_0:.1f} over S(0) ({n_0}); {self.optimizer}, {self.schedule} schedule, lr {rates}; "
