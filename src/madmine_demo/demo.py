@@ -298,7 +298,11 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     printout.repair_by_kind(console, arenas["probe"], repairs, labels)
     s_kinds = next((y.kinds for y in yields.get(0, []) if y.name.startswith("S:")), None)
     main_kind = s_kinds.most_common(1)[0][0] if s_kinds else ""  # the kind round 0's S holds most
-    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds, main_kind, fits)
+    held = {r: {k for y in (yields.get(q, []) for q in range(r + 1)) for row in y if row.name.startswith("S:")
+                for k, n in row.kinds.items() if n} for r in yields}
+    absent = {r: set(KINDS) - kinds for r, kinds in held.items()}  # kinds no S of MAD's rounds <= R holds
+    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds, main_kind, fits,
+                                 absent)
     if settings.seeds > 1:
         printout.seed_spread(console, spread, labels, settings.seeds)
     for r in range(settings.rounds):

@@ -127,6 +127,7 @@ class Spread:
     kind: str = ""  # the kind of scene S of round 0 holds most
     kind_failures: list[float] = field(default_factory=list)  # the probe's failure rate on that kind
     fit: list[float | None] = field(default_factory=list)  # failures on the S it trained on (the fit guard's figure)
+    elsewhere: list[tuple[str, float]] = field(default_factory=list)  # the kind not in S that gained most failures, and how many
 
     @staticmethod
     def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -145,9 +146,19 @@ def is_seed_variant(name: str) -> bool:
     return SEED_SUFFIX in name
 
 
-def seed_spread(heldout, probe, t0, seeds: int, kind: str = "", fits: dict | None = None) -> dict[str, Spread]:
+def worst_elsewhere(probe, variant: str, absent: set[str]) -> tuple[str, float]:
+    """(kind, change of its failure rate against the variant's parent) for the kind of scene S does not hold
+    whose probe failure rate rose most."""
+    mine, theirs = probe.failures_by_kind.get(variant, {}), probe.failures_by_kind.get(parent_of(variant), {})
+    changes = [(k, mine[k] - theirs[k]) for k in sorted(absent) if k in mine and k in theirs]
+    return max(changes, key=lambda c: c[1], default=("", float("nan")))
+
+
+def seed_spread(heldout, probe, t0, seeds: int, kind: str = "", fits: dict | None = None,
+                absent: dict[int, set[str]] | None = None) -> dict[str, Spread]:
     """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...): the held-out
-    gain, T(0), probe failures, those of one kind of scene, and the fit on its own S."""
+    gain, T(0), probe failures, those of one kind of scene, the fit on its own S, and of the kinds of scene
+    absent[R] (none of MAD's S of rounds <= R holds them) the one that gained most failures."""
     out = {}
     for name in heldout.models:
         if name not in heldout.gain or is_seed_variant(name):
@@ -156,7 +167,9 @@ def seed_spread(heldout, probe, t0, seeds: int, kind: str = "", fits: dict | Non
         out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
                            [probe.failures[n] for n in names], kind,
                            [probe.failures_by_kind.get(n, {}).get(kind, float("nan")) for n in names],
-                           [(fits or {}).get(n, {}).get("s_failures") for n in names])
+                           [(fits or {}).get(n, {}).get("s_failures") for n in names],
+                           [worst_elsewhere(probe, n, (absent or {}).get(int(name.rpartition("_r")[2]), set()))
+                            for n in names])
     return out
 
 

@@ -146,7 +146,7 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
                   f"probe failures: per-image mIoU < {TAU}", caption_justify="left")
     kind = next((s.kind for s in spread.values() if s.kind), "")
     cols = ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)",
-            f"probe: {kind} (%)", "fails on its S (%)")
+            f"probe: {kind} (%)", "fails on its S (%)", "most failures gained on a kind not in S (points)")
     for col in cols:
         table.add_column(col, justify="left" if col in ("target", "per seed") else "right")
 
@@ -158,7 +158,8 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
         fit = [f for f in s.fit if f is not None]
         table.add_row(labels.get(name, name), str(len(s.gains)), show(s.gains, sign="+"),
                       " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures),
-                      show(s.kind_failures), show(fit) if fit else "-")
+                      show(s.kind_failures), show(fit) if fit else "-",
+                      " ".join(f"{k} {100 * v:+.0f}" for k, v in s.elsewhere if k) or "-")
     console.print(table)
 
 
