@@ -146,7 +146,7 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
                   f"probe failures: per-image mIoU < {TAU}", caption_justify="left")
     kind = next((s.kind for s in spread.values() if s.kind), "")
     cols = ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)",
-            f"probe: {kind} (%)", "fails on its S (%)", "most failures gained on a kind not in S (points)")
+            f"probe: {kind} (%)", "fails on its S (%)", "most failures gained on a kind MAD's S does not hold (points)")
     for col in cols:
         table.add_column(col, justify="left" if col in ("target", "per seed") else "right")
 
