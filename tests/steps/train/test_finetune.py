@@ -228,7 +228,7 @@ def test_killed_driver_continues_from_s3_checkpoints(tmp_path, ray_train, cli_en
     cfg = load_config(path)
     ws = Workspace.from_config(cfg)
     add_round(ws, 1, scenes(6, "shift", 3), f"s3://{bucket}/corpus", options)
-    trial = f"{bucket}/work/finetune/round-1/trials/lr-0.02"
+    trial = f"{bucket}/work/finetune/round-1-mad/trials/lr-0.02"
 
     cmd = [sys.executable, str(REPO / "ray_jobs" / "finetune_job.py"), "--config", str(path), "--round", "1"]
     log = tmp_path / "first-driver.log"
