@@ -88,3 +88,6 @@ SELECT * FROM read_parquet(getvariable('workspace') || '/tables/sample/[!.]*.par
 
 CREATE OR REPLACE VIEW selectors AS
 SELECT * FROM read_parquet(getvariable('workspace') || '/tables/selectors/[!.]*.parquet', union_by_name = true);
+
+CREATE OR REPLACE VIEW repair AS
+SELECT * FROM read_parquet(getvariable('workspace') || '/tables/repair/[!.]*.parquet', union_by_name = true);

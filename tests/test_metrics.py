@@ -187,3 +187,36 @@ def test_sign_test_is_the_exact_two_sided_binomial():
         n, k = wins_a + wins_b, min(wins_a, wins_b)
         tail = sum(math.comb(n, j) for j in range(k + 1)) / 2**n if n else 0.5
         assert metrics.sign_test(wins_a, wins_b) == pytest.approx(min(1.0, 2 * tail))
+
+
+# ---- repair: fixed and broken images, and the Wilson interval ------------------------------------
+@pytest.mark.parametrize("k, n", [(0, 1), (0, 22), (3, 22), (18, 22), (22, 22), (41, 78), (1, 700)])
+def test_wilson_interval_matches_scipys(k, n):
+    from scipy.stats import binomtest
+
+    expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert metrics.wilson_interval(k, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
+
+
+def test_wilson_interval_of_nothing_is_nan_and_a_bad_count_is_refused():
+    assert all(np.isnan(v) for v in metrics.wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        metrics.wilson_interval(5, 4)
+
+
+def test_repair_counts_fixed_and_broken_images_as_counted_by_hand():
+    #         image:   0     1     2     3     4     5     6     7     8
+    parent = [0.10, 0.45, 0.30, 0.90, 0.70, 0.55, 0.20, np.nan, 0.80]
+    child = [0.60, 0.40, 0.50, 0.95, 0.30, 0.49, 0.20, 0.90, np.nan]
+    # the parent fails on 0, 1, 2, 6 (below 0.5); the child passes 0 and 2 of them: fixed 2 of 4.
+    # the parent passes 3, 4, 5; the child fails 4 and 5: broke 2 of 3. Images 7 and 8 lack a figure.
+    r = metrics.repair(parent, child, 0.5)
+    assert (r.failures, r.fixed, r.passing, r.broke, r.images, r.failures_after) == (4, 2, 3, 2, 7, 4)
+    assert r.parent_image_miou == pytest.approx(np.mean([0.10, 0.45, 0.30, 0.90, 0.70, 0.55, 0.20]))
+    assert r.image_miou == pytest.approx(np.mean([0.60, 0.40, 0.50, 0.95, 0.30, 0.49, 0.20]))
+    assert r.fixed_interval == metrics.wilson_interval(2, 4) and r.broke_interval == metrics.wilson_interval(2, 3)
+    text = r.describe()
+    assert text.startswith("fixed 2 of 4 failures (50%; 95% interval 15-85%), broke 2 of 3 passing images (67%;")
+    assert "per-image mIoU 0.457 -> 0.491" in text
+    with pytest.raises(ValueError):
+        metrics.repair([0.1, 0.2], [0.3], 0.5)

@@ -66,7 +66,7 @@ def test_views_sql_runs_in_plain_duckdb(world):
         try:
             con.execute(statement.query)
         except duckdb.IOException as exc:  # tables this world does not have
-            assert re.search(r"tables/(models|selected|finetune_curves|evaluation\w*|selection_quality|competition\w*|sample|selectors)/", str(exc))
+            assert re.search(r"tables/(models|selected|finetune_curves|evaluation\w*|selection_quality|competition\w*|sample|selectors|repair)/", str(exc))
     plain = con.sql("SELECT competitor, count(*) AS n FROM pairs GROUP BY ALL ORDER BY ALL").fetchall()
     ours = Session(world.ws).query("SELECT competitor, count(*) AS n FROM pairs GROUP BY ALL ORDER BY ALL")
     assert plain == [tuple(r.values()) for r in ours.to_pylist()]

@@ -21,7 +21,7 @@ import re
 import tomllib
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
@@ -397,32 +397,46 @@ class NightlyConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class FinetuneConfig:
-    """`madmine finetune` (step 5 of the method, docs/paper.md): the paper's schedule by default, data folders, Ray resources.
+    """`madmine finetune` (step 5 of the method, docs/paper.md): the recipe (the paper's by default), data
+    folders, Ray resources.
 
     S(0) and T(0) are folders (or s3:// prefixes) of images and label PNGs matched by file
-    stem; see docs/finetune.md.
+    stem; see docs/finetune.md, which also says which settings are the paper's.
     """
+
+    RENAMED: ClassVar[dict[str, str]] = {"freeze_bn": 'batch_norm = "freeze", "train" or "auto"'}
 
     s0_images: Text = ""
     s0_labels: Text = ""
     t0_images: Text = ""
     t0_labels: Text = ""
     lr_grid: tuple[Annotated[Number, Field(gt=0)], ...] = (1e-5, 5e-5, 1e-4)
-    epochs: AtLeastOne = 80
-    batch_size: AtLeastOne = 2
-    momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.9
+    # the recipe: what the paper trains with, unless set
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["poly", "constant", "cosine", "onecycle"] = "poly"
+    epochs: AtLeastOne = 80  # passes over the pool of `mixing` (union: S and S(0); alternate: S)
+    steps: Annotated[int, Field(strict=True, ge=0)] = 0  # > 0: this many optimiser steps instead of `epochs` passes
+    batch_size: AtLeastOne = 2  # images per step and worker (alternate: both parts together)
+    momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.9  # sgd
     weight_decay: NonNegative = 5e-4
     poly_power: NonNegative = 0.9
+    # batch norm: auto trains its statistics when a worker's batch holds at least 8 images, else keeps the parent's
+    batch_norm: Literal["auto", "train", "freeze"] = "auto"
+    mixing: Literal["union", "alternate"] = "union"  # union: one shuffled pool of S and S(0) (the paper's)
+    s_share: Annotated[Number, Field(gt=0, le=1)] = 0.5  # alternate: the share of each batch drawn from S
+    # augmentation, each on or off
     crop_size: Annotated[int, Field(strict=True, ge=0, le=4096)] = 0  # 0: the target's input_size
     scale_range: tuple[Annotated[Number, Field(gt=0, le=8)], Annotated[Number, Field(gt=0, le=8)]] = (0.5, 2.0)
     flip: Flag = True
-    mixing: Literal["alternate", "union"] = "alternate"  # alternate: a batch of S and a batch of S(0) per step
-    freeze_bn: Flag = True
-    # which learning rate wins: "t0" (the paper: the highest T(0) mIoU) or "validation" (the fewest failures
-    # on a held-out part of S, among the rates whose T(0) mIoU is within max_t0_drop of the parent's)
+    photometric: Flag = False  # colour channels permuted (half the images) or greyscale (a fifth)
+    copy_paste: Annotated[Number, Field(ge=0, le=1)] = 0.0  # share of images that get the objects of an S(0) image pasted on
+    # which checkpoint wins: "t0" (the paper: the highest T(0) mIoU) or "validation" (the fewest failures
+    # on a held-out part of S, among the checkpoints whose T(0) mIoU is within max_t0_drop of the parent's);
+    # every validated epoch of every lr competes
     choose_by: Literal["t0", "validation"] = "t0"
     validation_share: Annotated[Number, Field(gt=0, le=0.5)] = 0.2  # of S, kept out of training ("validation")
     max_t0_drop: Annotated[Number, Field(ge=0, le=1)] = 0.01  # mIoU on T(0), as a fraction ("validation")
+    fit_guard: Annotated[Number, Field(gt=0, le=1)] = 0.5  # warn when the new version fails on more of the S it trained on
     start_from: Literal["latest", "original"] = "latest"  # latest: the newest target version of an earlier round
     num_workers: AtLeastOne = 1
     use_gpu: Flag = False
@@ -647,6 +661,8 @@ def _message(error: dict, where: str, cls) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     shown = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        if key in getattr(cls, "RENAMED", {}):
+            return f"{where}: unknown key {key!r}: it is now {cls.RENAMED[key]}"
         return f"{where}: unknown key {key!r}{_did_you_mean(key, _allowed(cls))}; allowed keys: {', '.join(_allowed(cls))}"
     if kind == "missing":
         return f"{where} {key} is missing" if len(loc) == 1 else f"{where} {key} has too few values"

@@ -370,6 +370,10 @@ FINETUNE_CURVES = Table(
             ("seconds", pa.float64()),
             ("v_failures", pa.float64()),  # choose_by = "validation": failures on V, the held-out part of S
             ("v_image_miou", pa.float64()),
+            ("s_failures", pa.float64()),  # failures on the S it trains on: does it fit S?
+            ("s_image_miou", pa.float64()),
+            ("step", pa.int64()),  # optimiser steps done
+            ("kept", pa.bool_()),  # the epoch whose checkpoint the trial keeps
         ]
     ),
     "madmine finetune [--selection NAME]",
@@ -560,12 +564,43 @@ SELECTORS = Table(
     "madmine evaluate --selectors",
 )
 
+REPAIR = Table(
+    "repair",
+    "tables/repair/{part}.parquet",
+    pa.schema(
+        [
+            ("model", pa.string()),
+            ("model_version", pa.string()),  # the new version
+            ("parent_version", pa.string()),  # what it was fine-tuned from
+            ("selection", pa.string()),  # the strategy whose S it learned from
+            ("model_round", pa.int32()),
+            ("set", pa.string()),  # "T(0)", "T(i)", "V" (held out of S) or "S" (the S it trained on)
+            ("testset_round", pa.int32()),  # T(i)'s round (-1: T(0)); null for V and S
+            ("images", pa.int32()),  # images with a labelled pixel, both models measured
+            ("failures", pa.int32()),  # the parent's failures (per-image mIoU < tau)
+            ("fixed", pa.int32()),  # ... that the new version passes
+            ("fixed_low", pa.float64()),  # 95% Wilson interval of fixed / failures
+            ("fixed_high", pa.float64()),
+            ("passing", pa.int32()),  # the parent's passing images
+            ("broke", pa.int32()),  # ... that the new version fails
+            ("broke_low", pa.float64()),  # 95% Wilson interval of broke / passing
+            ("broke_high", pa.float64()),
+            ("parent_image_miou", pa.float64()),  # mean per-image mIoU of the parent over the counted images
+            ("image_miou", pa.float64()),  # ... and of the new version
+            ("tau", pa.float64()),
+            ("source", pa.string()),  # "finetune" (V, S, T(0) when it was made) or "evaluate"
+            ("created_at", _UTC),
+        ]
+    ),
+    "madmine finetune (finetune-<model>-round-<R>-<strategy>) and madmine evaluate (evaluation)",
+)
+
 CATALOG: dict[str, Table] = {
     t.name: t
     for t in (
         MANIFEST, PREDICTIONS, PAIRS, ERRORS, BOUNDS, CANDIDATES, RATINGS, SELECTED, LABELS, TESTSETS, MODELS,
         FINETUNE_CURVES, EVALUATION, EVALUATION_IMAGES, SELECTION_QUALITY, COMPETITIONS, COMPETITION_RESULTS,
-        SAMPLE, SELECTORS,
+        SAMPLE, SELECTORS, REPAIR,
     )
 }
 

@@ -11,7 +11,7 @@ the simulated annotator through a COCO export and `annotate import`.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ class ArenaResult:
     gain: dict[str, tuple[float, float, float]]  # model -> dataset mIoU minus the original's: (value, 2.5%, 97.5%)
     competitions: list[competition.Competition]
     images: int
+    image_mious: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> image_id -> per-image mIoU
+    kinds: dict[str, str] = field(default_factory=dict)  # image_id -> kind of scene
 
 
 def _by_kind(image_rows: list[dict], truth: Truth) -> dict[str, dict[str, float]]:
@@ -128,5 +130,8 @@ def run_arena(root: Path, config_text: str, heldout: Dataset, truth: Truth, pair
         results.append(comp)
     base = config.target.name
     gain = {name: paired_bootstrap(images, name, base) for name in names if name != base}
+    image_mious: dict[str, dict[str, float]] = {}
+    for r in images:
+        image_mious.setdefault(r["model"], {})[r["image_id"]] = float("nan") if r["image_miou"] is None else r["image_miou"]
     return ArenaResult(names, miou, per_image, failures, _by_kind(images, truth), _failures_by_kind(images, truth), gain,
-                       results, len(heldout.kinds()))
+                       results, len(heldout.kinds()), image_mious, {r["image_id"]: truth.kind(r["image_id"]) for r in images})

@@ -93,6 +93,7 @@ class DemoResult:
     selectors: dict = field(default_factory=dict)  # round -> selectors.Judged: every selector over the whole corpus
     fits: dict = field(default_factory=dict)  # variant -> its fine-tuning's result (FinetuneResult fields)
     findings: list = field(default_factory=list)  # the run's findings as sentences, from its own tables
+    repair: dict = field(default_factory=dict)  # variant -> kind -> metrics.Repair against its parent on the probe
 
 
 def _world(workdir: Path, settings, clock: Clock):
@@ -133,7 +134,8 @@ def _models(workdir: Path, settings, sets, clock: Clock) -> tuple[list, dict[str
 def _run_round(config, ws, round_: int, truth, clock: Clock, ray_address, config_path: Path, on_rate=None):
     """Round R through madmine.pipeline.round.Round; the simulated people act at its waiting points."""
     cfg = with_latest_target(config, ws)  # round R troubleshoots the newest target version
-    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco")
+    rnd = Round(cfg, round_, ray_address=ray_address, config_path=str(config_path), export_format="coco",
+                say=lambda text: clock.console.print(f"  {text}", highlight=False, soft_wrap=True, markup=False))
 
     def tell(step: str, text: str) -> None:
         if text.startswith("done in"):
@@ -288,7 +290,17 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     printout.table1(console, summary)
     printout.table2(console, arenas["heldout"], labels)
     printout.failures_by_kind(console, arenas["probe"], arenas["t0"], labels)
-    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds)
+    shown = {k: fits[k] for k in sorted(fits, key=lambda k: (not k.startswith("mad"), k)) if k in labels}
+    printout.fit(console, shown, labels)
+    repairs = measure.repair_by_kind(arenas["probe"], [k for k in arena_models if not measure.is_seed_variant(k)])
+    printout.repair_by_kind(console, arenas["probe"], repairs, labels)
+    s_kinds = next((y.kinds for y in yields.get(0, []) if y.name.startswith("S:")), None)
+    main_kind = s_kinds.most_common(1)[0][0] if s_kinds else ""  # the kind round 0's S holds most
+    held = {r: {k for y in (yields.get(q, []) for q in range(r + 1)) for row in y if row.name.startswith("S:")
+                for k, n in row.kinds.items() if n} for r in yields}
+    absent = {r: set(KINDS) - kinds for r, kinds in held.items()}  # kinds no S of MAD's rounds <= R holds
+    spread = measure.seed_spread(arenas["heldout"], arenas["probe"], arenas["t0"], settings.seeds, main_kind, fits,
+                                 absent)
     if settings.seeds > 1:
         printout.seed_spread(console, spread, labels, settings.seeds)
     for r in range(settings.rounds):
@@ -297,16 +309,16 @@ def run_demo(workdir: Path, images: int | None = None, *, rounds: int | None = N
     for r, trained in sorted(predictors.items()):
         console.print(f"round {r} failure predictor: " + trained.describe(), highlight=False)
     result = DemoResult(workdir, clock.rows, clock.total, yields, summary, arenas["heldout"], reports, arenas["probe"],
-                        arenas["t0"], predictors.get(1), spread, judged, fits)
+                        arenas["t0"], predictors.get(1), spread, judged, fits, repair=repairs)
+    result.findings = printout.findings(result, labels)
     console.print("\n[bold]What this run found[/] (every figure from the tables above):")
-    for sentence in printout.findings(result, labels):
+    for sentence in result.findings:
         console.print(f"- {sentence}", highlight=False, soft_wrap=True)
     printout.timings(console, clock.rows, clock.total)
     console.print("reports: " + ", ".join(reports), highlight=False)
     console.print(f"ask the tables anything: madmine --config {config_path} sql \"SELECT round, strategy, "
                   "count(DISTINCT image_id) AS images, round(avg(d), 3) AS mean_d FROM candidates GROUP BY ALL "
                   "ORDER BY ALL\"", highlight=False, soft_wrap=True)
-    result.findings = printout.findings(result, labels)
     return result
 
 

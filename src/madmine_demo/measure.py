@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from madmine import tables
+from madmine import metrics, tables
 from madmine.steps.evaluation.selectors import Outcome
 from madmine.steps.rating.selection import by_rank
 from madmine.steps.score.map_store import MapStore
 from madmine.workspace import Workspace
+from madmine_demo.strategies import BUILDS_ON_MAD
 from madmine_demo.world.truth import Truth
 
 TAU = 0.5
@@ -136,6 +137,10 @@ class Spread:
     gains: list[float]  # held-out wild dataset mIoU minus the original target's
     t0: list[float]  # dataset mIoU on T(0) held-out
     probe_failures: list[float]  # fraction of probe images with per-image mIoU < TAU
+    kind: str = ""  # the kind of scene S of round 0 holds most
+    kind_failures: list[float] = field(default_factory=list)  # the probe's failure rate on that kind
+    fit: list[float | None] = field(default_factory=list)  # failures on the S it trained on (the fit guard's figure)
+    elsewhere: list[tuple[str, float]] = field(default_factory=list)  # the kind not in S that gained most failures, and how many
 
     @staticmethod
     def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -154,13 +159,55 @@ def is_seed_variant(name: str) -> bool:
     return SEED_SUFFIX in name
 
 
-def seed_spread(heldout, probe, t0, seeds: int) -> dict[str, Spread]:
-    """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...)."""
+def worst_elsewhere(probe, variant: str, absent: set[str]) -> tuple[str, float]:
+    """(kind, change of its failure rate against the variant's parent) for the kind of scene S does not hold
+    whose probe failure rate rose most."""
+    mine, theirs = probe.failures_by_kind.get(variant, {}), probe.failures_by_kind.get(parent_of(variant), {})
+    changes = [(k, mine[k] - theirs[k]) for k in sorted(absent) if k in mine and k in theirs]
+    return max(changes, key=lambda c: c[1], default=("", float("nan")))
+
+
+def seed_spread(heldout, probe, t0, seeds: int, kind: str = "", fits: dict | None = None,
+                absent: dict[int, set[str]] | None = None) -> dict[str, Spread]:
+    """variant -> its figures under every training seed the arenas hold (variant, variant_s1, ...): the held-out
+    gain, T(0), probe failures, those of one kind of scene, the fit on its own S, and of the kinds of scene
+    absent[R] (none of MAD's S of rounds <= R holds them) the one that gained most failures."""
     out = {}
     for name in heldout.models:
         if name not in heldout.gain or is_seed_variant(name):
             continue
         names = [name] + [seed_variant(name, k) for k in range(1, seeds) if seed_variant(name, k) in heldout.gain]
         out[name] = Spread(name, [heldout.gain[n][0] for n in names], [t0.miou[n] for n in names],
-                           [probe.failures[n] for n in names])
+                           [probe.failures[n] for n in names], kind,
+                           [probe.failures_by_kind.get(n, {}).get(kind, float("nan")) for n in names],
+                           [(fits or {}).get(n, {}).get("s_failures") for n in names],
+                           [worst_elsewhere(probe, n, (absent or {}).get(int(name.rpartition("_r")[2]), set()))
+                            for n in names])
+    return out
+
+
+# ---- repair: what each fine-tuned target fixed and broke against its parent -------------------
+def parent_of(variant: str) -> str:
+    """The arena name of the model a compared fine-tuning started from: round 0's from the original target;
+    round R's from its own chain's round R-1, except the learned ones, which build on MAD's round R-1 (as
+    `finetune --parent target@mad` does); a seed variant from the same parent as its seed-0 run."""
+    strategy, _, r = variant.split(SEED_SUFFIX)[0].rpartition("_r")
+    if int(r) == 0:
+        return "target"
+    return f"{tables.MAD if strategy in BUILDS_ON_MAD else strategy}_r{int(r) - 1}"
+
+
+def repair_by_kind(arena, variants) -> dict[str, dict[str, metrics.Repair]]:
+    """variant -> kind of scene -> its repair against its parent on the arena's images of that kind."""
+    out = {}
+    for variant in variants:
+        parent = parent_of(variant)
+        mine, theirs = arena.image_mious.get(variant), arena.image_mious.get(parent)
+        if not mine or not theirs:
+            continue
+        by_kind: dict[str, list[str]] = {}
+        for image_id in sorted(set(mine) & set(theirs)):
+            by_kind.setdefault(arena.kinds[image_id], []).append(image_id)
+        out[variant] = {kind: metrics.repair([theirs[i] for i in ids], [mine[i] for i in ids], TAU)
+                        for kind, ids in by_kind.items()}
     return out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from madmine.cli.evaluate import selectors_table
+from madmine.metrics import Repair
 from madmine.names import HELD_OUT, testset_name
 from madmine_demo.arena import ArenaResult
-from madmine_demo.measure import TAU, Spread, Yield
+from madmine_demo.measure import TAU, Spread, Yield, parent_of
 from madmine_demo.world.failures import KINDS
 
 
@@ -152,7 +154,10 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
     table = Table(title=f"the spread over {seeds} training seeds (mean ± sd; each run on the same S)",
                   title_justify="left", caption=f"gain: held-out wild dataset mIoU minus the original target's; "
                   f"probe failures: per-image mIoU < {TAU}", caption_justify="left")
-    for col in ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)"):
+    kind = next((s.kind for s in spread.values() if s.kind), "")
+    cols = ("target", "seeds", "gain (points)", "per seed", "T(0) held-out mIoU (%)", "probe failures (%)",
+            f"probe: {kind} (%)", "fails on its S (%)", "most failures gained on a kind MAD's S does not hold (points)")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("target", "per seed") else "right")
 
     def show(values: list[float], scale: float = 100.0, sign: str = "") -> str:
@@ -160,8 +165,60 @@ def seed_spread(console: Console, spread: dict[str, Spread], labels: dict[str, s
         return f"{scale * mean:{sign}.1f} ± {scale * sd:.1f}" if len(values) > 1 else f"{scale * mean:{sign}.1f}"
 
     for name, s in spread.items():
+        fit = [f for f in s.fit if f is not None]
         table.add_row(labels.get(name, name), str(len(s.gains)), show(s.gains, sign="+"),
-                      " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures))
+                      " ".join(f"{100 * g:+.1f}" for g in s.gains), show(s.t0), show(s.probe_failures),
+                      show(s.kind_failures), show(fit) if fit else "-",
+                      " ".join(f"{k} {100 * v:+.0f}" for k, v in s.elsewhere if k) or "-")
+    console.print(table)
+
+
+def fit(console: Console, fits: dict[str, dict], labels: dict[str, str]) -> None:
+    """Did each fine-tuning fit the S it trained on (the fit guard's figure), and which checkpoint it kept."""
+    table = Table(title="fine-tuning: the S it trained on, V held out of S, T(0) (the kept checkpoint against its parent)",
+                  title_justify="left", caption=f"failures: per-image mIoU < {TAU}; fixed/broke with 95% Wilson "
+                  "intervals in the workspace's repair table", caption_justify="left")
+    for col in ("target", "S failures", "V failures", "T(0) mIoU", "kept step", "fixed/failures, broke/passing"):
+        table.add_column(col, justify="left" if col in ("target", "fixed/failures, broke/passing") else "right")
+    for name, r in fits.items():
+        def change(before, after, scale=100.0):
+            return "-" if before is None or after is None else f"{scale * before:.0f} -> {scale * after:.0f}%"
+
+        table.add_row(labels.get(name, name), change(r.get("parent_s_failures"), r.get("s_failures")),
+                      change(r.get("parent_v_failures"), r.get("v_failures")),
+                      f"{100 * r['parent_val_miou']:.1f} -> {100 * r['val_miou']:.1f}", str(r.get("step") or "-"),
+                      "\n".join(f"{x['set']}: fixed {x['fixed']}/{x['failures']}, broke {x['broke']}/{x['passing']}"
+                                for x in r.get("repair") or ()))
+    console.print(table)
+    for name, r in fits.items():
+        if r.get("fit_warning"):
+            console.print(f"[yellow]{escape(labels.get(name, name))}: did not fit S:[/] {escape(r['fit_warning'])}",
+                          highlight=False)
+
+
+def repair_by_kind(console: Console, probe: ArenaResult, repairs: dict[str, dict[str, Repair]],
+                   labels: dict[str, str]) -> None:
+    """What each fine-tuned target fixed and broke against its parent, per kind of scene on the probe."""
+    kinds = [k for k in KINDS if any(k in per for per in repairs.values())]
+    per_kind = probe.images // max(len(kinds), 1)
+    table = Table(title=f"repair by kind of scene on the probe ({per_kind} scenes of each kind): each fine-tuned target "
+                        "against its parent", title_justify="left",
+                  caption=f"fixed: of the parent's failures (per-image mIoU < {TAU}), those it passes; broke: of the "
+                          "parent's passing scenes, those it fails; mIoU: mean per-image mIoU, parent -> target",
+                  caption_justify="left")
+    table.add_column("target (parent)")
+    for k in kinds:
+        table.add_column(k, justify="right")
+    for name in labelled_models(probe, labels):
+        if name not in repairs:
+            continue
+        cells = []
+        for k in kinds:
+            r = repairs[name].get(k)
+            cells.append("-" if r is None else f"fixed {r.fixed}/{r.failures}\nbroke {r.broke}/{r.passing}\n"
+                         f"mIoU {r.parent_image_miou:.2f}->{r.image_miou:.2f}")
+        parent = parent_of(name)
+        table.add_row(f"{labels.get(name, name)}\n(from {labels.get(parent, parent)})", *cells)
     console.print(table)
 
 

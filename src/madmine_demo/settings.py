@@ -3,10 +3,11 @@
 `FULL` is `make demo`: a corpus of 5,000 images like the web's (mostly typical scenes, a
 minority of corner cases), two rounds, the paper's n3 = 25 and n4 = 100. `QUICK` runs every
 step on a small corpus for one round (the end-to-end test).
-Fine-tuning keeps the paper's recipe (SGD, momentum 0.9, weight decay 5e-4, poly decay,
-one batch of S and one of S(0) per step, lr chosen on T(0)) with fewer epochs and a
-learning-rate grid that suits small networks trained from scratch rather than a pretrained
-DeepLab: this 2-core CPU has minutes, not GPU-days.
+Fine-tuning uses the recipe the target was trained with (AdamW, one-cycle, batch norm trained,
+flips only) plus copy-paste of S(0) objects onto half the images, each batch half S and half
+S(0), for as many steps as the target's own training: the recipe bench.finetune_repair measured
+against the paper's (docs/demo.md, "Does
+fine-tuning repair what it was shown?"); `[finetune]` keys, so any of it can be changed.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ class Settings:
     testset_size: int = 30
     per_class: int = 5
     compete_n: int = 30
-    epochs: int = 15
-    lr_grid: tuple[float, ...] = (0.003, 0.01)
-    batch_size: int = 8
+    lr_grid: tuple[float, ...] = (1e-3,)
+    batch_size: int = 16  # per step: 8 of S and 8 of S(0)
+    finetune_steps: int = 300  # as many as the target's own training
+    val_every: int = 5  # epochs (passes over S) between the checkpoints that compete
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    batch_norm: str = "train"
+    weight_decay: float = 1e-4  # the target's own
+    scale_range: tuple[float, float] = (1.0, 1.0)  # the target never saw rescaling
+    photometric: bool = False
+    copy_paste: float = 0.5  # half the training images get the objects of an S(0) image pasted on (E4)
     shard_size: int = 500
     world: str = "web"  # the corpus's mix of kinds (madmine_demo.world.failures.MIXES)
-    probe_per_kind: int = 50  # probe scenes of each kind: failure rates per kind, before and after fine-tuning
+    probe_per_kind: int = 100  # probe scenes of each kind: failure rates and repair per kind, before and after fine-tuning
     choose_by: str = "validation"  # [finetune] choose_by: "t0" is the paper's protocol (docs/finetune.md)
     max_t0_drop: float = 0.01
     seeds: int = 1  # training seeds of each compared fine-tuning (> 1: the spread between training runs)
@@ -51,7 +60,7 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(corpus=240, train=120, t0=30, heldout=60, rounds=1, steps=(20, 20, 20, 20), n3=3, n4=12,
-                 testset_size=8, per_class=3, compete_n=8, epochs=1, lr_grid=(0.01,), batch_size=4, shard_size=120,
+                 testset_size=8, per_class=3, compete_n=8, finetune_steps=6, val_every=1, batch_size=4, shard_size=120,
                  world="wild", probe_per_kind=6)  # 240 images: the corner-case-rich mix gives every step something to pick
 
 
@@ -98,8 +107,13 @@ def config_text(settings: Settings, workspace: str, weights: dict[str, str], wor
         "[finetune]",
         f"s0_images = {_toml(f'{world}/train/images/')}", f"s0_labels = {_toml(f'{world}/train/labels/')}",
         f"t0_images = {_toml(t0_images)}", f"t0_labels = {_toml(t0_labels)}",
-        f"lr_grid = {_toml(list(settings.lr_grid))}", f"epochs = {settings.epochs}", f"batch_size = {settings.batch_size}",
-        f"val_every = {settings.epochs}", f"checkpoint_every = {settings.epochs}",
+        f"lr_grid = {_toml(list(settings.lr_grid))}", f"optimizer = {_toml(settings.optimizer)}",
+        f"schedule = {_toml(settings.schedule)}", f"batch_norm = {_toml(settings.batch_norm)}",
+        f"weight_decay = {settings.weight_decay}", 'mixing = "alternate"', "s_share = 0.5",
+        f"steps = {settings.finetune_steps}", f"batch_size = {settings.batch_size}",
+        f"scale_range = {_toml(list(settings.scale_range))}", "flip = true",
+        f"photometric = {_toml(settings.photometric).lower()}", f"copy_paste = {settings.copy_paste}",
+        f"val_every = {settings.val_every}", f"checkpoint_every = {settings.val_every}",
         f"concurrent_trials = {len(settings.lr_grid)}", "loader_workers = 0", f"seed = {settings.seed}",
         f"choose_by = {_toml(settings.choose_by)}", f"max_t0_drop = {settings.max_t0_drop}", "",
     ]

@@ -242,3 +242,30 @@ def test_the_findings_are_sentences_from_the_runs_own_tables(demo):
     for c in result.arena.competitions:
         assert f"images won {c.wins_a}:{c.wins_b}" in text
     assert f"AUROC {result.learned.auroc:.3f}" in text
+
+
+def test_each_fine_tuning_says_its_fit_and_its_repair_per_kind_is_counted_on_the_probe(demo):
+    from madmine_demo.measure import parent_of
+
+    result, _ = demo
+    assert set(result.fits) == COMPARED | {f"{name}_s1" for name in COMPARED}
+    for name, fit in result.fits.items():
+        assert 0 <= fit["s_failures"] <= 1 and 0 <= fit["parent_s_failures"] <= 1
+        (s_row,) = [r for r in fit["repair"] if r["set"] == "S"]
+        assert s_row["failures"] - s_row["fixed"] + s_row["broke"] == round(fit["s_failures"] * s_row["images"])
+    assert set(result.repair) == COMPARED
+    probe = result.probe
+    for name, per_kind in result.repair.items():
+        parent = parent_of(name)
+        strategy = name.rpartition("_r")[0]
+        assert parent == ("target" if name.endswith("_r0") else "mad_r0" if strategy in ("learned", "hybrid")
+                          else f"{strategy}_r0")
+        for kind, counted in per_kind.items():
+            ids = [i for i, k in probe.kinds.items() if k == kind]
+            before = [probe.image_mious[parent][i] for i in ids]
+            after = [probe.image_mious[name][i] for i in ids]
+            by_hand = (sum(b < 0.5 for b in before), sum(b < 0.5 <= a for b, a in zip(before, after)),
+                       sum(b >= 0.5 for b in before), sum(a < 0.5 <= b for b, a in zip(before, after)))
+            assert (counted.failures, counted.fixed, counted.passing, counted.broke) == by_hand
+            # the failure rate after is the probe's per-kind rate of the fine-tuned target
+            assert (counted.failures_after / len(ids)) == pytest.approx(probe.failures_by_kind[name][kind])

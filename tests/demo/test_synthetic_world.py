@@ -170,3 +170,46 @@ def test_the_demo_refuses_an_unknown_world_or_choice_in_one_line_before_writing_
     assert result.returncode == 2
     assert any(message in line for line in error_lines(result)), result.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_the_broad_domain_holds_other_outlines_in_any_colour_labelled_in_their_own_space():
+    from madmine_demo.world.failures import broad_scene
+    from madmine_demo.world.scene import generator
+
+    scenes = [broad_scene(generator(0, "broad", i)) for i in range(200)]
+    objects = [t for s in scenes for t in s.things if t.class_id > 0]
+    assert {t.outline for t in objects} == set(shapes.OTHER_SHAPES)  # every other category, none of the six
+    assert all(shapes.OTHER_SHAPES[t.class_id - 1] == t.outline for t in objects)
+    canonical = {c.rgb for c in shapes.CLASSES}
+    assert sum(tuple(round(255 * x) for x in t.rgb) in canonical for t in objects) < len(objects) / 2
+    assert len({t.texture for t in objects}) >= 6 and any(s.grayscale for s in scenes)
+    for scene in scenes[:20]:  # exact masks: each labelled pixel lies inside its thing's outline
+        image, label = render(dataclasses.replace(scene, seed=(0, 1, 2)))
+        for k in set(np.unique(label)) - {0}:
+            inside = np.zeros(label.shape, bool)
+            for t in scene.things:
+                if t.class_id == k:
+                    inside |= mask_of(t, label.shape)
+            assert (inside[label == k]).all()
+    for name in shapes.OTHER_SHAPES:  # distinct outlines
+        area = mask_of(Thing(1, 50, 50, 40, outline=name), (100, 100)).mean()
+        assert 0.05 < area < 0.6, (name, area)
+
+
+def test_cue_scenes_change_one_thing_of_the_same_training_scene():
+    from madmine_demo.world.cues import CUES, cue_scene, render_cue
+
+    for i in range(10):
+        base, _ = cue_scene(0, i, "none")
+        swapped, painted = cue_scene(0, i, "colour_swap")
+        assert [(t.class_id, t.cx, t.texture) for t in swapped.things] == [(t.class_id, t.cx, t.texture) for t in base.things]
+        assert all(painted[j] != t.class_id for j, t in enumerate(swapped.things))
+        textured, _ = cue_scene(0, i, "texture_swap")
+        assert all(a.texture != b.texture and a.rgb == b.rgb for a, b in zip(textured.things, base.things))
+        assert cue_scene(0, i, "greyscale")[0].grayscale and not base.grayscale
+        clutter, _ = cue_scene(0, i, "class_clutter")
+        assert sum(t.class_id == 0 for t in clutter.things) >= 4 and not any(t.class_id == 0 for t in base.things)
+        image, label, painted_map = render_cue(0, i, "colour_swap")
+        objects = label > 0
+        assert (painted_map[objects] != label[objects]).mean() > 0.9 and (painted_map[~objects] == 0).all()
+    assert len(CUES) == 6

@@ -84,6 +84,19 @@ def _table1(summary, value: str, title: str, caption: str) -> Table:
     return table
 
 
+def _repair_table(rows: list[dict], tau: float) -> Table:
+    """What each fine-tuned version fixed and broke against its parent on each test set."""
+    from madmine.steps.repair import cells
+
+    table = Table(title="repair: each fine-tuned version against its parent",
+                  caption=f"a failure: per-image mIoU < {tau}; (share; 95% Wilson interval)")
+    for col in ("version", "from", "set", "fixed failures", "broke passing images", "per-image mIoU"):
+        table.add_column(col, justify="left" if col in ("version", "from", "set") else "right")
+    for r in rows:
+        table.add_row(f"{r['model']}@{r['model_version']}", r["parent_version"], r["set"], *cells(r))
+    return table
+
+
 def evaluate(
     per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
     quality: bool = typer.Option(True, "--quality/--no-quality", help="Selection quality where labelled images were scored."),
@@ -149,6 +162,8 @@ def evaluate(
     if srcc_reference is not None and not curves:
         err.print(f"no test set has {srcc_reference} labelled images scored for two models: no SRCC curve "
                   "(draw a larger one with `madmine testset --size`)", highlight=False)
+    if evaluated.repair:
+        out.print(_repair_table(evaluated.repair, config.evaluate.tau if tau is None else tau))
     out.print(f"saved {paths[0]} and {paths[1]}", highlight=False)
     if srcc_plot is not None:
         if curves:

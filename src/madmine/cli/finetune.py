@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from madmine.cli.state import user_errors
 
 out = Console()
+err = Console(stderr=True)
 
 
 @user_errors
@@ -34,21 +36,24 @@ def finetune(
         None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)."
     ),
 ) -> None:
-    """Fine-tune the target on S(..R) + S(0) as a Ray Train job; the lr grid's best on T(0) becomes a new target version.
+    """Fine-tune the target on S(..R) + S(0) as a Ray Train job with the [finetune] recipe (printed first); the best
+    checkpoint of the lr grid becomes a new target version, with what it fixed and broke.
 
     Re-running the same round continues from its checkpoints (finished trials are kept).
     """
     from madmine.cli.state import get_config
     from madmine.names import trained_on
     from madmine.steps.context import StepContext
+    from madmine.steps.repair import describe
     from madmine.steps.train.plan import trial_name
     from madmine.steps.train.run import FinetuneParams, run
 
-    ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True)
+    ctx = StepContext.of(get_config(), ray_address=ray_address, show_progress=True,
+                         say=lambda text: out.print(text, highlight=False, soft_wrap=True, markup=False))
     result = run(ctx, FinetuneParams(round_, selection=selection, restart=restart, parent=parent, seed=seed))
     table = Table(title=f"fine-tuning round {result.round} on {trained_on(result.round, selection)}: {result.data}")
     table.add_column("trial")
-    table.add_column("mIoU on T(0)", justify="right")
+    table.add_column("mIoU on T(0), kept epoch", justify="right")
     for trial, miou in sorted(result.trials.items(), key=lambda kv: float(kv[0].split("-", 1)[1])):
         mark = " (winner)" if trial == trial_name(result.lr) else ""
         table.add_row(trial + mark, f"{miou:.4f}")
@@ -63,6 +68,13 @@ def finetune(
         highlight=False,
         soft_wrap=True,
     )
+    if result.s_failures is not None:
+        out.print(f"fit: fails on {100 * result.s_failures:.0f}% of the S it trained on (the parent: "
+                  f"{100 * (result.parent_s_failures or 0):.0f}%), kept epoch {result.epoch}", highlight=False)
+    for row in result.repair:
+        out.print(f"repair on {describe(row)}", highlight=False, soft_wrap=True)
+    if result.fit_warning:
+        err.print(f"[yellow]did not fit S:[/] {escape(result.fit_warning)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

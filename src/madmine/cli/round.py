@@ -33,6 +33,7 @@ def round_cmd(
         config_path=str(cli_state.config_path()),
         export_format=export_format,
         final=final,
+        say=lambda text: console.print(f"{'':>11} {text}", highlight=False, soft_wrap=True, markup=False),
     )
     waiting = rnd.run(until=until, on_step=lambda step, text: console.print(f"[bold]{step:>11}[/] {text}"))
     if waiting:

@@ -33,6 +33,7 @@ from madmine.steps.context import StepContext
 from madmine.steps.evaluation import run as evaluation
 from madmine.steps.evaluation import testset
 from madmine.steps.rating import choose
+from madmine.steps.repair import describe
 from madmine.steps.report import ReportParams
 from madmine.steps.report import run as report
 from madmine.steps.score import run as scoring
@@ -168,7 +169,13 @@ class Finetune(Step):
         from madmine.steps.train import run as training  # Ray Train: 6.5 s to import, paid only by this step
 
         result = training.run(ctx.step, training.FinetuneParams(ctx.round))
-        return {"model_version": result.version, "reused": result.already_done}
+        lines = [describe(row) for row in result.repair]
+        for line in lines:
+            ctx.step.say(f"repair on {line}")
+        if result.fit_warning:
+            ctx.step.say(f"did not fit S: {result.fit_warning}")
+        return {"model_version": result.version, "reused": result.already_done, "kept_epoch": result.epoch,
+                "s_failures": result.s_failures, "fit_warning": result.fit_warning, "repair": lines}
 
 
 class Testset(Step):
@@ -223,10 +230,11 @@ class Round:
     """The steps of round R over one config and workspace."""
 
     def __init__(self, config: Config, round_: int, *, ray_address: str | None = None, show_progress: bool = False,
-                 config_path: str = "madmine.toml", export_format: str = "coco", final: bool | None = None):
+                 config_path: str = "madmine.toml", export_format: str = "coco", final: bool | None = None,
+                 say: Callable[[str], None] | None = None):
         if round_ < 0:
             raise MadmineError(f"--round must be >= 0, got {round_}")
-        step_ctx = StepContext.of(config, ray_address=ray_address, show_progress=show_progress)
+        step_ctx = StepContext.of(config, ray_address=ray_address, show_progress=show_progress, say=say)
         self.round, self.ws = round_, step_ctx.ws
         self.log = Log(self.ws, log_path(self.ws, round_), {"round": round_, "config_fingerprint": config.fingerprint()})
         markers = round_markers(self.ws, round_)

@@ -131,6 +131,13 @@ def finetune_curves(ws: Workspace, round_: int, selection: str = tables.MAD) -> 
     return ws.read_parquet([path]) if ws.exists(path) else None
 
 
+def repair_rows(ws: Workspace) -> list[dict]:
+    """Every row of the repair table (fine-tuning's parts and evaluation's), oldest version first."""
+    rows = _round_rows(ws, "repair")
+    return sorted(rows, key=lambda r: (r.get("model_round") is None, r.get("model_round") or 0, r["model_version"],
+                                       r["source"], str(r["set"])))
+
+
 def s0_image_ids(config) -> set[str]:
     """Content hashes (ingest's image ids) of the labelled training set S(0) ([finetune] s0_images and
     s0_labels): images every version of the target learned from. Empty when S(0) is not configured."""

@@ -183,6 +183,31 @@ def _ood(rng) -> Scene:
     return scene
 
 
+def broad_scene(rng) -> Scene:
+    """The broad domain, for pretraining (the paper's backbones saw ImageNet before PASCAL VOC): other
+    categories (shapes.OTHER_SHAPES, labelled 1..6 in their own label space) in any colour and texture,
+    at any size and angle, on any background, among clutter in any colour, a tenth in grey. Colour
+    names no category here, so a network pretrained on it has outlines to go by."""
+    w, h = _frame(rng)
+    scene = Scene(w, h, "broad", str(rng.choice(textures.BACKGROUNDS_WILD)))
+    side = min(h, w)
+    things = []
+    for _ in range(_count(rng, 1, 5)):
+        k = int(rng.integers(1, len(shapes.OTHER_SHAPES) + 1))
+        size = float(rng.uniform(0.1, 0.35) * side)
+        colour = canonical_colour(rng, _class(rng)) if rng.random() < 0.3 else random_colour(rng)
+        things.append(Thing(class_id=k, cx=float(rng.uniform(0, w)), cy=float(rng.uniform(0, h)), size=size,
+                            angle=float(rng.uniform(0, 2 * np.pi)), sx=float(rng.uniform(0.7, 1.3)),
+                            sy=float(rng.uniform(0.7, 1.3)), rgb=colour, texture=str(rng.choice(textures.OBJECT_TEXTURES)),
+                            outline=shapes.OTHER_SHAPES[k - 1]))
+    for _ in range(_count(rng, 0, 5)):
+        colour = canonical_colour(rng, _class(rng)) if rng.random() < 0.5 else None
+        things.insert(int(rng.integers(0, len(things) + 1)), _distractor(rng, h, w, colour))
+    scene.things = things
+    scene.grayscale = bool(rng.random() < 0.1)
+    return scene
+
+
 WILD = {
     "typical": training_scene,
     "scale": _scale,
@@ -194,7 +219,7 @@ WILD = {
 }
 
 
-DOMAINS = ("train", *MIXES, "probe")
+DOMAINS = ("train", *MIXES, "probe", "broad")
 
 
 def wild_kind(rng, mix: tuple[tuple[str, float], ...] = WILD_KINDS) -> str:
@@ -204,7 +229,8 @@ def wild_kind(rng, mix: tuple[tuple[str, float], ...] = WILD_KINDS) -> str:
 
 def sample(seed: int, dataset: str, index: int, domain: str) -> Scene:
     """Scene `index` of a dataset: domain 'train' (the training domain), a corpus mix ('wild',
-    'web'), or 'probe' (kind `index mod 7`, the same generators: equal numbers of each kind)."""
+    'web'), 'probe' (kind `index mod 7`, the same generators: equal numbers of each kind), or
+    'broad' (other categories in any appearance, for pretraining)."""
     rng = generator(seed, dataset, index)
     if domain == "train":
         scene = training_scene(rng)
@@ -212,6 +238,8 @@ def sample(seed: int, dataset: str, index: int, domain: str) -> Scene:
         scene = WILD[wild_kind(rng, MIXES[domain])](rng)
     elif domain == "probe":
         scene = WILD[KINDS[index % len(KINDS)]](rng)
+    elif domain == "broad":
+        scene = broad_scene(rng)
     else:
         raise ValueError(f"unknown domain {domain!r}: one of {', '.join(DOMAINS)}")
     scene.seed = (seed, index, len(dataset))

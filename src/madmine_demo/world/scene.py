@@ -38,6 +38,7 @@ class Thing:
     texture: str = "flat"
     shape: int | None = None  # distractors: the seed of their irregular outline
     alpha: float = 1.0  # < 1: blended with what lies below (low contrast)
+    outline: str = ""  # the broad domain: one of shapes.OTHER_SHAPES (its class_id indexes them from 1)
 
 
 @dataclass
@@ -90,7 +91,12 @@ def _local(thing: Thing, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarr
     u, v = shapes.object_coords(
         shape, thing.cx - cols.start, thing.cy - rows.start, thing.size, thing.angle, thing.sx, thing.sy, thing.shear
     )
-    inside = _blob(u, v, thing.shape or 0) if thing.class_id == 0 else shapes.inside(thing.class_id, u, v)
+    if thing.class_id == 0:
+        inside = _blob(u, v, thing.shape or 0)
+    elif thing.outline:
+        inside = shapes.other_inside(thing.outline, u, v)
+    else:
+        inside = shapes.inside(thing.class_id, u, v)
     return inside, u, v
 
 

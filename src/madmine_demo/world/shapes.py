@@ -70,6 +70,29 @@ def inside(class_id: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"no shape for class {class_id} ({name})")
 
 
+# The broad domain's categories (world.failures, domain "broad"): other outlines than the six
+# classes, for pretraining a backbone the way ImageNet's categories are not PASCAL VOC's.
+OTHER_SHAPES: tuple[str, ...] = ("hexagon", "ellipse", "chevron", "crescent", "corner", "diamond")
+
+
+def other_inside(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Whether object coordinates are inside one of the broad domain's outlines (about [-1, 1])."""
+    au, av = np.abs(u), np.abs(v)
+    if name == "hexagon":  # flat top and bottom
+        return (av <= 0.8) & (np.sqrt(3) * au + av <= np.sqrt(3) * 0.92)
+    if name == "ellipse":
+        return (u / 1.0) ** 2 + (v / 0.5) ** 2 <= 1.0
+    if name == "chevron":  # an arrow head pointing right
+        return (av <= 0.9) & (u <= 0.9 - av) & (u >= 0.25 - av)
+    if name == "crescent":
+        return (u * u + v * v <= 1.0) & ((u - 0.45) ** 2 + v * v >= 0.7**2)
+    if name == "corner":  # an L
+        return ((au <= 0.9) & (v >= 0.45) & (v <= 0.9)) | ((u >= -0.9) & (u <= -0.45) & (av <= 0.9))
+    if name == "diamond":
+        return au / 0.6 + av / 1.0 <= 1.0
+    raise ValueError(f"no outline {name!r}")
+
+
 def object_coords(shape: tuple[int, int], cx: float, cy: float, size: float, angle: float, sx: float, sy: float,
                   shear: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Pixel centres -> object coordinates: translate, rotate by -angle, undo shear and scale."""

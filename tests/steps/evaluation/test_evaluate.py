@@ -177,3 +177,43 @@ def test_table_1_marks_the_papers_pairing_f_i_on_t_i_plus_1():
     paired = {(ref.version, r) for ref in (original, *mad.values(), entropy, competitor) for r in (HELD_OUT, 0, 1, 2)
               if Evaluation.paper_pair(ref, r)}
     assert paired == {("v0", 0), ("mad0", 1), ("mad1", 2)}
+
+
+def test_repair_counts_each_versions_fixed_and_broken_images_against_its_parent_as_counted_here(tmp_path):
+    """Evaluation's repair rows: the version's and its parent's per-image mIoU by the pixel loops of
+    references.reference, counted here: failures the version fixes, passing images it breaks."""
+    from madmine import tables
+    from madmine.steps.context import StepContext
+    from madmine.steps.evaluation.run import EvaluateParams, run
+
+    w = world.build(tmp_path / "w", n=24)
+    ids = w.ids[:16]
+    world.write_testset(w.ws, 0, ids)
+    version = {}
+    for k, i in enumerate(ids):  # right on the first six, badly damaged on the last five, the parent's elsewhere
+        label_map = np.where(w.labels[i] == 255, 0, w.labels[i]).astype(np.uint8)
+        version[i] = label_map if k < 6 else world.damage(w.labels[i], (16, 32), k, 3.0, seed=9) if k >= 11 \
+            else w.target_maps[i]
+    world.add_model_version(w.ws, "target", "ft-r0", version, 0, world.T0 + timedelta(days=1))
+    path = tables.MODELS.path(w.ws, model="target", round=0, selection="mad")
+    rows = w.ws.read_parquet([path]).to_pylist()
+    rows[0]["parent_version"] = w.versions["target"]
+    tables.MODELS.write(w.ws, tables.MODELS.from_rows(rows), model="target", round=0, selection="mad")
+
+    result = run(StepContext.of(w.config), EvaluateParams(quality=False))
+    parent = [reference(w.target_maps, w.labels, [i])[2] for i in ids]
+    child = [reference(version, w.labels, [i])[2] for i in ids]
+    failed = [p < 0.5 for p in parent]
+    expected = (sum(failed), sum(f and c >= 0.5 for f, c in zip(failed, child)),
+                sum(not f for f in failed), sum(not f and c < 0.5 for f, c in zip(failed, child)))
+    assert expected[1] > 0 and expected[3] > 0, "the world must give the version something to fix and to break"
+    (row,) = [r for r in tables.REPAIR.read_file(w.ws, part="evaluation").to_pylist() if r["set"] == "T(1)"]
+    assert (row["failures"], row["fixed"], row["passing"], row["broke"]) == expected
+    assert (row["model_version"], row["parent_version"], row["testset_round"]) == ("ft-r0", w.versions["target"], 0)
+    assert row["parent_image_miou"] == pytest.approx(np.mean(parent)) and row["image_miou"] == pytest.approx(np.mean(child))
+    assert result.repair == tables.REPAIR.read_file(w.ws, part="evaluation").to_pylist()
+    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--no-quality"], catch_exceptions=False,
+                             env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "repair: each fine-tuned version against its parent" in out.output
+    assert f"{expected[1]} of {expected[0]} (" in out.output and f"{expected[3]} of {expected[2]} (" in out.output

@@ -106,3 +106,21 @@ def screenshot(out: Path) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "support"))
     screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/report.png"))
+
+
+def test_report_shows_what_each_version_fixed_and_broke(tmp_path):
+    from madmine import metrics
+    from madmine.steps import repair
+    from madmine.steps.report import render_report
+
+    w = world.build(tmp_path / "w", n=12)
+    assert "No repair figures yet" in render_report(w.config, w.ws, 1)
+    version = {"model": "target", "model_version": "ft-r1", "parent_version": "p0", "selection": "mad", "round": 1}
+    counts = metrics.repair([0.1, 0.2, 0.3, 0.9, 0.8], [0.6, 0.2, 0.7, 0.4, 0.9], 0.5)  # fixed 2 of 3, broke 1 of 2
+    repair.write(w.ws, [repair.row(version, "V", counts, repair.FINETUNE)], repair.finetune_part("target", 1, "mad"))
+    html = render_report(w.config, w.ws, 1)
+    section = html[html.index('id="repair"'):]
+    assert "target@ft-r1" in section and "p0" in section and ">V<" in section
+    low, high = metrics.wilson_interval(2, 3)
+    assert f"2 of 3 (67%; {100 * low:.0f}-{100 * high:.0f}%)" in section and "1 of 2 (50%;" in section
+    assert "0.460 -&gt; 0.560" in section or "0.460 -> 0.560" in section

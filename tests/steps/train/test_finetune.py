@@ -153,7 +153,9 @@ def test_finetune_fixes_the_failures_without_forgetting_and_survives_a_killed_wo
             print(f"{trial}: the new worker group resumed at epoch {resumed[0]} of 5")
         else:
             assert not resumed
-        finals[mine[-1]["lr"]] = mine[-1]["val_miou"]
+        kept = [r for r in mine if r["kept"]]
+        assert len(kept) == 1 and kept[0]["val_miou"] == max(r["val_miou"] for r in mine[1:])  # the best epoch, not the last
+        finals[mine[-1]["lr"]] = kept[0]["val_miou"]
     assert row["lr"] == max(finals, key=finals.get) and row["val_miou"] == max(finals.values())
 
     shift_test, s0_test = scenes(16, "shift", 51), scenes(16, "s0", 50)

@@ -9,15 +9,16 @@ from madmine.config import ConfigError, parse_config
 from madmine.images import resize_uint8
 from madmine.steps.train.augment import eval_input, train_example
 from madmine.steps.train.loop import segmentation_loss
-from madmine.steps.train.sampling import epoch_batches, poly_lr, steps_per_epoch
+from madmine.steps.train.recipe import poly_lr
+from madmine.steps.train.sampling import epoch_batches, steps_per_epoch
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 # ---- sampling ------------------------------------------------------------------------------
 def test_alternate_steps_pair_a_batch_of_s_with_a_batch_of_s0_and_cover_s_every_epoch():
-    n_s, n_0, b, world = 7, 20, 2, 2
-    plans = [epoch_batches(n_s, n_0, b, 1, rank, world, 0, "alternate") for rank in range(world)]
+    n_s, n_0, b, world = 7, 20, 2, 2  # batches of 4: half of S (s_share 0.5), half of S(0)
+    plans = [epoch_batches(n_s, n_0, 2 * b, 1, rank, world, 0, "alternate") for rank in range(world)]
     assert len(plans[0]) == len(plans[1]) == steps_per_epoch(n_s, b, world) == 2
     s_seen, s0_seen = [], []
     for plan in plans:
@@ -28,13 +29,13 @@ def test_alternate_steps_pair_a_batch_of_s_with_a_batch_of_s0_and_cover_s_every_
             s0_seen += s0_part
     assert set(s_seen) == set(range(n_s))  # one pass over S (padded by wrap-around)
     assert len(s0_seen) == len(set(s0_seen)) == 8  # 8 of the first pass over S(0): no repeat
-    assert epoch_batches(n_s, n_0, b, 1, 1, world, 0, "alternate") == plans[1]  # a resumed worker replays it
-    assert epoch_batches(n_s, n_0, b, 2, 1, world, 0, "alternate") != plans[1]
+    assert epoch_batches(n_s, n_0, 2 * b, 1, 1, world, 0, "alternate") == plans[1]  # a resumed worker replays it
+    assert epoch_batches(n_s, n_0, 2 * b, 2, 1, world, 0, "alternate") != plans[1]
 
 
 def test_s0_stream_continues_across_epochs_and_union_mixes_one_pool():
-    first = [i for step in epoch_batches(4, 6, 2, 1, 0, 1, 0, "alternate") for i in step if i >= 4]
-    second = [i for step in epoch_batches(4, 6, 2, 2, 0, 1, 0, "alternate") for i in step if i >= 4]
+    first = [i for step in epoch_batches(4, 6, 4, 1, 0, 1, 0, "alternate") for i in step if i >= 4]
+    second = [i for step in epoch_batches(4, 6, 4, 2, 0, 1, 0, "alternate") for i in step if i >= 4]
     # 4 + 4 items of a stream of reshuffled passes over 6: the first pass is used up before a repeat
     assert len(set(first + second[:2])) == 6
     union = epoch_batches(4, 6, 2, 1, 0, 1, 0, "union")
@@ -139,8 +140,10 @@ def test_finetune_defaults_are_the_papers_and_folders_resolve_relative_to_the_co
         5e-4,
         0.9,
     )
-    assert f.mixing == "alternate" and f.checkpoint_every == 1 and not f.use_gpu
+    assert f.mixing == "union" and f.checkpoint_every == 1 and not f.use_gpu  # one pool of S and S(0): the paper's
     assert f.choose_by == "t0"  # the paper's choice of the lr unless asked otherwise
+    assert (f.optimizer, f.schedule, f.batch_norm, f.steps) == ("sgd", "poly", "auto", 0)
+    assert (f.flip, f.scale_range, f.photometric, f.copy_paste) == (True, (0.5, 2.0), False, 0.0)
     f = _parse(tmp_path, s0_images="data/img/", t0_labels="s3://bucket/t0/", lr_grid=[1, 2e-3]).finetune
     assert f.s0_images == str(tmp_path / "data" / "img") + "/" and f.t0_labels == "s3://bucket/t0/"
     assert f.lr_grid == (1.0, 2e-3)
@@ -156,7 +159,16 @@ def test_finetune_defaults_are_the_papers_and_folders_resolve_relative_to_the_co
         ({"batch_size": 1.5}, "batch_size must be a whole number"),
         ({"momentum": 1.0}, "momentum must be < 1"),
         ({"scale_range": [2.0, 0.5]}, "scale_range must be two numbers"),
-        ({"mixing": "interleave"}, "mixing must be 'alternate'"),
+        ({"mixing": "interleave"}, "mixing must be 'union' or 'alternate'"),
+        ({"optimizer": "adam"}, "optimizer must be 'sgd' or 'adamw'"),
+        ({"schedule": "step"}, "schedule must be 'poly', 'constant', 'cosine' or 'onecycle'"),
+        ({"batch_norm": True}, "batch_norm must be 'auto', 'train' or 'freeze'"),
+        ({"freeze_bn": True}, "unknown key 'freeze_bn': it is now batch_norm"),
+        ({"steps": -1}, "steps must be >= 0"),
+        ({"s_share": 0}, "s_share must be > 0"),
+        ({"copy_paste": 1.5}, "copy_paste must be <= 1"),
+        ({"photometric": 1}, "photometric must be true or false"),
+        ({"fit_guard": 0}, "fit_guard must be > 0"),
         ({"start_from": "best"}, "start_from must be 'latest' or 'original'"),
         ({"use_gpu": "yes"}, "use_gpu must be true or false"),
         ({"crop_size": 4}, "crop_size must be 0"),
@@ -226,10 +238,10 @@ def test_the_held_out_part_of_s_is_fixed_by_name_and_seed_and_near_its_share():
 
 
 def test_validation_counts_failures_on_v_like_an_independent_per_image_miou(tmp_path):
-    """loop.validate on a network with fixed outputs against numpy's per-image mIoU."""
+    """loop.checkpoint_measures on V, for a network with fixed outputs, against numpy's per-image mIoU."""
     from torch import nn
 
-    from madmine.steps.train.loop import validate
+    from madmine.steps.train.loop import checkpoint_measures
 
     rng = np.random.default_rng(2)
     pairs, truth = [], []
@@ -259,11 +271,12 @@ def test_validation_counts_failures_on_v_like_an_independent_per_image_miou(tmp_
             if union.sum():
                 ious.append((((label == k) & (pred == k)) & valid).sum() / union.sum())
         truth.append(np.mean(ious))
-    plan = _plan(classes=("a", "b", "c"), v=tuple(pairs), tau=0.5, loader_workers=0,
+    plan = _plan(classes=("a", "b", "c"), v=tuple(pairs), t0=(), s=(), tau=0.5, loader_workers=0,
                  parent={"name": "t", "role": "target", "arch": "fcn_resnet50", "input_size": 16, "mean": (0.5,) * 3,
                          "std": (0.5,) * 3})
-    out = validate(Fixed(), plan, {}, "cpu", 0, 1)
+    out, images = checkpoint_measures(Fixed(), plan, {}, "cpu", 0, 1)
     truth = np.asarray(truth)
+    np.testing.assert_allclose(images["v"], truth)
     assert out["v_failures"] == pytest.approx(np.mean(truth < 0.5))
     assert out["v_image_miou"] == pytest.approx(truth.mean())
     assert 0 < out["v_failures"] < 1

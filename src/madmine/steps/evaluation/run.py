@@ -1,5 +1,6 @@
 """The evaluation step's entry point, `run(ctx, EvaluateParams())`: every model version on T(0) and
-every labelled T(i) (Table 1), the ranking stability of each test set (Fig. 7) and the quality of
+every labelled T(i) (Table 1), what each fine-tuned version fixed and broke against its parent
+there (the repair table), the ranking stability of each test set (Fig. 7) and the quality of
 each selection strategy as a failure detector, all saved for the report.
 
 `madmine evaluate`, a round's evaluate step and the demo all measure through here, so the report
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from madmine.errors import EvaluationError
+from madmine.steps import reads, repair
 from madmine.steps.context import StepContext
 from madmine.steps.evaluation import evaluate as ev
 from madmine.steps.evaluation import quality as q
@@ -35,6 +37,7 @@ class EvaluateResult:
     curves: list = field(default_factory=list)  # srcc.Curve per test set
     quality: list = field(default_factory=list)  # quality.StrategyQuality per strategy
     quality_skipped: str | None = None  # why selection quality was not measured
+    repair: list = field(default_factory=list)  # repair-table rows: each fine-tuned version against its parent
 
 
 def run(ctx: StepContext, params: EvaluateParams) -> EvaluateResult:
@@ -46,6 +49,9 @@ def run(ctx: StepContext, params: EvaluateParams) -> EvaluateResult:
         raise EvaluationError("--srcc-reference must be >= 1")
     evaluation = ev.evaluate(ctx.config, ctx.ws, show_progress=ctx.show_progress)
     result = EvaluateResult(evaluation, ev.save(ctx.ws, evaluation))
+    tau = ctx.config.evaluate.tau if params.tau is None else params.tau
+    result.repair = repair.from_image_rows(evaluation.image_table().to_pylist(), reads.models_table(ctx.ws), tau)
+    repair.write(ctx.ws, result.repair, repair.EVALUATION_PART)
     result.curves = srcc.curves(evaluation.image_table(), params.srcc_reference, ks, params.srcc_draws,
                                 ctx.config.evaluate.seed)
     if not params.quality:

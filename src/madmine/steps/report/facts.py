@@ -33,6 +33,7 @@ class Facts:
     competitions: object = None
     finetune: list[dict] | None = None
     selectors: list[dict] = field(default_factory=list)  # every selector judged on the round's corpus
+    repair: list[dict] = field(default_factory=list)  # the repair table: each version against its parent
 
     @property
     def candidate_images(self) -> int:
@@ -94,4 +95,5 @@ def gather(config: Config, ws: Workspace, round_: int) -> Facts:
     facts.competitions = compete.results(ws)
     curves = reads.finetune_curves(ws, round_)
     facts.finetune = None if curves is None or curves.num_rows == 0 else curves.to_pylist()
+    facts.repair = reads.repair_rows(ws)
     return facts

@@ -250,6 +250,23 @@ def finetune(f: Facts) -> str:
     return _img(plots.finetune(f.finetune), "fine-tuning curves")
 
 
+def repair(f: Facts) -> str:
+    """Each fine-tuned version against its parent: the failures it fixed and the passing images it broke."""
+    if not f.repair:
+        return ('<p class="note">No repair figures yet: <code>madmine finetune</code> writes them on V, the S it '
+                "trained on and T(0); <code>madmine evaluate</code> on every labelled test set.</p>")
+    from madmine.steps.repair import cells
+
+    rows = [[f"{r['model']}@{r['model_version']}", str(r["parent_version"]), r.get("selection") or "mad", r["set"],
+             r["source"], *cells(r)] for r in f.repair]
+    tau = f.repair[0]["tau"]
+    return _table(["version", "fine-tuned from", "strategy", "set", "measured by", "fixed failures",
+                   "broke passing images", "per-image mIoU"], rows, left=5) + (
+        f'<p class="note">A failure is a per-image mIoU below {tau:g}. Fixed: of the parent\'s failures, those the version '
+        "passes; broke: of the parent's passing images, those it fails (share; 95% Wilson interval). V is the part of S "
+        "held out of training; S is the S it trained on (did it fit?).</p>")
+
+
 def render(config: Config, f: Facts, tiles: list[Tile], problems: list[str], workspace: str) -> str:
     target = config.target.name
     sections = [
@@ -264,6 +281,7 @@ def render(config: Config, f: Facts, tiles: list[Tile], problems: list[str], wor
         ("Top candidates by discrepancy d", gallery(config, tiles, problems), "gallery"),
         ("Ratings and rater agreement", ratings(f), "ratings"),
         ("Fine-tuning", finetune(f), "finetune"),
+        ("Repair: what each fine-tuned version fixed and broke", repair(f), "repair"),
     ]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(_section(t, b, a) for t, b, a in sections)

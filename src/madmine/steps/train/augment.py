@@ -1,10 +1,17 @@
 """Training and evaluation inputs, with exactly the normalisation that scoring applies.
 
 Scoring resizes every image to a square of the model's input_size and normalises with the
-model's mean and std (madmine.steps.score.predict). Training starts from that same square, then
-scales it by a random factor, pads (image with the mean colour, label with 255) and crops
-to crop_size, and flips at random: the network never sees a preprocessing that scoring
-does not use. Pure numpy/PIL, so every step is testable without torch or Ray.
+model's mean and std (madmine.steps.score.predict). Training starts from that same square;
+then, each only when the plan asks for it ([finetune] keys):
+- copy_paste: the objects of another labelled image (an S(0) image) are pasted onto it, at
+  their own place in the square, their labels over the image's (crowds and overlaps);
+- photometric: its colour channels are permuted (half the images, one of the five other
+  orders) or it turns grey (a fifth): colour stops being a reliable cue for a class;
+- scale_range: it is scaled by a random factor, padded (image with the mean colour, label
+  with 255) and cropped to crop_size;
+- flip: it is mirrored at random.
+The network never sees a preprocessing that scoring does not use. Pure numpy/PIL, so every
+step is testable without torch or Ray.
 """
 
 from __future__ import annotations
@@ -27,6 +34,37 @@ def eval_input(image: Image.Image, size: int, mean, std) -> np.ndarray:
     return normalise(np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8), mean, std)
 
 
+CHANNEL_ORDERS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # every order but RGB itself
+PERMUTE_SHARE = 0.5
+GREY_SHARE = 0.2
+
+
+def square(image: Image.Image, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (size, size, 3), uint8 (size, size)): the scoring square of an image and its label."""
+    pixels = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    target = np.asarray(Image.fromarray(label, "L").resize((size, size), Image.NEAREST), dtype=np.uint8)
+    return pixels, target
+
+
+def paste_objects(pixels: np.ndarray, target: np.ndarray, source: np.ndarray, source_label: np.ndarray):
+    """Copy-paste: the source's object pixels (labels other than 0 and 255) over the image, labels with them."""
+    objects = (source_label != 0) & (source_label != IGNORE)
+    pixels, target = pixels.copy(), target.copy()
+    pixels[objects] = source[objects]
+    target[objects] = source_label[objects]
+    return pixels, target
+
+
+def photometric(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Channels permuted (PERMUTE_SHARE of the calls) and/or greyscale (GREY_SHARE): uint8 in, uint8 out."""
+    if rng.random() < PERMUTE_SHARE:
+        pixels = pixels[:, :, list(CHANNEL_ORDERS[int(rng.integers(0, len(CHANNEL_ORDERS)))])]
+    if rng.random() < GREY_SHARE:
+        grey = np.round(pixels.astype(np.float32).mean(axis=2, keepdims=True))
+        pixels = np.repeat(grey, 3, axis=2).astype(np.uint8)
+    return np.ascontiguousarray(pixels)
+
+
 def train_example(
     image: Image.Image,
     label: np.ndarray,
@@ -38,9 +76,19 @@ def train_example(
     mean,
     std,
     rng: np.random.Generator,
+    colours: bool = False,
+    paste: tuple[Image.Image, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 (3, crop, crop), int64 (crop, crop)): random scale, pad, crop and flip of the scoring square."""
+    """(float32 (3, crop, crop), int64 (crop, crop)): the scoring square with the objects of `paste` pasted on,
+    its colours changed (`colours`, photometric), then random scale, pad, crop and flip."""
     side = max(8, int(round(size * rng.uniform(*scale_range))))
+    if paste is not None or colours:
+        pixels, target = square(image, label, size)
+        if paste is not None:
+            pixels, target = paste_objects(pixels, target, *square(paste[0], paste[1], size))
+        if colours:
+            pixels = photometric(pixels, rng)
+        image, label = Image.fromarray(pixels), target
     pixels = np.asarray(image.resize((side, side), Image.BILINEAR), dtype=np.uint8)
     target = np.asarray(Image.fromarray(label, "L").resize((side, side), Image.NEAREST), dtype=np.uint8)
     x = normalise(pixels, mean, std)

@@ -54,6 +54,17 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def paste_source(self, seed) -> tuple | None:
+        """With [finetune] copy_paste: for that share of the examples, an image of S(0) (of the whole set
+        when S(0) is empty) whose objects are pasted on; drawn from the example's own seed."""
+        if not self.plan.copy_paste:
+            return None
+        rng = np.random.default_rng([*seed, 1])
+        if rng.random() >= self.plan.copy_paste:
+            return None
+        first = len(self.plan.s) if self.plan.s0 else 0
+        return read_pair(self.pairs[int(rng.integers(first, len(self.pairs)))], self.storage_options)
+
     def __getitem__(self, key):
         index, seed = key
         image, label = read_pair(self.pairs[index], self.storage_options)
@@ -67,6 +78,8 @@ class TrainSet(Dataset):
             mean=self.spec.mean,
             std=self.spec.std,
             rng=np.random.default_rng(list(seed)),
+            colours=self.plan.photometric,
+            paste=self.paste_source(seed),
         )
         return torch.from_numpy(x), torch.from_numpy(y)
 

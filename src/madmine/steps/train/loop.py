@@ -1,11 +1,14 @@
 """The Ray Train worker function of one trial (one learning rate of the grid).
 
 Restores the newest checkpoint when Ray Train restarts the worker group (a killed worker) or
-a re-run of the round finds one (a killed driver), then trains epoch after epoch: SGD with
-momentum and weight decay, poly decay over all steps, cross-entropy ignoring 255, one batch
-of S and one of S(0) per step by default. After each epoch it measures dataset mIoU on T(0)
-(one confusion matrix summed over every worker), and with [finetune] choose_by = "validation"
-the failures on V (the held-out part of S), and reports a checkpoint.
+a re-run of the round finds one (a killed driver), then trains epoch after epoch with the
+plan's recipe (optimizer, schedule, batch norm, mixing, augmentations; recipe.py and
+sampling.py), cross-entropy ignoring 255, up to the step budget. Every `val_every` epochs,
+and after the last, it measures the model: dataset mIoU on T(0) (one confusion matrix summed
+over every worker) and the per-image mIoU of every image of T(0), of V (the held-out part of
+S, with choose_by = "validation") and of the S it trains on. The best of those points by the
+plan's rule (choice.py) is kept, weights and per-image figures, and travels in every
+checkpoint: the round publishes it, not merely the last epoch.
 
 CPU workers talk over gloo and GPU workers over nccl; the code is the same, Ray Train picks
 the backend from ScalingConfig(use_gpu=...).
@@ -29,10 +32,11 @@ from madmine.allocator import keep_freed_memory
 from madmine.errors import MadmineError
 from madmine.models.kinds.base import load_weights, weights_state
 from madmine.models.registry import LoadedModel, config_log_probs, forward_logits, load_model, map_ids
-from madmine.steps.train import checkpoints
+from madmine.steps.train import checkpoints, choice
 from madmine.steps.train.dataset import EvalSet, TrainSet
 from madmine.steps.train.plan import Plan
-from madmine.steps.train.sampling import epoch_batches, poly_lr, steps_per_epoch
+from madmine.steps.train.recipe import learning_rate
+from madmine.steps.train.sampling import epoch_batches
 
 AUX_WEIGHT = 0.5  # torchvision's reference weight for the auxiliary head, when a model has one
 
@@ -58,10 +62,20 @@ def segmentation_loss(out, target: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def set_train_mode(net: nn.Module, freeze_bn: bool) -> None:
-    """Train mode; with freeze_bn, batch norm keeps the parent's statistics (batches of 2 are too noisy to estimate them)."""
+def make_optimizer(name: str, parameters, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """sgd: the paper's (momentum, weight decay); adamw: what the demo's target (and most recent networks) trained with."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def set_train_mode(net: nn.Module, train_batch_norm: bool) -> None:
+    """Train mode; without train_batch_norm, batch norm keeps the parent's statistics (its layers in eval
+    mode; their affine weights still learn)."""
     net.train()
-    if freeze_bn:
+    if not train_batch_norm:
         for module in net.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
@@ -99,52 +113,62 @@ def predictions(net: nn.Module, pairs, plan: Plan, storage_options: dict, device
             yield np.asarray(label), map_ids(metrics.label_ids(logits), lut)[0].cpu().numpy()
 
 
-def evaluate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
-             loaded: LoadedModel | None = None) -> float:
-    """Dataset mIoU on T(0): each worker predicts its share, the confusion matrices are summed."""
+def per_image(net: nn.Module, pairs, plan: Plan, storage_options: dict, device, rank: int, world: int,
+              loaded: LoadedModel | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(confusion matrix over every pair, per-image mIoU of each pair in order): each worker predicts its
+    share, both are summed over the workers (a worker leaves the others' images at zero)."""
     c = plan.num_classes
     conf = np.zeros((c, c), dtype=np.int64)
-    for label, pred in predictions(net, plan.t0, plan, storage_options, device, rank, world, loaded):
-        conf += metrics.confusion(label, pred, c)
-    return metrics.dataset_miou(_all_reduce(conf, world))
+    mious = np.zeros(len(pairs), dtype=np.float64)
+    for index, (label, pred) in zip(range(rank, len(pairs), world),
+                                    predictions(net, pairs, plan, storage_options, device, rank, world, loaded)):
+        image_conf = metrics.confusion(label, pred, c)
+        conf += image_conf
+        mious[index] = metrics.miou_from_sums(*metrics.intersection_union(image_conf))
+    return _all_reduce(conf, world), _all_reduce(mious, world)
 
 
-def validate(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
-             loaded: LoadedModel | None = None) -> dict:
-    """On V, the held-out part of S: the fraction of failures (per-image mIoU below plan.tau)
-    and the mean per-image mIoU: how well the model now does on the kind of image it was
-    shown to fail on, but on images it was not trained on."""
-    sums = np.zeros(3, dtype=np.float64)  # images, failures, summed per-image mIoU
-    for label, pred in predictions(net, plan.v, plan, storage_options, device, rank, world, loaded):
-        miou = metrics.image_miou(pred, label, plan.num_classes)
-        if miou == miou:  # NaN: no labelled pixel (S has none such: data.check refuses them)
-            sums += (1.0, float(miou < plan.tau), miou)
-    sums = _all_reduce(sums, world)
-    n = max(sums[0], 1.0)
-    return {"v_failures": float(sums[1] / n), "v_image_miou": float(sums[2] / n)}
+def summary(mious: np.ndarray, tau: float) -> tuple[float, float]:
+    """(fraction of failures, mean per-image mIoU) over the images with a labelled pixel."""
+    values = mious[np.isfinite(mious)]
+    if not values.size:
+        return float("nan"), float("nan")
+    return float(np.mean(values < tau)), float(values.mean())
+
+
+def checkpoint_measures(net: nn.Module, plan: Plan, storage_options: dict, device, rank: int, world: int,
+                        loaded: LoadedModel | None = None) -> tuple[dict, dict]:
+    """(the curve's figures, per-image mIoU by set) of the model as it is: T(0) (dataset mIoU), V
+    (failures and mean per-image mIoU), and the S it trains on (the same: does it fit S?)."""
+    conf, t0 = per_image(net, plan.t0, plan, storage_options, device, rank, world, loaded)
+    figures, images = {"val_miou": metrics.dataset_miou(conf)}, {"t0": t0.tolist()}
+    for name, pairs in (("v", plan.v), ("s", plan.s)):
+        if pairs:
+            mious = per_image(net, pairs, plan, storage_options, device, rank, world, loaded)[1]
+            figures[f"{name}_failures"], figures[f"{name}_image_miou"] = summary(mious, plan.tau)
+            images[name] = mious.tolist()
+    return figures, images
 
 
 def train_epoch(
     model, net, optimizer, plan: Plan, lr: float, epoch: int, device, rank: int, world: int, dataset,
     loaded: LoadedModel | None = None,
 ) -> float:
-    """One pass over S; returns the mean training loss over every worker's steps.
+    """One epoch (cut at the step budget in the last); returns the mean training loss over every worker's steps.
 
     A model with a class map is trained on the likelihood of the config's labels: its
     probabilities summed per config class (registry.config_log_probs)."""
-    n_s, n_0 = len(plan.s), len(plan.s0)
-    primary = n_s if plan.mixing == "alternate" else n_s + n_0
-    steps = steps_per_epoch(primary, plan.batch_size, world)
-    total_steps = steps * plan.epochs
-    batches = epoch_batches(n_s, n_0, plan.batch_size, epoch, rank, world, plan.seed, plan.mixing)
+    batches = epoch_batches(len(plan.s), len(plan.s0), plan.batch_size, epoch, rank, world, plan.seed, plan.mixing,
+                            plan.s_share)[: plan.steps_in(epoch)]
     keyed = [[(i, (plan.seed, epoch, rank, step, slot)) for slot, i in enumerate(b)] for step, b in enumerate(batches)]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=keyed, num_workers=plan.loader_workers)
     torch.manual_seed(plan.seed * 100_003 + epoch)
-    set_train_mode(net, plan.freeze_bn)
+    set_train_mode(net, plan.train_batch_norm)
     sums = np.zeros(2, dtype=np.float64)
+    first = (epoch - 1) * plan.epoch_steps
     for step, (x, y) in enumerate(loader):
         for group in optimizer.param_groups:
-            group["lr"] = poly_lr(lr, (epoch - 1) * steps + step, total_steps, plan.poly_power)
+            group["lr"] = learning_rate(plan.schedule, lr, first + step, plan.total_steps, plan.poly_power)
         out = model(x.to(device))
         if loaded is not None and loaded.class_map is not None:
             out = config_log_probs(out, loaded.lut(_outputs(out), device), plan.num_classes)
@@ -157,7 +181,8 @@ def train_epoch(
     return float(sums[0] / max(sums[1], 1.0))
 
 
-def _report(metrics_: dict, net, optimizer, state: dict, rank: int, with_checkpoint: bool) -> None:
+def _report(metrics_: dict, net, optimizer, state: dict, best_weights: dict | None, rank: int,
+            with_checkpoint: bool) -> None:
     if not with_checkpoint:
         ray.train.report(metrics_)
         return
@@ -165,17 +190,23 @@ def _report(metrics_: dict, net, optimizer, state: dict, rank: int, with_checkpo
         checkpoint = None
         if rank == 0:
             model_state = weights_state(net)  # the library model's own state_dict: what a weights file holds
-            checkpoints.write(directory, model_state, optimizer.state_dict(), state)
+            best = state["best"]
+            kept = None if best is None or best["epoch"] == state["epoch"] else best_weights
+            checkpoints.write(directory, model_state, optimizer.state_dict(), state, kept)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics_, checkpoint=checkpoint, checkpoint_dir_name=checkpoints.dir_name(state["epoch"]))
 
 
 def _metrics(row: dict, lr: float) -> dict:
     out = {"epoch": row["epoch"], "lr": lr}
-    for key in ("train_loss", "val_miou", "v_failures", "v_image_miou"):
+    for key in ("train_loss", "val_miou", "v_failures", "v_image_miou", "s_failures", "s_image_miou"):
         if row.get(key) is not None:
             out[key] = row[key]
     return out
+
+
+def _copy(weights: dict) -> dict:
+    return {k: v.detach().clone() for k, v in weights.items()}
 
 
 def train_loop(config: dict) -> None:
@@ -193,44 +224,52 @@ def train_loop(config: dict) -> None:
     if not loaded.trainable:
         raise MadmineError(f"model {loaded.spec.name!r} ({loaded.kind.label}) cannot be fine-tuned by madmine")
     net = loaded.net
-    state = {"lr": lr, "epoch": 0, "curve": [], "plan": plan.fingerprint()}
-    optimizer_state = None
+    state = {"lr": lr, "epoch": 0, "curve": [], "plan": plan.fingerprint(), "best": None, "images": {}}
+    optimizer_state, best_weights = None, None
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as directory:
-            model_state, optimizer_state, state = checkpoints.read(directory)
+            model_state, optimizer_state, state, best_weights = checkpoints.read(directory)
         load_weights(net, model_state)
+        if state["best"] is not None and best_weights is None:  # the best was that checkpoint's own epoch
+            best_weights = _copy(model_state)
     model = ray.train.torch.prepare_model(net)
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+    optimizer = make_optimizer(plan.optimizer, net.parameters(), lr, plan.momentum, plan.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
 
+    def measured(row: dict) -> dict:
+        figures, images = checkpoint_measures(net, plan, storage_options, device, rank, world, loaded)
+        row.update(figures)
+        if row["epoch"] == 0:
+            state["images"]["parent"] = images
+        elif choice.better(row, (state["best"] or {}).get("point"), state["curve"][0], plan.choose_by, plan.max_t0_drop):
+            state["best"] = {"epoch": row["epoch"], "point": dict(row)}
+            state["images"]["best"] = images
+            return _copy(weights_state(net))
+        return None
+
     if not state["curve"]:
-        baseline = evaluate(net, plan, storage_options, device, rank, world, loaded)
-        state["curve"].append({"epoch": 0, "train_loss": None, "val_miou": baseline, "resumed": False, "seconds": 0.0,
-                               **(validate(net, plan, storage_options, device, rank, world, loaded) if plan.v else {})})
-    if state["epoch"] >= plan.epochs:  # finished before a driver restart: report the result again
+        row = {"epoch": 0, "step": 0, "train_loss": None, "resumed": False, "seconds": 0.0}
+        measured(row)
+        state["curve"].append(row)
+    if state["epoch"] >= plan.last_epoch:  # finished before a driver restart: report the result again
         ray.train.report(_metrics(state["curve"][-1], lr))
         return
 
     dataset = TrainSet(plan.s + plan.s0, plan, storage_options)
     resumed = restored is not None
-    for epoch in range(state["epoch"] + 1, plan.epochs + 1):
+    for epoch in range(state["epoch"] + 1, plan.last_epoch + 1):
         started = time.perf_counter()
         loss = train_epoch(model, net, optimizer, plan, lr, epoch, device, rank, world, dataset, loaded)
-        last = epoch == plan.epochs
-        validated = last or epoch % plan.val_every == 0
-        val = evaluate(net, plan, storage_options, device, rank, world, loaded) if validated else None
+        last = epoch == plan.last_epoch
+        row = {"epoch": epoch, "step": (epoch - 1) * plan.epoch_steps + plan.steps_in(epoch), "train_loss": loss,
+               "val_miou": None, "resumed": resumed}
+        if last or epoch % plan.val_every == 0:
+            best_weights = measured(row) or best_weights
+        row["seconds"] = time.perf_counter() - started
         state["epoch"] = epoch
-        row = {
-            "epoch": epoch,
-            "train_loss": loss,
-            "val_miou": val,
-            "resumed": resumed,
-            "seconds": time.perf_counter() - started,
-            **(validate(net, plan, storage_options, device, rank, world, loaded) if validated and plan.v else {}),
-        }
         state["curve"].append(row)
         resumed = False
-        _report(_metrics(row, lr), net, optimizer, state, rank, last or epoch % plan.checkpoint_every == 0)
+        _report(_metrics(row, lr), net, optimizer, state, best_weights, rank, last or epoch % plan.checkpoint_every == 0)

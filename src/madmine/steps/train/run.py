@@ -1,11 +1,15 @@
 """`madmine finetune --round R`: check the data, run the lr grid on Ray, publish the winner.
 
 1. collect S(..R), S(0), T(0) and decode every pair once (bad input fails here, before Ray);
-2. write the plan; a re-run of the round with the same plan continues, another plan is refused
-   unless restart=True discards the round's checkpoints;
+2. write the plan and say it (steps, passes over S and S(0), lr x steps, batch norm, augmentations);
+   a re-run of the round with the same plan continues, another plan is refused unless
+   restart=True discards the round's checkpoints;
 3. run the grid (Ray Tune over Ray Train), resuming whatever a killed run left;
-4. read every trial's final checkpoint: the curves table, the winner by mIoU on T(0);
-5. the winner's weights become a new target version (models table); done.json is written last.
+4. read every trial's final checkpoint: the curves table, the winner among the checkpoints each
+   trial kept (choice.py);
+5. the winner's weights become a new target version (models table), with what it fixed and broke
+   (repair table); the fit guard says when it still fails on most of the S it trained on;
+   done.json is written last.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from madmine.errors import MadmineError
 from madmine.lock import WorkspaceLock
 from madmine.models.resolve import resolve
 from madmine.ray_cluster import ensure_ray
+from madmine.steps import repair
 from madmine.steps.context import StepContext
 from madmine.steps.train import data as training_data
 from madmine.steps.train.curves import curves_table, read_outcomes
@@ -57,6 +62,13 @@ class FinetuneResult:
     choose_by: str = "t0"  # how the lr was chosen ([finetune] choose_by)
     v_failures: float | None = None  # "validation": the winner's failures on V (the held-out part of S)
     parent_v_failures: float | None = None
+    plan: str = ""  # what each trial did (Plan.describe)
+    epoch: int | None = None  # the winner's kept epoch
+    step: int | None = None  # ... after this many optimiser steps
+    s_failures: float | None = None  # the winner's failures on the S it trained on (the fit guard's figure)
+    parent_s_failures: float | None = None
+    fit_warning: str | None = None  # one line when it did not fit S (s_failures > [finetune] fit_guard)
+    repair: tuple[dict, ...] = ()  # its repair-table rows (V, S, T(0)) without created_at; repair.describe says them
 
 
 def _check_plan(ws: Workspace, storage: RoundStorage, plan: Plan, restart: bool) -> None:
@@ -88,10 +100,20 @@ class FinetuneParams:
 
 def run(ctx: StepContext, params: FinetuneParams) -> FinetuneResult:
     """The fine-tuning step: the target on S(..R) + S(0) as a Ray Train job; the lr grid's winner becomes a
-    new version of the target in `params.selection`'s chain."""
+    new version of the target in `params.selection`'s chain. The plan is said (ctx.say) before training."""
     return finetune(ctx.config, params.round, ray_address=ctx.ray_address, restart=params.restart,
                     show_progress=ctx.show_progress, selection=params.selection, parent_text=params.parent,
-                    seed=params.seed)
+                    seed=params.seed, say=ctx.say)
+
+
+def fit_warning(s_failures: float | None, images: int, guard: float) -> str | None:
+    """The fit guard: one line when the new version still fails on more than `guard` of the S it trained on."""
+    if s_failures is None or s_failures != s_failures or s_failures <= guard:
+        return None
+    return (f"the new version still fails on {100 * s_failures:.0f}% of the {images} S images it trained on (more than "
+            f"[finetune] fit_guard = {guard:g}): it did not fit S. Give it more updates ([finetune] steps or epochs, a "
+            'higher lr_grid), or the recipe the target was trained with (optimizer = "adamw", batch_norm = "train" with '
+            "batches of 8 or more, scale_range = [1.0, 1.0] if it never saw rescaling)")
 
 
 def finetune(
@@ -104,6 +126,7 @@ def finetune(
     selection: str = tables.MAD,
     parent_text: str | None = None,
     seed: int | None = None,
+    say=None,
 ) -> FinetuneResult:
     """Fine-tune the target on S(..R) of a strategy and S(0); the winner of the lr grid becomes a new
     target version of that strategy's chain (MAD's by default). With `seed`, a replicate: the same
@@ -134,6 +157,7 @@ def finetune(
 
     if (result := finished()) is not None:
         return result
+    (say or log.info)(f"round {round_} fine-tuning plan: {plan.describe()}")
     with WorkspaceLock(ws, f"finetune-{storage.folder}", stale_after=LOCK_STALE_AFTER_S, heartbeat=LOCK_HEARTBEAT_S):
         if (result := finished()) is not None:  # another driver finished in between
             return result
@@ -155,14 +179,22 @@ def finetune(
             weights_uri=row["weights_uri"],
             lr=winner.lr,
             val_miou=winner.val_miou,
-            parent_val_miou=float(winner.curve[0]["val_miou"]),
+            parent_val_miou=float(winner.parent["val_miou"]),
             trials={o.trial: o.val_miou for o in outcomes},
             data=data.counts() + (f", V {len(plan.v)} (held out of S to choose the lr)" if plan.v else ""),
             seconds=time.perf_counter() - started,
             selection=chain,
             choose_by=plan.choose_by,
             v_failures=winner.v_failures,
-            parent_v_failures=winner.curve[0].get("v_failures"),
+            parent_v_failures=winner.parent.get("v_failures"),
+            plan=plan.describe(),
+            epoch=winner.epoch,
+            step=winner.point.get("step"),
+            s_failures=winner.s_failures,
+            parent_s_failures=winner.parent.get("s_failures"),
+            fit_warning=fit_warning(winner.s_failures, len(plan.s), plan.fit_guard),
+            repair=tuple({k: v for k, v in r.items() if k != "created_at"}
+                         for r in repair.finetune_rows(row, winner.images, plan.tau)),
         )
         storage.markers.mark_done("done", {"fingerprint": plan.fingerprint(), "result": json.loads(json.dumps(result.__dict__, default=str))})
     return result

@@ -8,7 +8,8 @@ madmine.models.registry.model_version names any weights file (<prefix>-<sha256[:
 file>, then -cm<hash> with a class map), so scoring finds the same version either way.
 
 tables/models/<name>-round-<R>-<selection>.parquet (one part per fine-tuned round and
-strategy; re-running a round replaces its part): model, model_version, role, arch,
+strategy; re-running a round replaces its part; its repair rows, what it fixed and broke on V,
+the S it trained on and T(0), are written just before it): model, model_version, role, arch,
 weights_uri, parent_version, created_at, round, metrics (JSON), checkpoint_uri, val_miou, lr,
 factory, selection (the strategy whose S it learned from; null in older parts means mad).
 
@@ -32,29 +33,22 @@ from madmine.config import Config, ModelSpec
 from madmine.errors import MadmineError
 from madmine.models.kinds import kind_of
 from madmine.models.registry import model_version, version_from_weights
-from madmine.steps.train import checkpoints
+from madmine.steps import repair
+from madmine.steps.train import choice
 from madmine.steps.train.curves import Outcome
 from madmine.steps.train.plan import Plan
 from madmine.workspace import Workspace
 
 
 def pick_winner(outcomes: list[Outcome], plan: Plan | None = None) -> Outcome:
-    """The paper's choice (choose_by = "t0"): the highest final dataset mIoU on T(0), a tie
-    going to the smaller learning rate (the gentler change).
-
-    With choose_by = "validation": among the rates whose T(0) mIoU fell by at most
-    max_t0_drop, the fewest failures on V (the held-out part of S), then the higher mean
-    per-image mIoU on V, then the smaller rate. T(0) alone rewards the rate that changes the
-    model least; V rewards fixing the failures S was picked for, and the bound keeps what the
-    model knew. When no rate keeps T(0) within the bound, the paper's choice."""
+    """The trial whose kept checkpoint wins by the plan's rule (choice.py): the highest T(0) mIoU (choose_by =
+    "t0", the paper's), or the fewest failures on V within max_t0_drop of the parent's T(0) ("validation");
+    a tie goes to the smaller learning rate (the gentler change)."""
     usable = [o for o in outcomes if o.val_miou == o.val_miou]  # NaN: T(0) held no labelled pixel
     if not usable:
         raise MadmineError("no trial has a finite mIoU on T(0): does T(0) hold labelled pixels?")
-    if plan is not None and plan.choose_by == "validation":
-        kept = [o for o in usable if o.v_failures is not None and o.t0_drop <= plan.max_t0_drop + 1e-12]
-        if kept:
-            return min(kept, key=lambda o: (o.v_failures, -(o.v_image_miou or 0.0), o.lr))
-    return max(usable, key=lambda o: (o.val_miou, -o.lr))
+    choose_by, bound = (plan.choose_by, plan.max_t0_drop) if plan is not None else ("t0", 0.0)
+    return min(usable, key=lambda o: (choice.key(o.point, o.parent, choose_by, bound), o.lr))
 
 
 def version_of(spec: ModelSpec, weights: bytes, classes=None) -> str:
@@ -169,7 +163,7 @@ def with_latest_target(config: Config, ws: Workspace | None = None, before_round
 def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
     """Write the winner's weights and its row of the models table; returns the row."""
     spec = plan.parent_spec()
-    weights = ws.get_bytes(f"{winner.checkpoint}/{checkpoints.MODEL}")
+    weights = ws.get_bytes(f"{winner.checkpoint}/{winner.weights}")
     version = version_of(spec, weights, config.classes)
     path = ws.path("models", spec.name, f"{version}.pt")
     ws.put_bytes(path, weights)
@@ -187,8 +181,10 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "created_at": datetime.now(UTC),
         "round": plan.round,
         "metrics": json.dumps(
-            {"val_miou": winner.val_miou, "lr": winner.lr, "epochs": plan.epochs, "rounds": list(plan.rounds),
-             **({"choose_by": plan.choose_by, "v_failures": winner.v_failures, "v": len(plan.v)} if plan.v else {})}
+            {"val_miou": winner.val_miou, "lr": winner.lr, "epoch": winner.epoch, "step": winner.point.get("step"),
+             "steps": plan.total_steps, "epochs": plan.last_epoch, "rounds": list(plan.rounds),
+             "s_failures": winner.s_failures, "s": len(plan.s), "choose_by": plan.choose_by,
+             **({"v_failures": winner.v_failures, "v": len(plan.v)} if plan.v else {})}
         ),
         "checkpoint_uri": ws.url(winner.checkpoint),
         "val_miou": winner.val_miou,
@@ -196,6 +192,8 @@ def publish(config: Config, ws: Workspace, plan: Plan, winner: Outcome) -> dict:
         "factory": spec.factory,
         "selection": plan.selection,
     }
+    repair.write(ws, repair.finetune_rows(row, winner.images, plan.tau),
+                 repair.finetune_part(spec.name, plan.round, plan.selection))
     ws.write_parquet(
         tables.MODELS.path(ws, model=spec.name, round=plan.round, selection=plan.selection),
         pa.Table.from_pylist([row], schema=tables.MODELS.schema),
