@@ -31,9 +31,11 @@ def timings(console: Console, rows: list[tuple[str, float]], total: float) -> No
 
 
 def model_label(row: dict) -> str:
-    """Readable names for Table 1: the target's versions by the round that made them."""
+    """Readable names for Table 1: the target's versions by the round that made them and, beside MAD's
+    chain, the strategy whose S trained them (each strategy's chain is a row of its own)."""
     if row["role"] == "target" and row["origin"] == "models table":
-        return f"target after round {row['model_round']}"
+        chain = row.get("selection")
+        return f"target after round {row['model_round']}" + ("" if chain in (None, "mad") else f" ({chain})")
     if row["role"] == "target":
         return "target (original)"
     return row["model"]

@@ -186,6 +186,11 @@ def _save(ws: Workspace, cid: str, rows: list[dict]) -> None:
     ws.write_parquet(tables.COMPETITIONS.path(ws, competition=cid), pa.Table.from_pylist(rows, schema=tables.COMPETITIONS.schema))
 
 
+def _pair(a: ModelRef, b: ModelRef) -> str:
+    """The two models as a progress bar can show them: names, or full labels where the names are the same."""
+    return f"{a.name}, {b.name}" if a.name != b.name else f"{a.label}, {b.label}"
+
+
 def _select_ranking(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid: str, n: int,
                     chunk: int = 64) -> tuple[list[dict], int]:
     """The d-ranking proxy: the top n of the whole pool by d(A, B)."""
@@ -195,7 +200,7 @@ def _select_ranking(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, cid
         raise EvaluationError("the pool is empty: ingest images (`madmine ingest`) that no S(j) holds")
     src_a, src_b = ModelMaps(config, ws, a), ModelMaps(config, ws, b)
     best: list[tuple[str, float]] = []
-    for start in track(range(0, len(pool), chunk), description=f"d({a.label}, {b.label}) over {len(pool)} images"):
+    for start in track(range(0, len(pool), chunk), description=f"d({_pair(a, b)}) over {len(pool)} images"):
         items = pool[start : start + chunk]
         best = sorted(best + rank_pool(src_a.maps(items), src_b.maps(items), config.num_classes, n), key=lambda t: (-t[1], t[0]))[:n]
     picked = [{"image_id": i, "d": d, "rank": k} for k, (i, d) in enumerate(best, start=1)]
@@ -211,7 +216,7 @@ def pool_tables(config: Config, ws: Workspace, a: ModelRef, b: ModelRef, pool: l
     src_a, src_b = ModelMaps(config, ws, a), ModelMaps(config, ws, b)
     c = config.num_classes
     predictions, pairs = [], []
-    for start in track(range(0, len(pool), chunk), description=f"{a.label} and {b.label} over {len(pool)} images"):
+    for start in track(range(0, len(pool), chunk), description=f"{_pair(a, b)} over {len(pool)} images"):
         items = pool[start : start + chunk]
         maps_a, maps_b = src_a.maps(items), src_b.maps(items)
         for image_id, _ in items:
