@@ -46,6 +46,7 @@ bench: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.scale
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/madmine demo --workdir bench-work/repair --rounds 1 > /dev/null
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m bench.finetune_repair --workdir bench-work/repair
+	$(BIN)/python -m bench.shared_failures --workdir bench-work/repair
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) demo-work .pytest_cache
