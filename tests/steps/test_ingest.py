@@ -37,6 +37,9 @@ def test_ingest_folder_then_rerun_adds_only_new_images(tmp_path):
     assert third.added == 3
     ids = tables.MANIFEST.read(ws).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 9
+    # nothing left to read starts no executor: on Ray (at an address nothing listens on) the same answer
+    on_ray = ingest(ws, [str(listing)], show_progress=False, executor="ray", ray_address="127.0.0.1:1")
+    assert (on_ray.added, on_ray.already_known, on_ray.duplicates) == (0, 3, 0)
 
 
 def test_bad_sources_go_to_errors_and_never_stop_the_ingest(tmp_path):

@@ -197,7 +197,12 @@ def ingest(
         with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       disable=not show_progress) as progress:
             task = progress.add_task("ingest", total=todo.new)
-            summaries = run_local(todo.shards, ctx) if executor == "local" else _run_ray(todo.shards, ctx, ray_address, actors)
+            if not todo.shards:  # nothing new: no executor to start (Ray Data refuses an empty dataset)
+                summaries = []
+            elif executor == "local":
+                summaries = run_local(todo.shards, ctx)
+            else:
+                summaries = _run_ray(todo.shards, ctx, ray_address, actors)
             for summary in summaries:
                 if summary["shard"] in rows:
                     continue  # a retried shard: it counts once
