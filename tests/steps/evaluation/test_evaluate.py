@@ -179,7 +179,7 @@ def test_table_1_marks_the_papers_pairing_f_i_on_t_i_plus_1():
     assert paired == {("v0", 0), ("mad0", 1), ("mad1", 2)}
 
 
-def test_repair_counts_each_versions_fixed_and_broken_images_against_its_parent_as_counted_here(tmp_path):
+def test_repair_counts_each_versions_fixed_and_broken_images_against_its_parent_as_counted_here(tmp_path, monkeypatch):
     """Evaluation's repair rows: the version's and its parent's per-image mIoU by the pixel loops of
     references.reference, counted here: failures the version fixes, passing images it breaks."""
     from madmine import tables
@@ -212,8 +212,10 @@ def test_repair_counts_each_versions_fixed_and_broken_images_against_its_parent_
     assert (row["model_version"], row["parent_version"], row["testset_round"]) == ("ft-r0", w.versions["target"], 0)
     assert row["parent_image_miou"] == pytest.approx(np.mean(parent)) and row["image_miou"] == pytest.approx(np.mean(child))
     assert result.repair == tables.REPAIR.read_file(w.ws, part="evaluation").to_pylist()
-    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--no-quality"], catch_exceptions=False,
-                             env={"COLUMNS": "200"})
+    from madmine.cli import evaluate as evaluate_cli
+
+    monkeypatch.setattr(evaluate_cli.out, "width", 200)  # its console took its width when first imported
+    out = CliRunner().invoke(app, ["--config", str(w.config_path), "evaluate", "--no-quality"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert "repair: each fine-tuned version against its parent" in out.output
     assert f"{expected[1]} of {expected[0]} (" in out.output and f"{expected[3]} of {expected[2]} (" in out.output
