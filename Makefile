@@ -30,13 +30,16 @@ $(LS_STAMP): scripts/labelstudio-requirements.txt scripts/install-labelstudio.sh
 demo: $(STAMP)
 	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/madmine demo --workdir demo-work
 
+# Both test targets run on two workers (pytest-xdist), a test file to a worker: a module's fixtures
+# (the demo's run) are built once, and each worker that meets a slow test starts its own Ray cluster
+# on 127.0.0.1.
 test: $(STAMP) $(LS_STAMP)
-	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q --durations=25 tests
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 # For developers: everything but the slow marks (Ray cluster, Ray Train, several nodes, Label Studio,
 # the browser, the demo); see tests/conftest.py.
 test-fast: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q --durations=10 -m "not slow" tests
+	RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow" tests
 
 # Benchmarks print their figures; each runs as a module of the bench package.
 bench: $(STAMP)
