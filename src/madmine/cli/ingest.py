@@ -18,14 +18,14 @@ def ingest(
         ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
     ),
     workers: int = typer.Option(
-        None, help="Threads that read and decode in each shard worker (default: one a core; four a core for s3://)."
+        None, help="Threads that read and decode in each shard worker (default: one, with a process a core running shards; four a core for s3://)."
     ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
     max_error_fraction: float = typer.Option(
         None, help="Exit non-zero when more files than this fraction fail; default \\[scoring] max_error_fraction."
     ),
     executor: str = typer.Option(
-        "auto", help="Where shards run: auto (Ray when there is a cluster or several actors), ray, or local (this process)."
+        "auto", help="Where shards run: auto (Ray when there is a cluster or several actors), ray, or local (this machine)."
     ),
     ray_address: str = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS)."),
     shard_size: int = typer.Option(1024, help="Files per shard: one unit of work, one manifest part."),

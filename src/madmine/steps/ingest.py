@@ -15,10 +15,12 @@ The driver never holds the corpus (steps/ingest_shards/):
     driver:  one summary per shard -> one DuckDB query settles duplicates across shards and
              against the manifest -> the staged parts become manifest parts
 
-Shards run where scoring's do (madmine.placement): in this process on one machine, in Ray
-Data actors on a cluster. A worker lost mid-shard costs that shard's time: Ray Data retries it
-and its files are idempotent. A driver killed before the promotion loses the shards in flight
-and nothing else: the next ingest finds those URIs new again.
+Shards run where scoring's do (madmine.placement): on one machine in this process, or in a
+process a core when there are several shards of local files; in Ray Data actors on a cluster.
+A worker lost mid-shard costs that shard's time: Ray Data retries it and its files are
+idempotent (on one machine, the ingest names the shards a dead process left, and a re-run
+reads them). A driver killed before the promotion loses the shards in flight and nothing
+else: the next ingest finds those URIs new again.
 """
 
 from __future__ import annotations
@@ -100,11 +102,20 @@ class IngestResult:
 
 
 def default_threads(sources: list[str], cores: int) -> int:
-    """Decoding is CPU work: one thread a core for local files (more only contend for the GIL:
-    on 2 cores, 8 threads read small JPEGs slower than 2); reading from an object store waits
-    on each request: four threads a core."""
-    remote = any(split_uri(s)[0] not in ("file", "local") for s in sources)
-    return 4 * cores if remote else cores
+    """Threads per shard worker. Decoding local files is CPU work, and threads of one process
+    contend for the GIL (two read small JPEGs slower than one): one, with a process a core
+    (default_processes). Reading from an object store waits on each request: four threads a core."""
+    return 4 * cores if _remote(sources) else 1
+
+
+def default_processes(sources: list[str], cores: int) -> int:
+    """Processes that run local shards at once: one a core for local files; one for an object
+    store, whose threads mostly wait."""
+    return 1 if _remote(sources) else cores
+
+
+def _remote(sources: list[str]) -> bool:
+    return any(split_uri(s)[0] not in ("file", "local") for s in sources)
 
 
 def _run_ray(specs: list[ShardSpec], ctx: IngestContext, ray_address: str | None, actors: int) -> Iterator[dict]:
@@ -159,13 +170,14 @@ def ingest(
     ray_address: str | None = None,
     actors: int = 1,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    processes: int | None = None,
 ) -> IngestResult:
     """Add the new images of `sources` to the manifest, one immutable part per shard.
 
     URIs that failed an earlier ingest are skipped unless `retry_errors` (a nightly run
     would otherwise record the same broken files every night). `workers` is the threads that
-    read and decode in each shard worker (default: default_threads); `actors` the shard
-    workers on Ray.
+    read and decode in each shard worker (default: default_threads); `processes` the shards
+    run at once on this machine (default: default_processes); `actors` the shard workers on Ray.
     """
     if workers is not None and workers < 1:
         raise MadmineError(f"ingest needs at least 1 worker, got {workers}")
@@ -173,8 +185,9 @@ def ingest(
         raise MadmineError(f"ingest shard_size must be at least 1, got {shard_size}")
     retried = objectstore.retries()
     executor = resolve_executor(executor, ray_address, actors)
-    if workers is None:  # a Ray actor has one CPU; this process, the machine's
-        workers = default_threads(sources, 1 if executor == "ray" else os.cpu_count() or 1)
+    cores = 1 if executor == "ray" else os.cpu_count() or 1  # a Ray actor has one CPU; this machine, all
+    if workers is None:
+        workers = default_threads(sources, cores)
     storage_options = storage_options or {}
     stamp = dt.datetime.now(dt.timezone.utc)
     area = IngestArea(workspace, f"{stamp.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
@@ -200,7 +213,7 @@ def ingest(
             if not todo.shards:  # nothing new: no executor to start (Ray Data refuses an empty dataset)
                 summaries = []
             elif executor == "local":
-                summaries = run_local(todo.shards, ctx)
+                summaries = run_local(todo.shards, ctx, processes or default_processes(sources, cores))
             else:
                 summaries = _run_ray(todo.shards, ctx, ray_address, actors)
             for summary in summaries:
@@ -209,7 +222,8 @@ def ingest(
                 rows[summary["shard"]] = summary["rows"]
                 duplicates += summary["duplicates"]
                 error_count += summary["errors"]
-                shard_retries += summary.get("retries", 0)
+                if summary.get("pid") != os.getpid():  # this process's count holds its own shards' retries
+                    shard_retries += summary.get("retries", 0)
                 errors.extend(summary["error_rows"][: max(0, ERRORS_KEPT - len(errors))])
                 for phase, value in summary.get("timings", {}).items():
                     seconds[phase] = seconds.get(phase, 0.0) + value
@@ -238,8 +252,7 @@ def ingest(
         error_count=error_count,
         listed=listing.uris,
         shards=len(todo.shards),
-        # shards run in this process counted their retries in this process's count too
-        retries=objectstore.retries() - retried + (shard_retries if executor == "ray" else 0),
+        retries=objectstore.retries() - retried + shard_retries,
         executor=executor,
         seconds=seconds,
     )

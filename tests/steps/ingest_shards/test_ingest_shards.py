@@ -1,17 +1,24 @@
 """Ingest in shards: copies of the same bytes in different shards collapse to one row, an s3://
-prefix is listed a page at a time, and the todo file holds one row group per shard."""
+prefix is listed a page at a time, the todo file holds one row group per shard, shards in
+several processes give what one process gives, and a killed shard process loses nothing."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import signal
 
 import pyarrow.parquet as pq
+import pytest
 import s3fs
 
 from counting_s3 import CountingS3Server
 from madmine import tables
+from madmine.errors import MadmineError
+from madmine.steps import ingest as ingest_module
 from madmine.steps.ingest import ingest
-from madmine.steps.ingest_shards import listing
+from madmine.steps.ingest_shards import executors, listing
 from madmine.steps.ingest_shards.area import IngestArea
 from madmine.steps.ingest_shards.plan import plan
 from madmine.workspace import Workspace
@@ -82,3 +89,61 @@ def test_new_uris_are_cut_into_one_row_group_per_shard(tmp_path):
     meta = pq.ParquetFile(area.todo).metadata
     assert [meta.row_group(k).num_rows for k in range(meta.num_row_groups)] == [3, 3, 1]
     assert pq.read_table(area.todo).column("uri").to_pylist() == sorted(str(p) for p in corpus)
+
+
+def _manifest_rows(ws: Workspace) -> list[tuple]:
+    table = tables.MANIFEST.read(ws).drop_columns(["ingested_at"]).sort_by("image_id")
+    return list(zip(*(table.column(name).to_pylist() for name in table.column_names)))
+
+
+def test_shards_in_several_processes_give_what_one_process_gives(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus", 10, seed=3)
+    shutil.copy(corpus[0], tmp_path / "corpus" / "zz-copy.png")  # a duplicate in another shard
+    (tmp_path / "corpus" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    pids = []
+
+    def watched(specs, ctx, processes=1):
+        for summary in executors.run_local(specs, ctx, processes):
+            pids.append(summary["pid"])
+            yield summary
+
+    monkeypatch.setattr(ingest_module, "run_local", watched)
+    results = {}
+    for processes in (1, 2):
+        ws = Workspace(str(tmp_path / f"ws{processes}"))
+        results[processes] = (ingest(ws, [str(tmp_path / "corpus")], shard_size=3, processes=processes,
+                                     show_progress=False), _manifest_rows(ws))
+    one, two = results[1], results[2]
+    assert len(pids) == 2 * 4
+    assert set(pids[:4]) == {os.getpid()}  # one process: this one
+    assert os.getpid() not in pids[4:] and len(set(pids[4:])) == 2  # two: two others
+    assert one[1] == two[1] and len(one[1]) == 10
+    for result in (one[0], two[0]):
+        assert (result.added, result.duplicates, result.error_count, result.shards) == (10, 1, 1, 4)
+
+
+def test_a_killed_shard_process_loses_only_its_shards_and_a_rerun_reads_them(tmp_path, monkeypatch):
+    write_corpus(tmp_path / "corpus", 40, seed=4)
+    ws = Workspace(str(tmp_path / "ws"))
+    killed = []
+
+    def killing(specs, ctx, processes=1):
+        for summary in executors.run_local(specs, ctx, processes):
+            if not killed:  # the pool is running: kill its processes, SIGKILL as the OOM killer would
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+            yield summary
+
+    monkeypatch.setattr(ingest_module, "run_local", killing)
+    with pytest.raises(MadmineError, match=r"shards did not complete .* re-run the same `madmine ingest`"):
+        ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
+    assert killed
+    partial = tables.MANIFEST.read(ws)
+    assert partial is None  # nothing of an incomplete ingest entered the manifest
+    monkeypatch.undo()
+    again = ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
+    assert again.added == 40 and again.error_count == 0
+    ids = tables.MANIFEST.read(ws).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 40
+    assert not multiprocessing.active_children()  # the pools are gone
