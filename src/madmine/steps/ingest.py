@@ -18,8 +18,8 @@ The driver never holds the corpus (steps/ingest_shards/):
 Shards run where scoring's do (madmine.placement): on one machine in this process, or in a
 process a core when there are several shards of local files; in Ray Data actors on a cluster.
 A worker lost mid-shard costs that shard's time: Ray Data retries it and its files are
-idempotent (on one machine, the ingest names the shards a dead process left, and a re-run
-reads them). A driver killed before the promotion loses the shards in flight and nothing
+idempotent (on one machine, a dead shard process stops the ingest with nothing promoted, and
+a re-run reads its shards again). A driver killed before the promotion loses the shards in flight and nothing
 else: the next ingest finds those URIs new again.
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -216,20 +217,22 @@ def ingest(
                 summaries = run_local(todo.shards, ctx, processes or default_processes(sources, cores))
             else:
                 summaries = _run_ray(todo.shards, ctx, ray_address, actors)
+            here = (socket.gethostname(), os.getpid())
             for summary in summaries:
                 if summary["shard"] in rows:
                     continue  # a retried shard: it counts once
                 rows[summary["shard"]] = summary["rows"]
                 duplicates += summary["duplicates"]
                 error_count += summary["errors"]
-                if summary.get("pid") != os.getpid():  # this process's count holds its own shards' retries
+                if (summary.get("node"), summary.get("pid")) != here:  # this process counted its own shards' retries
                     shard_retries += summary.get("retries", 0)
                 errors.extend(summary["error_rows"][: max(0, ERRORS_KEPT - len(errors))])
                 for phase, value in summary.get("timings", {}).items():
                     seconds[phase] = seconds.get(phase, 0.0) + value
                 progress.advance(task, summary["listed"])
         seconds["shards"] = time.perf_counter() - t
-        missing = [s.shard for s in todo.shards if s.shard not in set(area.markers.done())]
+        done = set(area.markers.done())
+        missing = [s.shard for s in todo.shards if s.shard not in done]
         if missing:
             raise MadmineError(
                 f"ingest: {len(missing)} of {len(todo.shards)} shards did not complete ({missing[:3]}...); "

@@ -1,6 +1,7 @@
 """Ingest in shards: copies of the same bytes in different shards collapse to one row, an s3://
 prefix is listed a page at a time, the todo file holds one row group per shard, shards in
-several processes give what one process gives, and a killed shard process loses nothing."""
+several processes give what one process gives, and a killed shard process stops the ingest
+with nothing half-promoted."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ import s3fs
 from counting_s3 import CountingS3Server
 from madmine import tables
 from madmine.errors import MadmineError
+from madmine.objectstore import StoreUnavailable
 from madmine.steps import ingest as ingest_module
 from madmine.steps.ingest import ingest
 from madmine.steps.ingest_shards import executors, listing
 from madmine.steps.ingest_shards.area import IngestArea
 from madmine.steps.ingest_shards.plan import plan
+from madmine.steps.ingest_shards.worker import IngestContext
+from madmine.steps.score.shards import ShardSpec
 from madmine.workspace import Workspace
+from network import free_port
 from worlds import write_corpus
 
 
@@ -116,34 +121,47 @@ def test_shards_in_several_processes_give_what_one_process_gives(tmp_path, monke
     one, two = results[1], results[2]
     assert len(pids) == 2 * 4
     assert set(pids[:4]) == {os.getpid()}  # one process: this one
-    assert os.getpid() not in pids[4:] and len(set(pids[4:])) == 2  # two: two others
+    assert os.getpid() not in pids[4:] and 1 <= len(set(pids[4:])) <= 2  # two: others (one may take all four)
     assert one[1] == two[1] and len(one[1]) == 10
     for result in (one[0], two[0]):
         assert (result.added, result.duplicates, result.error_count, result.shards) == (10, 1, 1, 4)
 
 
-def test_a_killed_shard_process_loses_only_its_shards_and_a_rerun_reads_them(tmp_path, monkeypatch):
+def test_a_killed_shard_process_stops_the_ingest_in_one_line_and_a_rerun_reads_everything(tmp_path, monkeypatch):
     write_corpus(tmp_path / "corpus", 40, seed=4)
     ws = Workspace(str(tmp_path / "ws"))
+    before = {child.pid for child in multiprocessing.active_children()}
     killed = []
 
     def killing(specs, ctx, processes=1):
         for summary in executors.run_local(specs, ctx, processes):
             if not killed:  # the pool is running: kill its processes, SIGKILL as the OOM killer would
                 for child in multiprocessing.active_children():
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
+                    if child.pid not in before:
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed.append(child.pid)
             yield summary
 
     monkeypatch.setattr(ingest_module, "run_local", killing)
-    with pytest.raises(MadmineError, match=r"shards did not complete .* re-run the same `madmine ingest`"):
+    with pytest.raises(MadmineError, match=r"a shard process died .* re-run the same `madmine ingest`"):
         ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
     assert killed
-    partial = tables.MANIFEST.read(ws)
-    assert partial is None  # nothing of an incomplete ingest entered the manifest
+    assert tables.MANIFEST.read(ws) is None  # nothing of an incomplete ingest entered the manifest
     monkeypatch.undo()
     again = ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
     assert again.added == 40 and again.error_count == 0
     ids = tables.MANIFEST.read(ws).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 40
-    assert not multiprocessing.active_children()  # the pools are gone
+    assert {child.pid for child in multiprocessing.active_children()} <= before  # the pools are gone
+
+
+def test_a_store_that_fails_in_a_shard_process_is_one_line_in_the_driver(tmp_path):
+    """A shard process's own workspace reads fail against a store nobody answers: the driver gets
+    the one-line StoreUnavailable, not the library's error stripped of its cause on the way back."""
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},  # nothing listens
+               "config_kwargs": {"retries": {"total_max_attempts": 2, "mode": "standard"}, "connect_timeout": 1}}
+    ctx = IngestContext("down", "s3://down/ws", options, {}, "2026-12-07T00:00:00+00:00", 64_000_000, 8, 1 << 20, 5.0, 1)
+    specs = [ShardSpec(f"{k:05d}", "down/ws/ingest/down/todo.parquet", k, k + 1) for k in range(2)]
+    with pytest.raises(StoreUnavailable, match=r"^the object store kept failing: EndpointConnectionError.* re-run"):
+        list(executors.run_local(specs, ctx, processes=2))
