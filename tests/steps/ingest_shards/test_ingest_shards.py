@@ -117,7 +117,7 @@ def test_shards_in_several_processes_give_what_one_process_gives(tmp_path, monke
     for processes in (1, 2):
         ws = Workspace(str(tmp_path / f"ws{processes}"))
         results[processes] = (ingest(ws, [str(tmp_path / "corpus")], shard_size=3, processes=processes,
-                                     show_progress=False), _manifest_rows(ws))
+                                     executor="local", show_progress=False), _manifest_rows(ws))
     one, two = results[1], results[2]
     assert len(pids) == 2 * 4
     assert set(pids[:4]) == {os.getpid()}  # one process: this one
@@ -144,11 +144,11 @@ def test_a_killed_shard_process_stops_the_ingest_in_one_line_and_a_rerun_reads_e
 
     monkeypatch.setattr(ingest_module, "run_local", killing)
     with pytest.raises(MadmineError, match=r"a shard process died .* re-run the same `madmine ingest`"):
-        ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
+        ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, executor="local", show_progress=False)
     assert killed
     assert tables.MANIFEST.read(ws) is None  # nothing of an incomplete ingest entered the manifest
     monkeypatch.undo()
-    again = ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, show_progress=False)
+    again = ingest(ws, [str(tmp_path / "corpus")], shard_size=1, processes=2, executor="local", show_progress=False)
     assert again.added == 40 and again.error_count == 0
     ids = tables.MANIFEST.read(ws).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 40
