@@ -79,6 +79,32 @@ def test_an_s3_prefix_is_listed_a_page_at_a_time(tmp_path):
         server.stop()
 
 
+def test_an_s3_glob_is_listed_a_page_at_a_time_and_names_what_fsspec_glob_names(tmp_path):
+    server = CountingS3Server()
+    server.start()
+    try:
+        options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": server.endpoint}}
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("globs")
+        fs.pipe({f"globs/corpus/{k:05d}.jpg": b"x" for k in range(1050)}
+                | {f"globs/corpus/sub/{k}.jpg": b"x" for k in range(5)}
+                | {"globs/corpus/sub/deeper/a.png": b"x", "globs/corpus/notes.md": b"y", "globs/other/b.jpg": b"x"})
+        before = server.snapshot()["GET"]
+        streamed = listing._glob(fs, "s3", "globs/corpus/*.jpg")
+        assert next(streamed) == "globs/corpus/00000.jpg" and server.snapshot()["GET"] - before == 1  # one page read
+        assert len(list(streamed)) == 1049 and server.snapshot()["GET"] - before == 2  # 1,000 keys a page
+        for pattern in ("globs/corpus/*.jpg", "globs/corpus/**/*.jpg", "globs/corpus/sub/*", "globs/c*/0000?.jpg",
+                        "globs/corpus/**", "globs/*/b.jpg"):
+            fs.invalidate_cache()
+            expected = sorted(p for p in fs.glob(pattern) if fs.isfile(p))
+            fs.invalidate_cache()
+            assert sorted(listing._glob(fs, "s3", pattern)) == expected, pattern
+        listed = listing.write_listing(["s3://globs/corpus/*.jpg"], options, str(tmp_path / "l.parquet"))
+        assert listed.uris == 1050 and not listed.errors
+    finally:
+        server.stop()
+
+
 def test_new_uris_are_cut_into_one_row_group_per_shard(tmp_path):
     ws = Workspace(str(tmp_path / "ws"))
     corpus = write_corpus(tmp_path / "c", 7)

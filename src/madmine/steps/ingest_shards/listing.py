@@ -1,7 +1,8 @@
 """Listing: SOURCE arguments -> image URIs, streamed into a Parquet file a page at a time.
 
-An s3:// prefix of 10M objects is listed page by page (1,000 keys a request), a local
-folder entry by entry and a URI list line by line, and the URIs go to the listing file in
+An s3:// prefix of 10M objects is listed page by page (1,000 keys a request), and so is an
+s3:// glob (under the folder before its first wildcard), a local folder entry by entry and a
+URI list line by line, and the URIs go to the listing file in
 row groups: the driver never holds the list. Duplicates and order are settled later, in
 DuckDB (plan.py).
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import glob as globbing
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.asyn import sync
+from fsspec.utils import glob_translate
 
 from madmine import objectstore
 from madmine.images import IMAGE_EXTENSIONS
@@ -70,11 +73,12 @@ async def _next_page(pages, n: int) -> list[dict]:
     return out
 
 
-def _walk_s3(fs, path: str) -> Iterator[str]:
-    """Every object under an s3:// prefix, a page of keys at a time (s3fs's listing iterator)."""
+def _walk_s3(fs, path: str, delimiter: str = "") -> Iterator[str]:
+    """Every object under an s3:// prefix, a page of keys at a time (s3fs's listing iterator);
+    with delimiter "/", only the objects directly in it."""
     bucket, _, prefix = path.partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
+    pages = fs._iterdir(bucket, delimiter=delimiter, prefix=prefix)
     while True:
         page = sync(fs.loop, _next_page, pages, PAGE)
         if not page:
@@ -93,7 +97,23 @@ def _files_under(fs, protocol: str, path: str) -> Iterator[str]:
 def _glob(fs, protocol: str, path: str) -> Iterator[str]:
     if protocol == "file":
         return globbing.iglob(path, recursive=True)
+    if protocol in ("s3", "s3a") and "/" in path[: _first_wildcard(path)]:
+        return _glob_s3(fs, path)
     return iter(fs.glob(path))
+
+
+def _first_wildcard(path: str) -> int:
+    return min(path.index(ch) for ch in "*?[" if ch in path)
+
+
+def _glob_s3(fs, path: str) -> Iterator[str]:
+    """The objects an s3:// glob names, streamed: the folder before its first wildcard listed a
+    page at a time (only that folder's own objects when no wildcard spans folders) and each key
+    matched by fsspec's glob rules. fs.glob would hold the whole listing first."""
+    folder = path[: _first_wildcard(path)].rpartition("/")[0]
+    pattern = re.compile(glob_translate(path))
+    nested = "**" in path or "/" in path[_first_wildcard(path):]
+    return (key for key in _walk_s3(fs, folder, delimiter="" if nested else "/") if pattern.match(key))
 
 
 def _uris_of(source: str, storage_options: dict, listed: Listed) -> Iterator[str]:
