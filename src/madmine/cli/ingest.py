@@ -18,7 +18,9 @@ def ingest(
         ..., help="Folders, globs ('imgs/*.jpg'), s3:// prefixes, or text files (.txt/.lst) with one URI per line."
     ),
     workers: int = typer.Option(
-        None, help="Threads that read and decode in each shard worker (default: one, with a process a core running shards; four a core for s3://)."
+        None,
+        help="Threads that read and decode in each shard worker (default: one, with a process a core "
+        "running shards; four a core for s3://).",
     ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Read again the files that failed an earlier ingest."),
     max_error_fraction: float = typer.Option(

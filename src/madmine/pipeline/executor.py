@@ -11,6 +11,7 @@ done and continues from the first unfinished step, after a crash too.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,13 +30,14 @@ class Waiting:
     commands: list[str]
 
 
-class Step:
+class Step(ABC):
     """One step of a pipeline; `run(ctx)` returns counts, or a Waiting."""
 
     name = ""
 
+    @abstractmethod
     def run(self, ctx) -> dict | Waiting:
-        raise NotImplementedError
+        """Do the step (or find that it waits on people) and return its counts."""
 
 
 class Log:

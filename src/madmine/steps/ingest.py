@@ -19,8 +19,8 @@ Shards run where scoring's do (madmine.placement): on one machine in this proces
 process a core when there are several shards of local files; in Ray Data actors on a cluster.
 A worker lost mid-shard costs that shard's time: Ray Data retries it and its files are
 idempotent (on one machine, a dead shard process stops the ingest with nothing promoted, and
-a re-run reads its shards again). A driver killed before the promotion loses the shards in flight and nothing
-else: the next ingest finds those URIs new again.
+a re-run reads its shards again). A driver killed before the promotion loses the shards in
+flight and nothing else: the next ingest finds those URIs new again.
 """
 
 from __future__ import annotations

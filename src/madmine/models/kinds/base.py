@@ -19,6 +19,7 @@ import posixpath
 import re
 import tempfile
 import zlib
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
@@ -84,7 +85,7 @@ def load_weights(net: nn.Module, state: dict) -> None:
         inner.load_state_dict(state, strict=True)
 
 
-class Kind:
+class Kind(ABC):
     """One way of building a model. Subclasses override what differs."""
 
     key = ""  # the config key that selects this kind (arch = ..., hf = ...)
@@ -128,11 +129,11 @@ class Kind:
         return f"{prefix}-{self.own_digest(spec, storage_options)}"
 
     # ---- the model ---------------------------------------------------------------------------
+    @abstractmethod
     def build(self, spec: ModelSpec, num_outputs: int | None, storage_options: dict | None, state: dict | None = None) -> nn.Module:
         """The module on the CPU. `num_outputs`: the class count to build with (kinds whose checkpoint
         decides it ignore it); `state`: the weights file's state_dict, which the registry applies
         after the build (a kind looks at it only where the architecture depends on it)."""
-        raise NotImplementedError
 
     def labels(self, net: nn.Module) -> tuple[str, ...] | None:
         """The model's own class names in id order, where it names them."""

@@ -1,10 +1,9 @@
 """Listing: SOURCE arguments -> image URIs, streamed into a Parquet file a page at a time.
 
 An s3:// prefix of 10M objects is listed page by page (1,000 keys a request), and so is an
-s3:// glob (under the folder before its first wildcard), a local folder entry by entry and a
-URI list line by line, and the URIs go to the listing file in
-row groups: the driver never holds the list. Duplicates and order are settled later, in
-DuckDB (plan.py).
+s3:// glob (the folder before its first wildcard); a local folder entry by entry, a URI list
+line by line. The URIs go to the listing file in row groups: the driver never holds the list.
+Duplicates and order are settled later, in DuckDB (plan.py).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ SOURCE_ERRORS = ("source not found", "source unreadable")
 ROW_GROUP = 1 << 16
 SCHEMA = pa.schema([("uri", pa.string())])
 PAGE = 1000  # keys per listing request on an object store
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 @dataclass
@@ -97,23 +97,21 @@ def _files_under(fs, protocol: str, path: str) -> Iterator[str]:
 def _glob(fs, protocol: str, path: str) -> Iterator[str]:
     if protocol == "file":
         return globbing.iglob(path, recursive=True)
-    if protocol in ("s3", "s3a") and "/" in path[: _first_wildcard(path)]:
-        return _glob_s3(fs, path)
+    fixed, _, _ = path.partition(_WILDCARD.search(path).group())
+    if protocol in ("s3", "s3a") and "/" in fixed:  # a wildcard in the bucket's name: fs.glob lists buckets
+        return _glob_s3(fs, path, fixed)
     return iter(fs.glob(path))
 
 
-def _first_wildcard(path: str) -> int:
-    return min(path.index(ch) for ch in "*?[" if ch in path)
-
-
-def _glob_s3(fs, path: str) -> Iterator[str]:
-    """The objects an s3:// glob names, streamed: the folder before its first wildcard listed a
-    page at a time (only that folder's own objects when no wildcard spans folders) and each key
-    matched by fsspec's glob rules. fs.glob would hold the whole listing first."""
-    folder = path[: _first_wildcard(path)].rpartition("/")[0]
+def _glob_s3(fs, path: str, fixed: str) -> Iterator[str]:
+    """The objects an s3:// glob names, streamed: the folder before its first wildcard (`fixed`
+    is what precedes it) listed a page at a time, only that folder's own objects when no wildcard
+    spans folders, and each key matched by fsspec's glob rules. fs.glob would hold the whole
+    listing first."""
     pattern = re.compile(glob_translate(path))
-    nested = "**" in path or "/" in path[_first_wildcard(path):]
-    return (key for key in _walk_s3(fs, folder, delimiter="" if nested else "/") if pattern.match(key))
+    nested = "**" in path or "/" in path[len(fixed):]
+    keys = _walk_s3(fs, fixed.rpartition("/")[0], delimiter="" if nested else "/")
+    return (key for key in keys if pattern.match(key))
 
 
 def _uris_of(source: str, storage_options: dict, listed: Listed) -> Iterator[str]:
@@ -127,7 +125,7 @@ def _uris_of(source: str, storage_options: dict, listed: Listed) -> Iterator[str
                 if line and not line.startswith("#"):
                     yield line if "://" in line else _full_uri("file", split_uri(line)[1])
         return
-    if any(ch in path for ch in "*?["):
+    if _WILDCARD.search(path):
         paths = _glob(fs, protocol, path)
     elif fs.isdir(path):
         paths = _files_under(fs, protocol, path)
